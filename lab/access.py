@@ -1,0 +1,84 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""How Ansible reaches the lab: SSH keys, per-host sshd configs, and the inventory files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from lab.scenario import Scenario
+from lab.system import LAB_DIR, run
+
+SSH_DIR = LAB_DIR / "ssh"
+CLIENT_KEY = SSH_DIR / "id_ed25519"
+HOST_KEY = SSH_DIR / "ssh_host_ed25519_key"
+AUTHORIZED_KEYS = SSH_DIR / "authorized_keys"
+CONTROL_DIR = LAB_DIR / "ssh-control"
+INVENTORY_DIR = LAB_DIR / "inventory"
+KUBECONFIG = LAB_DIR / "kubeconfig"
+SSH_OPTIONS = "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null"
+
+
+def ensure_keys() -> None:
+    """Generate the lab's client key and host key once; authorise the client key for root."""
+    SSH_DIR.mkdir(parents=True, exist_ok=True)
+    SSH_DIR.chmod(0o700)
+    for key, comment in ((CLIENT_KEY, "zerotrust-lab-client"), (HOST_KEY, "zerotrust-lab-host")):
+        if not key.exists():
+            run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(key)])
+    AUTHORIZED_KEYS.write_text(Path(f"{CLIENT_KEY}.pub").read_text())
+    AUTHORIZED_KEYS.chmod(0o600)
+
+
+def sshd_config(host: str, addresses: list[str]) -> Path:
+    """Write the sshd config for one lab host (root by key only, on its lab addresses)."""
+    path = SSH_DIR / f"sshd_config.{host}"
+    listen = "".join(f"ListenAddress {address}\n" if ":" not in address else f"ListenAddress [{address}]:22\n" for address in addresses)
+    path.write_text(
+        f"# zerotrust lab: sshd of {host}\n"
+        "Port 22\n"
+        f"{listen}"
+        f"HostKey {HOST_KEY}\n"
+        f"PidFile {LAB_DIR / 'run' / f'sshd.{host}.pid'}\n"
+        f"AuthorizedKeysFile {AUTHORIZED_KEYS}\n"
+        "PermitRootLogin prohibit-password\n"
+        "PubkeyAuthentication yes\n"
+        "PasswordAuthentication no\n"
+        "KbdInteractiveAuthentication no\n"
+        "UsePAM no\n"
+        "UseDNS no\n"
+        "PrintMotd no\n"
+        "MaxStartups 50:30:100\n"
+        "MaxSessions 50\n"
+        "Subsystem sftp internal-sftp\n"
+        "AcceptEnv LANG LC_*\n"
+    )
+    return path
+
+
+def write_inventory(scenario: Scenario) -> None:
+    """Write .lab/inventory/: the Kubernetes plugin config, the VMs, and the SSH settings of every host."""
+    (INVENTORY_DIR / "group_vars").mkdir(parents=True, exist_ok=True)
+    CONTROL_DIR.mkdir(parents=True, exist_ok=True)
+    kubernetes: dict[str, Any] = {
+        "plugin": "zerotrust.workloads.kubernetes",
+        "connections": [{"kubeconfig": str(KUBECONFIG), "context": scenario.cluster.name}],
+    }
+    hosts: dict[str, Any] = {}
+    for vm in scenario.vms:
+        addresses = [str(vm.address)] + ([str(vm.ipv6)] if vm.ipv6 is not None else [])
+        hosts[vm.name] = {"ansible_host": str(vm.address), "zt_addresses": addresses, "zt_labels": dict(vm.labels)}
+    vms = {"all": {"children": {"vms": {"hosts": hosts}}}}
+    group_vars = {
+        "ansible_user": "root",
+        "ansible_ssh_private_key_file": str(CLIENT_KEY),
+        "ansible_python_interpreter": "/usr/bin/python3",
+        "ansible_ssh_common_args": SSH_OPTIONS,
+        "zt_lab_controller_addresses": [str(scenario.underlay.controller)]
+        + ([str(scenario.underlay.controller_v6)] if scenario.underlay.controller_v6 is not None else []),
+    }
+    header = "# SPDX-License-Identifier: GPL-3.0-or-later\n# Written by `python -m lab up`; rewritten on every up.\n"
+    for name, data in (("lab.kubernetes.yml", kubernetes), ("vms.yml", vms), ("group_vars/all.yml", group_vars)):
+        (INVENTORY_DIR / name).write_text(header + yaml.safe_dump(data, sort_keys=False, default_flow_style=False))

@@ -1,0 +1,76 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""A workload's listener: run inside a pod or VM network namespace (stdlib only).
+
+For every TCP port it accepts, writes back one line with the peer address it saw and closes;
+for every UDP port it answers each datagram with the peer address. The probe uses that echo
+to show the source a pod really sees (e.g. kube-proxy's masquerade address).
+
+    python3 lab/listener.py --tcp 80 --tcp 8080 --udp 53
+"""
+
+from __future__ import annotations
+
+import argparse
+import socket
+import threading
+
+
+def _peer(address: str) -> str:
+    # Dual-stack sockets report IPv4 peers as ::ffff:a.b.c.d.
+    return address[7:] if address.startswith("::ffff:") else address
+
+
+def _socket(kind: int, port: int) -> socket.socket:
+    try:
+        sock = socket.socket(socket.AF_INET6, kind)
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("::", port))
+    except OSError:
+        sock = socket.socket(socket.AF_INET, kind)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("0.0.0.0", port))  # noqa: S104 - inside a lab namespace only
+    return sock
+
+
+def serve_tcp(port: int) -> None:
+    """Accept forever; answer each connection with the peer address."""
+    server = _socket(socket.SOCK_STREAM, port)
+    server.listen(128)
+    while True:
+        conn, peer = server.accept()
+        try:
+            conn.settimeout(2)
+            conn.sendall((_peer(peer[0]) + "\n").encode())
+        except OSError:
+            pass
+        finally:
+            conn.close()
+
+
+def serve_udp(port: int) -> None:
+    """Answer every datagram with the peer address."""
+    server = _socket(socket.SOCK_DGRAM, port)
+    while True:
+        _, peer = server.recvfrom(2048)
+        try:
+            server.sendto((_peer(peer[0]) + "\n").encode(), peer)
+        except OSError:
+            pass
+
+
+def main() -> None:
+    """Start one thread per port and wait."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--tcp", type=int, action="append", default=[])
+    parser.add_argument("--udp", type=int, action="append", default=[])
+    args = parser.parse_args()
+    threads = [threading.Thread(target=serve_tcp, args=(port,), daemon=True) for port in args.tcp]
+    threads += [threading.Thread(target=serve_udp, args=(port,), daemon=True) for port in args.udp]
+    for thread in threads:
+        thread.start()
+    threading.Event().wait()
+
+
+if __name__ == "__main__":
+    main()

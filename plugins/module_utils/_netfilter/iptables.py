@@ -1,0 +1,585 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+# Copyright: contributors to zerotrust.workloads
+"""The iptables + ipset backend (legacy or nft flavour, IPv4 and IPv6).
+
+What we own in a namespace: the chains called ``ZT-*`` in the filter and mangle
+tables, the rules that jump to them from the built-in chains, and the ipsets called
+``zt-*``. Nothing else is read for comparison or written.
+
+Identity and drift: every rule's comment is ``zt:<hash> <origin>``; the hash covers
+the model rule's ``match_key()`` and the rendered rule, so a no-op run compares hash
+lists only. The last rule of each chain also carries ``fp=<hash>``, the hash of the
+chain's whole hash list as we wrote it: a chain whose live hash list no longer
+matches its own ``fp`` was changed by hand (drift), while a chain that is merely
+different from a new desired ruleset is a planned change. Set entries carry the hash
+of the set's members as their ipset comment, for the same reason.
+
+Transactions: ``ipset restore`` creates sets or refills them through a temporary set
+and ``swap`` (atomic for packets); one ``iptables-restore --noflush`` per family
+rewrites only the chains whose hashes differ (declaring ``:ZT-X`` flushes it inside
+the same commit, so there is no moment with a half-written chain) and puts our jump
+rules first in their built-in chains; a last ``ipset restore`` destroys sets that no
+rule references any more.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import re
+import shlex
+from typing import ClassVar, Optional
+
+from .backend import (
+    Backend,
+    LiveState,
+    Options,
+    Plan,
+    Step,
+    comment_for,
+    hash_from_comment,
+    members_hash,
+    object_chain_name,
+    rule_hash,
+)
+from .model import Chain, Rule, Ruleset
+from .runner import Runner, tool_exists
+
+FAMILIES = (4, 6)
+TABLES = ("filter", "mangle")
+HOOKS = {
+    "input": ("filter", "INPUT"),
+    "output": ("filter", "OUTPUT"),
+    "forward": ("filter", "FORWARD"),
+    "prerouting": ("mangle", "PREROUTING"),
+}
+CHAIN_PREFIX = "ZT-"
+SET_PREFIX = "zt-"
+MULTIPORT_SLOTS = 15
+XTABLES_WAIT_SECONDS = "30"
+_JUMP = re.compile(r"(?:^| )-[jg] (ZT-[A-Za-z0-9_-]+)(?: |$)")
+_COMMENT = re.compile(r'--comment (?:"([^"]*)"|(\S+))')
+_FINGERPRINT = re.compile(r" fp=([0-9a-f]{16})$")
+
+ChainKey = tuple[int, str, str]
+"""(family, table, chain)"""
+
+
+@dataclasses.dataclass
+class SetState:
+    """One of our ipsets: its creation options, members and the member hash it records."""
+
+    family: int
+    members: tuple[str, ...]
+    recorded: tuple[str, ...] = ()
+    """The distinct entry comments (our member hash) found live."""
+    options: str = ""
+    """Everything after the name on the ``create`` line (live sets)."""
+
+
+@dataclasses.dataclass
+class State:
+    """Our objects in one namespace, either rendered from a ruleset or parsed from a save."""
+
+    chains: dict[ChainKey, list[str]] = dataclasses.field(default_factory=dict)
+    """Rule specs (what follows ``-A CHAIN``) of our chains, in order."""
+    jumps: dict[ChainKey, list[str]] = dataclasses.field(default_factory=dict)
+    """Specs of the rules in a built-in chain that jump to one of ours, in order."""
+    builtins: dict[ChainKey, list[str]] = dataclasses.field(default_factory=dict)
+    """All rule specs of the built-in chains (live only), to see whether ours are first."""
+    foreign_refs: dict[ChainKey, list[str]] = dataclasses.field(default_factory=dict)
+    """Specs in foreign user chains that jump to ours (live only)."""
+    sets: dict[str, SetState] = dataclasses.field(default_factory=dict)
+    origins: dict[tuple[ChainKey, int], str] = dataclasses.field(default_factory=dict)
+    """(chain, index) -> rule origin, for error messages (rendered only)."""
+
+    @property
+    def present(self) -> bool:
+        """True when anything of ours exists."""
+        return bool(self.chains or self.sets or any(self.jumps.values()) or any(self.foreign_refs.values()))
+
+
+def ipset_name(model_name: str, family: int) -> str:
+    """``zt-abc`` -> ``zt-abc-4``; names without our prefix get it."""
+    base = model_name if model_name.startswith(SET_PREFIX) else SET_PREFIX + model_name
+    return f"{base}-{family}"
+
+
+def ipset_members(members: tuple[str, ...]) -> tuple[str, ...]:
+    """Members as ``hash:net`` holds them: a /0 (which it refuses) becomes two /1 halves."""
+    result: list[str] = []
+    for member in members:
+        network = ipaddress.ip_network(member)
+        if network.prefixlen == 0:
+            result.extend(str(half) for half in network.subnets(prefixlen_diff=1))
+        else:
+            result.append(member)
+    return tuple(sorted(set(result)))
+
+
+def rule_key(spec: str) -> str:
+    """Comparison identity of a rule spec: our hash, or the whole text for a foreign rule."""
+    comment = spec_comment(spec)
+    found = hash_from_comment(comment) if comment is not None else None
+    return found if found is not None else spec
+
+
+def spec_comment(spec: str) -> Optional[str]:
+    """The ``--comment`` text of a rule spec, if any."""
+    match = _COMMENT.search(spec)
+    if not match:
+        return None
+    return match.group(1) if match.group(1) is not None else match.group(2)
+
+
+def chain_fingerprint(keys: list[str]) -> str:
+    """Hash of a chain's ordered rule keys, recorded on its last rule."""
+    return rule_hash("chain", *keys)
+
+
+class Renderer:
+    """Turns a model ruleset into our iptables/ipset objects for one set of options."""
+
+    def __init__(self, options: Options) -> None:
+        self.options = options
+
+    def state(self, ruleset: Ruleset) -> State:
+        """The complete state ``ruleset`` stands for."""
+        state = State()
+        for address_set in ruleset.address_sets:
+            for family in FAMILIES:
+                members = ipset_members(address_set.family_members(family))
+                state.sets[ipset_name(address_set.name, family)] = SetState(family, members, (members_hash(members),))
+        for family in FAMILIES:
+            for chain in ruleset.chains:
+                table, builtin = HOOKS[chain.hook]
+                name = object_chain_name(chain.name)
+                key: ChainKey = (family, table, name)
+                specs: list[str] = []
+                for index, (spec, origin) in enumerate(self.chain_specs(chain, family, table)):
+                    specs.append(spec)
+                    state.origins[(key, index)] = origin
+                if specs:
+                    fingerprint = chain_fingerprint([rule_key(spec) for spec in specs])
+                    specs[-1] = specs[-1].replace('" -j ', f' fp={fingerprint}" -j ', 1)
+                state.chains[key] = specs
+                jump_comment = comment_for(rule_hash("jump", table, builtin, name), f"jump {chain.name}")
+                state.jumps.setdefault((family, table, builtin), []).append(f'-m comment --comment "{jump_comment}" -j {name}')
+        return state
+
+    def chain_specs(self, chain: Chain, family: int, table: str) -> list[tuple[str, str]]:
+        """(spec, origin) of every rule of ``chain`` in ``family``, the default last."""
+        direction = "dst" if chain.hook == "output" else "src"
+        result: list[tuple[str, str]] = []
+        for rule in chain.rules:
+            if family not in rule.families():
+                continue
+            for matches in self.rule_matches(rule, family, direction):
+                for target_matches, target in self.targets(rule.verdict, rule.protocol, family, table):
+                    result.append((self._spec(rule.match_key(), matches + target_matches, target, rule.origin), rule.origin))
+        default_key = f"default:{chain.default_verdict}"
+        if self.options.log_denied and chain.default_verdict in ("deny", "drop"):
+            count, _, unit = self.options.log_rate.partition("/")
+            log = f'-j LOG --log-prefix "{self.options.log_prefix}"'
+            limit = f"-m limit --limit {count}/{unit} --limit-burst {count}"
+            result.append((self._spec(default_key + ":log", limit, log, chain.default_origin + " log"), chain.default_origin))
+        for target_matches, target in self.targets(chain.default_verdict, None, family, table):
+            result.append((self._spec(default_key, target_matches, target, chain.default_origin), chain.default_origin))
+        return result
+
+    def rule_matches(self, rule: Rule, family: int, direction: str) -> list[str]:
+        """The match part(s) of one model rule; several when ports or ICMP types need splitting."""
+        parts: list[str] = []
+        if rule.interface:
+            parts.append(("-o " if direction == "dst" else "-i ") + rule.interface)
+        protocol = rule.protocol
+        if protocol == "icmpv6":
+            parts.append("-p ipv6-icmp")
+        elif protocol:
+            parts.append(f"-p {protocol}")
+        variants: list[str] = [""]
+        if rule.ports:
+            variants = [self._port_match(protocol or "", chunk) for chunk in _port_chunks(rule)]
+        elif rule.icmp_types:
+            if family == 4:
+                variants = [f"-m icmp --icmp-type {icmp_type}" for icmp_type in rule.icmp_types]
+            else:
+                variants = [f"-m icmp6 --icmpv6-type {icmp_type}" for icmp_type in rule.icmp_types]
+        tail: list[str] = []
+        if rule.peer_set:
+            tail.append(f"-m set --match-set {ipset_name(rule.peer_set, family)} {direction}")
+        if rule.local_destination:
+            tail.append("-m addrtype --dst-type LOCAL")
+        if rule.conntrack:
+            tail.append("-m conntrack --ctstate " + ",".join(state.upper() for state in rule.conntrack))
+        return [" ".join(part for part in [*parts, variant, *tail] if part) for variant in variants]
+
+    @staticmethod
+    def _port_match(protocol: str, chunk: list[str]) -> str:
+        if len(chunk) == 1:
+            return f"-m {protocol} --dport {chunk[0]}"
+        return f"-m multiport --dports {','.join(chunk)}"
+
+    def targets(self, verdict: str, protocol: Optional[str], family: int, table: str) -> list[tuple[str, str]]:
+        """(extra matches, target) pairs for a verdict; reject without protocol needs two rules."""
+        if verdict == "accept":
+            return [("", "-j ACCEPT")]
+        if verdict == "return":
+            return [("", "-j RETURN")]
+        if verdict == "drop" or self.options.default_action == "drop" or table != "filter":
+            # REJECT exists only in the filter table.
+            return [("", "-j DROP")]
+        unreachable = "icmp-port-unreachable" if family == 4 else "icmp6-port-unreachable"
+        if protocol == "tcp":
+            return [("", "-j REJECT --reject-with tcp-reset")]
+        if protocol is None:
+            return [("-p tcp", "-j REJECT --reject-with tcp-reset"), ("", f"-j REJECT --reject-with {unreachable}")]
+        return [("", f"-j REJECT --reject-with {unreachable}")]
+
+    @staticmethod
+    def _spec(match_key: str, matches: str, target: str, origin: str) -> str:
+        body = f"{matches} {target}".strip()
+        comment = comment_for(rule_hash(match_key, body), origin)
+        return f'{matches} -m comment --comment "{comment}" {target}'.strip()
+
+
+def _port_chunks(rule: Rule) -> list[list[str]]:
+    """Ports as multiport accepts them: at most 15 slots per rule, a range takes two."""
+    chunks: list[list[str]] = [[]]
+    used = 0
+    for port in rule.ports:
+        text = str(port).replace("-", ":")
+        cost = 1 if port.first == port.last else 2
+        if used + cost > MULTIPORT_SLOTS:
+            chunks.append([])
+            used = 0
+        chunks[-1].append(text)
+        used += cost
+    return chunks
+
+
+def parse_save(text: str, family: int, state: State) -> None:
+    """Add what ``iptables-save`` output ``text`` holds of ours (filter and mangle) to ``state``."""
+    table = ""
+    for line in text.splitlines():
+        if line.startswith("*"):
+            table = line[1:].strip()
+            continue
+        if table not in TABLES:
+            continue
+        if line.startswith(":"):
+            chain = line[1:].split(" ", 1)[0]
+            if chain.startswith(CHAIN_PREFIX):
+                state.chains.setdefault((family, table, chain), [])
+            elif chain.isupper() and chain in ("INPUT", "OUTPUT", "FORWARD", "PREROUTING", "POSTROUTING"):
+                state.builtins.setdefault((family, table, chain), [])
+            continue
+        if not line.startswith("-A "):
+            continue
+        chain, _, spec = line[3:].partition(" ")
+        key: ChainKey = (family, table, chain)
+        if chain.startswith(CHAIN_PREFIX):
+            state.chains.setdefault(key, []).append(spec)
+        elif key in state.builtins:
+            state.builtins[key].append(spec)
+            if _JUMP.search(spec):
+                state.jumps.setdefault(key, []).append(spec)
+        elif _JUMP.search(spec):
+            state.foreign_refs.setdefault(key, []).append(spec)
+
+
+def parse_ipset_save(text: str, state: State) -> None:
+    """Add our sets (``zt-*``) from ``ipset save`` output to ``state``."""
+    members: dict[str, list[str]] = {}
+    recorded: dict[str, set[str]] = {}
+    for line in text.splitlines():
+        words = line.split(" ", 2)
+        if len(words) < 3 or not words[1].startswith(SET_PREFIX):
+            continue
+        name = words[1]
+        if words[0] == "create":
+            family = 6 if " family inet6" in line else 4
+            state.sets[name] = SetState(family, (), (), words[2])
+            members[name] = []
+            recorded[name] = set()
+        elif words[0] == "add" and name in members:
+            member, _, rest = words[2].partition(" ")
+            members[name].append(str(ipaddress.ip_network(member, strict=False)) if "/" in member else member)
+            match = re.search(r'comment "([^"]*)"', rest)
+            recorded[name].add(match.group(1) if match else "")
+    for name, found in members.items():
+        canonical = tuple(sorted({_canonical_member(member) for member in found}))
+        state.sets[name] = dataclasses.replace(state.sets[name], members=canonical, recorded=tuple(sorted(recorded[name])))
+
+
+def _canonical_member(member: str) -> str:
+    network = ipaddress.ip_network(member, strict=False)
+    return str(network.network_address) if network.num_addresses == 1 else str(network)
+
+
+def render_text(state: State) -> str:
+    """Diff-mode text of our objects: sets, then per family and table the jumps and chains."""
+    lines: list[str] = []
+    for name in sorted(state.sets):
+        found = state.sets[name]
+        lines.append(f"ipset {name} ({'inet6' if found.family == 6 else 'inet'}): {' '.join(found.members) or '(empty)'}")
+    for family in FAMILIES:
+        for table in TABLES:
+            block: list[str] = []
+            for (jump_family, jump_table, builtin), specs in sorted(state.jumps.items()):
+                if (jump_family, jump_table) == (family, table):
+                    block.extend(f"-A {builtin} {spec}" for spec in specs)
+            for (chain_family, chain_table, chain), specs in sorted(state.chains.items()):
+                if (chain_family, chain_table) == (family, table):
+                    block.append(f":{chain}")
+                    block.extend(f"-A {chain} {spec}" for spec in specs)
+            if block:
+                lines.append(f"# IPv{family} {table}")
+                lines.extend(block)
+    return "\n".join(lines) + ("\n" if lines else "")
+
+
+class IptablesBackend(Backend):
+    """iptables/ip6tables with ipset, through the host's default ``iptables`` alternative."""
+
+    name: ClassVar[str] = "iptables"
+    tool_prefix: ClassVar[str] = ""
+    """``-legacy`` or ``-nft`` to pin a flavour; empty for the host's default."""
+
+    def __init__(self, runner: Runner, options: Options) -> None:
+        super().__init__(runner, options)
+        self.renderer = Renderer(options)
+
+    @classmethod
+    def tools(cls, family: int) -> tuple[str, str]:
+        """(save, restore) commands of one family."""
+        base = "iptables" if family == 4 else "ip6tables"
+        return f"{base}{cls.tool_prefix}-save", f"{base}{cls.tool_prefix}-restore"
+
+    @classmethod
+    def available(cls, runner: Runner) -> Optional[str]:
+        """Why this backend cannot run, or None."""
+        missing = [tool for family in FAMILIES for tool in cls.tools(family) if not tool_exists(tool)]
+        if not tool_exists("ipset"):
+            missing.append("ipset")
+        if missing:
+            return f"backend {cls.name} needs {', '.join(missing)}: install the iptables and ipset packages"
+        return None
+
+    def read(self) -> LiveState:
+        """Two saves (IPv4, IPv6) and one ``ipset save``: reads only."""
+        state = State()
+        for family in FAMILIES:
+            save, _ = self.tools(family)
+            parse_save(self.runner.run([save]).stdout, family, state)
+        parse_ipset_save(self.runner.run(["ipset", "save"]).stdout, state)
+        # Built-in chains without any jump of ours are of no interest beyond this read.
+        return LiveState(present=state.present, text=render_text(_ours_only(state)), raw=state)
+
+    def render(self, desired: Ruleset) -> str:
+        """Diff-mode text of ``desired``."""
+        return render_text(self.renderer.state(desired))
+
+    def plan(self, desired: Optional[Ruleset], live: LiveState) -> Plan:
+        """Compare by hashes and build the transaction (``desired=None``: remove ours)."""
+        current: State = live.raw
+        target = self.renderer.state(desired) if desired is not None else State()
+        drift = find_drift(target, current) if desired is not None else []
+        steps = self.transaction(target, current)
+        after_state = _diff_after(target, current)
+        return Plan(steps=steps, drift=drift, before=live.text, after=render_text(after_state))
+
+    def restore_steps(self, target: LiveState, current: LiveState) -> list[Step]:
+        """Take our objects from ``current`` back to ``target`` (both parsed saves)."""
+        return self.transaction(_ours_only(target.raw), current.raw)
+
+    def transaction(self, target: State, current: State) -> list[Step]:
+        """The steps taking ``current`` to ``target``: set updates, rules per family, set removals."""
+        steps: list[Step] = []
+        set_lines, line_origins = _set_update_lines(target, current)
+        if set_lines:
+            steps.append(Step(("ipset", "restore"), "\n".join(set_lines) + "\n", "ipset restore", line_origins))
+        for family in FAMILIES:
+            restore_input, origins = _rules_restore(target, current, family)
+            if restore_input:
+                _, restore = self.tools(family)
+                what = f"{restore} (IPv{family})"
+                steps.append(Step((restore, "-w", XTABLES_WAIT_SECONDS, "--noflush"), restore_input, what, origins))
+        doomed = sorted(name for name in current.sets if name not in target.sets)
+        if doomed:
+            steps.append(Step(("ipset", "restore"), "".join(f"destroy {name}\n" for name in doomed), "ipset destroy"))
+        return steps
+
+
+class IptablesLegacyBackend(IptablesBackend):
+    """iptables-legacy (the x_tables kernel interface)."""
+
+    name: ClassVar[str] = "iptables-legacy"
+    tool_prefix: ClassVar[str] = "-legacy"
+
+
+class IptablesNftBackend(IptablesBackend):
+    """iptables-nft (the iptables syntax over nf_tables)."""
+
+    name: ClassVar[str] = "iptables-nft"
+    tool_prefix: ClassVar[str] = "-nft"
+
+
+def _ours_only(state: State) -> State:
+    return dataclasses.replace(state, builtins={}, foreign_refs={})
+
+
+def _set_update_lines(target: State, current: State) -> tuple[list[str], tuple[tuple[int, str], ...]]:
+    lines: list[str] = []
+    origins: list[tuple[int, str]] = []
+    for name in sorted(target.sets):
+        wanted = target.sets[name]
+        live = current.sets.get(name)
+        record = wanted.recorded[0] if len(wanted.recorded) == 1 else ""
+        if live is not None and live.members == wanted.members and live.recorded == wanted.recorded:
+            continue
+        options = wanted.options or f"hash:net family {'inet6' if wanted.family == 6 else 'inet'} comment"
+        options = re.sub(r" initval 0x[0-9a-f]+", "", options)
+        fill = name if live is None else f"{name}n"
+        origins.append((len(lines) + 1, f"set {name}"))
+        lines.append(f"create {fill} {options}" + (" -exist" if live is not None else ""))
+        if live is not None:
+            lines.append(f"flush {fill}")
+        for member in wanted.members:
+            origins.append((len(lines) + 1, f"set {name} member {member}"))
+            lines.append(f'add {fill} {member} comment "{record}"' if record else f"add {fill} {member}")
+        if live is not None:
+            lines.append(f"swap {fill} {name}")
+            lines.append(f"destroy {fill}")
+    return lines, tuple(origins)
+
+
+def _rules_restore(target: State, current: State, family: int) -> tuple[str, tuple[tuple[int, str], ...]]:
+    """``iptables-restore --noflush`` input for one family, or "" when nothing differs."""
+    lines: list[str] = []
+    origins: list[tuple[int, str]] = []
+    for table in TABLES:
+        declare: list[str] = []
+        delete: list[str] = []
+        append: list[str] = []
+        insert: list[str] = []
+        remove: list[str] = []
+        append_origins: list[tuple[int, str]] = []
+        target_chains = {key: specs for key, specs in target.chains.items() if key[:2] == (family, table)}
+        current_chains = {key: specs for key, specs in current.chains.items() if key[:2] == (family, table)}
+        for key, specs in sorted(target_chains.items()):
+            live = current_chains.get(key)
+            if live is not None and [rule_key(spec) for spec in live] == [rule_key(spec) for spec in specs]:
+                continue
+            declare.append(f":{key[2]} - [0:0]")
+            for index, spec in enumerate(specs):
+                append_origins.append((len(append), target.origins.get((key, index), f"{key[2]} rule {index + 1}")))
+                append.append(f"-A {key[2]} {spec}")
+        doomed_chains = sorted(key for key in current_chains if key not in target_chains)
+        builtins = {key for key in (*target.jumps, *current.jumps) if key[:2] == (family, table)}
+        for key in sorted(builtins):
+            wanted = target.jumps.get(key, [])
+            live_jumps = current.jumps.get(key, [])
+            head = current.builtins.get(key, live_jumps)[: len(wanted)]
+            wanted_keys = [rule_key(spec) for spec in wanted]
+            if [rule_key(spec) for spec in live_jumps] == wanted_keys and [rule_key(spec) for spec in head] == wanted_keys:
+                continue
+            delete.extend(f"-D {key[2]} {spec}" for spec in live_jumps)
+            insert.extend(f"-I {key[2]} {position} {spec}" for position, spec in enumerate(wanted, start=1))
+        doomed_names = {key[2] for key in doomed_chains}
+        for key, specs in sorted(current.foreign_refs.items()):
+            if key[:2] == (family, table):
+                # A foreign rule that jumps to a chain we remove would make the removal fail.
+                delete.extend(f"-D {key[2]} {spec}" for spec in specs if _jump_target(spec) in doomed_names)
+        for key in doomed_chains:
+            remove.extend((f"-F {key[2]}", f"-X {key[2]}"))
+        body = declare + delete + append + insert + remove
+        if not body:
+            continue
+        lines.append(f"*{table}")
+        offset = len(lines) + len(declare) + len(delete)
+        origins.extend((offset + index + 1, origin) for index, origin in append_origins)
+        lines.extend(body)
+        lines.append("COMMIT")
+    if not lines:
+        return "", ()
+    return "\n".join(lines) + "\n", tuple(origins)
+
+
+def _jump_target(spec: str) -> str:
+    match = _JUMP.search(spec)
+    return match.group(1) if match else ""
+
+
+def _diff_after(target: State, current: State) -> State:
+    """``target`` for diff mode, keeping the live text of chains that will not change."""
+    after = dataclasses.replace(target, chains=dict(target.chains), jumps=dict(target.jumps))
+    for key, specs in target.chains.items():
+        live = current.chains.get(key)
+        if live is not None and [rule_key(spec) for spec in live] == [rule_key(spec) for spec in specs]:
+            after.chains[key] = live
+    for key, specs in target.jumps.items():
+        live_jumps = current.jumps.get(key)
+        if live_jumps is not None and [rule_key(spec) for spec in live_jumps] == [rule_key(spec) for spec in specs]:
+            after.jumps[key] = live_jumps
+    return after
+
+
+def find_drift(target: State, current: State) -> list[str]:
+    """Hand-made changes to our objects (as opposed to a new desired ruleset)."""
+    drift: list[str] = []
+    for key, specs in sorted(current.chains.items()):
+        family, table, chain = key
+        where = f"IPv{family} {table} chain {chain}"
+        keys = [rule_key(spec) for spec in specs]
+        recorded = _FINGERPRINT.search(spec_comment(specs[-1]) or "") if specs else None
+        if recorded is not None and recorded.group(1) == chain_fingerprint(keys):
+            continue
+        wanted = target.chains.get(key)
+        wanted_keys = [rule_key(spec) for spec in wanted] if wanted is not None else []
+        if wanted is None or (recorded is not None and recorded.group(1) != chain_fingerprint(wanted_keys)):
+            drift.append(f"{where}: rules changed by hand")
+            continue
+        missing = [spec for spec in wanted if rule_key(spec) not in keys]
+        extra = [spec for spec in specs if rule_key(spec) not in wanted_keys]
+        drift.extend(f"{where}: rule missing: {_describe(spec)}" for spec in missing)
+        drift.extend(f"{where}: rule added by hand: {_describe(spec)}" for spec in extra)
+        if not missing and not extra:
+            drift.append(f"{where}: rules reordered or duplicated by hand")
+    for key, live_jumps in sorted(current.jumps.items()):
+        family, table, builtin = key
+        wanted = target.jumps.get(key, [])
+        wanted_keys = [rule_key(spec) for spec in wanted]
+        live_keys = [rule_key(spec) for spec in live_jumps]
+        head = [rule_key(spec) for spec in current.builtins.get(key, [])[: len(wanted)]]
+        if live_keys == wanted_keys and head != wanted_keys:
+            drift.append(f"IPv{family} {table} {builtin}: our jump is no longer first (something was inserted above it)")
+        elif live_keys != wanted_keys and set(live_keys) & set(wanted_keys):
+            drift.append(f"IPv{family} {table} {builtin}: our jump rules were duplicated or changed by hand")
+    for key, specs in sorted(target.jumps.items()):
+        family, table, builtin = key
+        chains_present = any((family, table, _jump_target(spec)) in current.chains for spec in specs)
+        if chains_present and not current.jumps.get(key):
+            drift.append(f"IPv{family} {table} {builtin}: our jump was removed by hand")
+    for name, live in sorted(current.sets.items()):
+        if not live.recorded or live.recorded == (members_hash(live.members),):
+            continue
+        wanted_set = target.sets.get(name)
+        if wanted_set is not None and live.recorded == wanted_set.recorded:
+            missing = sorted(set(wanted_set.members) - set(live.members))
+            extra = sorted(set(live.members) - set(wanted_set.members))
+            detail = "; ".join(part for part in (f"missing {' '.join(missing)}" if missing else "", f"added {' '.join(extra)}" if extra else "") if part)
+            drift.append(f"set {name}: members changed by hand ({detail})")
+        else:
+            drift.append(f"set {name}: members changed by hand")
+    return drift
+
+
+def _describe(spec: str) -> str:
+    comment = spec_comment(spec)
+    if comment and hash_from_comment(comment):
+        return _FINGERPRINT.sub("", comment.split(" ", 1)[1] if " " in comment else comment)
+    try:
+        return " ".join(shlex.split(spec))
+    except ValueError:
+        return spec

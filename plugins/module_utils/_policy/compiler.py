@@ -1,0 +1,525 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+# Copyright: contributors to zerotrust.workloads
+"""The compiler: policy + workloads -> one ruleset per enforcement point.
+
+Enforcement points are VMs, nodes (their own rules plus the NodePort guard) and pods
+(their network namespace, applied from their node). Semantics follow design.md:
+both ends (consumer egress, provider ingress), stateful, services resolved for
+in-cluster and out-of-cluster consumers, absolute before default before catch-all,
+deny before allow at the same rank, implicit allowances first.
+
+Peers are address sets named after their logical key (``model.stable_name``), never
+after their members, so a pod IP change rewrites a set and never a chain. Sets,
+rules and their dictionary forms are built once and shared between the rulesets
+that use them, which keeps compiling linear in the number of workloads.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple, Union
+
+from ansible_collections.zerotrust.workloads.plugins.module_utils._netfilter import model
+from ansible_collections.zerotrust.workloads.plugins.module_utils._policy.options import Options, parse_options
+from ansible_collections.zerotrust.workloads.plugins.module_utils._policy.policy import Policy, PolicyRule, PortSpec, parse_policy
+from ansible_collections.zerotrust.workloads.plugins.module_utils._policy.query import Selector
+from ansible_collections.zerotrust.workloads.plugins.module_utils._policy.services import (
+    ServicePort,
+    container_port,
+    match_service_ports,
+    resolve_target_port,
+    service_endpoints,
+    service_ports,
+)
+from ansible_collections.zerotrust.workloads.plugins.module_utils._policy.workloads import Workload, workloads_from_hostvars
+
+ENFORCED_KINDS = ("vm", "node", "pod")
+ND_TYPES = (133, 134, 135, 136)
+SetKey = Tuple[str, ...]
+# (protocol or None, port ranges); protocol "icmp" expands to icmp + icmpv6 rules.
+Service = Tuple[Optional[str], Tuple[model.PortRange, ...]]
+
+
+@dataclasses.dataclass(frozen=True, order=True)
+class _Entry:
+    """A policy rule placed in one chain of one enforcement point, before rendering."""
+
+    order: Tuple[int, int, int]
+    protocol: str
+    ports: Tuple[model.PortRange, ...]
+    set_key: SetKey
+    verdict: str
+    origin: str
+    conntrack: Tuple[str, ...] = ()
+    local_destination: bool = False
+
+
+def _protocol_and_ports(protocol: Optional[str], first: Optional[int], last: Optional[int]) -> Tuple[str, Tuple[model.PortRange, ...]]:
+    ports = (model.PortRange(first, last),) if first is not None and last is not None else ()
+    return (protocol or "", ports)
+
+
+@dataclasses.dataclass
+class _Point:
+    """Rules gathered for one enforcement point."""
+
+    workload: Workload
+    ingress: Set[_Entry] = dataclasses.field(default_factory=set)
+    egress: Set[_Entry] = dataclasses.field(default_factory=set)
+    guard: Set[_Entry] = dataclasses.field(default_factory=set)
+
+
+class Compiler:
+    """One compile run: build with workloads, call :meth:`plan`."""
+
+    def __init__(self, policy: Policy, workloads: Sequence[Workload], options: Options, warnings: Optional[List[str]] = None) -> None:
+        self.policy = policy
+        self.options = options
+        self.workloads = list(workloads)
+        self.warnings: List[str] = list(warnings or ())
+        self.selector = Selector(self.workloads)
+        self.by_host = {workload.host: workload for workload in self.workloads}
+        self.nodes: Dict[Tuple[Optional[str], str], Workload] = {}
+        self.pods: Dict[Tuple[Optional[str], str], Workload] = {}
+        self.pods_by_address: Dict[str, Workload] = {}
+        for workload in self.workloads:
+            if workload.kind == "node":
+                self.nodes[(workload.cluster, workload.name)] = workload
+            elif workload.kind == "pod":
+                self.pods[(workload.cluster, workload.key)] = workload
+                for address in workload.addresses:
+                    self.pods_by_address.setdefault(address, workload)
+        in_scope = self.workloads if options.scope is None else self.selector.select(options.scope)
+        self.points: Dict[str, _Point] = {workload.host: _Point(workload) for workload in in_scope if workload.kind in ENFORCED_KINDS}
+        self.matched = {name: self.selector.select(flt.query) for name, flt in sorted(policy.filters.items())}
+        self.sets: Dict[SetKey, model.AddressSet] = {}
+        self._set_members: Dict[SetKey, Set[str]] = {}
+        self._set_comments: Dict[SetKey, str] = {}
+        self._rule_cache: Dict[Tuple[Any, ...], Tuple[model.Rule, Dict[str, Any]]] = {}
+        self._set_dicts: Dict[str, Dict[str, Any]] = {}
+
+    # -- helpers ---------------------------------------------------------------------
+
+    def warn(self, text: str) -> None:
+        """Record a warning once."""
+        if text not in self.warnings:
+            self.warnings.append(text)
+
+    def add_members(self, key: SetKey, comment: str, members: Iterable[str]) -> SetKey:
+        """Add addresses to the logical set ``key`` (created on first use)."""
+        self._set_members.setdefault(key, set()).update(members)
+        self._set_comments.setdefault(key, comment)
+        return key
+
+    def cluster_nodes(self, cluster: Optional[str]) -> List[Workload]:
+        """Nodes of one cluster, sorted by name."""
+        return [node for (node_cluster, _), node in sorted(self.nodes.items(), key=lambda item: (str(item[0][0]), item[0][1])) if node_cluster == cluster]
+
+    def node_of(self, pod: Workload) -> Optional[Workload]:
+        """The node workload a pod runs on, if the inventory has it."""
+        return None if pod.node is None else self.nodes.get((pod.cluster, pod.node))
+
+    def endpoint_pod(self, service: Workload, pod_ref: Optional[str], addresses: Sequence[str]) -> Optional[Workload]:
+        """The pod behind an endpoint: by its targetRef, else by address."""
+        if pod_ref:
+            found = self.pods.get((service.cluster, pod_ref))
+            if found is not None:
+                return found
+        for address in addresses:
+            if address in self.pods_by_address:
+                return self.pods_by_address[address]
+        return None
+
+    @staticmethod
+    def peer_addresses(workload: Workload) -> Tuple[str, ...]:
+        """The addresses a workload shows as a peer (nodes: also pod-CIDR gateways and tunnels)."""
+        if workload.kind == "node":
+            return workload.addresses + workload.gateways() + workload.tunnel_addresses
+        if workload.kind == "service":
+            return tuple(address for endpoint in service_endpoints(workload.record) for address in endpoint.addresses)
+        return workload.addresses
+
+    def masquerade_set(self, node: Workload) -> SetKey:
+        """Sources a pod on ``node`` sees for masqueraded NodePort traffic."""
+        key = ("masquerade", str(node.cluster), node.name)
+        if key not in self._set_members:
+            members: List[str] = list(node.gateways()) + list(node.tunnel_addresses)
+            for other in self.cluster_nodes(node.cluster):
+                members.extend(other.tunnel_addresses)
+                if other.name != node.name:
+                    members.extend(other.addresses)
+            self.add_members(key, f"nodeport masquerade sources on {node.name}", members)
+        return key
+
+    # -- policy rules ----------------------------------------------------------------
+
+    def compile_rule(self, rule: PolicyRule) -> None:
+        """Place one policy's rules at every consumer and provider it concerns."""
+        consumers = self.matched[rule.consumer]
+        providers = self.matched[rule.provider]
+        consumer_networks = self.policy.filters[rule.consumer].networks or ()
+        provider_networks = self.policy.filters[rule.provider].networks or ()
+        if not consumers and not consumer_networks:
+            self.warn(f"policy {rule.label}: consumer filter {rule.consumer!r} matches no workload; the policy has no effect")
+            return
+        if not providers and not provider_networks:
+            self.warn(f"policy {rule.label}: provider filter {rule.provider!r} matches no workload; the policy has no effect")
+            return
+        verdict = "deny" if rule.action == "deny" else "accept"
+        inside = [workload for workload in consumers if workload.kind != "vm"]
+        outside = [workload for workload in consumers if workload.kind == "vm"]
+        from_in = self.add_members((rule.label, "from", "in"), f"in-cluster consumers of {rule.label}", (a for w in inside for a in self.peer_addresses(w)))
+        from_out = self.add_members(
+            (rule.label, "from", "out"), f"out-of-cluster consumers of {rule.label}", [*(a for w in outside for a in w.addresses), *consumer_networks]
+        )
+        from_all = self.add_members((rule.label, "from", "all"), f"consumers of {rule.label}", [*self._set_members[from_in], *self._set_members[from_out]])
+        has_outside = bool(outside or consumer_networks)
+        # destinations[(side, protocol)][ports] = addresses; side: all / in / out
+        destinations: Dict[Tuple[str, str], Dict[Tuple[model.PortRange, ...], Set[str]]] = {}
+
+        def destination(side: str, protocol: str, ports: Tuple[model.PortRange, ...], addresses: Iterable[str]) -> None:
+            destinations.setdefault((side, protocol), {}).setdefault(ports, set()).update(addresses)
+
+        for spec in rule.ports:
+            for network in provider_networks:
+                if spec.name is None:
+                    for protocol, ports in self._services(spec):
+                        destination("all", protocol, ports, [network])
+            for provider in providers:
+                if provider.kind == "service":
+                    self._service_provider(rule, spec, provider, verdict, from_in, from_out, has_outside, destination)
+                    continue
+                resolved = self._resolve_direct(rule, spec, provider)
+                for protocol, ports in resolved:
+                    destination("all", protocol, ports, self.peer_addresses(provider))
+                    point = self.points.get(provider.host)
+                    if point is not None:
+                        point.ingress.add(_Entry(rule.order, protocol, ports, from_all, verdict, rule.origin(spec)))
+        self._consumer_egress(rule, consumers, destinations, verdict)
+
+    def _services(self, spec: PortSpec) -> List[Tuple[str, Tuple[model.PortRange, ...]]]:
+        if spec.protocol == "any":
+            return [("", ())]
+        if spec.protocol == "icmp":
+            return [("icmp", ())]
+        return [_protocol_and_ports(spec.protocol, spec.first, spec.last)]
+
+    def _resolve_direct(self, rule: PolicyRule, spec: PortSpec, provider: Workload) -> List[Tuple[str, Tuple[model.PortRange, ...]]]:
+        if spec.name is None:
+            return self._services(spec)
+        if provider.kind == "pod":
+            number = container_port(provider, spec.name, spec.protocol)
+            if number is not None:
+                return [(spec.protocol, (model.PortRange(number, number),))]
+        self.warn(f"policy {rule.label}: {provider.kind} {provider.key} has no {spec.protocol} port named {spec.name!r}; no rule for it")
+        return []
+
+    def _service_provider(self, rule: PolicyRule, spec: PortSpec, service: Workload, verdict: str, from_in: SetKey, from_out: SetKey, has_outside: bool, destination: Any) -> None:
+        if spec.protocol == "icmp":
+            self.warn(f"policy {rule.label}: service {service.key} does not carry ICMP; address its pods instead")
+            return
+        ports = match_service_ports(service, spec)
+        if not ports:
+            self.warn(f"policy {rule.label}: service {service.key} has no port {spec}; no rule for it")
+            return
+        record = service.record
+        local = str(record.get("external_traffic_policy") or "Cluster") == "Local"
+        service_type = str(record.get("type") or "ClusterIP")
+        outside_ips = [*(record.get("load_balancer_ingress") or ()), *(record.get("external_ips") or ())]
+        outside_ips = [address for address in outside_ips if _is_address(address)]
+        reachable_outside = False
+        for port in ports:
+            one = (model.PortRange(port.port, port.port),)
+            destination("in", port.protocol, one, service.addresses)
+            for endpoint in service_endpoints(record):
+                pod = self.endpoint_pod(service, endpoint.pod, endpoint.addresses)
+                target = resolve_target_port(port, endpoint, pod)
+                if target is None:
+                    self.warn(f"policy {rule.label}: service {service.key} target port {port.target_port!r} does not resolve for endpoint {endpoint.pod or endpoint.addresses}")
+                    continue
+                target_ports = (model.PortRange(target, target),)
+                destination("in", port.protocol, target_ports, endpoint.addresses)
+                point = None if pod is None else self.points.get(pod.host)
+                if point is None:
+                    continue
+                origin = rule.origin(spec)
+                point.ingress.add(_Entry(rule.order, port.protocol, target_ports, from_in, verdict, origin))
+                if has_outside:
+                    if local:
+                        point.ingress.add(_Entry(rule.order, port.protocol, target_ports, from_out, verdict, origin))
+                    elif verdict == "accept":
+                        # Masqueraded: the pod sees node addresses; the nodes' guard holds the line.
+                        node = self.node_of(pod)
+                        if node is not None:
+                            point.ingress.add(_Entry(rule.order, port.protocol, target_ports, self.masquerade_set(node), verdict, origin + " via nodeport"))
+            if port.node_port is not None and service_type in ("NodePort", "LoadBalancer"):
+                reachable_outside = True
+                node_ports = (model.PortRange(port.node_port, port.node_port),)
+                nodes = self.cluster_nodes(service.cluster)
+                destination("out", port.protocol, node_ports, (address for node in nodes for address in node.addresses))
+                for node in nodes:
+                    point = self.points.get(node.host)
+                    if point is not None and has_outside:
+                        guard_verdict = "return" if verdict == "accept" else "drop"
+                        point.guard.add(_Entry(rule.order, port.protocol, node_ports, from_out, guard_verdict, rule.origin(spec), ("new",), True))
+            if outside_ips:
+                reachable_outside = True
+                destination("out", port.protocol, one, outside_ips)
+        if has_outside and not reachable_outside:
+            self.warn(
+                f"policy {rule.label}: service {service.key} (type {service_type}) has no NodePort, LoadBalancer ingress or external IP; "
+                "its out-of-cluster consumers cannot reach it"
+            )
+
+    def _consumer_egress(self, rule: PolicyRule, consumers: Sequence[Workload], destinations: Mapping[Tuple[str, str], Mapping[Tuple[model.PortRange, ...], Set[str]]], verdict: str) -> None:
+        entries: Dict[str, List[_Entry]] = {"in": [], "out": []}
+        for (side, protocol), by_ports in sorted(destinations.items()):
+            # Ports whose destinations are the same addresses share one rule and one set.
+            grouped: Dict[Tuple[str, ...], List[model.PortRange]] = {}
+            for ports, addresses in by_ports.items():
+                grouped.setdefault(tuple(sorted(addresses)), []).extend(ports)
+            for addresses, ports in sorted(grouped.items(), key=lambda item: sorted(item[1])):
+                port_tuple = tuple(sorted(set(ports)))
+                label = ",".join(str(port) for port in port_tuple) or "all"
+                key = self.add_members((rule.label, "to", side, protocol, label), f"{rule.label} providers {protocol or 'any'}/{label} ({side})", addresses)
+                spec_text = f"{protocol}/{label}" if port_tuple else (protocol or "any")
+                entry = _Entry(rule.order, protocol, port_tuple, key, verdict, f"{rule.origin()} {spec_text}")
+                for target in ("in", "out") if side == "all" else (side,):
+                    entries[target].append(entry)
+        for consumer in consumers:
+            if consumer.kind == "service":
+                pods = [self.endpoint_pod(consumer, endpoint.pod, endpoint.addresses) for endpoint in service_endpoints(consumer.record)]
+                targets = [pod for pod in pods if pod is not None]
+            else:
+                targets = [consumer]
+            for target in targets:
+                point = self.points.get(target.host)
+                if point is not None:
+                    point.egress.update(entries["out" if target.kind == "vm" else "in"])
+
+    # -- implicit allowances and the guard -----------------------------------------
+
+    def implicit_rules(self, point: _Point) -> Tuple[List[Tuple[Any, ...]], List[Tuple[Any, ...]]]:
+        """Rule specs (verdict, origin, protocol, ports, set key, interface, conntrack, icmp types) opening ingress and egress."""
+        workload = point.workload
+        ingress: List[Tuple[Any, ...]] = []
+        egress: List[Tuple[Any, ...]] = []
+        if self.options.enabled("established"):
+            spec = ("accept", "implicit:established", None, (), None, None, ("established", "related"), ())
+            ingress.append(spec)
+            egress.append(spec)
+        if self.options.enabled("loopback"):
+            spec = ("accept", "implicit:loopback", None, (), None, "lo", (), ())
+            ingress.append(spec)
+            egress.append(spec)
+        if self.options.enabled("icmpv6_neighbour_discovery"):
+            spec = ("accept", "implicit:icmpv6_neighbour_discovery", "icmpv6", (), None, None, (), ND_TYPES)
+            ingress.append(spec)
+            egress.append(spec)
+        if self.options.enabled("management_ssh") and workload.kind in ("vm", "node"):
+            key = None
+            if self.options.management_addresses:
+                key = self.add_members(("management",), "management (Ansible controller) addresses", self.options.management_addresses)
+            ingress.append(("accept", "implicit:management_ssh", "tcp", (model.PortRange(22, 22),), key, None, (), ()))
+        if self.options.enabled("node_to_pods"):
+            if workload.kind == "pod":
+                node = self.node_of(workload)
+                if node is None:
+                    self.warn(f"pod {workload.key}: its node {workload.node!r} is not in the inventory; no node-to-pod allowance")
+                else:
+                    key = self.add_members(("node", str(node.cluster), node.name), f"node {node.name} as its pods see it", node.gateways() + node.tunnel_addresses)
+                    ingress.append(("accept", "implicit:node_to_pods", None, (), key, None, (), ()))
+            elif workload.kind == "node" and workload.pod_cidrs:
+                key = self.add_members(("pod_cidrs", str(workload.cluster), workload.name), f"pod CIDRs of {workload.name}", workload.pod_cidrs)
+                egress.append(("accept", "implicit:node_to_pods", None, (), key, None, (), ()))
+        if self.options.enabled("dns") and workload.kind == "pod":
+            egress.extend(self._dns_rules(workload))
+        return ingress, egress
+
+    def _dns_rules(self, pod: Workload) -> List[Tuple[Any, ...]]:
+        namespace, _, name = self.options.dns_service.partition("/")
+        service = next(
+            (w for w in self.workloads if w.kind == "service" and w.namespace == namespace and w.name == name and w.cluster == pod.cluster),
+            None,
+        )
+        if service is None:
+            return []
+        rules = []
+        key = self.add_members(("dns", str(service.cluster)), f"cluster DNS {service.key}", [*service.addresses, *self.peer_addresses(service)])
+        for protocol in ("udp", "tcp"):
+            numbers: Set[int] = set()
+            for port in service_ports(service.record):
+                if port.protocol != protocol:
+                    continue
+                numbers.add(port.port)
+                for endpoint in service_endpoints(service.record):
+                    target = resolve_target_port(port, endpoint, self.endpoint_pod(service, endpoint.pod, endpoint.addresses))
+                    if target is not None:
+                        numbers.add(target)
+            if numbers:
+                ports = tuple(model.PortRange(number, number) for number in sorted(numbers))
+                rules.append(("accept", "implicit:dns", protocol, ports, key, None, (), ()))
+        return rules
+
+    def guard_catch_all(self, node: Workload) -> List[_Entry]:
+        """With catch_all deny: drop NEW connections to every NodePort not admitted above."""
+        if self.policy.catch_all != "deny":
+            return []
+        entries = []
+        for service in self.workloads:
+            if service.kind != "service" or service.cluster != node.cluster or str(service.record.get("type")) not in ("NodePort", "LoadBalancer"):
+                continue
+            for port in service_ports(service.record):
+                if port.node_port is not None:
+                    ports = (model.PortRange(port.node_port, port.node_port),)
+                    entries.append(_Entry((9, 9, 9), port.protocol, ports, (), "drop", f"catch_all nodeport {service.key} {port.protocol}/{port.port}", ("new",), True))
+        return entries
+
+    # -- rendering -------------------------------------------------------------------
+
+    def set_name(self, key: SetKey) -> str:
+        """The stable set name for a logical key."""
+        return model.stable_name("zt-", *key)
+
+    def render_rule(self, spec: Tuple[Any, ...], local_destination: bool = False) -> Tuple[model.Rule, Dict[str, Any]]:
+        """A model rule (and its dict form), cached: most rules repeat across rulesets."""
+        cache_key = (*spec, local_destination)
+        cached = self._rule_cache.get(cache_key)
+        if cached is None:
+            verdict, origin, protocol, ports, set_key, interface, conntrack, icmp_types = spec
+            rule = model.Rule(
+                verdict=verdict,
+                origin=origin,
+                protocol=protocol or None,
+                ports=tuple(ports),
+                peer_set=None if set_key is None else self.set_name(set_key),
+                interface=interface,
+                conntrack=tuple(conntrack),
+                local_destination=local_destination,
+                icmp_types=tuple(icmp_types),
+            )
+            cached = (rule, model.to_dict(rule))
+            self._rule_cache[cache_key] = cached
+        return cached
+
+    def entry_specs(self, entries: Iterable[_Entry]) -> List[Tuple[Tuple[Any, ...], bool]]:
+        """Policy entries in chain order, as rule specs (icmp doubled for IPv6)."""
+        result: List[Tuple[Tuple[Any, ...], bool]] = []
+        seen: Set[Tuple[Any, ...]] = set()
+        for entry in sorted(entries):
+            protocols: Sequence[str] = ("icmp", "icmpv6") if entry.protocol == "icmp" else (entry.protocol,)
+            for protocol in protocols:
+                spec = (entry.verdict, entry.origin, protocol, entry.ports, entry.set_key or None, None, entry.conntrack, ())
+                identity = (spec[0], *spec[2:], entry.local_destination)
+                if identity in seen:
+                    continue
+                seen.add(identity)
+                result.append((spec, entry.local_destination))
+        return result
+
+    def build_chain(self, name: str, hook: str, specs: Sequence[Tuple[Tuple[Any, ...], bool]], default_verdict: str, used: Set[SetKey]) -> Tuple[model.Chain, Dict[str, Any]]:
+        """A chain (and its dict form) from rule specs; skips rules whose peer set is empty."""
+        rules = []
+        rule_dicts = []
+        for spec, local_destination in specs:
+            set_key = spec[4]
+            if set_key is not None:
+                if not self._set_members.get(set_key):
+                    continue
+                used.add(set_key)
+            rule, rule_dict = self.render_rule(spec, local_destination)
+            rules.append(rule)
+            rule_dicts.append(rule_dict)
+        origin = "catch_all" if hook != "prerouting" else "nodeport_guard"
+        chain = model.Chain(name=name, hook=hook, rules=tuple(rules), default_verdict=default_verdict, default_origin=origin)
+        return chain, {"name": name, "hook": hook, "rules": rule_dicts, "default_verdict": default_verdict, "default_origin": origin}
+
+    def address_set(self, key: SetKey) -> Tuple[model.AddressSet, Dict[str, Any]]:
+        """The frozen set for a key (built once), and its dict form."""
+        name = self.set_name(key)
+        if key not in self.sets:
+            self.sets[key] = model.AddressSet(name=name, members=tuple(self._set_members[key]), comment=self._set_comments[key])
+            self._set_dicts[name] = model.to_dict(self.sets[key])
+        return self.sets[key], self._set_dicts[name]
+
+    def ruleset(self, point: _Point) -> Tuple[model.Ruleset, Dict[str, Any]]:
+        """The ruleset of one enforcement point and its dictionary form (== Ruleset.to_dict())."""
+        default = "deny" if self.policy.catch_all == "deny" else "accept"
+        implicit_in, implicit_out = self.implicit_rules(point)
+        used: Set[SetKey] = set()
+        chains = [
+            self.build_chain("ingress", "input", [(spec, False) for spec in implicit_in] + self.entry_specs(point.ingress), default, used),
+            self.build_chain("egress", "output", [(spec, False) for spec in implicit_out] + self.entry_specs(point.egress), default, used),
+        ]
+        if point.workload.kind == "node":
+            chains.append(self.build_chain("nodeport_guard", "prerouting", self.entry_specs([*point.guard, *self.guard_catch_all(point.workload)]), "return", used))
+        sets = sorted((self.address_set(key) for key in used), key=lambda item: item[0].name)
+        ruleset = model.Ruleset(chains=tuple(chain for chain, _ in chains), address_sets=tuple(item[0] for item in sets))
+        data = {"version": model.MODEL_VERSION, "chains": [data for _, data in chains], "address_sets": [data for _, data in sets]}
+        return ruleset, data
+
+    def plan(self) -> Dict[str, Any]:
+        """The compiled plan: ``{"hosts": {host: {"ruleset", "pods"}}, "warnings": [...]}``."""
+        for rule in self.policy.ordered_rules():
+            self.compile_rule(rule)
+        hosts: Dict[str, Dict[str, Any]] = {}
+        pods: List[Tuple[str, Dict[str, Any]]] = []
+        for host in sorted(self.points):
+            point = self.points[host]
+            _, data = self.ruleset(point)
+            workload = point.workload
+            if workload.kind != "pod":
+                hosts.setdefault(host, {"ruleset": None, "pods": []})["ruleset"] = data
+                continue
+            enforce_host = workload.enforce_host
+            if enforce_host is None:
+                node = self.node_of(workload)
+                enforce_host = None if node is None else node.host
+            if enforce_host is None:
+                self.warn(f"pod {workload.key} has no zt_enforce_host and its node is not in the inventory; its rules cannot be applied")
+                continue
+            pods.append(
+                (
+                    enforce_host,
+                    {
+                        "host": host,
+                        "namespace": workload.namespace,
+                        "name": workload.name,
+                        "uid": workload.uid,
+                        "ips": list(workload.addresses),
+                        "container_ids": list(workload.container_ids),
+                        "netns": workload.hostvars.get("zt_netns"),
+                        "ruleset": data,
+                    },
+                )
+            )
+        for enforce_host, entry in pods:
+            hosts.setdefault(enforce_host, {"ruleset": None, "pods": []})["pods"].append(entry)
+        return {"hosts": {host: hosts[host] for host in sorted(hosts)}, "warnings": list(self.warnings)}
+
+
+def _is_address(text: Any) -> bool:
+    try:
+        model.canonical_network(str(text))
+    except model.ModelError:
+        return False
+    return True
+
+
+def compile_policy(
+    policy: Union[Policy, Mapping[str, Any]],
+    hostvars: Mapping[str, Mapping[str, Any]],
+    options: Union[Options, Mapping[str, Any], None] = None,
+) -> Dict[str, Any]:
+    """Compile a policy over an inventory's hostvars into the plan of contracts.md section 3.
+
+    Returns ``{"hosts": {inventory_hostname: {"ruleset": dict|None, "pods": [...]}}, "warnings": [...]}``.
+    Raises PolicyError (every problem at once) for an invalid policy or options.
+    """
+    parsed = policy if isinstance(policy, Policy) else parse_policy(policy)
+    parsed_options = options if isinstance(options, Options) else parse_options(options)
+    workloads, warnings = workloads_from_hostvars(hostvars)
+    return Compiler(parsed, workloads, parsed_options, warnings).plan()
+
+
+__all__ = ["Compiler", "ServicePort", "compile_policy"]

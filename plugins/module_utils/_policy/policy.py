@@ -1,0 +1,250 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+# Copyright: contributors to zerotrust.workloads
+"""The policy model and its validation.
+
+A policy (design.md, "Policy")::
+
+    filters: {name: query, ...}
+    policies:
+      absolute: [{consumer: FILTER, provider: FILTER, ports: [tcp/80, ...], action: allow|deny}, ...]
+      default:  [...]
+      catch_all: deny | allow
+
+:func:`parse_policy` checks everything and raises one :class:`PolicyError` listing every
+problem, each naming the filter or policy, the field and the offending text.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from typing import Any, Dict, List, Mapping, Optional, Set, Tuple
+
+from ansible_collections.zerotrust.workloads.plugins.module_utils._policy.errors import PolicyError, Problem, QuerySyntaxError
+from ansible_collections.zerotrust.workloads.plugins.module_utils._policy.query import Node, address_networks, parse_query
+
+RANKS = ("absolute", "default")
+ACTIONS = ("allow", "deny")
+CATCH_ALLS = ("deny", "allow")
+PORT_PROTOCOLS = ("tcp", "udp", "sctp")
+_FILTER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+# Kubernetes port names (IANA_SVC_NAME): lower-case alphanumerics and '-', with a letter.
+_PORT_NAME = re.compile(r"^(?=.*[a-z])[a-z0-9]([a-z0-9-]{0,13}[a-z0-9])?$")
+_POLICY_KEYS = {"consumer", "provider", "ports", "action", "name", "description"}
+
+
+@dataclasses.dataclass(frozen=True)
+class PortSpec:
+    """One entry of a policy's ``ports``.
+
+    ``protocol`` is tcp, udp, sctp, icmp or any. Ported protocols carry either a range
+    ``first``..``last`` or a ``name`` resolved per provider (service port name for
+    services, container port name for pods).
+    """
+
+    protocol: str
+    first: Optional[int] = None
+    last: Optional[int] = None
+    name: Optional[str] = None
+
+    def __str__(self) -> str:
+        if self.protocol in ("icmp", "any"):
+            return self.protocol
+        if self.name is not None:
+            return f"{self.protocol}/{self.name}"
+        return f"{self.protocol}/{self.first}" if self.first == self.last else f"{self.protocol}/{self.first}-{self.last}"
+
+    def covers(self, protocol: str, port: int) -> bool:
+        """Does a numeric spec include ``protocol``/``port``? (Named specs never do here.)"""
+        if self.protocol == "any":
+            return True
+        if self.protocol != protocol or self.first is None or self.last is None:
+            return False
+        return self.first <= port <= self.last
+
+
+@dataclasses.dataclass(frozen=True)
+class Filter:
+    """A named, parsed filter; ``networks`` is set when the query is only address conditions."""
+
+    name: str
+    text: str
+    query: Node
+    networks: Optional[Tuple[str, ...]]
+
+
+@dataclasses.dataclass(frozen=True)
+class PolicyRule:
+    """One entry of ``policies.absolute`` or ``policies.default``."""
+
+    rank: str
+    index: int
+    consumer: str
+    provider: str
+    ports: Tuple[PortSpec, ...]
+    action: str = "allow"
+
+    @property
+    def label(self) -> str:
+        """``default[0]``: how errors, warnings and rule origins name this policy."""
+        return f"{self.rank}[{self.index}]"
+
+    def origin(self, port: Optional[PortSpec] = None) -> str:
+        """Readable origin for a rule: ``default[0] haproxy->wordpress tcp/80``."""
+        deny = " deny" if self.action == "deny" else ""
+        suffix = f" {port}" if port is not None else ""
+        return f"{self.label}{deny} {self.consumer}->{self.provider}{suffix}"
+
+    @property
+    def order(self) -> Tuple[int, int, int]:
+        """Chain order: absolute deny, absolute allow, default deny, default allow; then index."""
+        return (RANKS.index(self.rank), ACTIONS.index(self.action) ^ 1, self.index)
+
+
+@dataclasses.dataclass(frozen=True)
+class Policy:
+    """A validated policy."""
+
+    filters: Mapping[str, Filter]
+    rules: Tuple[PolicyRule, ...]
+    catch_all: str
+
+    def ordered_rules(self) -> Tuple[PolicyRule, ...]:
+        """Rules in chain order (first match wins)."""
+        return tuple(sorted(self.rules, key=lambda rule: rule.order))
+
+
+def parse_port(text: Any) -> PortSpec:
+    """Read ``tcp/80``, ``udp/53``, ``tcp/8000-8080``, ``tcp/http``, ``icmp`` or ``any``.
+
+    Raises ValueError with a message that says how to write it.
+    """
+    if not isinstance(text, str):
+        raise ValueError(f"a port must be text such as tcp/80, got {type(text).__name__} {text!r}")
+    value = text.strip().lower()
+    if value in ("icmp", "any"):
+        return PortSpec(value)
+    protocol, slash, rest = value.partition("/")
+    if protocol not in PORT_PROTOCOLS:
+        raise ValueError(f"protocol {protocol!r} is not one of tcp, udp, sctp (or write icmp or any)")
+    if not slash or not rest:
+        raise ValueError(f"{text!r} needs a port after the protocol, such as {protocol}/80, {protocol}/8000-8080 or {protocol}/http")
+    if rest[0].isdigit():
+        first_text, dash, last_text = rest.partition("-")
+        if not first_text.isdigit() or dash and not last_text.isdigit():
+            raise ValueError(f"port {rest!r} is not a number, a range like 8000-8080, or a port name")
+        first = int(first_text)
+        last = int(last_text) if dash else first
+        if not 1 <= first <= 65535 or not 1 <= last <= 65535:
+            raise ValueError(f"port {rest!r} is outside 1-65535")
+        if first > last:
+            raise ValueError(f"port range {rest!r} is reversed; write {last}-{first}")
+        return PortSpec(protocol, first, last)
+    if not _PORT_NAME.match(rest):
+        raise ValueError(f"port name {rest!r} is not a Kubernetes port name (1-15 of a-z, 0-9, '-', with a letter)")
+    return PortSpec(protocol, name=rest)
+
+
+def parse_policy(data: Any) -> Policy:
+    """Validate a policy dictionary; raise PolicyError listing every problem at once."""
+    problems: List[Problem] = []
+    if not isinstance(data, Mapping):
+        raise PolicyError([Problem("policy", f"the policy must be a mapping with 'filters' and 'policies', got {type(data).__name__}")])
+    for key in sorted(set(data) - {"filters", "policies", "catch_all"}, key=str):
+        problems.append(Problem("policy", f"unknown key {key!r}; a policy has 'filters' and 'policies'", str(key)))
+    declared = set(data["filters"]) if isinstance(data.get("filters"), Mapping) else set()
+    filters = _parse_filters(data.get("filters"), problems)
+    policies = data.get("policies")
+    rules: List[PolicyRule] = []
+    catch_all: Any = data.get("catch_all", "deny")
+    if policies is None:
+        problems.append(Problem("policies", "missing; write policies: {absolute: [], default: [...], catch_all: deny}"))
+    elif not isinstance(policies, Mapping):
+        problems.append(Problem("policies", f"must be a mapping with absolute, default and catch_all, got {type(policies).__name__}"))
+    else:
+        for key in sorted(set(policies) - {*RANKS, "catch_all"}, key=str):
+            problems.append(Problem("policies", f"unknown key {key!r}; expected absolute, default, catch_all", str(key)))
+        for rank in RANKS:
+            rules.extend(_parse_rank(rank, policies.get(rank), filters, declared, problems))
+        catch_all = policies.get("catch_all", catch_all)
+    if catch_all not in CATCH_ALLS:
+        problems.append(Problem("policies.catch_all", "must be deny or allow", str(catch_all)))
+    if problems:
+        raise PolicyError(problems)
+    return Policy(filters=filters, rules=tuple(rules), catch_all=str(catch_all))
+
+
+def _parse_filters(raw: Any, problems: List[Problem]) -> Dict[str, Filter]:
+    filters: Dict[str, Filter] = {}
+    if raw is None:
+        return filters
+    if not isinstance(raw, Mapping):
+        problems.append(Problem("filters", f"must be a mapping of name: query, got {type(raw).__name__}"))
+        return filters
+    for name in sorted(raw, key=str):
+        where = f"filters.{name}"
+        text = raw[name]
+        if not isinstance(name, str) or not _FILTER_NAME.match(name):
+            problems.append(Problem("filters", "a filter name must start with a letter or digit and hold only letters, digits, '_', '.', '-'", str(name)))
+            continue
+        if not isinstance(text, str):
+            problems.append(Problem(where, f"must be a query string such as 'label.app = web', got {type(text).__name__}", str(text)))
+            continue
+        try:
+            node = parse_query(text)
+        except QuerySyntaxError as error:
+            problems.append(Problem(where, error.message, text, error.position))
+            continue
+        filters[name] = Filter(name=name, text=text, query=node, networks=address_networks(node))
+    return filters
+
+
+def _parse_rank(rank: str, raw: Any, filters: Mapping[str, Filter], declared: Set[Any], problems: List[Problem]) -> List[PolicyRule]:
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        problems.append(Problem(f"policies.{rank}", f"must be a list of policies, got {type(raw).__name__}"))
+        return []
+    rules = []
+    for index, entry in enumerate(raw):
+        where = f"policies.{rank}[{index}]"
+        if not isinstance(entry, Mapping):
+            problems.append(Problem(where, f"must be a mapping with consumer, provider and ports, got {type(entry).__name__}", str(entry)))
+            continue
+        before = len(problems)
+        for key in sorted(set(entry) - _POLICY_KEYS, key=str):
+            problems.append(Problem(where, f"unknown key {key!r}; expected {', '.join(sorted(_POLICY_KEYS))}", str(key)))
+        sides = []
+        for side in ("consumer", "provider"):
+            value = entry.get(side)
+            if value is None:
+                problems.append(Problem(f"{where}.{side}", "missing; name one of the filters"))
+            elif isinstance(value, str) and value in declared and value not in filters:
+                problems.append(Problem(f"{where}.{side}", "refers to a filter that has errors (see above)", value))
+            elif not isinstance(value, str) or value not in filters:
+                known = ", ".join(sorted(filters)) or "none defined"
+                problems.append(Problem(f"{where}.{side}", f"unknown filter (known filters: {known})", str(value)))
+            sides.append(str(value))
+        action = entry.get("action", "allow")
+        if action not in ACTIONS:
+            problems.append(Problem(f"{where}.action", "must be allow or deny", str(action)))
+        ports = _parse_ports(where, entry.get("ports"), problems)
+        if len(problems) == before:
+            rules.append(PolicyRule(rank, index, sides[0], sides[1], ports, str(action)))
+    return rules
+
+
+def _parse_ports(where: str, raw: Any, problems: List[Problem]) -> Tuple[PortSpec, ...]:
+    if raw is None:
+        problems.append(Problem(f"{where}.ports", "missing; write a list such as [tcp/80] (or [any])"))
+        return ()
+    if not isinstance(raw, list) or not raw:
+        problems.append(Problem(f"{where}.ports", "must be a non-empty list such as [tcp/80, udp/53]", str(raw)))
+        return ()
+    specs = []
+    for index, text in enumerate(raw):
+        try:
+            specs.append(parse_port(text))
+        except ValueError as error:
+            problems.append(Problem(f"{where}.ports[{index}]", str(error), str(text)))
+    return tuple(specs)

@@ -1,0 +1,154 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+# Copyright: contributors to zerotrust.workloads
+"""Service resolution: ports by number or name, target ports per endpoint, NodePorts.
+
+A Service is a logical provider. Its ``ports`` (contracts.md) carry ``port``,
+``target_port`` (a number, or a name resolved per endpoint), ``node_port`` and the
+protocol; ``endpoints`` come from EndpointSlices, whose ports are already resolved and
+named after the service port.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, List, Mapping, Optional, Tuple, Union
+
+from ansible_collections.zerotrust.workloads.plugins.module_utils._policy.errors import ServiceError
+from ansible_collections.zerotrust.workloads.plugins.module_utils._policy.policy import PortSpec
+from ansible_collections.zerotrust.workloads.plugins.module_utils._policy.workloads import Workload
+
+
+@dataclasses.dataclass(frozen=True)
+class ServicePort:
+    """One port of a service, protocol in lower case."""
+
+    name: Optional[str]
+    port: int
+    target_port: Union[int, str]
+    node_port: Optional[int]
+    protocol: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Endpoint:
+    """One endpoint address group of a service."""
+
+    addresses: Tuple[str, ...]
+    node: Optional[str]
+    pod: Optional[str]
+    ready: bool
+    ports: Tuple[Mapping[str, Any], ...]
+
+
+def _int_or_none(value: Any) -> Optional[int]:
+    if value is None or value == "":
+        return None
+    return int(value)
+
+
+def service_ports(record: Mapping[str, Any]) -> List[ServicePort]:
+    """The ports of a service record (``workload`` hostvar), normalised."""
+    result = []
+    for raw in record.get("ports") or ():
+        target: Any = raw.get("target_port", raw.get("port"))
+        if isinstance(target, str) and target.isdigit():
+            target = int(target)
+        result.append(
+            ServicePort(
+                name=raw.get("name") or None,
+                port=int(raw["port"]),
+                target_port=target if isinstance(target, str) else int(target),
+                node_port=_int_or_none(raw.get("node_port")),
+                protocol=str(raw.get("protocol") or "TCP").lower(),
+            )
+        )
+    return result
+
+
+def service_endpoints(record: Mapping[str, Any]) -> List[Endpoint]:
+    """The endpoints of a service record; not-ready ones are kept (they may become ready)."""
+    result = []
+    for raw in record.get("endpoints") or ():
+        result.append(
+            Endpoint(
+                addresses=tuple(str(address) for address in raw.get("addresses") or ()),
+                node=raw.get("node"),
+                pod=raw.get("pod"),
+                ready=bool(raw.get("ready", True)),
+                ports=tuple(raw.get("ports") or ()),
+            )
+        )
+    return result
+
+
+def match_service_ports(workload: Workload, spec: PortSpec) -> List[ServicePort]:
+    """The service ports a policy port spec selects (number = service port, name = port name)."""
+    result = []
+    for port in service_ports(workload.record):
+        if spec.protocol == "any":
+            result.append(port)
+        elif spec.protocol != port.protocol:
+            continue
+        elif spec.name is not None:
+            if port.name == spec.name:
+                result.append(port)
+        elif spec.covers(port.protocol, port.port):
+            result.append(port)
+    return result
+
+
+def resolve_target_port(port: ServicePort, endpoint: Optional[Endpoint], pod: Optional[Workload]) -> Optional[int]:
+    """The port number an endpoint listens on for a service port, or None if unknown.
+
+    EndpointSlice ports are named after the service port and carry the resolved number,
+    so they come first; a pod's container ports answer a named targetPort otherwise.
+    """
+    if isinstance(port.target_port, int):
+        return port.target_port
+    if endpoint is not None:
+        for candidate in endpoint.ports:
+            if (candidate.get("name") or None) == port.name and str(candidate.get("protocol") or "TCP").lower() == port.protocol:
+                return int(candidate["port"])
+    if pod is not None:
+        return container_port(pod, port.target_port, port.protocol)
+    return None
+
+
+def container_port(pod: Workload, name: str, protocol: str) -> Optional[int]:
+    """A pod's container port by name and protocol."""
+    for candidate in pod.ports:
+        if candidate.get("name") == name and str(candidate.get("protocol") or "TCP").lower() == protocol:
+            return int(candidate["port"])
+    return None
+
+
+def node_port(record: Mapping[str, Any], port: Union[int, str], protocol: Optional[str] = None) -> int:
+    """The NodePort of a service port given by number or name; ServiceError if there is none.
+
+    ``record`` is a service's ``workload`` hostvar (or its whole hostvars).
+    """
+    if isinstance(record, Mapping) and "workload" in record and "kind" not in record:
+        record = record["workload"]
+    if not isinstance(record, Mapping) or record.get("kind") != "service":
+        kind = record.get("kind") if isinstance(record, Mapping) else type(record).__name__
+        raise ServiceError(f"nodeport needs a service's hostvars (workload.kind service), got kind {kind!r}")
+    label = f"service {record.get('namespace')}/{record.get('name')}"
+    wanted_protocol = protocol.lower() if protocol else None
+    ports = [candidate for candidate in service_ports(record) if wanted_protocol in (None, candidate.protocol)]
+    text = str(port).strip()
+    if text.isdigit():
+        matches = [candidate for candidate in ports if candidate.port == int(text)]
+    else:
+        matches = [candidate for candidate in ports if candidate.name == text]
+    if not matches:
+        known = ", ".join(f"{candidate.name or '-'} {candidate.port}/{candidate.protocol}" for candidate in service_ports(record)) or "none"
+        raise ServiceError(f"{label} has no port {text!r}{f' ({wanted_protocol})' if wanted_protocol else ''}; its ports: {known}")
+    if len({candidate.node_port for candidate in matches}) > 1:
+        raise ServiceError(f"{label} port {text!r} exists for several protocols with different NodePorts; pass protocol='tcp' or 'udp'")
+    found = matches[0].node_port
+    if found is None:
+        raise ServiceError(
+            f"{label} port {text!r} has no NodePort (service type {record.get('type')!r}); "
+            "only NodePort and LoadBalancer services are reachable from outside the cluster through the nodes"
+        )
+    return found
