@@ -291,8 +291,18 @@ def status_body(code: int, reason: str, message: str) -> dict[str, Any]:
     return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": message, "reason": reason, "code": code}
 
 
-_REASONS = {400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 404: "NotFound", 409: "AlreadyExists", 410: "Expired",
-            422: "Invalid", 429: "TooManyRequests", 500: "InternalError", 503: "ServiceUnavailable"}
+_REASONS = {
+    400: "BadRequest",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "NotFound",
+    409: "AlreadyExists",
+    410: "Expired",
+    422: "Invalid",
+    429: "TooManyRequests",
+    500: "InternalError",
+    503: "ServiceUnavailable",
+}
 
 
 def _error(code: int, message: str, reason: str | None = None) -> aiohttp.web.Response:
@@ -405,8 +415,9 @@ class LabKubernetesEmulator(kmock.KubernetesEmulator):  # type: ignore[misc]
         keys = self.lab_index.get(kind.kind)
         if keys is None:
             resource = kind.resource
-            keys = sorted((namespace or "", name) for (res, namespace, name), obj in self.objects.items()
-                          if res == resource and not obj.deleted)
+            keys = sorted(
+                (namespace or "", name) for (res, namespace, name), obj in self.objects.items() if res == resource and not obj.deleted
+            )
             self.lab_index[kind.kind] = keys
         return keys
 
@@ -421,7 +432,7 @@ class LabKubernetesEmulator(kmock.KubernetesEmulator):  # type: ignore[misc]
 
     # -- HTTP -----------------------------------------------------------------------------------
 
-    async def __call__(self, raw_request: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
+    async def __call__(self, raw_request: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:  # noqa: PLR0911 - one return per answer
         """Entry point for aiohttp: auth, faults, our kinds; the rest goes to kmock."""
         if self.lab_token is not None:
             header = raw_request.headers.get("Authorization", "")
@@ -464,7 +475,7 @@ class LabKubernetesEmulator(kmock.KubernetesEmulator):  # type: ignore[misc]
             return _error(fault.status, f"injected fault for {raw_request.method} {raw_request.path}")
         return None
 
-    def _rbac_denies(self, route: _Route) -> str | None:
+    def _rbac_denies(self, route: _Route) -> str | None:  # noqa: PLR0911 - one return per RBAC rule
         allowed = self.lab_faults.rbac_namespaces
         if allowed is None:
             return None
@@ -476,22 +487,18 @@ class LabKubernetesEmulator(kmock.KubernetesEmulator):  # type: ignore[misc]
         if not route.kind.namespaced:
             return None
         if route.namespace is None:
-            return f'{plural} is forbidden: User "lab" cannot list resource "{plural}" in API group "{route.kind.group}" at the cluster scope'
+            return (
+                f'{plural} is forbidden: User "lab" cannot list resource "{plural}" in API group "{route.kind.group}" at the cluster scope'
+            )
         if route.namespace not in allowed:
             return f'{plural} is forbidden: User "lab" cannot list resource "{plural}" in the namespace "{route.namespace}"'
         return None
 
     async def _serve(self, route: _Route, raw_request: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
         method = raw_request.method.upper()
-        if route.subresource is not None and method == "GET" and route.name is not None:
-            obj = self.get_object(route.kind, route.namespace, route.name)
-            if obj is None:
-                return _error(404, f'{route.kind.plural} "{route.name}" not found')
-            return aiohttp.web.json_response(obj)
         if method == "GET" and route.name is None:
             return self._serve_lab_list(route, raw_request.query)
-        if method == "GET":
-            assert route.name is not None
+        if method == "GET" and route.name is not None:  # the object, or a subresource of it (status, ...)
             obj = self.get_object(route.kind, route.namespace, route.name)
             if obj is None:
                 return _error(404, f'{route.kind.plural} "{route.name}" not found')
@@ -534,7 +541,9 @@ class LabKubernetesEmulator(kmock.KubernetesEmulator):  # type: ignore[misc]
         body = {"kind": f"{route.kind.kind}List", "apiVersion": route.kind.api_version, "metadata": metadata, "items": items}
         return aiohttp.web.Response(body=json.dumps(body).encode(), content_type="application/json")
 
-    async def _serve_write(self, method: str, route: _Route, raw_request: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
+    async def _serve_write(  # noqa: PLR0911 - one return per HTTP answer, as an API server has
+        self, method: str, route: _Route, raw_request: aiohttp.web.BaseRequest,
+    ) -> aiohttp.web.StreamResponse:
         kind = route.kind
         if method == "DELETE" and route.name is not None:
             return await self._delete(kind, route.namespace, route.name)
@@ -550,7 +559,7 @@ class LabKubernetesEmulator(kmock.KubernetesEmulator):  # type: ignore[misc]
                 return _error(422, f"{kind.kind} has no metadata.name", "Invalid")
             if self.get_object(kind, route.namespace, name) is not None:
                 return _error(409, f'{kind.plural} "{name}" already exists')
-            return await self._store(kind, route.namespace, name, data, "ADDED", 201)
+            return await self._store(kind, route.namespace, name, data, event="ADDED", code=201)
         if route.name is None:
             return _error(405, f"{method} needs an object name")
         current = self.get_object(kind, route.namespace, route.name)
@@ -561,13 +570,14 @@ class LabKubernetesEmulator(kmock.KubernetesEmulator):  # type: ignore[misc]
             data["metadata"].setdefault("name", route.name)
             data["metadata"]["uid"] = current["metadata"].get("uid")
             data["metadata"]["creationTimestamp"] = current["metadata"].get("creationTimestamp")
-            return await self._store(kind, route.namespace, route.name, data, "MODIFIED", 200)
+            return await self._store(kind, route.namespace, route.name, data, event="MODIFIED", code=200)
         if method == "PATCH":
-            return await self._store(kind, route.namespace, route.name, _merge_patch(current, data), "MODIFIED", 200)
+            return await self._store(kind, route.namespace, route.name, _merge_patch(current, data), event="MODIFIED", code=200)
         return _error(405, f"method {method} is not supported")
 
-    async def _store(self, kind: ResourceKind, namespace: str | None, name: str, data: dict[str, Any], event: str,
-                     code: int) -> aiohttp.web.StreamResponse:
+    async def _store(
+        self, kind: ResourceKind, namespace: str | None, name: str, data: dict[str, Any], *, event: str, code: int
+    ) -> aiohttp.web.StreamResponse:
         with self.lab_write_lock:
             stamped = self._stamp(kind, data, namespace)
             stamped["metadata"]["name"] = name
@@ -605,9 +615,20 @@ class LabKubernetesEmulator(kmock.KubernetesEmulator):  # type: ignore[misc]
                     plan.restrict_to_namespaces(data["rbac_namespaces"])
             except (ValueError, TypeError, KubeApiError) as exc:
                 return _error(400, f"bad fault plan: {exc}")
-        shown = [{"path": f.path, "status": f.status, "delay": f.delay, "disconnect": f.disconnect, "continue_only": f.continue_only,
-                  "method": f.method, "times": f.times, "hits": f.hits, "body": None if f.body is None else f.body.decode(errors="replace")}
-                 for f in plan.faults]
+        shown = [
+            {
+                "path": f.path,
+                "status": f.status,
+                "delay": f.delay,
+                "disconnect": f.disconnect,
+                "continue_only": f.continue_only,
+                "method": f.method,
+                "times": f.times,
+                "hits": f.hits,
+                "body": None if f.body is None else f.body.decode(errors="replace"),
+            }
+            for f in plan.faults
+        ]
         rbac = None if plan.rbac_namespaces is None else sorted(plan.rbac_namespaces)
         return aiohttp.web.json_response({"faults": shown, "rbac_namespaces": rbac})
 
@@ -648,32 +669,53 @@ def _write_private(path: Path, data: bytes) -> None:
 
 def make_tls_material(state_dir: Path) -> tuple[Path, Path, Path]:
     """A fresh CA and a server certificate for 127.0.0.1/localhost; returns (ca, cert, key) paths."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+    # Imported on use: only TLS servers need them, and `apply` should start fast.
+    from cryptography import x509  # noqa: PLC0415
+    from cryptography.hazmat.primitives import hashes, serialization  # noqa: PLC0415
+    from cryptography.hazmat.primitives.asymmetric import ec  # noqa: PLC0415
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID  # noqa: PLC0415
 
     now = datetime.datetime.now(tz=datetime.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "zerotrust lab kube-apiserver CA")])
     ca_cert = (
-        x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
         .not_valid_after(now + datetime.timedelta(days=30))
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=False, data_encipherment=False,
-                                     key_agreement=False, key_cert_sign=True, crl_sign=True, encipher_only=False, decipher_only=False),
-                       critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
         .sign(ca_key, hashes.SHA256())
     )
     server_key = ec.generate_private_key(ec.SECP256R1())
     server_cert = (
-        x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kube-apiserver")]))
-        .issuer_name(ca_name).public_key(server_key.public_key()).serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=30))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-                       critical=False)
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kube-apiserver")]))
+        .issuer_name(ca_name)
+        .public_key(server_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=30))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False
+        )
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
@@ -682,8 +724,9 @@ def make_tls_material(state_dir: Path) -> tuple[Path, Path, Path]:
     ca_path, cert_path, key_path = state_dir / "ca.crt", state_dir / "server.crt", state_dir / "server.key"
     ca_path.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
     cert_path.write_bytes(server_cert.public_bytes(serialization.Encoding.PEM))
-    _write_private(key_path, server_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                                      serialization.NoEncryption()))
+    _write_private(
+        key_path, server_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
     return ca_path, cert_path, key_path
 
 
@@ -695,8 +738,15 @@ class KubeApiServer:
     Use as a context manager or call ``stop()``.
     """
 
-    def __init__(self, objects: Iterable[Mapping[str, Any]] = (), *, tls: bool = True, state_dir: Path | None = None,
-                 port: int = 0, token: str | None = None) -> None:
+    def __init__(
+        self,
+        objects: Iterable[Mapping[str, Any]] = (),
+        *,
+        tls: bool = True,
+        state_dir: Path | None = None,
+        port: int = 0,
+        token: str | None = None,
+    ) -> None:
         self._own_dir = state_dir is None
         self.state_dir = Path(tempfile.mkdtemp(prefix="zti-kubeapi-")) if state_dir is None else Path(state_dir)
         self.state_dir.mkdir(parents=True, exist_ok=True)
@@ -762,7 +812,7 @@ class KubeApiServer:
         if self._loop is not None and self._stopping is not None and self._thread.is_alive():
             self._loop.call_soon_threadsafe(self._stopping.set)
             self._thread.join(timeout=10)
-        if self._own_dir:
+        if self._own_dir and self.state_dir.exists():
             for child in self.state_dir.iterdir():
                 child.unlink()
             self.state_dir.rmdir()
@@ -778,18 +828,18 @@ class KubeApiServer:
         self.stop()
 
 
-def start_server(objects: Iterable[Mapping[str, Any]] = (), tls: bool = True, *, state_dir: Path | None = None, port: int = 0,
-                 token: str | None = None) -> KubeApiServer:
+def start_server(
+    objects: Iterable[Mapping[str, Any]] = (), tls: bool = True, *, state_dir: Path | None = None, port: int = 0, token: str | None = None
+) -> KubeApiServer:
     """Start the emulated API with these manifests loaded; see ``KubeApiServer``."""
     return KubeApiServer(objects, tls=tls, state_dir=state_dir, port=port, token=token).start()
 
 
-def write_kubeconfig(source: KubeApiServer | str | Path, kubeconfig_path: str | Path, cluster_name: str, context: str | None = None) -> Path:
+def write_kubeconfig(
+    source: KubeApiServer | str | Path, kubeconfig_path: str | Path, cluster_name: str, context: str | None = None
+) -> Path:
     """Write a kubeconfig (0600: it holds the token) for a running server or its endpoint.json."""
-    if isinstance(source, KubeApiServer):
-        endpoint = source.endpoint()
-    else:
-        endpoint = json.loads(Path(source).read_text())
+    endpoint = source.endpoint() if isinstance(source, KubeApiServer) else json.loads(Path(source).read_text())
     context = context or cluster_name
     cluster: dict[str, Any] = {"server": endpoint["url"]}
     if endpoint.get("ca_file"):
@@ -862,13 +912,18 @@ def _serve(args: argparse.Namespace) -> int:
 
 def apply_objects(kubeconfig: str | Path, objects: Iterable[Mapping[str, Any]], context: str | None = None) -> list[str]:
     """Create or replace each manifest through the real API with the ``kubernetes`` client; returns what it did."""
-    from kubernetes import config as kube_config
+    from kubernetes import config as kube_config  # noqa: PLC0415 - heavy; only `apply` needs it
 
     client = kube_config.new_client_from_config(config_file=str(kubeconfig), context=context)
 
     def call(method: str, path: str, body: Mapping[str, Any] | None = None) -> tuple[int, Any]:
-        request = client.param_serialize(method, path, header_params={"Content-Type": "application/json", "Accept": "application/json"},
-                                         body=body, auth_settings=["BearerToken"])
+        request = client.param_serialize(
+            method,
+            path,
+            header_params={"Content-Type": "application/json", "Accept": "application/json"},
+            body=body,
+            auth_settings=["BearerToken"],
+        )
         response = client.call_api(*request)
         raw = response.read()
         try:

@@ -27,7 +27,14 @@ NAT_JUMPS: tuple[tuple[str, ...], ...] = (
     ("OUTPUT", "-m", "comment", "--comment", "kubernetes service portals", "-j", "KUBE-SERVICES"),
     ("POSTROUTING", "-m", "comment", "--comment", "kubernetes postrouting rules", "-j", "KUBE-POSTROUTING"),
 )
-FILTER_JUMPS: tuple[tuple[str, ...], ...] = (("FORWARD", "-m", "comment", "--comment", "kubernetes forwarding rules", "-j", "KUBE-FORWARD"),)
+_NEW = ("-m", "conntrack", "--ctstate", "NEW", "-m", "comment", "--comment")
+FILTER_JUMPS: tuple[tuple[str, ...], ...] = (
+    ("INPUT", *_NEW, "kubernetes externally-visible service portals", "-j", "KUBE-EXTERNAL-SERVICES"),
+    ("FORWARD", "-m", "comment", "--comment", "kubernetes forwarding rules", "-j", "KUBE-FORWARD"),
+    ("FORWARD", *_NEW, "kubernetes service portals", "-j", "KUBE-SERVICES"),
+    ("FORWARD", *_NEW, "kubernetes externally-visible service portals", "-j", "KUBE-EXTERNAL-SERVICES"),
+    ("OUTPUT", *_NEW, "kubernetes service portals", "-j", "KUBE-SERVICES"),
+)
 
 
 @dataclass(frozen=True)
@@ -89,6 +96,7 @@ def render_node_rules(scenario: Scenario, node_name: str) -> tuple[str, list[str
     chains = ["KUBE-SERVICES", "KUBE-NODEPORTS", "KUBE-POSTROUTING", "KUBE-MARK-MASQ"]
     rules: list[str] = []
     nodeport_rules: list[str] = []
+    filter_rules: list[str] = []
     mark = MASQUERADE_MARK
     rules.append(f"-A KUBE-MARK-MASQ -j MARK --or-mark {mark}")
     rules.append(f"-A KUBE-POSTROUTING -m mark ! --mark {mark}/{mark} -j RETURN")
@@ -101,47 +109,40 @@ def render_node_rules(scenario: Scenario, node_name: str) -> tuple[str, list[str
             proto = port.protocol.lower()
             svc = svc_chain(service, port)
             eps = endpoints(scenario, service, port)
-            chains.append(svc)
             cluster_ip = f"{service.cluster_ip}/32"
-            if eps:
-                rules.append(
-                    f"-A KUBE-SERVICES -d {cluster_ip} -p {proto} -m comment --comment {_quote(name + ' cluster IP')} "
-                    f"-m {proto} --dport {port.port} -j {svc}"
-                )
-            else:
-                rules.append(
+            if not eps:
+                # No chains at all; kube-proxy rejects in the filter table (nat cannot filter).
+                filter_rules.append(
                     f"-A KUBE-SERVICES -d {cluster_ip} -p {proto} -m comment --comment {_quote(name + ' has no endpoints')} "
-                    f"-m {proto} --dport {port.port} -j REJECT"
+                    f"-m {proto} --dport {port.port} -j REJECT --reject-with icmp-port-unreachable"
                 )
+                if port.node_port is not None:
+                    filter_rules.append(
+                        f"-A KUBE-EXTERNAL-SERVICES -p {proto} -m comment --comment {_quote(name + ' has no endpoints')} "
+                        f"-m addrtype --dst-type LOCAL -m {proto} --dport {port.node_port} -j REJECT --reject-with icmp-port-unreachable"
+                    )
+                continue
+            chains.append(svc)
+            rules.append(
+                f"-A KUBE-SERVICES -d {cluster_ip} -p {proto} -m comment --comment {_quote(name + ' cluster IP')} "
+                f"-m {proto} --dport {port.port} -j {svc}"
+            )
             if port.node_port is not None:
-                ext = ext_chain(service, port)
-                chains.append(ext)
-                nodeport_rules.append(f"-A KUBE-NODEPORTS -p {proto} -m comment --comment {_quote(name)} -m {proto} --dport {port.node_port} -j {ext}")
-                if service.external_traffic_policy == "Local":
-                    local = [ep for ep in eps if pods_by_key[ep.pod_key].node == node_name]
-                    # Local: no masquerade; traffic entering a node without a local endpoint is dropped.
-                    rules.append(f"-A {ext} -s {cluster_cidr} -m comment --comment \"pod traffic for {name} external destinations\" -j {svc}")
-                    if local:
-                        local_chain = "KUBE-SVL-" + _hash(name + proto)
-                        chains.append(local_chain)
-                        rules.append(f"-A {ext} -j {local_chain}")
-                        _balance(rules, local_chain, service, port, local, name)
-                    else:
-                        rules.append(f"-A {ext} -m comment --comment {_quote(name + ' has no local endpoints')} -j DROP")
-                else:
-                    rules.append(f"-A {ext} -m comment --comment {_quote('masquerade traffic for ' + name + ' external destinations')} -j KUBE-MARK-MASQ")
-                    rules.append(f"-A {ext} -j {svc}")
+                local = [ep for ep in eps if pods_by_key[ep.pod_key].node == node_name]
+                _nodeport(rules, chains, nodeport_rules, filter_rules, service=service, port=port, local=local, cluster_cidr=cluster_cidr)
             rules.append(
                 f"-A {svc} ! -s {cluster_cidr} -d {cluster_ip} -p {proto} -m comment --comment {_quote(name + ' cluster IP')} "
                 f"-m {proto} --dport {port.port} -j KUBE-MARK-MASQ"
             )
-            _balance(rules, svc, service, port, eps, name)
+            _balance(rules, svc, service=service, port=port, eps=eps, name=name)
             for ep in eps:
                 sep = sep_chain(service, port, ep)
                 if sep not in chains:
                     chains.append(sep)
                 rules.append(f"-A {sep} -s {ep.address}/32 -m comment --comment {_quote(name)} -j KUBE-MARK-MASQ")
-                rules.append(f"-A {sep} -p {proto} -m comment --comment {_quote(name)} -m {proto} -j DNAT --to-destination {ep.address}:{ep.port}")
+                rules.append(
+                    f"-A {sep} -p {proto} -m comment --comment {_quote(name)} -m {proto} -j DNAT --to-destination {ep.address}:{ep.port}"
+                )
     rules.extend(nodeport_rules)
     rules.append(
         '-A KUBE-SERVICES -m comment --comment "kubernetes service nodeports; NOTE: this must be the last rule in this chain" '
@@ -150,7 +151,10 @@ def render_node_rules(scenario: Scenario, node_name: str) -> tuple[str, list[str
     nat = ["*nat", *(f":{chain} - [0:0]" for chain in chains), *_sorted_by_chain(rules, chains), "COMMIT"]
     filter_table = [
         "*filter",
+        ":KUBE-SERVICES - [0:0]",
+        ":KUBE-EXTERNAL-SERVICES - [0:0]",
         ":KUBE-FORWARD - [0:0]",
+        *filter_rules,
         f'-A KUBE-FORWARD -m comment --comment "kubernetes forwarding rules" -m mark --mark {mark}/{mark} -j ACCEPT',
         '-A KUBE-FORWARD -m comment --comment "kubernetes forwarding conntrack rule" -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT',
         "COMMIT",
@@ -158,7 +162,42 @@ def render_node_rules(scenario: Scenario, node_name: str) -> tuple[str, list[str
     return "\n".join(nat + filter_table) + "\n", chains
 
 
-def _balance(rules: list[str], chain: str, service: Service, port: ServicePort, eps: list[Endpoint], name: str) -> None:
+def _nodeport(
+    rules: list[str],
+    chains: list[str],
+    nodeport_rules: list[str],
+    filter_rules: list[str],
+    *,
+    service: Service,
+    port: ServicePort,
+    local: list[Endpoint],
+    cluster_cidr: str,
+) -> None:
+    """The KUBE-NODEPORTS jump and the KUBE-EXT chain of a service port with a NodePort."""
+    name, proto, svc, ext = port_name(service, port), port.protocol.lower(), svc_chain(service, port), ext_chain(service, port)
+    chains.append(ext)
+    nodeport_rules.append(f"-A KUBE-NODEPORTS -p {proto} -m comment --comment {_quote(name)} -m {proto} --dport {port.node_port} -j {ext}")
+    if service.external_traffic_policy != "Local":
+        comment = _quote(f"masquerade traffic for {name} external destinations")
+        rules.append(f"-A {ext} -m comment --comment {comment} -j KUBE-MARK-MASQ")
+        rules.append(f"-A {ext} -j {svc}")
+        return
+    # Local: no masquerade; pods still reach every endpoint; outside traffic only this node's pods.
+    rules.append(f'-A {ext} -s {cluster_cidr} -m comment --comment "pod traffic for {name} external destinations" -j {svc}')
+    if local:
+        local_chain = "KUBE-SVL-" + _hash(name + proto)
+        chains.append(local_chain)
+        rules.append(f"-A {ext} -j {local_chain}")
+        _balance(rules, local_chain, service=service, port=port, eps=local, name=name)
+    else:
+        # Not DNATed here, so it reaches INPUT, where kube-proxy drops it in the filter table.
+        filter_rules.append(
+            f"-A KUBE-EXTERNAL-SERVICES -p {proto} -m comment --comment {_quote(name + ' has no local endpoints')} "
+            f"-m addrtype --dst-type LOCAL -m {proto} --dport {port.node_port} -j DROP"
+        )
+
+
+def _balance(rules: list[str], chain: str, *, service: Service, port: ServicePort, eps: list[Endpoint], name: str) -> None:
     """Spread a chain over its endpoints with kube-proxy's statistic-mode probabilities."""
     for index, ep in enumerate(eps):
         remaining = len(eps) - index

@@ -11,6 +11,7 @@ to show the source a pod really sees (e.g. kube-proxy's masquerade address).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import socket
 import threading
 
@@ -53,10 +54,8 @@ def serve_udp(port: int) -> None:
     server = _socket(socket.SOCK_DGRAM, port)
     while True:
         _, peer = server.recvfrom(2048)
-        try:
+        with contextlib.suppress(OSError):
             server.sendto((_peer(peer[0]) + "\n").encode(), peer)
-        except OSError:
-            pass
 
 
 def main() -> None:

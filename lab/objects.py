@@ -70,7 +70,18 @@ def node_manifest(scenario: Scenario, node: Node) -> dict[str, Any]:
         "status": {
             "addresses": addresses,
             "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady", "lastTransitionTime": CREATED}],
-            "nodeInfo": {"kubeletVersion": "v1.32.4", "kubeProxyVersion": "v1.32.4", "operatingSystem": "linux", "architecture": "amd64"},
+            "nodeInfo": {
+                "architecture": "amd64",
+                "bootID": object_uid(scenario.cluster.name, "Boot", None, node.name),
+                "containerRuntimeVersion": "containerd://1.7.24",
+                "kernelVersion": "6.1.0-lab",
+                "kubeProxyVersion": "v1.32.4",
+                "kubeletVersion": "v1.32.4",
+                "machineID": hashlib.md5(node.name.encode(), usedforsecurity=False).hexdigest(),
+                "operatingSystem": "linux",
+                "osImage": "zerotrust lab (network namespace)",
+                "systemUUID": object_uid(scenario.cluster.name, "System", None, node.name),
+            },
         },
     }
 
@@ -151,7 +162,7 @@ def endpoint_slice_manifests(scenario: Scenario, service: Service) -> list[dict[
     """The service's EndpointSlices: one per distinct set of resolved ports (as the controller splits them)."""
     groups: dict[tuple[tuple[str, int, str], ...], list[Pod]] = {}
     for pod in scenario.service_endpoints(service):
-        resolved = []
+        resolved: list[tuple[str, int, str]] = []
         for port in service.ports:
             number = resolve_target_port(port, pod)
             if number is not None:
@@ -161,8 +172,8 @@ def endpoint_slice_manifests(scenario: Scenario, service: Service) -> list[dict[
     if not groups:
         groups[()] = []  # the controller keeps an empty slice for a service without endpoints
     slices = []
-    for resolved, pods in groups.items():
-        suffix = hashlib.sha256(repr((service.key, resolved)).encode()).hexdigest()[:5]
+    for port_set, pods in groups.items():
+        suffix = hashlib.sha256(repr((service.key, port_set)).encode()).hexdigest()[:5]
         name = f"{service.name}-{suffix}"
         labels = {
             "kubernetes.io/service-name": service.name,
@@ -200,7 +211,10 @@ def endpoint_slice_manifests(scenario: Scenario, service: Service) -> list[dict[
                     }
                     for pod in pods
                 ],
-                "ports": [{"port": number, "protocol": protocol, **({"name": name_} if name_ else {"name": ""})} for name_, number, protocol in resolved],
+                "ports": [
+                    {"port": number, "protocol": protocol, **({"name": name_} if name_ else {"name": ""})}
+                    for name_, number, protocol in port_set
+                ],
             }
         )
     return slices
@@ -208,7 +222,9 @@ def endpoint_slice_manifests(scenario: Scenario, service: Service) -> list[dict[
 
 def scenario_objects(scenario: Scenario) -> list[dict[str, Any]]:
     """Every object of the scenario, namespaces and nodes first."""
-    namespaces = sorted({pod.namespace for pod in scenario.pods} | {service.namespace for service in scenario.services} | {"default", "kube-system"})
+    namespaces = sorted(
+        {pod.namespace for pod in scenario.pods} | {service.namespace for service in scenario.services} | {"default", "kube-system"}
+    )
     objects = [namespace_manifest(scenario, name) for name in namespaces]
     objects += [node_manifest(scenario, node) for node in scenario.nodes]
     objects += [pod_manifest(scenario, pod) for pod in scenario.pods]

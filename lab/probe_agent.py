@@ -49,7 +49,7 @@ def main() -> None:
     jobs = json.load(sys.stdin)
     with ThreadPoolExecutor(max_workers=max(1, min(64, len(jobs)))) as pool:
         results = list(pool.map(attempt, jobs))
-    json.dump({job["key"]: result for job, result in zip(jobs, results)}, sys.stdout)
+    json.dump({job["key"]: result for job, result in zip(jobs, results, strict=True)}, sys.stdout)
 
 
 if __name__ == "__main__":

@@ -67,7 +67,7 @@ def sources(scenario: Scenario) -> list[str]:
     return [f"pod:{pod.key}" for pod in scenario.pods] + [f"vm:{vm.name}" for vm in scenario.vms]
 
 
-def probe_matrix(scenario: Scenario, ipv6: bool = False) -> list[Probe]:
+def probe_matrix(scenario: Scenario, ipv6: bool = False) -> list[Probe]:  # noqa: PLR0912 - one pass per target kind
     """Every probe of the lab, row by row."""
     targets: list[tuple[str, str, tuple[Destination, ...], str | None, bool]] = []  # id, proto, dsts, owner, pods-only
     for pod in scenario.pods:
@@ -75,7 +75,9 @@ def probe_matrix(scenario: Scenario, ipv6: bool = False) -> list[Probe]:
             proto = port.protocol.lower()
             targets.append((f"pod:{pod.key}:{port.label}", proto, (Destination(str(pod.ip), port.port),), f"pod:{pod.key}", False))
             if ipv6 and pod.ipv6 is not None:
-                targets.append((f"pod:{pod.key}:{port.label}@ipv6", proto, (Destination(str(pod.ipv6), port.port),), f"pod:{pod.key}", False))
+                targets.append(
+                    (f"pod:{pod.key}:{port.label}@ipv6", proto, (Destination(str(pod.ipv6), port.port),), f"pod:{pod.key}", False)
+                )
     for service in scenario.services:
         for sport in service.ports:
             proto = sport.protocol.lower()

@@ -236,8 +236,21 @@ class _Reader:
             raise ScenarioError(f"{self.field_path(key)}: expected a non-empty string, got {_show(value)}")
         if pattern is not None and not pattern.match(value):
             raise ScenarioError(
-                f"{self.field_path(key)}: {value!r} is not a valid name (lower-case letters, digits and '-', starting and ending alphanumeric)"
+                f"{self.field_path(key)}: {value!r} is not a valid name "
+                "(lower-case letters, digits and '-', starting and ending alphanumeric)"
             )
+        return value
+
+    def required_string(self, key: str, pattern: re.Pattern[str] | None = None) -> str:
+        value = self.string(key, pattern)
+        if value is None:  # string() raises for a missing required field; this narrows the type
+            raise ScenarioError(f"{self.field_path(key)}: required field is missing")
+        return value
+
+    def required_port(self, key: str) -> int:
+        value = self.port_number(key)
+        if value is None:
+            raise ScenarioError(f"{self.field_path(key)}: required field is missing")
         return value
 
     def choice(self, key: str, choices: tuple[str, ...], default: str) -> str:
@@ -313,8 +326,7 @@ def _ports(reader: _Reader, key: str) -> tuple[Port, ...]:
     names: set[str] = set()
     for item in reader.items(key):
         item.check_keys(("name", "port", "protocol", "container_port"))
-        number = item.port_number("port")
-        assert number is not None  # required
+        number = item.required_port("port")
         protocol = item.choice("protocol", _PROTOCOLS, "TCP")
         name = item.string("name", _PORT_NAME, required=False)
         if (number, protocol) in seen:
@@ -335,8 +347,7 @@ def _service_ports(reader: _Reader, service_type: str) -> tuple[ServicePort, ...
         raise ScenarioError(f"{reader.field_path('ports')}: a service needs at least one port")
     for item in items:
         item.check_keys(("name", "port", "target_port", "node_port", "protocol"))
-        number = item.port_number("port")
-        assert number is not None
+        number = item.required_port("port")
         target_raw = item.raw("target_port", required=False)
         target: int | str
         if target_raw is None:
@@ -346,9 +357,7 @@ def _service_ports(reader: _Reader, service_type: str) -> tuple[ServicePort, ...
                 raise ScenarioError(f"{item.field_path('target_port')}: {target_raw!r} is neither a port number nor a port name")
             target = target_raw
         else:
-            checked = item.port_number("target_port")
-            assert checked is not None
-            target = checked
+            target = item.required_port("target_port")
         node_port = item.port_number("node_port", required=False)
         if node_port is not None:
             if service_type == "ClusterIP":
@@ -416,7 +425,7 @@ def build_scenario(document: Any, source: str = "") -> Scenario:  # noqa: PLR091
 
     cluster_reader = _Reader(topology.raw("cluster"), "topology.cluster")
     cluster_reader.check_keys(("name", "service_cidr", "cluster_cidr"))
-    cluster_name = cluster_reader.string("name", _LABEL)
+    cluster_name = cluster_reader.required_string("name", _LABEL)
     service_cidr = cluster_reader.network("service_cidr", 4)
 
     underlay_raw = topology.raw("underlay", required=False) or {
@@ -462,8 +471,7 @@ def build_scenario(document: Any, source: str = "") -> Scenario:  # noqa: PLR091
     pod_cidrs: list[tuple[IPNetwork, str]] = []
     for reader in topology.items("nodes"):
         reader.check_keys(("name", "address", "pod_cidr", "ipv6", "pod_cidr_ipv6", "labels"))
-        name = reader.string("name", _SUBDOMAIN)
-        assert name is not None
+        name = reader.required_string("name", _SUBDOMAIN)
         host_names.add(name, reader.field_path("name"))
         node = Node(
             name=name,
@@ -479,7 +487,7 @@ def build_scenario(document: Any, source: str = "") -> Scenario:  # noqa: PLR091
             if cidr.num_addresses < 4:
                 raise ScenarioError(f"{reader.field_path(key)}: {cidr} is too small for a gateway and pods")
             for other, other_path in pod_cidrs:
-                if cidr.overlaps(other):  # type: ignore[arg-type]
+                if cidr.overlaps(other):
                     raise ScenarioError(f"{reader.field_path(key)}: {cidr} overlaps {other} ({other_path})")
             pod_cidrs.append((cidr, reader.field_path(key)))
         nodes.append(node)
@@ -493,7 +501,6 @@ def build_scenario(document: Any, source: str = "") -> Scenario:  # noqa: PLR091
         cluster_cidr = nodes[0].pod_cidr
         while not all(node.pod_cidr.subnet_of(cluster_cidr) for node in nodes):
             cluster_cidr = cluster_cidr.supernet()
-    assert cluster_name is not None
     cluster = Cluster(name=cluster_name, service_cidr=service_cidr, cluster_cidr=cluster_cidr)
     for network, path in ((underlay.cidr, "topology.underlay.cidr"), (service_cidr, "topology.cluster.service_cidr")):
         for other, other_path in pod_cidrs:
@@ -506,25 +513,44 @@ def build_scenario(document: Any, source: str = "") -> Scenario:  # noqa: PLR091
     pod_keys = _Unique("pod")
     for reader in topology.items("pods"):
         reader.check_keys(("name", "namespace", "node", "ip", "ipv6", "labels", "ports"))
-        name = reader.string("name", _SUBDOMAIN)
-        namespace = reader.string("namespace", _LABEL)
-        node_name = reader.string("node")
-        assert name is not None and namespace is not None and node_name is not None
+        name = reader.required_string("name", _SUBDOMAIN)
+        namespace = reader.required_string("namespace", _LABEL)
+        node_name = reader.required_string("node")
         pod_keys.add(f"{namespace}/{name}", reader.field_path("name"))
         if node_name not in nodes_by_name:
             raise ScenarioError(f"{reader.field_path('node')}: unknown node {node_name!r}; known nodes: {', '.join(nodes_by_name)}")
         node = nodes_by_name[node_name]
         ip = reader.address("ip", 4)
-        if ip not in node.pod_cidr or ip in (node.pod_cidr.network_address, node.pod_cidr.network_address + 1, node.pod_cidr.broadcast_address):
-            raise ScenarioError(f"{reader.field_path('ip')}: {ip} is not a pod address in {node_name}'s pod CIDR {node.pod_cidr} (.1 is the gateway)")
+        if ip not in node.pod_cidr or ip in (
+            node.pod_cidr.network_address,
+            node.pod_cidr.network_address + 1,
+            node.pod_cidr.broadcast_address,
+        ):
+            raise ScenarioError(
+                f"{reader.field_path('ip')}: {ip} is not a pod address in {node_name}'s pod CIDR {node.pod_cidr} (.1 is the gateway)"
+            )
         addresses.add(str(ip), reader.field_path("ip"))
         ipv6 = reader.address("ipv6", 6, required=False)
         if ipv6 is not None:
-            if node.pod_cidr_v6 is None or ipv6 not in node.pod_cidr_v6 or ipv6 in (node.pod_cidr_v6.network_address, node.pod_cidr_v6.network_address + 1):
-                raise ScenarioError(f"{reader.field_path('ipv6')}: {ipv6} is not a pod address in {node_name}'s pod_cidr_ipv6 {node.pod_cidr_v6}")
+            if (
+                node.pod_cidr_v6 is None
+                or ipv6 not in node.pod_cidr_v6
+                or ipv6 in (node.pod_cidr_v6.network_address, node.pod_cidr_v6.network_address + 1)
+            ):
+                raise ScenarioError(
+                    f"{reader.field_path('ipv6')}: {ipv6} is not a pod address in {node_name}'s pod_cidr_ipv6 {node.pod_cidr_v6}"
+                )
             addresses.add(str(ipv6), reader.field_path("ipv6"))
         pods.append(
-            Pod(name=name, namespace=namespace, node=node_name, ip=ip, ipv6=ipv6, labels=reader.labels("labels"), ports=_ports(reader, "ports"))
+            Pod(
+                name=name,
+                namespace=namespace,
+                node=node_name,
+                ip=ip,
+                ipv6=ipv6,
+                labels=reader.labels("labels"),
+                ports=_ports(reader, "ports"),
+            )
         )
 
     services: list[Service] = []
@@ -532,9 +558,8 @@ def build_scenario(document: Any, source: str = "") -> Scenario:  # noqa: PLR091
     node_ports = _Unique("node port")
     for reader in topology.items("services"):
         reader.check_keys(("name", "namespace", "type", "cluster_ip", "selector", "external_traffic_policy", "ports"))
-        name = reader.string("name", _LABEL)
-        namespace = reader.string("namespace", _LABEL)
-        assert name is not None and namespace is not None
+        name = reader.required_string("name", _LABEL)
+        namespace = reader.required_string("namespace", _LABEL)
         service_keys.add(f"{namespace}/{name}", reader.field_path("name"))
         service_type = reader.choice("type", _SERVICE_TYPES, "ClusterIP")
         cluster_ip = reader.address("cluster_ip", 4)
@@ -560,8 +585,7 @@ def build_scenario(document: Any, source: str = "") -> Scenario:  # noqa: PLR091
     vms: list[Vm] = []
     for reader in topology.items("vms"):
         reader.check_keys(("name", "address", "ipv6", "labels", "ports"))
-        name = reader.string("name", _LABEL)
-        assert name is not None
+        name = reader.required_string("name", _LABEL)
         host_names.add(name, reader.field_path("name"))
         vms.append(
             Vm(

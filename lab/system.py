@@ -3,11 +3,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
+import re
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +23,29 @@ STATE_FILE = LAB_DIR / "state.json"
 PREFIX = "zt-"
 ROOT_BRIDGE = "zt-lab0"
 SYSTEM_PYTHON = "/usr/bin/python3"
+# Exactly the names the lab creates, so a sweep never touches another prefix's objects.
+LAB_NETNS = re.compile(r"^zt-(node|pod|vm)-[a-z0-9.-]+$")
+LAB_ROOT_LINK = re.compile(r"^zt-(lab0|n[0-9]+|m[0-9]+)$")
+
+
+@contextlib.contextmanager
+def lab_lock(timeout: float = 300) -> Iterator[None]:
+    """Serialise lab changes (up, down, move-pod) between processes: an flock on the .lab directory itself."""
+    LAB_DIR.mkdir(exist_ok=True)
+    fd = os.open(LAB_DIR, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise LabError(f"another lab command holds {LAB_DIR} for over {timeout:.0f} s; retry when it is done") from None
+                time.sleep(0.2)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
 
 
 def run(argv: list[str], input_text: str | None = None, check: bool = True, timeout: float = 60) -> str:
@@ -86,10 +113,8 @@ def terminate(pids: list[int], grace: float = 3.0) -> None:
     """SIGTERM the given processes, wait, then SIGKILL what is left (each by its own PID)."""
     alive = [pid for pid in pids if pid_alive(pid)]
     for pid in alive:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
     deadline = time.monotonic() + grace
     while alive and time.monotonic() < deadline:
         _reap(alive)
@@ -97,17 +122,13 @@ def terminate(pids: list[int], grace: float = 3.0) -> None:
         if alive:
             time.sleep(0.05)
     for pid in alive:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
     _reap(alive)
 
 
 def _reap(pids: list[int]) -> None:
     # Children of this very process (started in the same run) would stay zombies otherwise.
     for pid in pids:
-        try:
+        with contextlib.suppress(ChildProcessError):
             os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            pass

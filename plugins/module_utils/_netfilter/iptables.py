@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import os
 import re
 import shlex
 from typing import ClassVar, Optional
@@ -149,7 +150,9 @@ class Renderer:
         for address_set in ruleset.address_sets:
             for family in FAMILIES:
                 members = ipset_members(address_set.family_members(family))
-                state.sets[ipset_name(address_set.name, family)] = SetState(family, members, (members_hash(members),))
+                # An empty set has no entry to carry the member hash.
+                recorded = (members_hash(members),) if members else ()
+                state.sets[ipset_name(address_set.name, family)] = SetState(family, members, recorded)
         for family in FAMILIES:
             for chain in ruleset.chains:
                 table, builtin = HOOKS[chain.hook]
@@ -349,6 +352,8 @@ class IptablesBackend(Backend):
     def __init__(self, runner: Runner, options: Options) -> None:
         super().__init__(runner, options)
         self.renderer = Renderer(options)
+        # A kernel booted with ipv6.disable=1 has no ip6tables tables to read or write.
+        self.families = FAMILIES if os.path.exists("/proc/net/if_inet6") else (4,)
 
     @classmethod
     def tools(cls, family: int) -> tuple[str, str]:
@@ -369,7 +374,7 @@ class IptablesBackend(Backend):
     def read(self) -> LiveState:
         """Two saves (IPv4, IPv6) and one ``ipset save``: reads only."""
         state = State()
-        for family in FAMILIES:
+        for family in self.families:
             save, _ = self.tools(family)
             parse_save(self.runner.run([save]).stdout, family, state)
         parse_ipset_save(self.runner.run(["ipset", "save"]).stdout, state)
@@ -378,12 +383,21 @@ class IptablesBackend(Backend):
 
     def render(self, desired: Ruleset) -> str:
         """Diff-mode text of ``desired``."""
-        return render_text(self.renderer.state(desired))
+        return render_text(self.desired_state(desired))
+
+    def desired_state(self, desired: Ruleset) -> State:
+        """Our objects for ``desired`` in the families this host has."""
+        state = self.renderer.state(desired)
+        if self.families != FAMILIES:
+            state.chains = {key: specs for key, specs in state.chains.items() if key[0] in self.families}
+            state.jumps = {key: specs for key, specs in state.jumps.items() if key[0] in self.families}
+            state.sets = {name: found for name, found in state.sets.items() if found.family in self.families}
+        return state
 
     def plan(self, desired: Optional[Ruleset], live: LiveState) -> Plan:
         """Compare by hashes and build the transaction (``desired=None``: remove ours)."""
         current: State = live.raw
-        target = self.renderer.state(desired) if desired is not None else State()
+        target = self.desired_state(desired) if desired is not None else State()
         drift = find_drift(target, current) if desired is not None else []
         steps = self.transaction(target, current)
         after_state = _diff_after(target, current)
@@ -399,7 +413,7 @@ class IptablesBackend(Backend):
         set_lines, line_origins = _set_update_lines(target, current)
         if set_lines:
             steps.append(Step(("ipset", "restore"), "\n".join(set_lines) + "\n", "ipset restore", line_origins))
-        for family in FAMILIES:
+        for family in self.families:
             restore_input, origins = _rules_restore(target, current, family)
             if restore_input:
                 _, restore = self.tools(family)
@@ -527,6 +541,10 @@ def _diff_after(target: State, current: State) -> State:
 
 def find_drift(target: State, current: State) -> list[str]:
     """Hand-made changes to our objects (as opposed to a new desired ruleset)."""
+    return _chain_drift(target, current) + _jump_drift(target, current) + _set_drift(target, current)
+
+
+def _chain_drift(target: State, current: State) -> list[str]:
     drift: list[str] = []
     for key, specs in sorted(current.chains.items()):
         family, table, chain = key
@@ -546,12 +564,16 @@ def find_drift(target: State, current: State) -> list[str]:
         drift.extend(f"{where}: rule added by hand: {_describe(spec)}" for spec in extra)
         if not missing and not extra:
             drift.append(f"{where}: rules reordered or duplicated by hand")
+    return drift
+
+
+def _jump_drift(target: State, current: State) -> list[str]:
+    drift: list[str] = []
     for key, live_jumps in sorted(current.jumps.items()):
         family, table, builtin = key
-        wanted = target.jumps.get(key, [])
-        wanted_keys = [rule_key(spec) for spec in wanted]
+        wanted_keys = [rule_key(spec) for spec in target.jumps.get(key, [])]
         live_keys = [rule_key(spec) for spec in live_jumps]
-        head = [rule_key(spec) for spec in current.builtins.get(key, [])[: len(wanted)]]
+        head = [rule_key(spec) for spec in current.builtins.get(key, [])[: len(wanted_keys)]]
         if live_keys == wanted_keys and head != wanted_keys:
             drift.append(f"IPv{family} {table} {builtin}: our jump is no longer first (something was inserted above it)")
         elif live_keys != wanted_keys and set(live_keys) & set(wanted_keys):
@@ -561,17 +583,26 @@ def find_drift(target: State, current: State) -> list[str]:
         chains_present = any((family, table, _jump_target(spec)) in current.chains for spec in specs)
         if chains_present and not current.jumps.get(key):
             drift.append(f"IPv{family} {table} {builtin}: our jump was removed by hand")
+    return drift
+
+
+def _set_drift(target: State, current: State) -> list[str]:
+    drift: list[str] = []
     for name, live in sorted(current.sets.items()):
         if not live.recorded or live.recorded == (members_hash(live.members),):
             continue
-        wanted_set = target.sets.get(name)
-        if wanted_set is not None and live.recorded == wanted_set.recorded:
-            missing = sorted(set(wanted_set.members) - set(live.members))
-            extra = sorted(set(live.members) - set(wanted_set.members))
-            detail = "; ".join(part for part in (f"missing {' '.join(missing)}" if missing else "", f"added {' '.join(extra)}" if extra else "") if part)
-            drift.append(f"set {name}: members changed by hand ({detail})")
-        else:
+        wanted = target.sets.get(name)
+        if wanted is None or live.recorded != wanted.recorded:
             drift.append(f"set {name}: members changed by hand")
+            continue
+        details = []
+        missing = sorted(set(wanted.members) - set(live.members))
+        extra = sorted(set(live.members) - set(wanted.members))
+        if missing:
+            details.append("missing " + " ".join(missing))
+        if extra:
+            details.append("added " + " ".join(extra))
+        drift.append(f"set {name}: members changed by hand ({'; '.join(details)})")
     return drift
 
 

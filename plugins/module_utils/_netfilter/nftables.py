@@ -10,9 +10,11 @@ Layout of the table for a ruleset:
 
 - one set per model address set and family: ``<set>_4`` (``type ipv4_addr``) and
   ``<set>_6`` (``type ipv6_addr``), both ``flags interval`` so networks and addresses
-  mix. Members are written collapsed (``ipaddress.collapse_addresses``): an interval set
-  refuses overlapping elements, and the read-back is collapsed the same way, so the
-  comparison does not depend on how the kernel happens to split intervals.
+  mix. Members are written as merged intervals (overlapping and adjacent members
+  joined; one address, an aligned prefix or an ``a-b`` range each): an interval set
+  refuses overlapping elements, and the read-back is merged the same way, so the
+  comparison does not depend on how nft happens to split or print intervals. This
+  runs on integers, not ``ipaddress`` objects: 10,000 members cost milliseconds.
 - one base chain per model chain, named like it: ``ingress`` (hook input), ``egress``
   (hook output), ``nodeport_guard`` (hook prerouting at the mangle priority -150, before
   kube-proxy's dstnat at -100 rewrites the NodePort). Input/output/forward chains sit
@@ -48,9 +50,9 @@ comment on a rule is not detected: hashes identify rules, they do not re-derive 
 from __future__ import annotations
 
 import dataclasses
-import ipaddress
 import json
 import re
+import socket
 from collections.abc import Iterable, Sequence
 from typing import Any, Optional
 
@@ -80,6 +82,7 @@ CHAIN_PRIORITIES = {"input": -10, "output": -10, "forward": -10, "prerouting": -
 """Base chain priority per hook (-150 is ``mangle``: before kube-proxy's dstnat -100)."""
 
 SET_TYPES = {4: "ipv4_addr", 6: "ipv6_addr"}
+_AF = {4: socket.AF_INET, 6: socket.AF_INET6}
 _IFNAME = re.compile(r"^[A-Za-z0-9_.:@+-]{1,15}$")
 _CHAIN_DIGEST = re.compile(r"^zt:[0-9a-f]{16} ~([0-9a-f]{16})(?: |$)")
 _SET_MARKER = re.compile(r"^zt:([0-9a-f]{16})$")
@@ -194,14 +197,51 @@ def set_object_name(model_name: str, family: int) -> str:
 
 
 def collapse_members(members: Iterable[str], family: int) -> tuple[str, ...]:
-    """Members of one family as the fewest non-overlapping networks, sorted.
+    """Members of one family as merged intervals, sorted, in canonical text.
 
-    A single address is written without ``/32`` or ``/128``, as nft lists it.
+    Overlapping and adjacent members are joined; each interval is written as a single
+    address, an aligned prefix (``10.0.0.0/24``) or a range (``10.0.0.1-10.0.0.3``).
+    Members of the other family are left out.
     """
-    networks = [ipaddress.ip_network(member, strict=False) for member in members]
-    networks = [network for network in networks if network.version == family]
-    collapsed = ipaddress.collapse_addresses(networks)  # type: ignore[type-var]
-    return tuple(str(network.network_address) if network.num_addresses == 1 else str(network) for network in collapsed)
+    spans = []
+    for member in members:
+        if (":" in member) != (family == 6):
+            continue
+        spans.append(_member_span(member, family))
+    return _format_spans(spans, family)
+
+
+def _member_span(member: str, family: int) -> tuple[int, int]:
+    bits = 32 if family == 4 else 128
+    address, _, length = member.partition("/")
+    try:
+        start = int.from_bytes(socket.inet_pton(_AF[family], address), "big")
+        size = 1 << (bits - int(length)) if length else 1
+    except (OSError, ValueError) as error:
+        raise NftablesError(f"{member!r} is not an IPv{family} address or network") from error
+    start &= ~(size - 1)
+    return start, start + size - 1
+
+
+def _format_spans(spans: list[tuple[int, int]], family: int) -> tuple[str, ...]:
+    merged: list[list[int]] = []
+    for start, end in sorted(spans):
+        if merged and start <= merged[-1][1] + 1:
+            merged[-1][1] = max(merged[-1][1], end)
+        else:
+            merged.append([start, end])
+    return tuple(_format_span(start, end, family) for start, end in merged)
+
+
+def _format_span(start: int, end: int, family: int) -> str:
+    width = 4 if family == 4 else 16
+    first = socket.inet_ntop(_AF[family], start.to_bytes(width, "big"))
+    if start == end:
+        return first
+    size = end - start + 1
+    if size & (size - 1) == 0 and start % size == 0:
+        return f"{first}/{width * 8 - size.bit_length() + 1}"
+    return f"{first}-{socket.inet_ntop(_AF[family], end.to_bytes(width, 'big'))}"
 
 
 def render_table(ruleset: Ruleset, options: Options) -> NftTable:
@@ -396,7 +436,7 @@ class LiveChain:
 
 @dataclasses.dataclass(frozen=True)
 class LiveSet:
-    """A set found in our table, members collapsed like :func:`collapse_members`."""
+    """A set found in our table, members merged like :func:`collapse_members`."""
 
     name: str
     type: str
@@ -473,7 +513,7 @@ def parse_listing(text: str) -> LiveTable:
 def _parse_set(body: dict[str, Any]) -> LiveSet:
     set_type = body.get("type")
     family = 4 if set_type == "ipv4_addr" else 6
-    networks: list[Any] = []
+    spans: list[tuple[int, int]] = []
     marker: Optional[str] = None
     for element in body.get("elem", ()):
         value = element
@@ -482,8 +522,8 @@ def _parse_set(body: dict[str, Any]) -> LiveSet:
             if match:
                 marker = match.group(1)
             value = element["elem"]["val"]
-        networks.extend(_element_networks(value))
-    members = collapse_members((str(network) for network in networks), family) if set_type in ("ipv4_addr", "ipv6_addr") else ()
+        spans.append(_element_span(value, family))
+    members = _format_spans(spans, family) if set_type in ("ipv4_addr", "ipv6_addr") else ()
     flags = body.get("flags", ())
     return LiveSet(
         name=body["name"],
@@ -494,15 +534,16 @@ def _parse_set(body: dict[str, Any]) -> LiveSet:
     )
 
 
-def _element_networks(element: Any) -> list[Any]:
+def _element_span(element: Any, family: int) -> tuple[int, int]:
+    """(first, last) address of one element of nft's JSON listing, as integers."""
     if isinstance(element, str):
-        return [ipaddress.ip_network(element)]
+        return _member_span(element, family)
     if isinstance(element, dict) and "prefix" in element:
         prefix = element["prefix"]
-        return [ipaddress.ip_network(f"{prefix['addr']}/{prefix['len']}", strict=False)]
+        return _member_span(f"{prefix['addr']}/{prefix['len']}", family)
     if isinstance(element, dict) and "range" in element:
-        first, last = (ipaddress.ip_address(value) for value in element["range"])
-        return list(ipaddress.summarize_address_range(first, last))
+        first, last = element["range"]
+        return _member_span(str(first), family)[0], _member_span(str(last), family)[0]
     raise NftablesError(f"unexpected element {json.dumps(element)} in a set of table {TABLE}")
 
 
@@ -517,7 +558,8 @@ def describe_live(live: LiveTable) -> str:
         chain = live.chains[name]
         lines.append(f"  chain {name} {chain.type} {chain.hook} {chain.priority} {chain.policy}")
         for rule in chain.rules:
-            lines.append(f"    {rule.comment}" if rule.hash else f"    (not ours: handle {rule.handle} {rule.comment})".rstrip())
+            foreign = " ".join(part for part in (f"handle {rule.handle}", rule.comment) if part)
+            lines.append(f"    {rule.comment}" if rule.hash else f"    (not ours: {foreign})")
     lines.extend(f"  {other} (not ours)" for other in live.others)
     return "\n".join(lines) + "\n"
 

@@ -55,10 +55,18 @@ class Namespace:
 
     @property
     def lock_id(self) -> str:
-        """A file-name-safe identity, stable for the same namespace."""
-        if self.is_root:
-            return "root"
-        return "ns-" + hashlib.sha256(self.label.encode()).hexdigest()[:16]
+        """A file-name-safe identity of the namespace itself (not of how it is named).
+
+        Built from the namespace file's device and inode, so ``/run/netns/a`` and
+        ``/proc/PID/ns/net`` of the same namespace share one lock, and two machines'
+        worth of namespaces on one host (a lab) do not.
+        """
+        path = os.path.join(NETNS_DIRS[0], self.name) if self.name is not None else self.path or "/proc/self/ns/net"
+        try:
+            info = os.stat(path)
+        except OSError:
+            return "ns-" + hashlib.sha256(self.label.encode()).hexdigest()[:16]
+        return f"netns-{info.st_dev}-{info.st_ino}"
 
     def prefix(self) -> tuple[str, ...]:
         """The argv prefix that runs a command inside this namespace."""

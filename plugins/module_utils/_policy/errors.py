@@ -10,7 +10,8 @@ one run per typo.
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional, Sequence, Tuple
+from collections.abc import Sequence
+from typing import Optional
 
 
 class ZeroTrustPolicyError(Exception):
@@ -41,7 +42,7 @@ class PolicyError(ZeroTrustPolicyError):
     """A policy is not valid; ``problems`` lists every problem found."""
 
     def __init__(self, problems: Sequence[Problem]) -> None:
-        self.problems: Tuple[Problem, ...] = tuple(problems)
+        self.problems: tuple[Problem, ...] = tuple(problems)
         count = len(self.problems)
         lines = "\n".join(f"  - {problem}" for problem in self.problems)
         super().__init__(f"the policy has {count} problem{'s' if count != 1 else ''}:\n{lines}")

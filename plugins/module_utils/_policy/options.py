@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
-from typing import Any, List, Mapping, Optional, Tuple
+from collections.abc import Mapping
+from typing import Any, Optional
 
 from ansible_collections.zerotrust.workloads.plugins.module_utils._policy.errors import PolicyError, Problem, QuerySyntaxError
 from ansible_collections.zerotrust.workloads.plugins.module_utils._policy.query import Node, parse_query
@@ -20,7 +21,7 @@ class Options:
     """What the compiler adds beside the policy, and where it enforces."""
 
     implicit: Mapping[str, bool] = dataclasses.field(default_factory=lambda: dict.fromkeys(IMPLICIT, True))
-    management_addresses: Tuple[str, ...] = ()
+    management_addresses: tuple[str, ...] = ()
     dns_service: str = "kube-system/kube-dns"
     scope: Optional[Node] = None
     scope_text: Optional[str] = None
@@ -30,11 +31,11 @@ class Options:
         return bool(self.implicit.get(name, True))
 
 
-def parse_options(raw: Optional[Mapping[str, Any]]) -> Options:
+def parse_options(raw: Optional[Mapping[str, Any]]) -> Options:  # noqa: PLR0912 - one check per option, all reported
     """Validate compiler options; PolicyError lists every problem (``options.<field>``)."""
     if raw is None:
         return Options()
-    problems: List[Problem] = []
+    problems: list[Problem] = []
     if not isinstance(raw, Mapping):
         raise PolicyError([Problem("options", f"must be a mapping, got {type(raw).__name__}")])
     known = {"implicit", "management_addresses", "dns_service", "scope"}
@@ -47,12 +48,14 @@ def parse_options(raw: Optional[Mapping[str, Any]]) -> Options:
         given = {}
     for key, value in given.items():
         if key not in IMPLICIT:
-            problems.append(Problem("options.implicit", f"unknown implicit allowance {key!r}; expected one of {', '.join(IMPLICIT)}", str(key)))
+            problems.append(
+                Problem("options.implicit", f"unknown implicit allowance {key!r}; expected one of {', '.join(IMPLICIT)}", str(key))
+            )
         elif not isinstance(value, bool):
             problems.append(Problem(f"options.implicit.{key}", "must be true or false", str(value)))
         else:
             implicit[key] = value
-    addresses: List[str] = []
+    addresses: list[str] = []
     raw_addresses = raw.get("management_addresses") or []
     if isinstance(raw_addresses, str):
         raw_addresses = [raw_addresses]

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from typing import Any, Dict, List, Mapping, Optional, Set, Tuple
+from collections.abc import Mapping
+from typing import Any, Optional
 
 from ansible_collections.zerotrust.workloads.plugins.module_utils._policy.errors import PolicyError, Problem, QuerySyntaxError
 from ansible_collections.zerotrust.workloads.plugins.module_utils._policy.query import Node, address_networks, parse_query
@@ -70,7 +71,7 @@ class Filter:
     name: str
     text: str
     query: Node
-    networks: Optional[Tuple[str, ...]]
+    networks: Optional[tuple[str, ...]]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,7 +82,7 @@ class PolicyRule:
     index: int
     consumer: str
     provider: str
-    ports: Tuple[PortSpec, ...]
+    ports: tuple[PortSpec, ...]
     action: str = "allow"
 
     @property
@@ -96,7 +97,7 @@ class PolicyRule:
         return f"{self.label}{deny} {self.consumer}->{self.provider}{suffix}"
 
     @property
-    def order(self) -> Tuple[int, int, int]:
+    def order(self) -> tuple[int, int, int]:
         """Chain order: absolute deny, absolute allow, default deny, default allow; then index."""
         return (RANKS.index(self.rank), ACTIONS.index(self.action) ^ 1, self.index)
 
@@ -106,10 +107,10 @@ class Policy:
     """A validated policy."""
 
     filters: Mapping[str, Filter]
-    rules: Tuple[PolicyRule, ...]
+    rules: tuple[PolicyRule, ...]
     catch_all: str
 
-    def ordered_rules(self) -> Tuple[PolicyRule, ...]:
+    def ordered_rules(self) -> tuple[PolicyRule, ...]:
         """Rules in chain order (first match wins)."""
         return tuple(sorted(self.rules, key=lambda rule: rule.order))
 
@@ -131,7 +132,7 @@ def parse_port(text: Any) -> PortSpec:
         raise ValueError(f"{text!r} needs a port after the protocol, such as {protocol}/80, {protocol}/8000-8080 or {protocol}/http")
     if rest[0].isdigit():
         first_text, dash, last_text = rest.partition("-")
-        if not first_text.isdigit() or dash and not last_text.isdigit():
+        if not first_text.isdigit() or (dash and not last_text.isdigit()):
             raise ValueError(f"port {rest!r} is not a number, a range like 8000-8080, or a port name")
         first = int(first_text)
         last = int(last_text) if dash else first
@@ -147,7 +148,7 @@ def parse_port(text: Any) -> PortSpec:
 
 def parse_policy(data: Any) -> Policy:
     """Validate a policy dictionary; raise PolicyError listing every problem at once."""
-    problems: List[Problem] = []
+    problems: list[Problem] = []
     if not isinstance(data, Mapping):
         raise PolicyError([Problem("policy", f"the policy must be a mapping with 'filters' and 'policies', got {type(data).__name__}")])
     for key in sorted(set(data) - {"filters", "policies", "catch_all"}, key=str):
@@ -155,7 +156,7 @@ def parse_policy(data: Any) -> Policy:
     declared = set(data["filters"]) if isinstance(data.get("filters"), Mapping) else set()
     filters = _parse_filters(data.get("filters"), problems)
     policies = data.get("policies")
-    rules: List[PolicyRule] = []
+    rules: list[PolicyRule] = []
     catch_all: Any = data.get("catch_all", "deny")
     if policies is None:
         problems.append(Problem("policies", "missing; write policies: {absolute: [], default: [...], catch_all: deny}"))
@@ -174,8 +175,8 @@ def parse_policy(data: Any) -> Policy:
     return Policy(filters=filters, rules=tuple(rules), catch_all=str(catch_all))
 
 
-def _parse_filters(raw: Any, problems: List[Problem]) -> Dict[str, Filter]:
-    filters: Dict[str, Filter] = {}
+def _parse_filters(raw: Any, problems: list[Problem]) -> dict[str, Filter]:
+    filters: dict[str, Filter] = {}
     if raw is None:
         return filters
     if not isinstance(raw, Mapping):
@@ -185,7 +186,11 @@ def _parse_filters(raw: Any, problems: List[Problem]) -> Dict[str, Filter]:
         where = f"filters.{name}"
         text = raw[name]
         if not isinstance(name, str) or not _FILTER_NAME.match(name):
-            problems.append(Problem("filters", "a filter name must start with a letter or digit and hold only letters, digits, '_', '.', '-'", str(name)))
+            problems.append(
+                Problem(
+                    "filters", "a filter name must start with a letter or digit and hold only letters, digits, '_', '.', '-'", str(name)
+                )
+            )
             continue
         if not isinstance(text, str):
             problems.append(Problem(where, f"must be a query string such as 'label.app = web', got {type(text).__name__}", str(text)))
@@ -199,7 +204,7 @@ def _parse_filters(raw: Any, problems: List[Problem]) -> Dict[str, Filter]:
     return filters
 
 
-def _parse_rank(rank: str, raw: Any, filters: Mapping[str, Filter], declared: Set[Any], problems: List[Problem]) -> List[PolicyRule]:
+def _parse_rank(rank: str, raw: Any, filters: Mapping[str, Filter], declared: set[Any], problems: list[Problem]) -> list[PolicyRule]:
     if raw is None:
         return []
     if not isinstance(raw, list):
@@ -234,7 +239,7 @@ def _parse_rank(rank: str, raw: Any, filters: Mapping[str, Filter], declared: Se
     return rules
 
 
-def _parse_ports(where: str, raw: Any, problems: List[Problem]) -> Tuple[PortSpec, ...]:
+def _parse_ports(where: str, raw: Any, problems: list[Problem]) -> tuple[PortSpec, ...]:
     if raw is None:
         problems.append(Problem(f"{where}.ports", "missing; write a list such as [tcp/80] (or [any])"))
         return ()

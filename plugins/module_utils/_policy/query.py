@@ -20,11 +20,11 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
-from typing import Any, Callable, Dict, FrozenSet, List, Optional, Sequence, Set, Tuple, Union
+from collections.abc import Callable, Sequence
+from typing import Any, Optional, Union
 
 import jmespath
 import netaddr
-
 from ansible_collections.zerotrust.workloads.plugins.module_utils._policy.errors import QuerySyntaxError
 from ansible_collections.zerotrust.workloads.plugins.module_utils._policy.workloads import KINDS, Workload
 
@@ -50,7 +50,7 @@ class Condition:
 
     attribute: str
     operator: str
-    values: Tuple[str, ...]
+    values: tuple[str, ...]
     position: int
 
 
@@ -58,14 +58,14 @@ class Condition:
 class And:
     """All of ``items``."""
 
-    items: Tuple[Node, ...]
+    items: tuple[Node, ...]
 
 
 @dataclasses.dataclass(frozen=True)
 class Or:
     """Any of ``items``."""
 
-    items: Tuple[Node, ...]
+    items: tuple[Node, ...]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,9 +78,9 @@ class Not:
 Node = Union[Condition, And, Or, Not]
 
 
-def tokenize(text: str) -> List[Token]:
+def tokenize(text: str) -> list[Token]:  # noqa: PLR0912 - a lexer is one branch per character class
     """Split a query into tokens, raising QuerySyntaxError with the position."""
-    tokens: List[Token] = []
+    tokens: list[Token] = []
     index = 0
     while index < len(text):
         char = text[index]
@@ -100,7 +100,7 @@ def tokenize(text: str) -> List[Token]:
         elif char in "\"'":
             start = index
             index += 1
-            value: List[str] = []
+            value: list[str] = []
             while True:
                 if index >= len(text):
                     raise QuerySyntaxError(f"unterminated {char}-quoted string", text, start)
@@ -189,13 +189,13 @@ class _Parser:
         attribute = token.text
         _check_attribute(attribute, self.text, token.position)
         op_token = self.take()
-        if op_token.kind == "op":
-            operator = op_token.text
-        elif op_token.kind == "word" and op_token.text in ("contains", "in", "exists"):
+        if op_token.kind == "op" or (op_token.kind == "word" and op_token.text in ("contains", "in", "exists")):
             operator = op_token.text
         else:
-            raise self.fail(f"expected an operator (=, !=, contains, in, exists) after {attribute!r}, found {_describe(op_token)}", op_token)
-        values: Tuple[str, ...]
+            raise self.fail(
+                f"expected an operator (=, !=, contains, in, exists) after {attribute!r}, found {_describe(op_token)}", op_token
+            )
+        values: tuple[str, ...]
         if operator == "exists":
             values = ()
         elif operator == "in":
@@ -218,7 +218,7 @@ class _Parser:
 
     def value(self, operator: str) -> str:
         token = self.take()
-        if token.kind == "string" or token.kind == "word" and token.text not in ("and", "or", "not"):
+        if token.kind == "string" or (token.kind == "word" and token.text not in ("and", "or", "not")):
             return token.text
         raise self.fail(f"expected a value after {operator!r}, found {_describe(token)}", token)
 
@@ -239,7 +239,9 @@ def _check_attribute(attribute: str, text: str, position: int) -> None:
                 try:
                     jmespath.compile(rest)
                 except jmespath.exceptions.JMESPathError as error:
-                    raise QuerySyntaxError(f"attribute {attribute!r}: {rest!r} is not a valid hostvar path ({error})", text, position) from error
+                    raise QuerySyntaxError(
+                        f"attribute {attribute!r}: {rest!r} is not a valid hostvar path ({error})", text, position
+                    ) from error
             return
     known = ", ".join((*PLAIN_ATTRIBUTES, *(prefix + "<key>" for prefix in PREFIX_ATTRIBUTES)))
     raise QuerySyntaxError(f"unknown attribute {attribute!r}; known attributes: {known}", text, position)
@@ -251,7 +253,9 @@ def _check_values(condition: Condition, text: str) -> None:
             try:
                 _network(value)
             except (netaddr.AddrFormatError, ValueError, TypeError):
-                raise QuerySyntaxError(f"address value {value!r} is not an IP address or CIDR such as 10.0.0.0/8", text, condition.position) from None
+                raise QuerySyntaxError(
+                    f"address value {value!r} is not an IP address or CIDR such as 10.0.0.0/8", text, condition.position
+                ) from None
     if condition.attribute == "kind" and condition.operator in ("=", "!=", "in"):
         for value in condition.values:
             if value not in KINDS:
@@ -272,14 +276,14 @@ def parse_query(text: str) -> Node:
     return _Parser(text).parse()
 
 
-def address_networks(node: Node) -> Optional[Tuple[str, ...]]:
+def address_networks(node: Node) -> Optional[tuple[str, ...]]:
     """The networks a query of only ``address =``/``in`` conditions (joined by ``or``) stands for."""
     if isinstance(node, Condition):
         if node.attribute == "address" and node.operator in ("=", "in"):
             return tuple(str(_network(value).cidr) for value in node.values)
         return None
     if isinstance(node, Or):
-        result: List[str] = []
+        result: list[str] = []
         for item in node.items:
             networks = address_networks(item)
             if networks is None:
@@ -289,7 +293,7 @@ def address_networks(node: Node) -> Optional[Tuple[str, ...]]:
     return None
 
 
-def _range(value: str) -> Tuple[int, int, int]:
+def _range(value: str) -> tuple[int, int, int]:
     network = _network(value)
     return (network.version, network.first, network.last)
 
@@ -308,13 +312,13 @@ class _Compiled:
     def __init__(self, condition: Condition) -> None:
         self.condition = condition
         self.values = frozenset(condition.values)
-        self.ranges = ()
+        self.ranges: tuple[tuple[int, int, int], ...] = ()
         if condition.attribute == "address" and condition.operator in ("=", "!=", "in"):
             self.ranges = tuple(_range(value) for value in condition.values)
         self.path = jmespath.compile(condition.attribute[4:]) if condition.attribute.startswith("var.") else None
 
 
-def _field_values(condition: Condition, workload: Workload) -> Optional[Tuple[str, ...]]:
+def _field_values(condition: Condition, workload: Workload) -> Optional[tuple[str, ...]]:  # noqa: PLR0911 - one answer per attribute
     """The workload's values for an attribute; None when the attribute does not apply."""
     attribute = condition.attribute
     if attribute == "kind":
@@ -344,10 +348,10 @@ def _field_values(condition: Condition, workload: Workload) -> Optional[Tuple[st
     raise AssertionError(attribute)
 
 
-_ADDRESS_CACHE: Dict[str, Tuple[int, int]] = {}
+_ADDRESS_CACHE: dict[str, tuple[int, int]] = {}
 
 
-def _address_key(text: str) -> Tuple[int, int]:
+def _address_key(text: str) -> tuple[int, int]:
     key = _ADDRESS_CACHE.get(text)
     if key is None:
         address = netaddr.IPAddress(text)
@@ -357,7 +361,7 @@ def _address_key(text: str) -> Tuple[int, int]:
     return key
 
 
-def _matches(compiled: _Compiled, workload: Workload) -> bool:
+def _matches(compiled: _Compiled, workload: Workload) -> bool:  # noqa: PLR0911, PLR0912 - one answer per operator and attribute family
     condition = compiled.condition
     operator = condition.operator
     if condition.attribute == "address":
@@ -366,12 +370,15 @@ def _matches(compiled: _Compiled, workload: Workload) -> bool:
         if operator == "contains":
             return any(condition.values[0] in address for address in workload.addresses)
         inside = any(
-            version == key[0] and first <= key[1] <= last for key in map(_address_key, workload.addresses) for version, first, last in compiled.ranges
+            version == key[0] and first <= key[1] <= last
+            for key in map(_address_key, workload.addresses)
+            for version, first, last in compiled.ranges
         )
         return not inside if operator == "!=" else inside
     if compiled.path is not None:
-        hostvars = workload.hostvars
-        found = compiled.path.search(hostvars if isinstance(hostvars, dict) else dict(hostvars))
+        # jmespath reads mappings through .get(), so Ansible's lazy hostvars are templated
+        # only along the path asked for.
+        found = compiled.path.search(workload.hostvars)
         if operator == "exists":
             return found is not None
         if operator == "contains":
@@ -425,9 +432,9 @@ class Selector:
 
     def __init__(self, workloads: Sequence[Workload]) -> None:
         self.workloads = tuple(workloads)
-        self._index: Dict[Tuple[str, str], Set[int]] = {}
-        self._label_keys: Dict[str, Set[int]] = {}
-        self._addresses: Dict[str, Set[int]] = {}
+        self._index: dict[tuple[str, str], set[int]] = {}
+        self._label_keys: dict[str, set[int]] = {}
+        self._addresses: dict[str, set[int]] = {}
         for position, workload in enumerate(self.workloads):
             for attribute in _INDEXED:
                 for value in _field_values(Condition(attribute, "=", (), 0), workload) or ():
@@ -438,11 +445,11 @@ class Selector:
             for address in workload.addresses:
                 self._addresses.setdefault(address, set()).add(position)
 
-    def _candidates(self, node: Node) -> Optional[Set[int]]:
+    def _candidates(self, node: Node) -> Optional[set[int]]:  # noqa: PLR0911 - one answer per node type and operator
         if isinstance(node, Condition):
             if node.operator in ("=", "in"):
                 if node.attribute in _INDEXED or node.attribute.startswith("label."):
-                    result: Set[int] = set()
+                    result: set[int] = set()
                     for value in node.values:
                         result |= self._index.get((node.attribute, value), set())
                     return result
@@ -461,7 +468,7 @@ class Selector:
             known.sort(key=len)
             return set.intersection(*known)
         if isinstance(node, Or):
-            union: Set[int] = set()
+            union: set[int] = set()
             for item in node.items:
                 candidates = self._candidates(item)
                 if candidates is None:
@@ -470,13 +477,13 @@ class Selector:
             return union
         return None
 
-    def select(self, node: Node) -> List[Workload]:
+    def select(self, node: Node) -> list[Workload]:
         """The matching workloads, in the selector's order."""
         candidates = self._candidates(node)
         predicate = _predicate(node)
         positions: Sequence[int] = sorted(candidates) if candidates is not None else range(len(self.workloads))
         return [self.workloads[position] for position in positions if predicate(self.workloads[position])]
 
-    def select_hosts(self, node: Node) -> FrozenSet[str]:
+    def select_hosts(self, node: Node) -> frozenset[str]:
         """The inventory hostnames of the matching workloads."""
         return frozenset(workload.host for workload in self.select(node))

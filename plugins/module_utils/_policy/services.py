@@ -11,7 +11,8 @@ named after the service port.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, List, Mapping, Optional, Tuple, Union
+from collections.abc import Mapping
+from typing import Any, Optional, Union
 
 from ansible_collections.zerotrust.workloads.plugins.module_utils._policy.errors import ServiceError
 from ansible_collections.zerotrust.workloads.plugins.module_utils._policy.policy import PortSpec
@@ -33,11 +34,11 @@ class ServicePort:
 class Endpoint:
     """One endpoint address group of a service."""
 
-    addresses: Tuple[str, ...]
+    addresses: tuple[str, ...]
     node: Optional[str]
     pod: Optional[str]
     ready: bool
-    ports: Tuple[Mapping[str, Any], ...]
+    ports: tuple[Mapping[str, Any], ...]
 
 
 def _int_or_none(value: Any) -> Optional[int]:
@@ -46,7 +47,7 @@ def _int_or_none(value: Any) -> Optional[int]:
     return int(value)
 
 
-def service_ports(record: Mapping[str, Any]) -> List[ServicePort]:
+def service_ports(record: Mapping[str, Any]) -> list[ServicePort]:
     """The ports of a service record (``workload`` hostvar), normalised."""
     result = []
     for raw in record.get("ports") or ():
@@ -65,7 +66,7 @@ def service_ports(record: Mapping[str, Any]) -> List[ServicePort]:
     return result
 
 
-def service_endpoints(record: Mapping[str, Any]) -> List[Endpoint]:
+def service_endpoints(record: Mapping[str, Any]) -> list[Endpoint]:
     """The endpoints of a service record; not-ready ones are kept (they may become ready)."""
     result = []
     for raw in record.get("endpoints") or ():
@@ -81,7 +82,7 @@ def service_endpoints(record: Mapping[str, Any]) -> List[Endpoint]:
     return result
 
 
-def match_service_ports(workload: Workload, spec: PortSpec) -> List[ServicePort]:
+def match_service_ports(workload: Workload, spec: PortSpec) -> list[ServicePort]:
     """The service ports a policy port spec selects (number = service port, name = port name)."""
     result = []
     for port in service_ports(workload.record):

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from collections.abc import Mapping
+from typing import Any, Optional
 
 from ansible_collections.zerotrust.workloads.plugins.module_utils._policy.errors import WorkloadError
 
@@ -26,19 +27,19 @@ class Workload:
     host: str
     kind: str
     name: str
-    addresses: Tuple[str, ...]
+    addresses: tuple[str, ...]
     namespace: Optional[str] = None
     cluster: Optional[str] = None
     labels: Mapping[str, str] = dataclasses.field(default_factory=dict)
     annotations: Mapping[str, str] = dataclasses.field(default_factory=dict)
-    groups: Tuple[str, ...] = ()
+    groups: tuple[str, ...] = ()
     node: Optional[str] = None
     enforce_host: Optional[str] = None
     uid: Optional[str] = None
-    container_ids: Tuple[str, ...] = ()
-    ports: Tuple[Mapping[str, Any], ...] = ()
-    pod_cidrs: Tuple[str, ...] = ()
-    tunnel_addresses: Tuple[str, ...] = ()
+    container_ids: tuple[str, ...] = ()
+    ports: tuple[Mapping[str, Any], ...] = ()
+    pod_cidrs: tuple[str, ...] = ()
+    tunnel_addresses: tuple[str, ...] = ()
     record: Mapping[str, Any] = dataclasses.field(default_factory=dict, compare=False)
     hostvars: Mapping[str, Any] = dataclasses.field(default_factory=dict, compare=False, repr=False)
 
@@ -47,7 +48,7 @@ class Workload:
         """``namespace/name`` for namespaced objects, else the name."""
         return f"{self.namespace}/{self.name}" if self.namespace else self.name
 
-    def gateways(self) -> Tuple[str, ...]:
+    def gateways(self) -> tuple[str, ...]:
         """Nodes: the first address of each pod CIDR, the source pods see for traffic from their node."""
         result = []
         for cidr in self.pod_cidrs:
@@ -70,7 +71,7 @@ def is_ip_literal(text: Any) -> bool:
     return True
 
 
-def _str_map(value: Any, where: str) -> Dict[str, str]:
+def _str_map(value: Any, where: str) -> dict[str, str]:
     if value is None:
         return {}
     if not isinstance(value, Mapping):
@@ -78,7 +79,7 @@ def _str_map(value: Any, where: str) -> Dict[str, str]:
     return {str(key): "" if item is None else str(item) for key, item in value.items()}
 
 
-def _addresses(value: Any, where: str) -> Tuple[str, ...]:
+def _addresses(value: Any, where: str) -> tuple[str, ...]:
     if value is None:
         return ()
     if isinstance(value, str):
@@ -89,12 +90,12 @@ def _addresses(value: Any, where: str) -> Tuple[str, ...]:
         raise WorkloadError(f"{where} holds something that is not an IP address: {error}") from error
 
 
-def _address_sort_key(text: str) -> Tuple[int, int]:
+def _address_sort_key(text: str) -> tuple[int, int]:
     address = ipaddress.ip_address(text)
     return (address.version, int(address))
 
 
-def _networks(value: Any, where: str) -> Tuple[str, ...]:
+def _networks(value: Any, where: str) -> tuple[str, ...]:
     try:
         return tuple(str(ipaddress.ip_network(str(item), strict=False)) for item in (value or ()))
     except ValueError as error:
@@ -137,7 +138,7 @@ def workload_from_record(host: str, record: Mapping[str, Any], hostvars: Mapping
     )
 
 
-def vm_from_hostvars(host: str, hostvars: Mapping[str, Any]) -> Tuple[Optional[Workload], Optional[str]]:
+def vm_from_hostvars(host: str, hostvars: Mapping[str, Any]) -> tuple[Optional[Workload], Optional[str]]:
     """A ``vm`` for a host without a ``workload`` hostvar, or ``(None, warning-or-None)``."""
     addresses: Any = hostvars.get("zt_addresses")
     if not addresses:
@@ -166,14 +167,14 @@ def vm_from_hostvars(host: str, hostvars: Mapping[str, Any]) -> Tuple[Optional[W
     )
 
 
-def workloads_from_hostvars(hostvars: Mapping[str, Mapping[str, Any]]) -> Tuple[List[Workload], List[str]]:
+def workloads_from_hostvars(hostvars: Mapping[str, Mapping[str, Any]]) -> tuple[list[Workload], list[str]]:
     """All workloads of an inventory, sorted by inventory hostname, and the warnings.
 
     A host whose record is malformed is left out with a warning rather than failing the
     whole compile: one bad object from the cluster must not stop enforcement everywhere.
     """
-    workloads: List[Workload] = []
-    warnings: List[str] = []
+    workloads: list[Workload] = []
+    warnings: list[str] = []
     for host in sorted(hostvars):
         variables = hostvars[host]
         if not isinstance(variables, Mapping):

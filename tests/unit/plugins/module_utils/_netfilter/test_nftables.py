@@ -16,9 +16,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from ansible_collections.zerotrust.workloads.plugins.module_utils._netfilter import nftables
-from ansible_collections.zerotrust.workloads.plugins.module_utils._netfilter.backend import LiveState, Options, hash_from_comment
+from ansible_collections.zerotrust.workloads.plugins.module_utils._netfilter.backend import (
+    LiveState,
+    Options,
+    hash_from_comment,
+    members_hash,
+)
+from ansible_collections.zerotrust.workloads.plugins.module_utils._netfilter.backend import rule_hash as backend_rule_hash
 from ansible_collections.zerotrust.workloads.plugins.module_utils._netfilter.model import AddressSet, Chain, PortRange, Rule, Ruleset
 from ansible_collections.zerotrust.workloads.plugins.module_utils._netfilter.runner import Namespace, Runner
 
@@ -153,7 +158,7 @@ def test_rule_hash_ignores_origin_and_follows_the_verdict() -> None:
     ("origin", "expected"),
     [
         ("default[0] a->b tcp/80", "zt:{h} default[0] a->b tcp/80"),
-        ('evil" ; drop\nnewline\\', "zt:{h} evil_ ; drop newline_"),
+        ('evil" ; drop\nnewline\\', "zt:{h} evil_ ; drop_newline_"),
         ("x" * 300, "zt:{h} " + "x" * (128 - 20)),
     ],
 )
@@ -167,7 +172,7 @@ def test_comment_is_sanitised_and_fits_nft(origin: str, expected: str) -> None:
 def test_last_rule_records_the_chain_digest_within_128_characters() -> None:
     chain = nftables._render_chain(Chain("ingress", "input", (Rule("accept", "a"),), "deny", default_origin="c" * 200), DROP)
     last = chain.rules[-1]
-    assert last.chain_digest == nftables.rule_hash(*chain.hashes)
+    assert last.chain_digest == backend_rule_hash(*chain.hashes)
     assert last.comment.startswith(f"zt:{last.hash} ~{last.chain_digest} ccc")
     assert len(last.comment) == 128
     assert all(not rule.chain_digest for rule in chain.rules[:-1])
@@ -205,15 +210,24 @@ def test_set_object_name(name: str, family: int, expected: str) -> None:
 @pytest.mark.parametrize(
     ("members", "family", "expected"),
     [
-        (["10.0.0.2", "10.0.0.1"], 4, ("10.0.0.1", "10.0.0.2")),
+        (["10.0.0.3", "10.0.0.1"], 4, ("10.0.0.1", "10.0.0.3")),
+        (["10.0.0.2", "10.0.0.1"], 4, ("10.0.0.1-10.0.0.2",)),  # adjacent: one interval, as nft may list it
         (["10.0.0.0/31", "10.0.0.1"], 4, ("10.0.0.0/31",)),
         (["10.0.0.0/25", "10.0.0.128/25", "fd00::1"], 4, ("10.0.0.0/24",)),
+        (["10.0.0.4", "10.0.0.5", "10.0.0.6", "10.0.0.7"], 4, ("10.0.0.4/30",)),
         (["10.1.2.3", "10.0.0.0/8", "fd00::/64", "fd00::5"], 6, ("fd00::/64",)),
+        (["10.1.2.3", "10.0.0.0/8", "11.0.0.0/8"], 4, ("10.0.0.0/7",)),
+        (["fd00::ffff", "fd00::1:0"], 6, ("fd00::ffff-fd00::1:0",)),
         ([], 4, ()),
     ],
 )
 def test_collapse_members(members: list[str], family: int, expected: tuple[str, ...]) -> None:
     assert nftables.collapse_members(members, family) == expected
+
+
+def test_a_member_that_is_no_address_is_refused() -> None:
+    with pytest.raises(nftables.NftablesError, match=r"'10.0.0.300' is not an IPv4 address or network"):
+        nftables.collapse_members(["10.0.0.300"], 4)
 
 
 def test_set_names_that_collide_are_refused() -> None:
@@ -256,7 +270,7 @@ def test_empty_set_writes_no_element_line() -> None:
 def test_parse_listing_of_our_table() -> None:
     live = nftables.parse_listing(json.dumps(listing()))
     assert sorted(live.chains) == ["egress", "ingress", "nodeport_guard"]
-    assert live.sets["zt-peers_4"].members == ("10.0.0.1", "10.0.0.2", "10.1.0.0/16")
+    assert live.sets["zt-peers_4"].members == ("10.0.0.1-10.0.0.2", "10.1.0.0/16")
     assert live.sets["zt-peers_6"].members == ("fd00::1",)
     assert live.sets["zt-peers_4"].flags == ("interval",)
     ingress = live.chains["ingress"]
@@ -267,21 +281,21 @@ def test_parse_listing_of_our_table() -> None:
 
 
 @pytest.mark.parametrize(
-    ("element", "expected"),
+    ("element", "family", "expected"),
     [
-        ("10.0.0.1", ["10.0.0.1/32"]),
-        ({"prefix": {"addr": "10.0.0.0", "len": 8}}, ["10.0.0.0/8"]),
-        ({"range": ["10.0.0.1", "10.0.0.4"]}, ["10.0.0.1/32", "10.0.0.2/31", "10.0.0.4/32"]),
-        ({"range": ["fd00::", "fd00::3"]}, ["fd00::/126"]),
+        ("10.0.0.1", 4, ("10.0.0.1",)),
+        ({"prefix": {"addr": "10.0.0.0", "len": 8}}, 4, ("10.0.0.0/8",)),
+        ({"range": ["10.0.0.1", "10.0.0.4"]}, 4, ("10.0.0.1-10.0.0.4",)),
+        ({"range": ["fd00::", "fd00::3"]}, 6, ("fd00::/126",)),
     ],
 )
-def test_element_forms(element: Any, expected: list[str]) -> None:
-    assert [str(network) for network in nftables._element_networks(element)] == expected
+def test_element_forms(element: Any, family: int, expected: tuple[str, ...]) -> None:
+    assert nftables._format_spans([nftables._element_span(element, family)], family) == expected
 
 
 def test_unknown_element_form_is_an_error() -> None:
     with pytest.raises(nftables.NftablesError, match=r'unexpected element \{"concat": \[1, 2\]\} in a set of table inet zerotrust'):
-        nftables._element_networks({"concat": [1, 2]})
+        nftables._element_span({"concat": [1, 2]}, 4)
 
 
 def test_garbage_listing_is_an_error() -> None:
@@ -307,7 +321,7 @@ def test_first_apply_creates_the_whole_table() -> None:
 def test_member_change_rewrites_only_that_set() -> None:
     plan = backend().plan(basic_ruleset(("10.0.0.1", "10.0.0.9", "fd00::1")), live_state(listing()))
     assert plan.drift == []  # a policy change, not a hand edit
-    digest = nftables.members_hash(("10.0.0.1", "10.0.0.9"))
+    digest = members_hash(("10.0.0.1", "10.0.0.9"))
     assert plan.steps[0].stdin == (
         "add table inet zerotrust\n"
         "add set inet zerotrust zt-peers_4 { type ipv4_addr; flags interval; }\n"
@@ -351,7 +365,7 @@ def test_hand_added_rule_is_drift_and_repaired() -> None:
     extra["handle"] = 999
     data["nftables"].append({"rule": extra})
     plan = backend().plan(basic_ruleset(), live_state(data))
-    assert plan.drift == ["chain egress: rules changed by hand (6 rules found, 5 expected, 0 expected rule(s) missing, 1 not ours)"]
+    assert plan.drift == ["chain egress: rules changed by hand (5 rules found, 4 expected, 0 expected rule(s) missing, 1 not ours)"]
     assert "flush chain inet zerotrust egress" in plan.steps[0].stdin
     assert "(not ours: handle 999)" in plan.before
 
@@ -360,7 +374,7 @@ def test_hand_removed_member_is_drift_and_repaired() -> None:
     data = listing()
     for item in data["nftables"]:
         if item.get("set", {}).get("name") == "zt-peers_4":
-            item["set"]["elem"] = [element for element in item["set"]["elem"] if element != "10.0.0.2"]
+            item["set"]["elem"] = [element for element in item["set"]["elem"] if element != "10.1.0.0/16" and "prefix" not in element]
     plan = backend().plan(basic_ruleset(), live_state(data))
     assert plan.drift == ["set zt-peers_4: members changed by hand (1 expected member(s) missing, 0 unexpected)"]
     assert "flush set inet zerotrust zt-peers_4" in plan.steps[0].stdin

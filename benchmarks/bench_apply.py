@@ -1,0 +1,302 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Applying a 1,000-rule allowlist with 10,000 peer addresses, side by side in one run.
+
+Every method works in its own throwaway network namespace (``ztb-<random>-*``, removed
+at the end whatever happens); no packet is sent. Measured, as wall-clock seconds of
+the whole command:
+
+- ``module_<backend>_first`` / ``_noop``: our ``zerotrust.workloads.allowlist`` module in a
+  real ``ansible-playbook`` run (``connection: local``, the host target with its
+  ``netns`` option), first apply and a re-run with nothing to change. Backends:
+  ``nftables`` and ``iptables`` (the host's default flavour, with ipset); both write
+  IPv4 and IPv6.
+- ``builtin_first`` / ``_rerun``: ``ansible.builtin.iptables`` in one task with ``loop:``
+  over the rules (``match_set`` on the same ipsets, created beforehand), run inside the
+  namespace with ``ip netns exec``. At ~0.4 s per rule a full 1,000-rule run takes ~400 s,
+  so by default it runs ``--builtin-rules 100`` and is SCALED to 1,000 rules as
+  ``fixed + (measured - fixed) * 1000 / 100`` (``fixed`` below; this favours the builtin).
+  ``--builtin-rules 1000`` measures it in full. IPv4 only (it has no sets of its own).
+- ``raw``: ``ipset restore`` of the 10,000 members plus one ``iptables-restore --noflush``
+  of the 1,000 rules: the limit any tool can reach.
+- ``fixed``: Ansible's own cost, one ``ansible-playbook`` run with one ``ping`` task.
+
+Ratios: ``first_ratio_vs_builtin`` = builtin first / module first, ``noop_ratio_vs_builtin``
+= builtin re-run / module no-op, ``first_vs_raw_plus_fixed`` = module first / (raw + fixed).
+Goals: >= 50, >= 100, <= 3.
+
+Everything but the builtin runs ``--repeats`` times (fresh namespaces) and the median is
+reported. Run as root from anywhere: ``.venv/bin/python benchmarks/bench_apply.py`` (``make
+bench-apply``). The last line is ``RESULT apply ...``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+REPO = Path(__file__).resolve().parent.parent
+VENV_BIN = REPO / ".venv" / "bin"
+RULES = 1000
+PEERS_PER_RULE = 10
+
+
+def peer(rule: int, index: int) -> str:
+    """The ``index``-th peer of rule ``rule``: scattered /32s, 10,000 in all."""
+    number = rule * PEERS_PER_RULE + index
+    return f"10.{100 + number // 62500}.{(number // 250) % 250}.{(number % 250) + 2}"
+
+
+def set_name(rule: int) -> str:
+    """Address set of rule ``rule`` (model name; ipsets get ``-4``/``-6`` from the backend)."""
+    return f"zt-b{rule:04d}"
+
+
+def ruleset_dict(rules: int) -> dict[str, Any]:
+    """The allowlist in the ruleset model's dictionary form (what the compiler hands the module)."""
+    body: list[dict[str, Any]] = [
+        {"verdict": "accept", "origin": "implicit:conntrack", "conntrack": ["established", "related"]},
+        {"verdict": "accept", "origin": "implicit:loopback", "interface": "lo"},
+    ]
+    for rule in range(rules):
+        port = str(10000 + rule)
+        origin = f"default[{rule}] bench"
+        body.append({"verdict": "accept", "origin": origin, "protocol": "tcp", "ports": [port], "peer_set": set_name(rule)})
+    sets = [{"name": set_name(rule), "members": [peer(rule, index) for index in range(PEERS_PER_RULE)]} for rule in range(rules)]
+    return {
+        "version": 1,
+        "address_sets": sets,
+        "chains": [
+            {"name": "ingress", "hook": "input", "default_verdict": "deny", "rules": body},
+            {"name": "egress", "hook": "output", "default_verdict": "accept", "rules": []},
+        ],
+    }
+
+
+def raw_ipset_restore(rules: int) -> str:
+    """``ipset restore`` input: one hash:net set per rule with its members."""
+    lines = []
+    for rule in range(rules):
+        name = f"ztb-raw-{rule:04d}"
+        lines.append(f"create {name} hash:net family inet")
+        lines += [f"add {name} {peer(rule, index)}" for index in range(PEERS_PER_RULE)]
+    return "\n".join(lines) + "\n"
+
+
+def raw_iptables_restore(rules: int) -> str:
+    """``iptables-restore --noflush`` input: our chain, its jump and one rule per allow."""
+    lines = ["*filter", ":ZTB-INGRESS - [0:0]", "-I INPUT 1 -j ZTB-INGRESS"]
+    lines.append("-A ZTB-INGRESS -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT")
+    lines.append("-A ZTB-INGRESS -i lo -j ACCEPT")
+    lines += [
+        f"-A ZTB-INGRESS -p tcp -m set --match-set ztb-raw-{rule:04d} src -m tcp --dport {10000 + rule} -j ACCEPT" for rule in range(rules)
+    ]
+    lines += ["-A ZTB-INGRESS -j DROP", "COMMIT"]
+    return "\n".join(lines) + "\n"
+
+
+def builtin_playbook(rules: int, workdir: Path) -> Path:
+    """A playbook applying ``rules`` allows with ansible.builtin.iptables in a loop."""
+    items = [{"set": f"ztb-raw-{rule:04d}", "port": str(10000 + rule)} for rule in range(rules)]
+    (workdir / "builtin_vars.json").write_text(json.dumps({"bench_rules": items}))
+    playbook = [
+        {
+            "hosts": "localhost",
+            "connection": "local",
+            "gather_facts": False,
+            "vars_files": [str(workdir / "builtin_vars.json")],
+            "tasks": [
+                {
+                    "name": "One allow per rule",
+                    "ansible.builtin.iptables": {
+                        "chain": "INPUT",
+                        "protocol": "tcp",
+                        "match_set": "{{ item.set }}",
+                        "match_set_flags": "src",
+                        "destination_port": "{{ item.port }}",
+                        "jump": "ACCEPT",
+                        "comment": "bench {{ item.set }}",
+                    },
+                    "loop": "{{ bench_rules }}",
+                }
+            ],
+        }
+    ]
+    path = workdir / "builtin.yml"
+    path.write_text(json.dumps(playbook))
+    return path
+
+
+def module_playbook(backend: str, namespace: str, workdir: Path) -> Path:
+    """A playbook applying the ruleset with our module in ``namespace``."""
+    playbook = [
+        {
+            "hosts": "localhost",
+            "connection": "local",
+            "gather_facts": False,
+            "vars_files": [str(workdir / "ruleset_vars.json")],
+            "tasks": [
+                {
+                    "name": "Apply the allowlist",
+                    "zerotrust.workloads.allowlist": {
+                        "netns": namespace,
+                        "backend": backend,
+                        "keep_ssh": False,
+                        "ruleset": "{{ bench_ruleset }}",
+                    },
+                }
+            ],
+        }
+    ]
+    path = workdir / f"module_{backend}.yml"
+    path.write_text(json.dumps(playbook))
+    return path
+
+
+def fixed_playbook(workdir: Path) -> Path:
+    """One trivial task: Ansible's floor."""
+    playbook = [{"hosts": "localhost", "connection": "local", "gather_facts": False, "tasks": [{"ansible.builtin.ping": {}}]}]
+    path = workdir / "fixed.yml"
+    path.write_text(json.dumps(playbook))
+    return path
+
+
+def ansible_env() -> dict[str, str]:
+    """Environment of every ansible-playbook run (same for all methods)."""
+    env = dict(os.environ, ANSIBLE_LOCALHOST_WARNING="0", ANSIBLE_NOCOLOR="1", ANSIBLE_DEPRECATION_WARNINGS="0")
+    env["PATH"] = f"{VENV_BIN}:{env.get('PATH', '')}"
+    for variable in ("SSH_CONNECTION", "SSH_CLIENT"):
+        env.pop(variable, None)
+    return env
+
+
+def timed(argv: list[str], stdin: Optional[str] = None, expect: str = "") -> float:
+    """Wall-clock seconds of one command, which must succeed (and print ``expect``)."""
+    started = time.perf_counter()
+    done = subprocess.run(argv, input=stdin, cwd=REPO, env=ansible_env(), capture_output=True, text=True, check=False, timeout=3600)
+    elapsed = time.perf_counter() - started
+    if done.returncode != 0 or expect not in done.stdout:
+        raise SystemExit(f"{' '.join(argv[:6])} failed (exit {done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+    return elapsed
+
+
+def playbook(path: Path, namespace: Optional[str] = None, expect: str = "") -> float:
+    """Seconds of one ansible-playbook run (inside ``namespace`` when given)."""
+    prefix = ["ip", "netns", "exec", namespace] if namespace else []
+    return timed([*prefix, str(VENV_BIN / "ansible-playbook"), str(path)], expect=expect)
+
+
+def recap(changed: bool) -> str:
+    """The PLAY RECAP fragment a run must print (proves it did or did not change)."""
+    return "changed=1" if changed else "changed=0"
+
+
+def report(times: dict[str, float], backends: list[str], rules: int, builtin_rules: int, measured: Optional[tuple[float, float]]) -> None:
+    """The human-readable table."""
+    print(f"Applying {rules} rules with {rules * PEERS_PER_RULE} peer addresses (wall-clock seconds)")
+    for name in ("fixed", "raw"):
+        print(f"  {name:<28} {times[name]:9.3f}")
+    for backend in backends:
+        for run in ("first", "noop"):
+            print(f"  {f'module_{backend}_{run}':<28} {times[f'module_{backend}_{run}']:9.3f}")
+    note = f"  (SCALED from {builtin_rules} rules: measured {measured[0]:.1f} s / {measured[1]:.1f} s)" if measured else ""
+    print(f"  {'builtin_first':<28} {times['builtin_first']:9.3f}{note}")
+    print(f"  {'builtin_rerun':<28} {times['builtin_rerun']:9.3f}")
+
+
+def ratios(times: dict[str, float], backends: list[str]) -> dict[str, str]:
+    """RESULT fields: the ratios per backend (the first one unsuffixed) and every time."""
+    fields: dict[str, str] = {}
+    for backend in backends:
+        suffix = "" if backend == backends[0] else f"_{backend}"
+        first, noop = times[f"module_{backend}_first"], times[f"module_{backend}_noop"]
+        fields[f"first_ratio_vs_builtin{suffix}"] = f"{times['builtin_first'] / first:.1f}"
+        fields[f"noop_ratio_vs_builtin{suffix}"] = f"{times['builtin_rerun'] / noop:.1f}"
+        fields[f"first_vs_raw_plus_fixed{suffix}"] = f"{first / (times['raw'] + times['fixed']):.2f}"
+    fields["primary_backend"] = backends[0]
+    fields.update({f"{name}_s": f"{value:.3f}" for name, value in times.items()})
+    return fields
+
+
+class Namespaces:
+    """Throwaway namespaces ``ztb-<random>-<n>``, all removed by :meth:`remove_all`."""
+
+    def __init__(self) -> None:
+        self.prefix = f"ztb-{secrets.token_hex(3)}"
+        self.created: list[str] = []
+
+    def new(self) -> str:
+        name = f"{self.prefix}-{len(self.created)}"
+        subprocess.run(["ip", "netns", "add", name], check=True)
+        self.created.append(name)
+        return name
+
+    def remove_all(self) -> None:
+        for name in self.created:
+            subprocess.run(["ip", "netns", "delete", name], capture_output=True, check=False)
+
+
+def measure(args: argparse.Namespace, backends: list[str], namespaces: Namespaces, workdir: Path) -> dict[str, float]:
+    """Every method; medians over ``--repeats`` fresh namespaces except for the long builtin."""
+    samples: dict[str, list[float]] = {}
+    (workdir / "ruleset_vars.json").write_text(json.dumps({"bench_ruleset": ruleset_dict(args.rules)}))
+    for _ in range(args.repeats):
+        samples.setdefault("fixed", []).append(playbook(fixed_playbook(workdir), expect="ok=1"))
+        raw_ns = ["ip", "netns", "exec", namespaces.new()]
+        ipset_seconds = timed([*raw_ns, "ipset", "restore"], stdin=raw_ipset_restore(args.rules))
+        iptables_seconds = timed([*raw_ns, "iptables-restore", "-w", "--noflush"], stdin=raw_iptables_restore(args.rules))
+        samples.setdefault("raw", []).append(ipset_seconds + iptables_seconds)
+        for backend in backends:
+            path = module_playbook(backend, namespaces.new(), workdir)
+            samples.setdefault(f"module_{backend}_first", []).append(playbook(path, expect=recap(True)))
+            samples.setdefault(f"module_{backend}_noop", []).append(playbook(path, expect=recap(False)))
+    times = {name: statistics.median(values) for name, values in samples.items()}
+
+    # The builtin needs the sets to exist; creating them is not part of its time.
+    builtin_ns = namespaces.new()
+    subprocess.run(["ip", "netns", "exec", builtin_ns, "ipset", "restore"], input=raw_ipset_restore(args.rules), text=True, check=True)
+    builtin = builtin_playbook(args.builtin_rules, workdir)
+    times["builtin_measured_first"] = playbook(builtin, builtin_ns, expect=recap(True))
+    times["builtin_measured_rerun"] = playbook(builtin, builtin_ns, expect=recap(False))
+    scale = args.rules / args.builtin_rules
+    times["builtin_first"] = times["fixed"] + (times["builtin_measured_first"] - times["fixed"]) * scale
+    times["builtin_rerun"] = times["fixed"] + (times["builtin_measured_rerun"] - times["fixed"]) * scale
+    return times
+
+
+def main() -> int:
+    """Measure every method and print the RESULT line."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rules", type=int, default=RULES)
+    parser.add_argument("--builtin-rules", type=int, default=100, help="rules the builtin loop really applies (scaled to --rules)")
+    parser.add_argument("--backends", default="nftables,iptables", help="our module's backends to measure")
+    parser.add_argument("--repeats", type=int, default=3, help="runs of everything but the builtin (median)")
+    args = parser.parse_args()
+    backends = [name for name in args.backends.split(",") if name]
+    namespaces = Namespaces()
+    try:
+        with tempfile.TemporaryDirectory(prefix="ztb-") as temporary:
+            times = measure(args, backends, namespaces, Path(temporary))
+    finally:
+        namespaces.remove_all()
+    scaled = args.builtin_rules != args.rules
+    measured = (times.pop("builtin_measured_first"), times.pop("builtin_measured_rerun"))
+    report(times, backends, args.rules, args.builtin_rules, measured if scaled else None)
+    fields = ratios(times, backends)
+    fields["builtin_scaled"] = str(scaled).lower()
+    fields["builtin_rules_measured"] = str(args.builtin_rules)
+    fields["repeats"] = str(args.repeats)
+    print("RESULT apply " + " ".join(f"{key}={value}" for key, value in fields.items()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

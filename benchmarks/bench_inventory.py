@@ -1,0 +1,123 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+# Copyright: contributors to zerotrust.workloads
+"""Benchmark: the Kubernetes inventory against the emulated API at 1,000 / 10,000 / 20,000 pods.
+
+Each size is a cluster of that many running pods, 20% as many services (each with an
+EndpointSlice), 50 nodes and 20 namespaces, served over HTTPS on 127.0.0.1 by lab.kubeapi.
+Per size it measures, as separate processes (so each pays its own imports, as a user does):
+
+* ``ansible-inventory -i bench.kubernetes.yml --list`` (our figure),
+* the raw fetch of the same objects with the ``kubernetes`` client alone (every kind, pages of
+  500, plain JSON: ``_preload_content=False`` + ``json.loads``),
+* ``ansible-inventory --graph`` (the plugin's parse without the hostvars dump),
+* ``ansible-inventory --list`` on an empty inventory (Ansible's fixed cost), once.
+
+Goal: --list within 2x of the raw fetch at 10,000 pods; growth 20,000 vs 10,000 at most 2.2x.
+The last line is machine-readable::
+
+    RESULT inventory pods_10000_s=... ratio_vs_raw_10000=... growth_20000_vs_10000=... ...
+
+Run: .venv/bin/python benchmarks/bench_inventory.py [--quick]   (about 2.5 minutes; --quick: 1,000 pods only)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(REPO / ".collections"), str(REPO)]
+
+from lab.kubeapi import start_server, write_kubeconfig  # noqa: E402
+from tests.unit.plugins.module_utils._kubernetes.k8s_factories import synthetic  # noqa: E402
+
+PYTHON = str(REPO / ".venv/bin/python")
+ANSIBLE_INVENTORY = str(REPO / ".venv/bin/ansible-inventory")
+
+RAW_FETCH = """
+import json, sys
+from kubernetes import client, config
+api = config.new_client_from_config(config_file=sys.argv[1])
+core, discovery = client.CoreV1Api(api), client.DiscoveryV1Api(api)
+total = 0
+for list_call in (core.list_namespace, core.list_node, core.list_pod_for_all_namespaces, core.list_service_for_all_namespaces,
+                  discovery.list_endpoint_slice_for_all_namespaces):
+    token = None
+    while True:
+        page = json.loads(list_call(limit=500, _continue=token, _preload_content=False).data)
+        total += len(page["items"])
+        token = page["metadata"].get("continue")
+        if not token:
+            break
+print(total)
+"""
+
+
+def timed(argv: list[str]) -> tuple[float, str]:
+    """Wall time of one process run from the repository root (so ansible.cfg applies), and its stdout."""
+    started = time.perf_counter()
+    result = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, check=False, timeout=300)
+    elapsed = time.perf_counter() - started
+    if result.returncode != 0:
+        raise SystemExit(f"{' '.join(argv)} failed:\n{result.stderr[-2000:]}")
+    return elapsed, result.stdout
+
+
+def measure(pods: int, runs: int, workdir: Path) -> dict[str, float]:
+    """Median timings for one cluster size."""
+    objects = synthetic(pods)
+    expected = len(objects)
+    with start_server(objects) as api:
+        kubeconfig = write_kubeconfig(api, workdir / f"kubeconfig-{pods}", "bench")
+        config = workdir / f"bench{pods}.kubernetes.yml"
+        config.write_text(f"plugin: zerotrust.workloads.kubernetes\nconnections:\n  - kubeconfig: {kubeconfig}\n")
+        raw, listed = [], []
+        for _ in range(runs):
+            elapsed, output = timed([PYTHON, "-c", RAW_FETCH, str(kubeconfig)])
+            assert int(output) == expected, f"raw fetch saw {output.strip()} objects, expected {expected}"
+            raw.append(elapsed)
+            elapsed, output = timed([ANSIBLE_INVENTORY, "-i", str(config), "--list"])
+            hosts = len(json.loads(output)["_meta"]["hostvars"])
+            assert hosts == pods + int(pods * 0.2) + 50, f"inventory has {hosts} hosts"
+            listed.append(elapsed)
+        graph, _ = timed([ANSIBLE_INVENTORY, "-i", str(config), "--graph"])
+    return {"list": statistics.median(listed), "raw": statistics.median(raw), "graph": graph}
+
+
+def main() -> None:
+    """Measure, print a table and the RESULT line."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--quick", action="store_true", help="1,000 pods only")
+    args = parser.parse_args()
+    sizes = {1_000: 3} if args.quick else {1_000: 3, 10_000: 2, 20_000: 2}
+    with tempfile.TemporaryDirectory(prefix="zti-bench-") as directory:
+        workdir = Path(directory)
+        empty = workdir / "empty.yml"
+        empty.write_text("all: {}\n")
+        empty_s, _ = timed([ANSIBLE_INVENTORY, "-i", str(empty), "--list"])
+        results = {pods: measure(pods, runs, workdir) for pods, runs in sizes.items()}
+    print(f"{'pods':>7} {'--list s':>9} {'raw s':>7} {'ratio':>6} {'--graph s':>10}")
+    for pods, figures in results.items():
+        ratio = figures["list"] / figures["raw"]
+        print(f"{pods:>7} {figures['list']:>9.2f} {figures['raw']:>7.2f} {ratio:>6.2f} {figures['graph']:>10.2f}")
+    print(f"ansible-inventory --list on an empty inventory: {empty_s:.2f} s")
+    fields = {f"pods_{pods}_s": f"{figures['list']:.2f}" for pods, figures in results.items()}
+    fields.update({f"raw_{pods}_s": f"{figures['raw']:.2f}" for pods, figures in results.items()})
+    fields.update({f"ratio_vs_raw_{pods}": f"{figures['list'] / figures['raw']:.2f}" for pods, figures in results.items()})
+    fields.update({f"graph_{pods}_s": f"{figures['graph']:.2f}" for pods, figures in results.items()})
+    if 20_000 in results:
+        fields["growth_20000_vs_10000"] = f"{results[20_000]['list'] / results[10_000]['list']:.2f}"
+    fields["empty_inventory_s"] = f"{empty_s:.2f}"
+    ordered = {key: fields[key] for key in ("pods_10000_s", "ratio_vs_raw_10000", "growth_20000_vs_10000") if key in fields}
+    ordered.update(fields)
+    print("RESULT inventory " + " ".join(f"{key}={value}" for key, value in ordered.items()))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,195 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""``python -m lab``: up, down, status, probe, move-pod.
+
+python -m lab up [--scenario lab/scenarios/seed.yml]
+python -m lab probe [--json FILE] [--expect-from-scenario | --expect-open] [--ipv6]
+python -m lab move-pod wordpress/wordpress-6dfdd9f64f-d75j2 --node k8s-node2 --ip 10.244.2.94
+python -m lab status
+python -m lab down
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from lab.errors import LabError
+from lab.system import REPO_ROOT, lab_lock
+
+DEFAULT_SCENARIO = REPO_ROOT / "lab" / "scenarios" / "seed.yml"
+
+
+def _expected_from_policy(scenario: Any, probes: Any) -> tuple[dict[str, str] | None, str]:
+    """The table the scenario's policy implies (the collection's reachability oracle), or why there is none."""
+    from lab.expected import expected_from_policy  # noqa: PLC0415
+
+    if scenario.policy is None:
+        return None, "unavailable: the scenario has neither expect.allow nor a policy"
+    try:
+        return expected_from_policy(scenario, probes), "from the policy"
+    except LabError as exc:
+        return None, f"unavailable: {exc}"
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from lab.build import up  # noqa: PLC0415 - keep `--help` fast
+
+    started = time.monotonic()
+    with lab_lock():
+        state, changed = up(args.scenario)
+    elapsed = time.monotonic() - started
+    if changed:
+        print(f"lab up: {len(state['netns'])} namespaces, {len(state['processes'])} processes in {elapsed:.1f} s")
+    else:
+        print("lab up: already up with this scenario, nothing changed")
+    api = state.get("kubeapi") or {}
+    print(f"kubeconfig: {state.get('kubeconfig') or 'none (' + api.get('reason', 'API not started') + ')'}")
+    print(f"inventory:  {state['inventory']}")
+    return 0
+
+
+def cmd_down(_: argparse.Namespace) -> int:
+    from lab.build import down  # noqa: PLC0415
+
+    with lab_lock():
+        removed = down()
+    print(f"lab down: removed {len(removed)} objects" if removed else "lab down: nothing to remove")
+    return 0
+
+
+def cmd_status(_: argparse.Namespace) -> int:
+    from lab.build import health, read_state, status  # noqa: PLC0415
+
+    print(status())
+    state = read_state()
+    return 0 if state is not None and not health(state) else 1
+
+
+def _load_live() -> tuple[Any, dict[str, Any]]:
+    from lab.build import health, read_state  # noqa: PLC0415
+    from lab.scenario import load_scenario  # noqa: PLC0415
+
+    state = read_state()
+    if state is None:
+        raise LabError("no lab is up; run `python -m lab up` first")
+    problems = health(state)
+    if problems:
+        raise LabError(f"the lab is not healthy ({'; '.join(problems)}); run `python -m lab up` to rebuild it")
+    scenario = load_scenario(state["scenario"]["path"])
+    if scenario.digest != state["scenario"]["digest"]:
+        raise LabError(f"{state['scenario']['path']} changed since `lab up`; run `python -m lab up` again to rebuild")
+    return scenario, state
+
+
+def cmd_probe(args: argparse.Namespace) -> int:
+    from lab.prober import run_probes  # noqa: PLC0415
+    from lab.probes import CONNECTED, expected_from_allow, mismatches, probe_matrix, render_tables  # noqa: PLC0415
+
+    out = sys.stderr if args.json == "-" else sys.stdout  # `--json -`: stdout carries the JSON alone
+    scenario, state = _load_live()
+    # Probes follow the live lab (a moved pod changes addresses), not only the file.
+    scenario = _apply_moves(scenario, state)
+    probes = probe_matrix(scenario, ipv6=args.ipv6)
+    started = time.monotonic()
+    results = run_probes(scenario, state, probes, timeout=args.timeout)
+    elapsed = time.monotonic() - started
+    observed = {result.probe.id: result.result for result in results}
+    expected: dict[str, str] | None
+    if args.expect_open:
+        expected, note = {probe.id: CONNECTED for probe in probes}, "everything connected"
+    elif scenario.expect_allow is not None:
+        expected, note = expected_from_allow(probes, scenario.expect_allow), "from expect.allow"
+        if scenario.policy is not None:
+            implied, _ = _expected_from_policy(scenario, probes)
+            disagree = mismatches(expected, implied) if implied is not None else []
+            if disagree:
+                print(f"warning: expect.allow and the policy disagree on {len(disagree)} probes: {', '.join(disagree)}", file=sys.stderr)
+    else:
+        expected, note = _expected_from_policy(scenario, probes)
+    print(render_tables(scenario, probes, observed, expected, note), file=out)
+    for result in results:
+        if result.result == "?" or args.verbose:
+            print(f"  {result.probe.id}: {result.result} {json.dumps(result.detail)}", file=out)
+    compare = args.expect_from_scenario or args.expect_open
+    wrong = mismatches(observed, expected) if expected is not None else []
+    print(
+        f"{len(probes)} probes in {elapsed:.2f} s" + (f"; {len(wrong)} differ from the expected table" if expected is not None else ""),
+        file=out,
+    )
+    for probe_id in wrong:
+        print(f"  MISMATCH {probe_id}: observed {observed[probe_id]} expected {(expected or {})[probe_id]}", file=out)
+    if args.json:
+        document = {
+            "scenario": state["scenario"]["path"],
+            "elapsed_seconds": round(elapsed, 3),
+            "cells": [result.to_dict() for result in results],
+            "expected": expected,
+            "expected_note": note,
+            "mismatches": wrong,
+        }
+        text = json.dumps(document, indent=2) + "\n"
+        if args.json == "-":
+            sys.stdout.write(text)
+        else:
+            Path(args.json).write_text(text)
+    if compare and expected is None:
+        print(f"cannot compare: expected table {note}", file=sys.stderr)
+        return 2
+    return 1 if compare and wrong else 0
+
+
+def _apply_moves(scenario: Any, state: dict[str, Any]) -> Any:
+    from lab.move import live_scenario  # noqa: PLC0415
+
+    return live_scenario(scenario, state)
+
+
+def cmd_move_pod(args: argparse.Namespace) -> int:
+    from lab.move import move_pod  # noqa: PLC0415
+
+    with lab_lock():
+        scenario, state = _load_live()
+        print(move_pod(_apply_moves(scenario, state), state, args.pod, args.node, args.ip))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse the command line and run one command; LabError becomes a one-line message and exit 1."""
+    parser = argparse.ArgumentParser(
+        prog="python -m lab", description="The zerotrust.workloads lab: the seed cluster and VMs in network namespaces."
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    up = commands.add_parser("up", help="build the lab (idempotent)")
+    up.add_argument("--scenario", default=str(DEFAULT_SCENARIO), help="scenario YAML (default: the seed)")
+    up.set_defaults(func=cmd_up)
+    commands.add_parser("down", help="remove everything the lab made").set_defaults(func=cmd_down)
+    commands.add_parser("status", help="show the lab and its health").set_defaults(func=cmd_status)
+    probe = commands.add_parser("probe", help="measure connectivity and print the truth table")
+    probe.add_argument("--json", metavar="FILE", help="also write every cell as JSON ('-' for stdout)")
+    group = probe.add_mutually_exclusive_group()
+    group.add_argument("--expect-from-scenario", action="store_true", help="compare with the scenario's expected table; exit 1 on mismatch")
+    group.add_argument("--expect-open", action="store_true", help="compare with an all-connected table (no policy); exit 1 on mismatch")
+    probe.add_argument("--ipv6", action="store_true", help="also probe pods and VMs over IPv6")
+    probe.add_argument("--timeout", type=float, default=0.8, help="connect timeout per probe in seconds (default 0.8)")
+    probe.add_argument("-v", "--verbose", action="store_true", help="print every cell's detail")
+    probe.set_defaults(func=cmd_probe)
+    move = commands.add_parser("move-pod", help="move a pod to another node and IP (the rules-follow-the-pod demo)")
+    move.add_argument("pod", help="NAMESPACE/NAME")
+    move.add_argument("--node", required=True)
+    move.add_argument("--ip", required=True)
+    move.set_defaults(func=cmd_move_pod)
+    args = parser.parse_args(argv)
+    try:
+        result: int = args.func(args)
+    except LabError as exc:
+        print(f"lab {args.command}: {exc}", file=sys.stderr)
+        return 1
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

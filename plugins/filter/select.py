@@ -1,0 +1,45 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+# Copyright: contributors to zerotrust.workloads
+"""zerotrust.workloads.select: a filter query -> the matching workloads and their addresses.
+
+Documentation: select.yml beside this file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from ansible.errors import AnsibleFilterError
+from ansible_collections.zerotrust.workloads.plugins.module_utils._policy.errors import QuerySyntaxError
+from ansible_collections.zerotrust.workloads.plugins.module_utils._policy.query import Selector, parse_query
+from ansible_collections.zerotrust.workloads.plugins.module_utils._policy.workloads import workloads_from_hostvars
+
+
+def select(query: Any, hostvars: Any) -> list[dict[str, Any]]:
+    """The workloads of ``hostvars`` matching ``query``, sorted by inventory hostname."""
+    if not isinstance(query, str):
+        raise AnsibleFilterError(f"zerotrust.workloads.select: the input must be a query string, got {type(query).__name__}")
+    try:
+        node = parse_query(query)
+    except QuerySyntaxError as error:
+        raise AnsibleFilterError(f"zerotrust.workloads.select: {error}") from error
+    workloads, _ = workloads_from_hostvars(hostvars)
+    return [
+        {
+            "host": workload.host,
+            "kind": workload.kind,
+            "name": workload.name,
+            "namespace": workload.namespace,
+            "addresses": list(workload.addresses),
+        }
+        for workload in Selector(workloads).select(node)
+    ]
+
+
+class FilterModule:
+    """The select filter."""
+
+    def filters(self) -> dict[str, Callable[..., Any]]:
+        """Filter name -> function."""
+        return {"select": select}

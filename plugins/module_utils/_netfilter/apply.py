@@ -1,0 +1,298 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+# Copyright: contributors to zerotrust.workloads
+"""One ``allowlist`` module run: resolve targets, pick the backend, apply per namespace.
+
+This is the orchestration around :class:`backend.Backend`: a per-namespace lock (so
+two runs on the same namespace serialise and both finish correct), read -> plan ->
+apply -> verify, rollback of a failed apply to the state read before it, the
+management allowance on the host target, and the rollback watchdog.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fcntl
+import os
+import shutil
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, Optional
+
+from . import lockout
+from .backend import Backend, LiveState, Options, Step
+from .errors import ApplyError, BackendUnavailableError, CommandError, NamespaceNotFoundError, NetfilterError
+from .iptables import IptablesBackend, IptablesLegacyBackend, IptablesNftBackend
+from .model import ModelError, Ruleset
+from .netns import namespace_from_hint, resolve_pod_namespace
+from .runner import Namespace, Runner, tool_exists
+
+BACKEND_CHOICES = ("auto", "iptables", "iptables-legacy", "iptables-nft", "nftables")
+LOCK_TIMEOUT_SECONDS = 120.0
+
+
+@dataclasses.dataclass(frozen=True)
+class RunOptions:
+    """The module's arguments, already validated by Ansible."""
+
+    state: str = "present"
+    backend: str = "auto"
+    options: Options = dataclasses.field(default_factory=Options)
+    management_addresses: tuple[str, ...] = ()
+    keep_ssh: bool = True
+    rollback_timeout: int = 0
+    confirm: str = ""
+    host_netns: Optional[str] = None
+    check_mode: bool = False
+    diff_mode: bool = False
+    state_dir: str = lockout.STATE_DIR
+
+
+@dataclasses.dataclass
+class Target:
+    """One enforcement point of this run."""
+
+    label: str
+    namespace: Optional[Namespace]
+    ruleset: Optional[Ruleset]
+    is_host: bool = False
+    skip_reason: str = ""
+
+
+def backend_class(name: str) -> type[Backend]:
+    """The class behind a backend name (``auto`` resolved before)."""
+    if name == "nftables":
+        try:
+            from .nftables import NftablesBackend  # noqa: PLC0415  (optional: written beside this one)
+        except ImportError as error:
+            raise BackendUnavailableError(f"backend nftables is not available in this collection build: {error}") from error
+        return NftablesBackend
+    classes: dict[str, type[Backend]] = {
+        "iptables": IptablesBackend,
+        "iptables-legacy": IptablesLegacyBackend,
+        "iptables-nft": IptablesNftBackend,
+    }
+    if name not in classes:
+        raise BackendUnavailableError(f"backend {name!r} is not one of {', '.join(BACKEND_CHOICES)}")
+    return classes[name]
+
+
+def detect_backend(runner: Runner) -> str:
+    """``backend: auto``: follow kube-proxy's flavour, else the host's ``iptables`` alternative."""
+
+    def kube_chains(save: str) -> bool:
+        if not tool_exists(save):
+            return False
+        try:
+            return ":KUBE-" in runner.run([save]).stdout
+        except CommandError:
+            return False
+
+    in_legacy = kube_chains("iptables-legacy-save")
+    in_nft = kube_chains("iptables-nft-save")
+    if in_nft:
+        return "iptables-nft"
+    if in_legacy:
+        return "iptables-legacy"
+    if tool_exists("nft"):
+        try:
+            tables = runner.run(["nft", "list", "tables"]).stdout
+        except CommandError:
+            tables = ""
+        if any(line.strip() in ("table ip kube-proxy", "table ip6 kube-proxy") for line in tables.splitlines()):
+            return "nftables"
+    default = shutil.which("iptables", path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin")
+    real = os.path.realpath(default) if default else ""
+    if "legacy" in os.path.basename(real):
+        return "iptables-legacy"
+    if "nft" in os.path.basename(real):
+        return "iptables-nft"
+    return "iptables"
+
+
+@contextlib.contextmanager
+def namespace_lock(namespace: Namespace, state_dir: str) -> Iterator[str]:
+    """Hold our per-namespace lock (a second run waits, then sees the first run's result)."""
+    os.makedirs(state_dir, mode=0o700, exist_ok=True)
+    path = os.path.join(state_dir, f"{namespace.lock_id}.lock")
+    with open(path, "a", encoding="utf-8") as handle:
+        deadline = time.monotonic() + LOCK_TIMEOUT_SECONDS
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise NetfilterError(
+                        f"namespace {namespace.label}: another allowlist run held {path} for {LOCK_TIMEOUT_SECONDS:.0f}s; "
+                        "wait for it to finish or remove a stale lock holder"
+                    ) from None
+                time.sleep(0.05)
+        try:
+            yield path
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def build_targets(ruleset: Optional[Mapping[str, Any]], pods: Sequence[Mapping[str, Any]], run: RunOptions,
+                  environ: Mapping[str, str]) -> list[Target]:
+    """The host target (when ``ruleset`` is given) and one target per pod."""
+    targets: list[Target] = []
+    if ruleset is not None or (run.state == "absent" and not pods):
+        host_namespace = Namespace()
+        if run.host_netns:
+            found = namespace_from_hint(run.host_netns)
+            if found is None:
+                raise NetfilterError(f"netns {run.host_netns!r} does not exist: create it or fix the name")
+            host_namespace = found
+        host_ruleset = _parse_ruleset(ruleset, "the host ruleset") if run.state == "present" else None
+        if host_ruleset is not None and run.keep_ssh:
+            addresses = list(run.management_addresses)
+            client = lockout.ssh_client_address(environ)
+            if client:
+                addresses.append(client)
+            host_ruleset = lockout.with_management_access(host_ruleset, addresses)
+        targets.append(Target("host", host_namespace, host_ruleset, is_host=True))
+    for pod in pods:
+        label = str(pod.get("host") or f"{pod.get('namespace')}/{pod.get('name')}")
+        pod_ruleset = _parse_ruleset(pod.get("ruleset"), f"pod {label}") if run.state == "present" else None
+        try:
+            namespace = resolve_pod_namespace(pod)
+        except NamespaceNotFoundError as error:
+            targets.append(Target(label, None, pod_ruleset, skip_reason=str(error)))
+            continue
+        targets.append(Target(label, namespace, pod_ruleset))
+    return targets
+
+
+def _parse_ruleset(data: Optional[Mapping[str, Any]], what: str) -> Optional[Ruleset]:
+    if data is None:
+        raise NetfilterError(f"{what}: state present needs a ruleset (the compiled plan's ruleset field is null)")
+    try:
+        return Ruleset.from_dict(data)
+    except ModelError as error:
+        raise NetfilterError(f"{what}: {error}") from error
+
+
+def run(ruleset: Optional[Mapping[str, Any]], pods: Sequence[Mapping[str, Any]], run_options: RunOptions,
+        environ: Mapping[str, str]) -> dict[str, Any]:
+    """One module run; returns the module result (``failed`` set when a namespace failed)."""
+    # Ansible reserves a top-level ``skipped`` (a bool): skipped pods are ``skipped_pods``.
+    result: dict[str, Any] = {"changed": False, "results": [], "skipped_pods": []}
+    previous = lockout.collect_rollbacks(run_options.state_dir, mark_reported=not run_options.check_mode)
+    result["rolled_back"] = bool(previous)
+    if previous:
+        result["rollbacks"] = previous
+    if run_options.confirm:
+        result.update(lockout.confirm(run_options.confirm, run_options.state_dir))
+        if ruleset is None and not pods:
+            return result
+    targets = build_targets(ruleset, pods, run_options, environ)
+    if not targets:
+        # A status call (no ruleset, no pods): only the rollback report above.
+        return result
+    backend_name = run_options.backend
+    if backend_name == "auto":
+        probe = next((target.namespace for target in targets if target.is_host and target.namespace), Namespace())
+        backend_name = detect_backend(Runner(probe))
+    cls = backend_class(backend_name)
+    result["backend"] = backend_name
+    rollback_targets, errors = _apply_targets(cls, targets, run_options, result)
+    if run_options.diff_mode:
+        # Ansible's --diff shows a list of before/after pairs, one per namespace.
+        result["diff"] = [
+            {"before_header": f"{entry['target']} ({entry['namespace']})", "after_header": f"{entry['target']} ({entry['namespace']})",
+             "before": entry["diff"]["before"], "after": entry["diff"]["after"]}
+            for entry in result["results"]
+            if "diff" in entry
+        ]
+    if run_options.rollback_timeout > 0 and rollback_targets and not run_options.check_mode:
+        result["rollback"] = lockout.start_watchdog(rollback_targets, run_options.rollback_timeout, run_options.state_dir)
+    if errors:
+        result["failed"] = True
+        result["msg"] = "; ".join(errors)
+    return result
+
+
+def _apply_targets(cls: type[Backend], targets: Sequence[Target], run_options: RunOptions,
+                   result: dict[str, Any]) -> tuple[list[lockout.RollbackTarget], list[str]]:
+    """Apply every target in turn; a failing namespace is reported and the others still run."""
+    rollback_targets: list[lockout.RollbackTarget] = []
+    errors: list[str] = []
+    for target in targets:
+        if target.namespace is None:
+            entry = {"target": target.label, "namespace": None, "changed": False, "skipped": True, "reason": target.skip_reason}
+            result["results"].append(entry)
+            result["skipped_pods"].append({"target": target.label, "reason": target.skip_reason})
+            continue
+        runner = Runner(target.namespace)
+        unavailable = cls.available(runner)
+        if unavailable:
+            raise BackendUnavailableError(unavailable)
+        backend = cls(runner, run_options.options)
+        try:
+            entry, restore = apply_target(backend, target, run_options)
+        except NetfilterError as error:
+            errors.append(str(error))
+            entry = {"target": target.label, "namespace": target.namespace.label, "changed": False, "failed": True, "msg": str(error)}
+            restore = None
+        result["results"].append(entry)
+        result["changed"] = result["changed"] or bool(entry.get("changed"))
+        if restore is not None:
+            rollback_targets.append(restore)
+    return rollback_targets, errors
+
+
+def apply_target(backend: Backend, target: Target, run_options: RunOptions) -> tuple[dict[str, Any], Optional[lockout.RollbackTarget]]:
+    """Read, plan, apply and verify one namespace under its lock."""
+    assert target.namespace is not None  # noqa: S101  (skipped targets never get here)
+    desired = target.ruleset
+    with namespace_lock(target.namespace, run_options.state_dir) as lock_path:
+        live = backend.read()
+        plan = backend.plan(desired, live)
+        entry: dict[str, Any] = {
+            "target": target.label,
+            "namespace": target.namespace.label,
+            "changed": plan.changed,
+            "rules": desired.rule_count() if desired else 0,
+            "set_members": desired.member_count() if desired else 0,
+            "drift": plan.drift,
+            "skipped": False,
+            "reason": "",
+        }
+        if run_options.diff_mode:
+            entry["diff"] = {"before": plan.before, "after": plan.after}
+        restore: Optional[lockout.RollbackTarget] = None
+        if plan.changed and not run_options.check_mode:
+            _apply_or_restore(backend, plan.steps, live)
+            after = backend.read()
+            leftover = backend.plan(desired, after)
+            if leftover.changed:
+                _restore(backend, live, after)
+                raise ApplyError(
+                    f"namespace {target.namespace.label}: the rules did not stick (still differing after apply: "
+                    f"{'; '.join(leftover.drift) or ', '.join(step.what for step in leftover.steps)}); restored the previous rules. "
+                    "Is another tool rewriting our chains?",
+                    namespace=target.namespace.label,
+                )
+            if run_options.rollback_timeout > 0:
+                restore = lockout.RollbackTarget(target.namespace, lock_path, backend.restore_steps(live, after))
+        entry["commands"] = {"reads": backend.runner.reads, "writes": backend.runner.writes}
+    return entry, restore
+
+
+def _apply_or_restore(backend: Backend, steps: Sequence[Step], live: LiveState) -> None:
+    try:
+        backend.apply(steps)
+    except ApplyError as error:
+        try:
+            _restore(backend, live, backend.read())
+        except NetfilterError as restore_error:
+            raise ApplyError(f"{error}; restoring the previous rules ALSO failed: {restore_error}", error.namespace, error.rule) from error
+        raise ApplyError(f"{error} (the previous rules were restored)", error.namespace, error.rule) from error
+
+
+def _restore(backend: Backend, target: LiveState, current: LiveState) -> None:
+    steps = backend.restore_steps(target, current)
+    if steps:
+        backend.apply(steps)

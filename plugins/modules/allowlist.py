@@ -1,0 +1,212 @@
+#!/usr/bin/python
+# SPDX-License-Identifier: GPL-3.0-or-later
+# Copyright: contributors to zerotrust.workloads
+"""Make a compiled ruleset true on a host and in its pods' network namespaces."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: allowlist
+short_description: Apply compiled allowlist rulesets to a host and its pods' network namespaces
+description:
+  - Makes the compiled ruleset of a host (VM or node) true in its root network namespace, and the rulesets of the
+    pods on a node true inside each pod's network namespace, in one module run.
+  - Owns only its objects (iptables C(ZT-*) chains, their jump rules and C(zt-*) ipsets, or the nftables table
+    C(inet zerotrust)). Foreign rules (kube-proxy, the CNI, Docker) are never flushed, reordered or rewritten.
+  - Applies atomically per namespace, is idempotent (rules carry a hash in their comment; a no-op run only reads),
+    reports and repairs drift in its own objects, and never locks the controller out of SSH.
+version_added: 0.1.0
+author: zerotrust.workloads contributors
+options:
+  ruleset:
+    description: The host's own ruleset in the dictionary form of the ruleset model (the compiled plan's C(ruleset)).
+    type: dict
+  pods:
+    description:
+      - Pods on this node, each with its ruleset, in the compiled plan's form.
+      - A pod's namespace is found from C(netns) (a name under /run/netns, a path or a PID), then the CRI
+        (C(crictl)), then a search of the named namespaces for one of its C(ips). A pod that is not found is
+        skipped with the reason; the others are applied.
+    type: list
+    elements: dict
+    default: []
+  state:
+    description: C(present) applies the rulesets; C(absent) removes everything this module owns in the targets.
+    type: str
+    choices: [present, absent]
+    default: present
+  backend:
+    description:
+      - The firewall to write. C(auto) follows kube-proxy (iptables-legacy, iptables-nft or nftables) and otherwise
+        the host's default C(iptables) alternative.
+    type: str
+    choices: [auto, iptables, iptables-legacy, iptables-nft, nftables]
+    default: auto
+  default_action:
+    description: How an abstract C(deny) is rendered. C(reject) answers tcp with a reset and others with ICMP port unreachable.
+    type: str
+    choices: [drop, reject]
+    default: drop
+  log_denied:
+    description: Log packets a chain's catch-all denies, rate-limited by O(log_rate).
+    type: bool
+    default: false
+  log_rate:
+    description: Limit of the denied-packet log, C(N/second|minute|hour|day).
+    type: str
+    default: 5/minute
+  management_addresses:
+    description: Addresses or networks always allowed to tcp/22 on the host target (never lock out).
+    type: list
+    elements: str
+    default: []
+  keep_ssh:
+    description: Also allow tcp/22 from the SSH client this module runs under (from C(SSH_CONNECTION)), and from O(management_addresses).
+    type: bool
+    default: true
+  rollback_timeout:
+    description:
+      - Seconds after which the previous rules come back by themselves unless a later run confirms with O(confirm).
+        C(0) disables the watchdog.
+    type: int
+    default: 0
+  confirm:
+    description: The C(rollback.token) of a previous run; confirms it and cancels its rollback.
+    type: str
+  netns:
+    description: Apply the host ruleset inside this named network namespace instead of the root one (tests, benchmarks).
+    type: str
+notes:
+  - Supports check mode and diff mode (before and after of our own rules, per namespace).
+  - Runs as root on the managed host and needs iptables and ipset, or nft.
+"""
+
+EXAMPLES = r"""
+- name: Apply the compiled plan of this host
+  zerotrust.workloads.allowlist:
+    ruleset: "{{ plan[inventory_hostname].ruleset }}"
+    pods: "{{ plan[inventory_hostname].pods }}"
+    rollback_timeout: 60
+  register: applied
+
+- name: Reconnect over a new SSH connection
+  ansible.builtin.meta: reset_connection
+
+- name: Confirm the new rules (cancels the rollback)
+  zerotrust.workloads.allowlist:
+    confirm: "{{ applied.rollback.token }}"
+  when: applied.rollback is defined
+
+- name: Remove everything the module owns on this host
+  zerotrust.workloads.allowlist:
+    state: absent
+"""
+
+RETURN = r"""
+changed:
+  description: Whether any namespace was (or in check mode would be) written.
+  type: bool
+  returned: always
+backend:
+  description: The backend used (C(auto) resolved).
+  type: str
+  returned: when a target was processed
+  sample: iptables-nft
+results:
+  description: One entry per target namespace.
+  type: list
+  elements: dict
+  returned: always
+  contains:
+    target: {description: C(host) or the pod's inventory hostname., type: str}
+    namespace: {description: The network namespace (C(host), a name or a path); null when skipped., type: str}
+    changed: {description: This namespace was (or would be) written., type: bool}
+    rules: {description: Model rules applied here., type: int}
+    set_members: {description: Addresses over all sets., type: int}
+    drift: {description: Hand-made changes to our objects that this run repaired., type: list, elements: str}
+    skipped: {description: The pod was not found., type: bool}
+    reason: {description: Why it was skipped., type: str}
+    diff: {description: In diff mode, C(before) and C(after) text of our objects., type: dict}
+    commands: {description: Number of reading and writing commands run (a no-op run has C(writes=0))., type: dict}
+skipped_pods:
+  description: Pods that were not found, with the reason (Ansible reserves a top-level C(skipped)).
+  type: list
+  elements: dict
+  returned: always
+rollback:
+  description: The pending rollback (C(token), C(timeout), C(snapshot) path) when O(rollback_timeout) is set and something changed.
+  type: dict
+  returned: when a rollback watchdog was started
+confirmed:
+  description: O(confirm) cancelled the pending rollback.
+  type: bool
+  returned: when O(confirm) is given
+rolled_back:
+  description: A rollback watchdog restored previous rules since the last run (details in C(rollbacks)).
+  type: bool
+  returned: always
+"""
+
+# Ansible modules keep their documentation first; the imports follow it.
+import os  # noqa: E402
+
+from ansible.module_utils.basic import AnsibleModule  # noqa: E402
+from ansible_collections.zerotrust.workloads.plugins.module_utils._netfilter.apply import (  # noqa: E402
+    BACKEND_CHOICES,
+    RunOptions,
+    run,
+)
+from ansible_collections.zerotrust.workloads.plugins.module_utils._netfilter.backend import Options  # noqa: E402
+from ansible_collections.zerotrust.workloads.plugins.module_utils._netfilter.errors import NetfilterError  # noqa: E402
+
+
+def main() -> None:
+    """Module entry point: validate arguments, run, report."""
+    module = AnsibleModule(
+        argument_spec={
+            "ruleset": {"type": "dict"},
+            "pods": {"type": "list", "elements": "dict", "default": []},
+            "state": {"type": "str", "choices": ["present", "absent"], "default": "present"},
+            "backend": {"type": "str", "choices": list(BACKEND_CHOICES), "default": "auto"},
+            "default_action": {"type": "str", "choices": ["drop", "reject"], "default": "drop"},
+            "log_denied": {"type": "bool", "default": False},
+            "log_rate": {"type": "str", "default": "5/minute"},
+            "management_addresses": {"type": "list", "elements": "str", "default": []},
+            "keep_ssh": {"type": "bool", "default": True},
+            "rollback_timeout": {"type": "int", "default": 0},
+            "confirm": {"type": "str", "no_log": False},
+            "netns": {"type": "str"},
+        },
+        supports_check_mode=True,
+    )
+    params = module.params
+    try:
+        options = Options(default_action=params["default_action"], log_denied=params["log_denied"], log_rate=params["log_rate"])
+    except ValueError as error:
+        module.fail_json(msg=str(error))
+    if params["rollback_timeout"] < 0:
+        module.fail_json(msg="rollback_timeout must be 0 (off) or a number of seconds")
+    run_options = RunOptions(
+        state=params["state"],
+        backend=params["backend"],
+        options=options,
+        management_addresses=tuple(params["management_addresses"]),
+        keep_ssh=params["keep_ssh"],
+        rollback_timeout=params["rollback_timeout"],
+        confirm=params["confirm"] or "",
+        host_netns=params["netns"],
+        check_mode=module.check_mode,
+        diff_mode=module._diff,
+    )
+    try:
+        result = run(params["ruleset"], params["pods"], run_options, dict(os.environ))
+    except NetfilterError as error:
+        module.fail_json(msg=str(error), changed=False)
+    if result.pop("failed", False):
+        module.fail_json(**result)
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()

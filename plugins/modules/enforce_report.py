@@ -1,0 +1,102 @@
+#!/usr/bin/python
+# SPDX-License-Identifier: GPL-3.0-or-later
+# Copyright: contributors to zerotrust.workloads
+"""Documentation of the enforce_report action plugin (it runs on the controller only)."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: enforce_report
+short_description: Summarise an enforce run per host and pod, and guard against unexpectedly large changes
+description:
+  - Used by the C(zerotrust.workloads.enforce) role. Runs on the controller only and never connects to a host.
+  - Reads what the C(zerotrust.workloads.allowlist) module returned per host (the check-mode preview, the apply) and
+    counts, per host and per pod, the rules and set members added and removed, from the module's diff texts.
+  - With O(max_change_percent), fails when the rules and set members that would be added or removed, over all hosts,
+    exceed that percentage of those in place. Nothing in place (a first run) never trips the guard.
+version_added: 0.1.0
+author: zerotrust.workloads contributors
+options:
+  plan_hosts:
+    description: The compiled plan's C(hosts) (inventory hostname to C(ruleset) and C(pods)).
+    type: dict
+    required: true
+  play_hosts:
+    description: The hosts the play targets; plan hosts outside it are reported as not in play.
+    type: list
+    elements: str
+    required: true
+  previews:
+    description: Inventory hostname to the registered result of the check-mode (and diff-mode) allowlist run.
+    type: dict
+    required: true
+  applied:
+    description: Inventory hostname to the registered result of the allowlist run that wrote.
+    type: dict
+    default: {}
+  rollbacks:
+    description: Inventory hostname to C({reason}) for hosts whose watchdog restored the previous rules.
+    type: dict
+    default: {}
+  check_mode:
+    description: The run is a preview; counts say what would change.
+    type: bool
+    default: false
+  max_change_percent:
+    description: Fail above this percentage of change; C(0) or absent does not check.
+    type: int
+    default: 0
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: none
+  platform:
+    platforms: all
+notes:
+  - An action plugin; this file only documents it.
+"""
+
+EXAMPLES = r"""
+- name: Stop before writing when the change is far larger than expected
+  zerotrust.workloads.enforce_report:
+    plan_hosts: "{{ enforce_plan.hosts }}"
+    play_hosts: "{{ ansible_play_hosts }}"
+    previews: "{{ dict(ansible_play_hosts | zip(ansible_play_hosts | map('extract', hostvars, 'enforce_preview'))) }}"
+    max_change_percent: 50
+  run_once: true
+"""
+
+RETURN = r"""
+summary:
+  description: Per host (C(status), C(host) and C(pods) counts, C(skipped_pods)) and C(totals) of the run.
+  type: dict
+  returned: always
+  sample:
+    check_mode: false
+    hosts:
+      haproxy:
+        status: changed
+        host: {changed: true, rules_added: 9, rules_removed: 0, set_members_added: 7, set_members_removed: 0, in_place: 0, rules: 9}
+        pods: {}
+        skipped_pods: []
+    totals: {rules_added: 9, rules_removed: 0, set_members_added: 7, set_members_removed: 0, in_place: 0, change_percent: null}
+lines:
+  description: The summary as short human-readable lines.
+  type: list
+  elements: str
+  returned: always
+"""
+
+from ansible.module_utils.basic import AnsibleModule  # noqa: E402
+
+
+def main() -> None:
+    """Only reached when someone runs the module without its action plugin."""
+    module = AnsibleModule(argument_spec={}, supports_check_mode=True)
+    module.fail_json(msg="zerotrust.workloads.enforce_report runs on the controller as an action plugin")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,293 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Every example in docs/*.md is run.
+
+A fenced block's info string says how: ```` ```yaml example=policy ````. Blocks of language
+``text`` are illustrations (diagrams, output) and are not run; any other block without a known
+``example=`` kind fails this test, so a new example cannot slip in untested. Unmarked ``yaml``
+blocks that look like a policy (``filters`` + ``policies``) or an inventory file (``plugin:``) are
+run as such, so that the policy-language pages need no markers.
+
+Kinds:
+
+- ``policy``: compiled against the seed inventory (``options:`` is passed as compiler options);
+  a following ``<!-- flows: ... -->`` comment lists flows (``SRC -> DST proto/port [via V] =>
+  allow|deny``) that are checked against the policy's semantics;
+- ``policy-error``: must be rejected; a following ``<!-- error: TEXT -->`` must be in the message;
+- ``query``: each line is a filter expression that must parse;
+- ``inventory``: read by the inventory plugin (``ansible-inventory --list``) from the lab's
+  emulated API with the seed's objects, credentials from ``K8S_AUTH_*``;
+- ``static-inventory``: read by ``ansible-inventory --list``;
+- ``rulebook``: valid for ansible-rulebook's schema and present in a rulebook the collection ships;
+- ``event``: has the shape the event source emits;
+- ``excerpt:PATH``: appears verbatim in PATH;
+- ``shell``: each ``$ `` line runs (argv split, no shell) in a fresh copy of the repository;
+- ``shell-api``: like ``shell`` in the repository, with ``K8S_AUTH_*`` pointing at the emulated API.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from ansible_rulebook.validators import Validate
+
+from ansible_collections.zerotrust.workloads.plugins.module_utils._policy.compiler import compile_policy
+from ansible_collections.zerotrust.workloads.plugins.module_utils._policy.errors import ZeroTrustPolicyError
+from ansible_collections.zerotrust.workloads.plugins.module_utils._policy.query import parse_query
+from ansible_collections.zerotrust.workloads.plugins.module_utils._policy.reachability import Flow, check_flow
+from lab.kubeapi import KubeApiServer, start_server
+from lab.objects import scenario_objects
+from lab.scenario import load_scenario
+
+REPO = Path(__file__).resolve().parents[2]
+DOCS = REPO / "docs"
+BIN = Path(sys.executable).parent
+sys.path.insert(0, str(REPO / "tests" / "unit" / "plugins" / "module_utils" / "_policy"))
+from policy_seed import seed_hostvars  # noqa: E402  (the seed inventory as hostvars, kept by the compiler's tests)
+
+# Not examples: contracts.md fixes data shapes (its blocks are schemas, tested by the components' own tests).
+NOT_EXAMPLES = {"contracts.md"}
+FENCE = re.compile(r"^```(?P<info>[^\n`]*)\n(?P<body>.*?)^```[ \t]*\n(?P<after>(?:[ \t]*\n)*<!--(?P<comment>.*?)-->)?", re.M | re.S)
+FLOW = re.compile(r"^\s*(?P<src>\S+)\s+->\s+(?P<dst>\S+)\s+(?P<proto>[a-z0-9]+)(?:/(?P<port>\d+))?(?:\s+via\s+(?P<via>\w+))?\s*=>\s*(?P<verdict>allow|deny)\s*$")
+SEED_POD = "wordpress-6dfdd9f64f-d75j2"
+
+
+@dataclass(frozen=True)
+class Example:
+    """One fenced block of a document."""
+
+    doc: str
+    line: int
+    language: str
+    kind: str
+    body: str
+    comment: str
+
+    def __str__(self) -> str:
+        return f"{self.doc}:{self.line}:{self.kind}"
+
+
+def _kind(language: str, marker: str, body: str) -> str:
+    if marker:
+        return marker
+    if language == "text":
+        return "illustration"
+    if language in ("yaml", "yml"):
+        try:
+            data = yaml.safe_load(body)
+        except yaml.YAMLError:
+            return "unmarked"
+        if isinstance(data, dict) and "policies" in data and "filters" in data:
+            return "policy"
+        if isinstance(data, dict) and data.get("plugin") == "zerotrust.workloads.kubernetes":
+            return "inventory"
+    return "unmarked"
+
+
+def collect() -> list[Example]:
+    """Every fenced block of docs/*.md."""
+    examples = []
+    for path in sorted(DOCS.glob("*.md")):
+        if path.name in NOT_EXAMPLES:
+            continue
+        text = path.read_text()
+        for match in FENCE.finditer(text):
+            words = match.group("info").split()
+            language = words[0] if words else ""
+            marker = next((word.split("=", 1)[1] for word in words[1:] if word.startswith("example=")), "")
+            examples.append(Example(path.name, text.count("\n", 0, match.start()) + 1, language,
+                                    _kind(language, marker, match.group("body")), match.group("body"), match.group("comment") or ""))
+    return examples
+
+
+EXAMPLES = collect()
+
+
+def test_the_docs_have_examples_of_every_kind_we_run() -> None:
+    kinds = {example.kind for example in EXAMPLES}
+    assert {"policy", "inventory", "static-inventory", "rulebook", "event", "shell", "shell-api"} <= kinds
+    assert all(example.kind.startswith("excerpt:") or example.kind in RUNNERS or example.kind == "illustration"
+               for example in EXAMPLES if example.kind != "unmarked")
+
+
+# --------------------------------------------------------------------------------------------------
+# Fixtures
+
+
+@pytest.fixture(scope="module")
+def seed_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeApiServer]:
+    """The seed's objects on the lab's emulated API (HTTPS on loopback)."""
+    objects = scenario_objects(load_scenario(REPO / "lab" / "scenarios" / "seed.yml"))
+    with start_server(objects, state_dir=tmp_path_factory.mktemp("zto-docs-api")) as api:
+        yield api
+
+
+def _api_env(api: KubeApiServer) -> dict[str, str]:
+    assert api.ca_file is not None
+    return {
+        "PATH": f"{BIN}:/usr/sbin:/usr/bin:/sbin:/bin",
+        "HOME": os.environ.get("HOME", "/root"),
+        "ANSIBLE_COLLECTIONS_PATH": str(REPO / ".collections"),
+        "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
+        "K8S_AUTH_HOST": api.url,
+        "K8S_AUTH_API_KEY": api.token,
+        "K8S_AUTH_SSL_CA_CERT": api.ca_file,
+    }
+
+
+def _commands(body: str) -> list[list[str]]:
+    commands = [shlex.split(line[2:]) for line in body.splitlines() if line.startswith("$ ")]
+    assert commands, "a shell example needs at least one '$ ' line"
+    return commands
+
+
+def _run(argv: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    executable = shutil.which(argv[0], path=env["PATH"])
+    assert executable, f"{argv[0]} is not installed"
+    return subprocess.run([executable, *argv[1:]], cwd=cwd, env=env, capture_output=True, text=True, timeout=300, check=False)
+
+
+# --------------------------------------------------------------------------------------------------
+# Runners
+
+
+def run_policy(example: Example, **_: Any) -> None:
+    data = yaml.safe_load(example.body)
+    options = data.pop("options", None)
+    hostvars = seed_hostvars()
+    plan = compile_policy(data, hostvars, options)
+    assert plan["hosts"], "the policy compiled to no enforcement point"
+    flows = [line for line in example.comment.removeprefix(" flows:").splitlines() if line.strip()]
+    if example.comment.strip():
+        assert example.comment.startswith(" flows:"), f"unknown comment after a policy: {example.comment[:40]!r}"
+        assert flows, "a flows comment lists no flow"
+    for line in flows:
+        match = FLOW.match(line)
+        assert match, f"cannot read the flow {line!r}"
+        flow = Flow(match["src"], match["dst"], match["proto"], int(match["port"]) if match["port"] else None, match["via"] or "direct")
+        verdict = check_flow(data, hostvars, flow, options)
+        assert verdict.allowed == (match["verdict"] == "allow"), f"{line.strip()}: {verdict.reason} ({', '.join(verdict.decided_by)})"
+
+
+def run_policy_error(example: Example, **_: Any) -> None:
+    data = yaml.safe_load(example.body)
+    expected = example.comment.removeprefix(" error:").strip()
+    assert expected, "a policy-error example needs a following <!-- error: TEXT --> comment"
+    with pytest.raises(ZeroTrustPolicyError) as raised:
+        compile_policy(data, seed_hostvars(), data.pop("options", None) if isinstance(data, dict) else None)
+    assert expected in str(raised.value)
+
+
+def run_query(example: Example, **_: Any) -> None:
+    lines = [line.strip() for line in example.body.splitlines() if line.strip() and not line.strip().startswith("#")]
+    assert lines
+    for line in lines:
+        parse_query(line)
+
+
+def run_inventory(example: Example, seed_api: KubeApiServer, tmp_path: Path, **_: Any) -> None:
+    source = tmp_path / "doc.kubernetes.yml"
+    source.write_text(example.body)
+    result = _run(["ansible-inventory", "-i", str(source), "--list"], tmp_path, _api_env(seed_api))
+    assert result.returncode == 0, result.stderr
+    assert SEED_POD in result.stdout
+
+
+def run_static_inventory(example: Example, tmp_path: Path, **_: Any) -> None:
+    source = tmp_path / "hosts.yml"
+    source.write_text(example.body)
+    env = {"PATH": f"{BIN}:/usr/bin:/bin", "HOME": str(tmp_path), "ANSIBLE_INVENTORY_UNPARSED_FAILED": "True"}
+    result = _run(["ansible-inventory", "-i", str(source), "--list"], tmp_path, env)
+    assert result.returncode == 0, result.stderr
+    hosts = {host for group in yaml.safe_load(example.body)["all"]["children"].values() for host in group["hosts"]}
+    for host in hosts:
+        assert f'"{host}"' in result.stdout
+
+
+def run_rulebook(example: Example, **_: Any) -> None:
+    data = yaml.safe_load(example.body)
+    Validate.rulebook(data)
+    shipped = [path.read_text() for path in (REPO / "extensions" / "eda" / "rulebooks").glob("*.yml")]
+    assert any(example.body.strip() in text for text in shipped), "the rulebook shown is not one the collection ships"
+
+
+def run_event(example: Example, **_: Any) -> None:
+    event = yaml.safe_load(example.body)["zerotrust"]
+    assert set(event) == {"type", "cluster", "reason", "count", "changes", "scope"}
+    assert event["type"] in ("sync", "change") and event["count"] == len(event["changes"])
+    for change in event["changes"]:
+        assert set(change) == {"kind", "namespace", "name", "action", "fields"}
+        assert change["kind"] in ("Pod", "Service", "EndpointSlice", "Node") and change["action"] in ("added", "modified", "deleted")
+    assert set(event["scope"]) == {"namespaces", "nodes", "pods", "services"}
+
+
+def run_excerpt(example: Example, **_: Any) -> None:
+    path = REPO / example.kind.split(":", 1)[1]
+    assert path.is_file(), f"{path} does not exist"
+    wanted = textwrap.dedent(example.body).strip("\n")
+    text = "\n".join(line.rstrip() for line in path.read_text().splitlines())
+    lines = text.splitlines()
+    size = len(wanted.splitlines())
+    windows = ("\n".join(lines[start:start + size]) for start in range(len(lines) - size + 1))
+    assert any(textwrap.dedent(window).strip("\n") == wanted for window in windows), f"not an excerpt of {path.relative_to(REPO)}"
+
+
+def run_shell(example: Example, tmp_path: Path, **_: Any) -> None:
+    clone = tmp_path / "repo"
+    listed = subprocess.run(["git", "-C", str(REPO), "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+                            check=True, capture_output=True).stdout.decode().split("\0")
+    for name in filter(None, listed):
+        if (REPO / name).is_file() and not (REPO / name).is_symlink():
+            (clone / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, clone / name)
+    (tmp_path / "ansible.cfg").write_text("[defaults]\n")
+    env = {"PATH": f"{BIN}:/usr/sbin:/usr/bin:/sbin:/bin", "HOME": str(tmp_path), "ANSIBLE_CONFIG": str(tmp_path / "ansible.cfg")}
+    for argv in _commands(example.body):
+        result = _run(argv, clone, env)
+        assert result.returncode == 0, f"{shlex.join(argv)}: {result.stdout}\n{result.stderr}"
+
+
+def run_shell_api(example: Example, seed_api: KubeApiServer, **_: Any) -> None:
+    for argv in _commands(example.body):
+        result = _run(argv, REPO, _api_env(seed_api))
+        assert result.returncode == 0, f"{shlex.join(argv)}: {result.stdout}\n{result.stderr}"
+        assert seed_api.token not in result.stdout + result.stderr
+
+
+RUNNERS = {
+    "policy": run_policy,
+    "policy-error": run_policy_error,
+    "query": run_query,
+    "inventory": run_inventory,
+    "static-inventory": run_static_inventory,
+    "rulebook": run_rulebook,
+    "event": run_event,
+    "shell": run_shell,
+    "shell-api": run_shell_api,
+}
+
+
+@pytest.mark.parametrize("example", [example for example in EXAMPLES if example.kind != "illustration"], ids=str)
+def test_example(example: Example, request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    if example.kind == "unmarked":
+        pytest.fail(f"{example}: a ```{example.language} block with no example= kind; mark it (see tests/docs/test_doc_examples.py)")
+    if example.kind.startswith("excerpt:"):
+        run_excerpt(example)
+        return
+    runner = RUNNERS.get(example.kind)
+    assert runner is not None, f"{example}: unknown example kind {example.kind!r}"
+    extra: dict[str, Any] = {"tmp_path": tmp_path}
+    if example.kind in ("inventory", "shell-api"):
+        extra["seed_api"] = request.getfixturevalue("seed_api")
+    runner(example, **extra)

@@ -1,0 +1,404 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""AWX / Automation Controller: the objects in awx/, the execution environment, and the inventory
+plugin run exactly as an AWX inventory update runs it.
+
+AWX's "OpenShift or Kubernetes API Bearer Token" credential injects (awx/main/models/credential/
+injectors.py, ``kubernetes_bearer_token``)::
+
+    K8S_AUTH_HOST     = host
+    K8S_AUTH_API_KEY  = bearer_token
+    if verify_ssl and ssl_ca_cert given:  K8S_AUTH_VERIFY_SSL = "True", K8S_AUTH_SSL_CA_CERT = <0600 temp file>
+    else:                                 K8S_AUTH_VERIFY_SSL = "False"        # the quirk: no CA => no verification
+
+The inventory update is ``ansible-inventory -i <project>/<source_path> --list --export`` inside the
+execution environment, where the collection is installed from its tarball. These tests do the same:
+build and install the tarball into a scratch collections path, serve the seed's objects from the
+lab's emulated API (HTTPS on loopback), and run ansible-inventory with nothing but those variables.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from ansible_builder._target_scripts.introspect import EXCLUDE_REQUIREMENTS
+from dateutil.rrule import rrulestr
+
+from lab.kubeapi import KubeApiServer, make_tls_material, start_server
+from lab.objects import scenario_objects
+from lab.scenario import load_scenario
+
+REPO = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+AWX = REPO / "awx"
+SEED_POD_HOST = "wordpress-6dfdd9f64f-d75j2.wordpress.pod.prod"
+
+# The options of the awx.awx modules that awx/controller.yml uses (awx.awx 24.x argument specs).
+# An option outside these sets would make the module fail on a real controller.
+AWX_MODULE_OPTIONS: dict[str, set[str]] = {
+    "awx.awx.execution_environment": {"name", "new_name", "image", "description", "organization", "credential", "state", "pull"},
+    "awx.awx.credential": {"name", "new_name", "copy_from", "description", "organization", "team", "user", "credential_type",
+                           "inputs", "update_secrets", "state"},
+    "awx.awx.project": {"name", "new_name", "copy_from", "description", "scm_type", "scm_url", "local_path", "scm_branch", "scm_refspec",
+                        "credential", "scm_clean", "scm_delete_on_update", "scm_track_submodules", "scm_update_on_launch",
+                        "scm_update_cache_timeout", "allow_override", "timeout", "organization", "default_environment", "state",
+                        "notification_templates_started", "notification_templates_success", "notification_templates_error",
+                        "wait", "update_project", "interval", "signature_validation_credential"},
+    "awx.awx.inventory": {"name", "new_name", "copy_from", "description", "organization", "variables", "kind", "host_filter",
+                          "instance_groups", "prevent_instance_group_fallback", "state", "input_inventories"},
+    "awx.awx.inventory_source": {"name", "new_name", "description", "inventory", "organization", "source", "source_path", "source_vars",
+                                 "enabled_var", "enabled_value", "host_filter", "limit", "credential", "execution_environment",
+                                 "custom_virtualenv", "overwrite", "overwrite_vars", "timeout", "verbosity", "update_on_launch",
+                                 "update_cache_timeout", "source_project", "scm_branch", "state", "notification_templates_started",
+                                 "notification_templates_success", "notification_templates_error"},
+    "awx.awx.job_template": {"name", "new_name", "copy_from", "description", "organization", "job_type", "inventory", "project",
+                             "playbook", "credential", "credentials", "execution_environment", "forks", "limit", "verbosity",
+                             "extra_vars", "job_tags", "force_handlers", "skip_tags", "start_at_task", "timeout", "use_fact_cache",
+                             "host_config_key", "ask_scm_branch_on_launch", "ask_diff_mode_on_launch", "ask_variables_on_launch",
+                             "ask_limit_on_launch", "ask_tags_on_launch", "ask_skip_tags_on_launch", "ask_job_type_on_launch",
+                             "ask_verbosity_on_launch", "ask_inventory_on_launch", "ask_credential_on_launch",
+                             "ask_execution_environment_on_launch", "ask_forks_on_launch", "ask_instance_groups_on_launch",
+                             "ask_job_slice_count_on_launch", "ask_labels_on_launch", "ask_timeout_on_launch", "survey_enabled",
+                             "survey_spec", "become_enabled", "allow_simultaneous", "scm_branch", "diff_mode", "job_slice_count",
+                             "webhook_service", "webhook_credential", "instance_groups", "labels", "state",
+                             "prevent_instance_group_fallback",
+                             "notification_templates_started", "notification_templates_success", "notification_templates_error"},
+    "awx.awx.schedule": {"name", "new_name", "description", "extra_data", "inventory", "credentials", "execution_environment", "forks",
+                         "instance_groups", "job_slice_count", "labels", "timeout", "job_type", "job_tags", "limit", "diff_mode",
+                         "scm_branch", "skip_tags", "verbosity", "unified_job_template", "organization", "rrule", "enabled", "state"},
+}
+# Option -> the kind of object it names.
+REFERENCES = (("execution_environment", "awx.awx.execution_environment"), ("default_environment", "awx.awx.execution_environment"),
+              ("inventory", "awx.awx.inventory"), ("project", "awx.awx.project"), ("source_project", "awx.awx.project"),
+              ("credential", "awx.awx.credential"), ("unified_job_template", "awx.awx.job_template"))
+BUILTIN_KUBERNETES_CREDENTIAL = "OpenShift or Kubernetes API Bearer Token"
+KUBERNETES_CREDENTIAL_INPUTS = {"host", "bearer_token", "verify_ssl", "ssl_ca_cert"}
+
+
+# --------------------------------------------------------------------------------------------------
+# The AWX objects
+
+
+def _controller_tasks() -> list[dict[str, Any]]:
+    plays = yaml.safe_load((AWX / "controller.yml").read_text())
+    assert isinstance(plays, list) and len(plays) == 1
+    return list(plays[0]["tasks"])
+
+
+def _controller_vars() -> dict[str, Any]:
+    data = yaml.safe_load((AWX / "controller-vars.yml").read_text())
+    assert isinstance(data, dict)
+    return data
+
+
+def _render(value: Any, variables: dict[str, Any]) -> Any:
+    """Substitute ``{{ var }}`` references from controller-vars.yml (the only templating the file uses besides lookups)."""
+    if isinstance(value, str):
+        return re.sub(r"\{\{\s*(zt_\w+)\s*\}\}", lambda match: str(variables.get(match.group(1), match.group(0))), value)
+    if isinstance(value, list):
+        return [_render(item, variables) for item in value]
+    if isinstance(value, dict):
+        return {key: _render(item, variables) for key, item in value.items()}
+    return value
+
+
+def _objects() -> list[tuple[str, dict[str, Any]]]:
+    variables = _controller_vars()
+    found = []
+    for task in _controller_tasks():
+        modules = [key for key in task if key.startswith("awx.awx.")]
+        assert len(modules) == 1, f"task {task.get('name')!r} must call exactly one awx.awx module"
+        found.append((modules[0], _render(task[modules[0]], variables)))
+    return found
+
+
+def test_every_awx_object_uses_only_options_the_module_has() -> None:
+    referenced = set(re.findall(r"\b(zt_\w+)\b", (AWX / "controller.yml").read_text()))
+    # Everything else has a default in controller-vars.yml; these four are the -e the header documents.
+    assert referenced - set(_controller_vars()) == {"zt_cluster_api", "zt_cluster_token_file", "zt_cluster_ca_file", "zt_ssh_key_file"}
+    objects = _objects()
+    assert {module for module, _ in objects} == set(AWX_MODULE_OPTIONS)
+    for module, options in objects:
+        unknown = set(options) - AWX_MODULE_OPTIONS[module]
+        assert not unknown, f"{module} {options.get('name')!r}: unknown options {sorted(unknown)}"
+
+
+def test_awx_objects_reference_each_other_and_files_that_exist() -> None:
+    objects = _objects()
+    names = {(module, options["name"]) for module, options in objects}
+    variables = _controller_vars()
+    for module, options in objects:
+        for key, target in REFERENCES:
+            if key in options:
+                assert (target, options[key]) in names, f"{module} {options['name']!r}: {key} {options[key]!r} is not created here"
+        for credential in options.get("credentials", []):
+            assert ("awx.awx.credential", credential) in names
+    # The project's files: the inventory source file and the playbook must be in this repository.
+    source = next(options for module, options in objects if module == "awx.awx.inventory_source")
+    assert source["source"] == "scm"
+    assert source["source_path"].endswith(".kubernetes.yml")
+    assert (REPO / source["source_path"]).is_file()
+    assert source["credential"] == variables["zt_cluster_credential"]
+    for module, options in objects:
+        if module == "awx.awx.job_template":
+            assert options["playbook"] == "playbooks/enforce.yml"
+
+
+def test_the_cluster_credential_is_the_builtin_bearer_token_type_with_verification() -> None:
+    credentials = {options["name"]: options for module, options in _objects() if module == "awx.awx.credential"}
+    cluster = credentials[_controller_vars()["zt_cluster_credential"]]
+    assert cluster["credential_type"] == BUILTIN_KUBERNETES_CREDENTIAL
+    assert set(cluster["inputs"]) == KUBERNETES_CREDENTIAL_INPUTS
+    # verify_ssl without ssl_ca_cert turns verification off in AWX's injector: both must be set.
+    assert cluster["inputs"]["verify_ssl"] is True
+    assert "lookup(" in cluster["inputs"]["ssl_ca_cert"]
+    assert "lookup(" in cluster["inputs"]["bearer_token"], "the token must come from a file, never be written in the project"
+
+
+def test_enforce_runs_and_audit_only_checks_and_both_are_scheduled() -> None:
+    templates = {options["name"]: options for module, options in _objects() if module == "awx.awx.job_template"}
+    variables = _controller_vars()
+    enforce, audit = templates[variables["zt_enforce_template"]], templates[variables["zt_audit_template"]]
+    assert (enforce["job_type"], audit["job_type"]) == ("run", "check")
+    assert enforce["diff_mode"] and audit["diff_mode"]
+    schedules = {options["unified_job_template"]: options for module, options in _objects() if module == "awx.awx.schedule"}
+    assert set(schedules) == {enforce["name"], audit["name"]}
+    every = rrulestr(schedules[enforce["name"]]["rrule"].replace(" RRULE:", "\nRRULE:"))
+    first, second = every[0], every[1]
+    assert (second - first).total_seconds() == 60 * variables["zt_enforce_every_minutes"]
+    daily = rrulestr(schedules[audit["name"]]["rrule"].replace(" RRULE:", "\nRRULE:"))
+    assert (daily[1] - daily[0]).total_seconds() == 86400
+
+
+# --------------------------------------------------------------------------------------------------
+# The built collection, the execution environment
+
+
+def _fresh_clone(target: Path) -> Path:
+    """The files a fresh clone would have (tracked + not ignored), without tool leftovers that are links.
+
+    ansible-lint (ansible-compat) leaves ``collections/ansible_collections/...`` symlink farms in
+    the working tree; CI builds from a clone, so does this test.
+    """
+    listed = subprocess.run(["git", "-C", str(REPO), "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+                            check=True, capture_output=True).stdout.decode().split("\0")
+    for name in filter(None, listed):
+        path = REPO / name
+        if path.is_symlink() or not path.is_file():
+            continue
+        (target / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(path, target / name)
+    return target
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The collection tarball (built as galaxy.yml says) installed offline into a scratch collections path."""
+    root = tmp_path_factory.mktemp("zto-collection")
+    dist, collections = root / "dist", root / "collections"
+    dist.mkdir()
+    (root / "ansible.cfg").write_text("[defaults]\n")  # no settings: not the repository's collections_path
+    env = {**os.environ, "ANSIBLE_CONFIG": str(root / "ansible.cfg")}
+    source = _fresh_clone(root / "clone")
+    subprocess.run([str(BIN / "ansible-galaxy"), "collection", "build", str(source), "--output-path", str(dist)],
+                   check=True, capture_output=True, text=True, cwd=root, env=env)
+    tarball = next(dist.glob("zerotrust-workloads-*.tar.gz"))
+    installed = subprocess.run([str(BIN / "ansible-galaxy"), "collection", "install", str(tarball), "--offline", "--force",
+                                "--collections-path", str(collections)], check=False, capture_output=True, text=True, cwd=root, env=env)
+    assert installed.returncode == 0, installed.stdout + installed.stderr
+    return {"tarball": tarball, "collections": collections, "root": root, "config": root / "ansible.cfg"}
+
+
+def _requirement_names(lines: list[str]) -> list[str]:
+    return [line.split("#")[0].strip() for line in lines if line.split("#")[0].strip()]
+
+
+def test_introspect_lists_exactly_the_collections_python_and_system_dependencies(built: dict[str, Path]) -> None:
+    result = subprocess.run([str(BIN / "ansible-builder"), "introspect", "--sanitize", str(built["collections"])],
+                            check=True, capture_output=True, text=True)
+    data = yaml.safe_load(result.stdout)
+    listed_python = [entry.split("#")[0].strip() for entry in data["python"]]
+    listed_system = [entry.split("#")[0].strip() for entry in data["system"]]
+    assert all(entry.endswith("# from collection zerotrust.workloads") for entry in data["python"] + data["system"])
+    declared_python = _requirement_names((REPO / "requirements.txt").read_text().splitlines())
+    # ansible-builder leaves out what every EE already has (PyYAML comes with ansible-core).
+    expected_python = [line for line in declared_python if re.split(r"[<>=!~ \[]", line)[0].lower() not in EXCLUDE_REQUIREMENTS]
+    assert listed_python == expected_python
+    assert listed_system == _requirement_names((REPO / "bindep.txt").read_text().splitlines())
+    assert {"kubernetes", "netaddr", "jmespath"} <= {re.split(r"[<>=!~ ]", line)[0] for line in listed_python}
+    assert {"iptables", "ipset", "nftables"} <= {line.split()[0] for line in listed_system}
+
+
+def test_the_execution_environment_definition_builds_a_context_with_the_tarball(built: dict[str, Path], tmp_path: Path) -> None:
+    definition = yaml.safe_load((AWX / "execution-environment.yml").read_text())
+    galaxy = yaml.safe_load((REPO / "galaxy.yml").read_text())
+    expected_tarball = f"zerotrust-workloads-{galaxy['version']}.tar.gz"
+    assert definition["additional_build_files"][0]["src"].endswith("/" + expected_tarball)
+    requirements = yaml.safe_load((AWX / "requirements.yml").read_text())
+    assert requirements["collections"] == [{"name": f"collections/{expected_tarball}", "type": "file"}]
+    # ansible-builder reads the tarball from where the definition says: put the fresh build there.
+    work = tmp_path / "project"
+    (work / "awx").mkdir(parents=True)
+    (work / ".build" / "dist").mkdir(parents=True)
+    for name in ("execution-environment.yml", "requirements.yml"):
+        shutil.copy(AWX / name, work / "awx" / name)
+    shutil.copy(built["tarball"], work / ".build" / "dist" / expected_tarball)
+    context = tmp_path / "context"
+    subprocess.run([str(BIN / "ansible-builder"), "create", "-f", str(work / "awx" / "execution-environment.yml"), "-c", str(context),
+                    "--output-filename", "Containerfile"], check=True, capture_output=True, text=True)
+    containerfile = (context / "Containerfile").read_text()
+    assert 'ARG EE_BASE_IMAGE="quay.io/centos/centos:stream9"' in containerfile
+    assert "ansible-core==2.21.5" in containerfile
+    assert (context / "_build" / "collections" / expected_tarball).is_file()
+    assert (context / "_build" / "requirements.yml").is_file()
+    # The galaxy stage installs the collection, then introspects it for requirements.txt and bindep.txt.
+    assert re.search(r"ansible-galaxy collection install .*-r requirements.yml", containerfile)
+    assert "introspect" in containerfile
+
+
+# --------------------------------------------------------------------------------------------------
+# The inventory plugin with AWX's injected environment
+
+
+@pytest.fixture(scope="module")
+def seed_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeApiServer]:
+    """The seed's objects on the lab's emulated API (HTTPS on loopback, bearer token)."""
+    objects = scenario_objects(load_scenario(REPO / "lab" / "scenarios" / "seed.yml"))
+    with start_server(objects, state_dir=tmp_path_factory.mktemp("zto-kubeapi")) as api:
+        yield api
+
+
+def _awx_injected(api: KubeApiServer, private_data_dir: Path, *, verify_ssl: bool, ca_cert: str | None,
+                  token: str | None = None) -> dict[str, str]:
+    """What AWX's kubernetes_bearer_token injector puts into the job's environment, byte for byte."""
+    env = {"K8S_AUTH_HOST": api.url, "K8S_AUTH_API_KEY": token if token is not None else api.token}
+    if verify_ssl and ca_cert is not None:
+        env["K8S_AUTH_VERIFY_SSL"] = "True"
+        ca_path = private_data_dir / "tmpk8sca"
+        ca_path.write_text(ca_cert)
+        ca_path.chmod(0o600)
+        env["K8S_AUTH_SSL_CA_CERT"] = str(ca_path)
+    else:
+        env["K8S_AUTH_VERIFY_SSL"] = "False"
+    return env
+
+
+def _inventory_update(built: dict[str, Path], project: Path, injected: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """``ansible-inventory --list --export`` on the project's source file, as an AWX inventory update runs it."""
+    env = {
+        "PATH": f"{BIN}:/usr/sbin:/usr/bin:/sbin:/bin",
+        "HOME": str(project),
+        "ANSIBLE_COLLECTIONS_PATH": str(built["collections"]),
+        "ANSIBLE_INVENTORY_UNPARSED_FAILED": "True",  # AWX sets this too: a source that fails must fail the update
+        "ANSIBLE_LOCAL_TEMP": str(project / "tmp"),
+        "ANSIBLE_CONFIG": str(built["config"]),
+        **injected,
+    }
+    source = project / "awx" / "inventory" / "cluster.kubernetes.yml"
+    return subprocess.run([str(BIN / "ansible-inventory"), "-i", str(source), "--list", "--export", "--playbook-dir", str(project)],
+                          check=False, capture_output=True, text=True, cwd=project, env=env, timeout=120)
+
+
+def _plain(value: Any) -> Any:
+    """Unwrap ``{"__ansible_unsafe": x}`` markers to compare values."""
+    if isinstance(value, dict):
+        if set(value) == {"__ansible_unsafe"}:
+            return value["__ansible_unsafe"]
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_plain(item) for item in value]
+    return value
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """A checkout of the project as AWX syncs it: the inventory source file at its source_path."""
+    (tmp_path / "awx" / "inventory").mkdir(parents=True)
+    shutil.copy(AWX / "inventory" / "cluster.kubernetes.yml", tmp_path / "awx" / "inventory" / "cluster.kubernetes.yml")
+    return tmp_path
+
+
+def test_inventory_update_with_the_credentials_ca_verifies_and_lists_the_seed(built: dict[str, Path], seed_api: KubeApiServer,
+                                                                               project: Path) -> None:
+    assert seed_api.ca_file is not None
+    injected = _awx_injected(seed_api, project, verify_ssl=True, ca_cert=Path(seed_api.ca_file).read_text())
+    result = _inventory_update(built, project, injected)
+    assert result.returncode == 0, result.stderr
+    inventory = json.loads(result.stdout)
+    # ansible-core's inventory_legacy profile: values from the cluster stay marked unsafe (never templated).
+    assert inventory["_meta"]["profile"] == "inventory_legacy"
+    assert inventory["_meta"]["hostvars"][SEED_POD_HOST]["workload"]["name"] == {"__ansible_unsafe": "wordpress-6dfdd9f64f-d75j2"}
+    hostvars = _plain(inventory["_meta"]["hostvars"])
+    pod = hostvars[SEED_POD_HOST]["workload"]
+    assert (pod["kind"], pod["cluster"], pod["node"]) == ("pod", "prod", "k8s-node1")
+    assert pod["addresses"] == ["10.244.1.94", "fd00:10:244:1::94"]
+    service = hostvars["wordpress.wordpress.service.prod"]["workload"]
+    assert [port["node_port"] for port in service["ports"]] == [30358]
+    assert {"k8s-master", "k8s-node1", "k8s-node2", "k8s-node3"} <= set(hostvars)
+    assert seed_api.token not in result.stdout + result.stderr
+
+
+def test_inventory_update_without_a_ca_in_the_credential_runs_unverified_as_awx_says(built: dict[str, Path], seed_api: KubeApiServer,
+                                                                                      project: Path) -> None:
+    # verify_ssl ticked but no CA pasted: AWX still exports K8S_AUTH_VERIFY_SSL=False.
+    injected = _awx_injected(seed_api, project, verify_ssl=True, ca_cert=None)
+    assert injected["K8S_AUTH_VERIFY_SSL"] == "False" and "K8S_AUTH_SSL_CA_CERT" not in injected
+    result = _inventory_update(built, project, injected)
+    assert result.returncode == 0, result.stderr
+    assert SEED_POD_HOST in json.loads(result.stdout)["_meta"]["hostvars"]
+
+
+def test_inventory_update_verifies_by_default_when_verify_ssl_is_not_injected(built: dict[str, Path], seed_api: KubeApiServer,
+                                                                               project: Path) -> None:
+    # kubernetes.core users who set only host and token: verification stays on and the lab's CA is unknown.
+    injected = {"K8S_AUTH_HOST": seed_api.url, "K8S_AUTH_API_KEY": seed_api.token}
+    result = _inventory_update(built, project, injected)
+    assert result.returncode != 0
+    assert "TLS verification failed" in result.stderr
+    assert "set ca_cert to the cluster's CA" in result.stderr
+    assert seed_api.token not in result.stdout + result.stderr
+
+
+def test_inventory_update_with_a_wrong_ca_fails_naming_tls(built: dict[str, Path], seed_api: KubeApiServer, project: Path,
+                                                          tmp_path_factory: pytest.TempPathFactory) -> None:
+    other_ca, _, _ = make_tls_material(tmp_path_factory.mktemp("zto-otherca"))
+    injected = _awx_injected(seed_api, project, verify_ssl=True, ca_cert=other_ca.read_text())
+    result = _inventory_update(built, project, injected)
+    assert result.returncode != 0
+    assert "TLS verification failed" in result.stderr
+
+
+def test_inventory_update_with_a_revoked_token_fails_with_401_and_never_shows_it(built: dict[str, Path], seed_api: KubeApiServer,
+                                                                                 project: Path) -> None:
+    assert seed_api.ca_file is not None
+    wrong = "revoked-" + "x" * 40
+    injected = _awx_injected(seed_api, project, verify_ssl=True, ca_cert=Path(seed_api.ca_file).read_text(), token=wrong)
+    result = _inventory_update(built, project, injected)
+    assert result.returncode != 0
+    assert "401 Unauthorized" in result.stderr
+    assert "check the token" in result.stderr
+    assert wrong not in result.stdout + result.stderr
+
+
+def test_the_tarball_ships_no_tests_lab_state_or_caches(built: dict[str, Path]) -> None:
+    with tarfile.open(built["tarball"]) as archive:
+        names = archive.getnames()
+        links = [member.name for member in archive.getmembers() if member.issym() or member.islnk()]
+    assert not links, f"the tarball contains links: {links[:5]}"
+    forbidden = re.compile(r"(^|/)(tests|lab|benchmarks|molecule|collections|\.lab|\.venv[^/]*|\.build|\.git|__pycache__|\.mypy_cache|"
+                           r"\.ruff_cache|\.pytest_cache|\.hypothesis)(/|$)|\.pyc$|\.tar\.gz$")
+    assert [name for name in names if forbidden.search(name)] == []
+    for expected in ("MANIFEST.json", "FILES.json", "plugins/inventory/kubernetes.py", "extensions/eda/rulebooks/enforce_on_change.yml",
+                     "extensions/eda/plugins/event_source/kubernetes_workloads.py", "awx/inventory/cluster.kubernetes.yml",
+                     "meta/execution-environment.yml", "requirements.txt", "bindep.txt", "docs/eda.md"):
+        assert expected in names, f"{expected} is missing from the tarball"

@@ -1,0 +1,148 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The enforce role's report: counting from diff texts, per-host status, the change guard."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from ansible_collections.zerotrust.workloads.plugins.action.enforce_report import (
+    change_percent,
+    count_changes,
+    host_report,
+    parse_objects,
+    render_lines,
+    summarise,
+)
+
+IPTABLES_BEFORE = """ipset zt-aaa (inet): 10.244.3.18
+ipset zt-bbb (inet6): (empty)
+# IPv4 filter
+-A INPUT -j ZT-INGRESS
+:ZT-INGRESS
+-A ZT-INGRESS -m conntrack --ctstate ESTABLISHED,RELATED -m comment --comment "zt:1111111111111111 implicit:established" -j ACCEPT
+-A ZT-INGRESS -m comment --comment "zt:2222222222222222 catch_all" -j DROP
+"""
+
+IPTABLES_AFTER = """ipset zt-aaa (inet): 10.244.2.18 10.244.2.19
+ipset zt-bbb (inet6): (empty)
+# IPv4 filter
+-A INPUT -j ZT-INGRESS
+:ZT-INGRESS
+-A ZT-INGRESS -m conntrack --ctstate ESTABLISHED,RELATED -m comment --comment "zt:1111111111111111 implicit:established" -j ACCEPT
+-A ZT-INGRESS -p tcp --dport 80 -m comment --comment "zt:3333333333333333 default[0]" -j ACCEPT
+-A ZT-INGRESS -m comment --comment "zt:2222222222222222 catch_all" -j DROP
+"""
+
+NFT_BEFORE = """table inet zerotrust
+  set zt-aaa ipv4_addr interval
+    10.244.3.18
+  chain ingress filter input 0 accept
+    zt:1111111111111111 implicit:established
+    zt:2222222222222222 catch_all
+"""
+
+NFT_AFTER = """table inet zerotrust
+  set zt-aaa ipv4_addr interval
+    10.244.2.18
+  chain ingress filter input 0 accept
+    zt:1111111111111111 implicit:established
+    zt:4444444444444444 catch_all
+"""
+
+
+def _counts(added: int, removed: int, members_added: int, members_removed: int, in_place: int) -> dict[str, int]:
+    return {
+        "rules_added": added,
+        "rules_removed": removed,
+        "set_members_added": members_added,
+        "set_members_removed": members_removed,
+        "in_place": in_place,
+    }
+
+
+@pytest.mark.parametrize(
+    ("before", "after", "expected"),
+    [
+        ("", "", _counts(0, 0, 0, 0, 0)),
+        ("", IPTABLES_BEFORE, _counts(3, 0, 1, 0, 0)),
+        (IPTABLES_BEFORE, IPTABLES_AFTER, _counts(1, 0, 2, 1, 4)),
+        (IPTABLES_BEFORE, "", _counts(0, 3, 0, 1, 4)),
+        (NFT_BEFORE, NFT_AFTER, _counts(1, 1, 1, 1, 3)),
+        (NFT_BEFORE, NFT_BEFORE, _counts(0, 0, 0, 0, 3)),
+    ],
+    ids=["nothing", "iptables-first", "iptables-pod-moved", "iptables-absent", "nft-changed", "nft-same"],
+)
+def test_count_changes(before: str, after: str, expected: dict[str, int]) -> None:
+    assert count_changes(before, after) == expected
+
+
+def test_parse_objects_names_members_by_set() -> None:
+    rules, members = parse_objects(NFT_BEFORE)
+    assert members == {"zt-aaa 10.244.3.18"}
+    assert rules == {"ingress zt:1111111111111111 implicit:established", "ingress zt:2222222222222222 catch_all"}
+
+
+def _entry(target: str, changed: bool, before: str, after: str, **extra: Any) -> dict[str, Any]:
+    return {"target": target, "changed": changed, "rules": 3, "diff": {"before": before, "after": after}, "skipped": False, **extra}
+
+
+PREVIEW_NODE = {
+    "changed": True,
+    "results": [
+        _entry("host", False, IPTABLES_BEFORE, IPTABLES_BEFORE),
+        _entry("db.wordpress.pod.lab", True, IPTABLES_BEFORE, IPTABLES_AFTER),
+        {"target": "gone.wordpress.pod.lab", "namespace": None, "changed": False, "skipped": True, "reason": "no netns holds 10.244.9.9"},
+    ],
+}
+
+
+APPLIED_NODE = {"changed": True, "results": [{"target": "host", "changed": False}, {"target": "db.wordpress.pod.lab", "changed": True}]}
+NOOP_PREVIEW = {"changed": False, "results": [_entry("host", False, IPTABLES_BEFORE, IPTABLES_BEFORE)]}
+
+
+@pytest.mark.parametrize(
+    ("preview", "applied", "rollback", "expected"),
+    [
+        (PREVIEW_NODE, {"skipped": True}, None, ("would change", True)),
+        (PREVIEW_NODE, APPLIED_NODE, None, ("changed", True)),
+        (PREVIEW_NODE, APPLIED_NODE, {"reason": "no SSH"}, ("rolled back", False)),
+        (NOOP_PREVIEW, {"skipped": True}, None, ("unchanged", None)),
+        ({"failed": True, "msg": "boom"}, {}, None, ("failed", None)),
+        ({}, {}, None, ("not run", None)),
+    ],
+    ids=["check", "applied", "rolled-back", "noop", "preview-failed", "left-play"],
+)
+def test_host_report_status(preview: dict[str, Any], applied: dict[str, Any], rollback: Any, expected: tuple[str, Any]) -> None:
+    status, db_changed = expected
+    check_mode = applied == {"skipped": True} and preview is PREVIEW_NODE
+    report = host_report(preview, applied, rollback, check_mode)
+    assert report["status"] == status
+    if db_changed is not None:
+        assert report["pods"]["db.wordpress.pod.lab"]["changed"] is db_changed
+        assert report["skipped_pods"] == [{"pod": "gone.wordpress.pod.lab", "reason": "no netns holds 10.244.9.9"}]
+
+
+def test_summary_totals_and_guard_percentage() -> None:
+    summary = summarise(
+        {"node1": {}, "vm9": {}},
+        ["node1"],
+        previews={"node1": PREVIEW_NODE},
+        applied={"node1": {"skipped": True}},
+        rollbacks={},
+        check_mode=True,
+    )
+    assert summary["hosts"]["vm9"]["status"] == "not in play"
+    totals = summary["totals"]
+    assert (totals["rules_added"], totals["rules_removed"], totals["set_members_added"], totals["set_members_removed"]) == (1, 0, 2, 1)
+    assert totals["in_place"] == 8
+    assert (totals["hosts_changed"], totals["namespaces_changed"], totals["pods_skipped"]) == (1, 1, 1)
+    assert change_percent(totals) == 50.0
+    lines = render_lines({**summary, "totals": {**totals, "change_percent": 50.0}})
+    assert lines[0] == "node1: would change: rules +0 -0, set members +0 -0"
+    assert "  pod db.wordpress.pod.lab: changed, rules +1 -0, set members +2 -1" in lines
+    assert "  pod gone.wordpress.pod.lab: skipped (no netns holds 10.244.9.9)" in lines
+
+
+def test_first_run_has_no_percentage() -> None:
+    assert change_percent({"in_place": 0, "rules_added": 30}) is None

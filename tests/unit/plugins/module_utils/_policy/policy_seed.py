@@ -1,0 +1,168 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The seed lab as hostvars, in exactly the shape of docs/contracts.md section 1.
+
+The inventory plugin produces these records; the tests build them by hand so the
+compiler is tested against the contract, not against another component.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+NODES = {
+    "k8s-master": ("172.18.221.10", "10.244.0.0/24"),
+    "k8s-node1": ("172.18.221.11", "10.244.1.0/24"),
+    "k8s-node2": ("172.18.221.12", "10.244.2.0/24"),
+    "k8s-node3": ("172.18.221.13", "10.244.3.0/24"),
+}
+WORDPRESS_POD = "wordpress-6dfdd9f64f-d75j2.wordpress.pod.lab"
+MYSQL_POD = "wordpress-mysql-5b58bbd695-gxtc4.wordpress.pod.lab"
+WORDPRESS_SERVICE = "wordpress.wordpress.service.lab"
+
+SEED_POLICY: dict[str, Any] = {
+    "filters": {
+        "frontend": "pod_name = wordpress-6dfdd9f64f-d75j2",
+        "db": "pod_name contains wordpress-mysql",
+        "wordpress": "service_name = wordpress and namespace = wordpress",
+        "haproxy": "address = 172.18.221.1",
+    },
+    "policies": {
+        "absolute": [],
+        "default": [
+            {"consumer": "haproxy", "provider": "wordpress", "ports": ["tcp/80"]},
+            {"consumer": "frontend", "provider": "db", "ports": ["tcp/3306"]},
+        ],
+        "catch_all": "deny",
+    },
+}
+
+
+def _node(name: str) -> dict[str, Any]:
+    address, pod_cidr = NODES[name]
+    return {
+        "ansible_host": address,
+        "group_names": ["k8s_nodes"],
+        "workload": {
+            "kind": "node",
+            "name": name,
+            "namespace": None,
+            "cluster": "lab",
+            "addresses": [address],
+            "labels": {"kubernetes.io/hostname": name},
+            "annotations": {},
+            "pod_cidrs": [pod_cidr],
+            "tunnel_addresses": [],
+        },
+    }
+
+
+def _pod(name: str, node: str, address: str, *, labels: dict[str, str], port: tuple[str, int], uid: str) -> dict[str, Any]:
+    container_id = f"containerd://{uid.replace('-', '')}"
+    return {
+        "ansible_host": NODES[node][0],
+        "group_names": ["k8s_pods", "namespace_wordpress"],
+        "zt_enforce_host": node,
+        "zt_pod": {"namespace": "wordpress", "name": name, "uid": uid, "ips": [address], "container_ids": [container_id], "node": node},
+        "workload": {
+            "kind": "pod",
+            "name": name,
+            "namespace": "wordpress",
+            "cluster": "lab",
+            "addresses": [address],
+            "labels": labels,
+            "annotations": {},
+            "node": node,
+            "uid": uid,
+            "phase": "Running",
+            "host_network": False,
+            "container_ids": [container_id],
+            "ports": [{"name": port[0], "port": port[1], "protocol": "TCP"}],
+        },
+    }
+
+
+def seed_hostvars() -> dict[str, dict[str, Any]]:
+    """A fresh copy of the seed inventory's hostvars."""
+    hostvars: dict[str, dict[str, Any]] = {name: _node(name) for name in NODES}
+    hostvars[WORDPRESS_POD] = _pod(
+        "wordpress-6dfdd9f64f-d75j2",
+        "k8s-node1",
+        "10.244.1.94",
+        labels={"app": "wordpress", "tier": "frontend"},
+        port=("http", 80),
+        uid="5f0c1d2e-0000-4000-8000-000000000001",
+    )
+    hostvars[MYSQL_POD] = _pod(
+        "wordpress-mysql-5b58bbd695-gxtc4",
+        "k8s-node3",
+        "10.244.3.18",
+        labels={"app": "wordpress", "tier": "mysql"},
+        port=("mysql", 3306),
+        uid="5f0c1d2e-0000-4000-8000-000000000002",
+    )
+    hostvars[WORDPRESS_SERVICE] = {
+        "ansible_host": "172.18.202.253",
+        "group_names": ["k8s_services", "namespace_wordpress"],
+        "workload": {
+            "kind": "service",
+            "name": "wordpress",
+            "namespace": "wordpress",
+            "cluster": "lab",
+            "addresses": ["172.18.202.253"],
+            "labels": {"app": "wordpress"},
+            "annotations": {},
+            "type": "NodePort",
+            "cluster_ips": ["172.18.202.253"],
+            "external_ips": [],
+            "load_balancer_ingress": [],
+            "external_traffic_policy": "Cluster",
+            "selector": {"app": "wordpress", "tier": "frontend"},
+            "ports": [{"name": "http", "port": 80, "target_port": 80, "node_port": 30358, "protocol": "TCP"}],
+            "endpoints": [
+                {
+                    "addresses": ["10.244.1.94"],
+                    "node": "k8s-node1",
+                    "pod": "wordpress/wordpress-6dfdd9f64f-d75j2",
+                    "ready": True,
+                    "ports": [{"name": "http", "port": 80, "protocol": "TCP"}],
+                }
+            ],
+        },
+    }
+    hostvars["haproxy"] = {"ansible_host": "172.18.221.1", "group_names": ["vms", "loadbalancers"]}
+    hostvars["outsider"] = {"ansible_host": "172.18.221.99", "group_names": ["vms"]}
+    hostvars["localhost"] = {"ansible_connection": "local", "group_names": []}
+    return copy.deepcopy(hostvars)
+
+
+def seed_policy() -> dict[str, Any]:
+    """A fresh copy of the seed policy."""
+    return copy.deepcopy(SEED_POLICY)
+
+
+def add_dns(hostvars: dict[str, Any]) -> None:
+    """Add a kube-dns service (UDP 53, TCP 53 -> named target port 1053) to the seed."""
+    hostvars["kube-dns.kube-system.service.lab"] = {
+        "workload": {
+            "kind": "service",
+            "name": "kube-dns",
+            "namespace": "kube-system",
+            "cluster": "lab",
+            "addresses": ["10.96.0.10"],
+            "type": "ClusterIP",
+            "ports": [
+                {"name": "dns", "port": 53, "target_port": 53, "protocol": "UDP"},
+                {"name": "dns-tcp", "port": 53, "target_port": "dns-tcp", "protocol": "TCP"},
+            ],
+            "endpoints": [
+                {
+                    "addresses": ["10.244.0.5"],
+                    "node": "k8s-master",
+                    "pod": "kube-system/coredns-1",
+                    "ready": True,
+                    "ports": [{"name": "dns", "port": 53, "protocol": "UDP"}, {"name": "dns-tcp", "port": 1053, "protocol": "TCP"}],
+                }
+            ],
+        }
+    }
