@@ -49,8 +49,16 @@ collection:
 	@mkdir -p $(dir $(COLLECTION_LINK))
 	@ln -sfn ../../.. $(COLLECTION_LINK)
 
+# The main job on the lab: a fresh lab, the open truth table, enforcement, and the truth
+# table again beside the expected one (exit status 1 on any difference).
 demo: setup
-	$(PY) -m lab demo --scenario $(SCENARIO)
+	$(PY) -m lab down
+	$(PY) -m lab up --scenario $(SCENARIO)
+	@echo "== truth table before enforcement (no policy yet: everything should connect)"
+	$(PY) -m lab probe --expect-open
+	$(BIN)/ansible-playbook -i .lab/inventory playbooks/enforce.yml -e enforce_policy_file=$(abspath $(SCENARIO))
+	@echo "== truth table after enforcement, beside the expected one"
+	$(PY) -m lab probe --expect-from-scenario
 
 lab-up: setup
 	$(PY) -m lab up --scenario $(SCENARIO)
@@ -62,7 +70,7 @@ lab-status: collection
 	$(PY) -m lab status
 
 probe: setup
-	$(PY) -m lab probe --compare
+	$(PY) -m lab probe --expect-from-scenario
 
 test: setup lint sanity unit integration molecule
 	@echo "make test: every check passed"

@@ -5,6 +5,8 @@ One client namespace is wired to one server namespace per case (``ztb-<random>-*
 removed at the end whatever happens), each server listening on tcp/80 behind:
 
 - ``none``: no firewall at all;
+- ``conntrack``: only the stateful part (an nft table with ``ct state established,related
+  accept`` and nothing else): what any stateful firewall costs before it matches a peer;
 - ``nft_sets``: our nftables rendering (``table inet zerotrust``, the 10,000 peers in
   one interval set, conntrack first, default deny);
 - ``ipset_sets``: our iptables rendering (``ZT-INGRESS`` with ``-m set`` on one ipset);
@@ -50,7 +52,7 @@ from ansible_collections.zerotrust.workloads.plugins.module_utils._netfilter.mod
 from ansible_collections.zerotrust.workloads.plugins.module_utils._netfilter.nftables import NftablesBackend  # noqa: E402
 from ansible_collections.zerotrust.workloads.plugins.module_utils._netfilter.runner import Namespace, Runner  # noqa: E402
 
-CASES = ("none", "nft_sets", "ipset_sets", "per_rule")
+CASES = ("none", "conntrack", "nft_sets", "ipset_sets", "per_rule")
 
 LISTENER = """
 import socket
@@ -83,6 +85,12 @@ while time.monotonic() < deadline:
     finally:
         client.close()
 print(count / (time.monotonic() - started), failures)
+"""
+
+
+CONNTRACK_ONLY = """table inet ztb_conntrack {
+  chain input { type filter hook input priority -10; policy accept; ct state established,related accept; }
+}
 """
 
 
@@ -166,7 +174,9 @@ class Bench:
         for case, server in self.servers.items():
             client_address = self.addresses[case][1]
             peer_list = [*peers(self.peer_count - 1), client_address]
-            if case == "per_rule":
+            if case == "conntrack":
+                run("ip", "netns", "exec", server, "nft", "-f", "-", stdin=CONNTRACK_ONLY)
+            elif case == "per_rule":
                 run("ip", "netns", "exec", server, "iptables-restore", "-w", "--noflush", stdin=per_rule_restore(peer_list))
             elif case in ("nft_sets", "ipset_sets"):
                 backend = self._backend(case, server)
@@ -235,8 +245,12 @@ def main() -> int:
         for case in medians
         if case != "none"
     }
+    sets_vs_conntrack = statistics.median(
+        value / stateful for value, stateful in zip(samples["nft_sets"], samples["conntrack"], strict=True)
+    )
     fields = {
         "sets_vs_none": f"{ratios['nft_sets_vs_none']:.3f}",
+        "sets_vs_conntrack": f"{sets_vs_conntrack:.3f}",
         "per_rule_vs_none": f"{ratios['per_rule_vs_none']:.3f}",
         **({"ipset_sets_vs_none": f"{ratios['ipset_sets_vs_none']:.3f}"} if "ipset_sets_vs_none" in ratios else {}),
         **{f"{case}_cps": f"{value:.0f}" for case, value in medians.items()},

@@ -340,6 +340,40 @@ def _route(path: str) -> _Route | None:
     return _Route(kind, namespace if kind.namespaced else None, name, subresource)
 
 
+_SHORT_NAMES = {"Namespace": ["ns"], "Node": ["no"], "Pod": ["po"], "Service": ["svc"], "Endpoints": ["ep"], "ConfigMap": ["cm"]}
+_VERBS = ["create", "delete", "get", "list", "patch", "update", "watch"]
+
+
+def _discovery(path: str) -> dict[str, Any] | None:
+    """Discovery documents for the kinds we serve (what the dynamic client and kubectl read first)."""
+    path = path.rstrip("/")
+    groups = sorted({kind.group for kind in KINDS.values() if kind.group})
+    if path == "/api":
+        return {"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": []}
+    if path == "/apis":
+        return {"kind": "APIGroupList", "apiVersion": "v1", "groups": [_group_document(group) for group in groups]}
+    if path.startswith("/apis/") and path.count("/") == 2 and path.split("/")[2] in groups:
+        return dict(_group_document(path.split("/")[2]), kind="APIGroup", apiVersion="v1")
+    for base in {kind.base_path for kind in KINDS.values()}:
+        if path == base:
+            served = [kind for kind in KINDS.values() if kind.base_path == base]
+            resources = [
+                {"name": kind.plural, "singularName": kind.kind.lower(), "namespaced": kind.namespaced, "kind": kind.kind, "verbs": _VERBS,
+                 "shortNames": _SHORT_NAMES.get(kind.kind, [])}
+                for kind in served
+            ]
+            resources += [{"name": f"{kind.plural}/status", "singularName": "", "namespaced": kind.namespaced, "kind": kind.kind,
+                           "verbs": ["get", "patch", "update"]} for kind in served if kind.kind in ("Pod", "Service", "Node", "Namespace")]
+            return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": served[0].api_version, "resources": resources}
+    return None
+
+
+def _group_document(group: str) -> dict[str, Any]:
+    versions = sorted({kind.version for kind in KINDS.values() if kind.group == group})
+    entries = [{"groupVersion": f"{group}/{version}", "version": version} for version in versions]
+    return {"name": group, "versions": entries, "preferredVersion": entries[0]}
+
+
 def _encode_continue(resource_version: int, last_key: tuple[str, str]) -> str:
     raw = json.dumps({"rv": resource_version, "start": list(last_key)}).encode()
     return base64.urlsafe_b64encode(raw).decode()
@@ -353,7 +387,7 @@ def _decode_continue(token: str) -> tuple[int, tuple[str, str]]:
         raise SelectorError(f"invalid continue token: {exc}") from exc
 
 
-class LabKubernetesEmulator(kmock.KubernetesEmulator):  # type: ignore[misc]
+class LabKubernetesEmulator(kmock.KubernetesEmulator):
     """kmock's emulator with the list, write, auth and fault behaviour of a real API server."""
 
     def __init__(self, token: str | None = None, faults: FaultPlan | None = None) -> None:
@@ -448,9 +482,12 @@ class LabKubernetesEmulator(kmock.KubernetesEmulator):  # type: ignore[misc]
             answer = await self._apply_fault(fault, raw_request)
             if answer is not None:
                 return answer
+        discovery = _discovery(path)
+        if discovery is not None and raw_request.method == "GET":
+            return aiohttp.web.json_response(discovery)
         route = _route(path)
-        if route is None or query.get("watch") in ("true", "1"):
-            return await super().__call__(raw_request)  # type: ignore[no-any-return]
+        if route is None:
+            return await super().__call__(raw_request)
         forbidden = self._rbac_denies(route)
         if forbidden:
             return _error(403, forbidden)
@@ -496,6 +533,8 @@ class LabKubernetesEmulator(kmock.KubernetesEmulator):  # type: ignore[misc]
 
     async def _serve(self, route: _Route, raw_request: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
         method = raw_request.method.upper()
+        if method == "GET" and raw_request.query.get("watch") in ("true", "1"):
+            return await self._serve_lab_watch(route, raw_request)
         if method == "GET" and route.name is None:
             return self._serve_lab_list(route, raw_request.query)
         if method == "GET" and route.name is not None:  # the object, or a subresource of it (status, ...)
@@ -540,6 +579,47 @@ class LabKubernetesEmulator(kmock.KubernetesEmulator):  # type: ignore[misc]
             metadata["continue"] = next_token
         body = {"kind": f"{route.kind.kind}List", "apiVersion": route.kind.api_version, "metadata": metadata, "items": items}
         return aiohttp.web.Response(body=json.dumps(body).encode(), content_type="application/json")
+
+    async def _serve_lab_watch(self, route: _Route, raw_request: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
+        """A watch stream: ADDED for what exists (unless resuming from a resourceVersion), then every change, filtered."""
+        query = raw_request.query
+        labels = label_matcher(query["labelSelector"]) if query.get("labelSelector") else None
+        fields = field_matcher(query["fieldSelector"]) if query.get("fieldSelector") else None
+        timeout = float(query.get("timeoutSeconds") or 0) or None
+
+        def wanted(obj: Mapping[str, Any]) -> bool:
+            metadata = obj.get("metadata") or {}
+            if route.namespace is not None and metadata.get("namespace") != route.namespace:
+                return False
+            if route.name is not None and metadata.get("name") != route.name:
+                return False
+            if labels is not None and not labels(metadata.get("labels") or {}):
+                return False
+            return fields is None or bool(fields(obj))
+
+        response = aiohttp.web.StreamResponse(headers={"Content-Type": "application/json"})
+        await response.prepare(raw_request)
+        bus = self._buses[route.kind.resource]
+        marker = await bus.mark()  # before the snapshot, so that no change in between is lost
+
+        async def pump() -> None:
+            if query.get("resourceVersion") in (None, "", "0"):
+                for obj in list(self.iter_objects(route.kind, route.namespace)):
+                    if wanted(obj):
+                        await response.write(json.dumps({"type": "ADDED", "object": obj}).encode() + b"\n")
+            async for event in bus.stream(since=marker):
+                if wanted(event.get("object") or {}):
+                    await response.write(json.dumps(event).encode() + b"\n")
+
+        try:
+            await asyncio.wait_for(pump(), timeout)
+        except (TimeoutError, ConnectionResetError):
+            pass  # the server-side timeout ended the watch, or the client went away
+        finally:
+            await bus.unmark(marker)
+        with contextlib.suppress(ConnectionResetError):
+            await response.write_eof()
+        return response
 
     async def _serve_write(  # noqa: PLR0911 - one return per HTTP answer, as an API server has
         self, method: str, route: _Route, raw_request: aiohttp.web.BaseRequest,
@@ -914,7 +994,7 @@ def apply_objects(kubeconfig: str | Path, objects: Iterable[Mapping[str, Any]], 
     """Create or replace each manifest through the real API with the ``kubernetes`` client; returns what it did."""
     from kubernetes import config as kube_config  # noqa: PLC0415 - heavy; only `apply` needs it
 
-    client = kube_config.new_client_from_config(config_file=str(kubeconfig), context=context)
+    client = kube_config.new_client_from_config(config_file=str(kubeconfig), context=context)  # type: ignore[no-untyped-call]
 
     def call(method: str, path: str, body: Mapping[str, Any] | None = None) -> tuple[int, Any]:
         request = client.param_serialize(

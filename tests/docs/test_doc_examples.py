@@ -33,19 +33,19 @@ import shutil
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from ansible_rulebook.validators import Validate
-
 from ansible_collections.zerotrust.workloads.plugins.module_utils._policy.compiler import compile_policy
 from ansible_collections.zerotrust.workloads.plugins.module_utils._policy.errors import ZeroTrustPolicyError
 from ansible_collections.zerotrust.workloads.plugins.module_utils._policy.query import parse_query
 from ansible_collections.zerotrust.workloads.plugins.module_utils._policy.reachability import Flow, check_flow
+from ansible_rulebook.validators import Validate
+
 from lab.kubeapi import KubeApiServer, start_server
 from lab.objects import scenario_objects
 from lab.scenario import load_scenario
@@ -58,8 +58,10 @@ from policy_seed import seed_hostvars  # noqa: E402  (the seed inventory as host
 
 # Not examples: contracts.md fixes data shapes (its blocks are schemas, tested by the components' own tests).
 NOT_EXAMPLES = {"contracts.md"}
-FENCE = re.compile(r"^```(?P<info>[^\n`]*)\n(?P<body>.*?)^```[ \t]*\n(?P<after>(?:[ \t]*\n)*<!--(?P<comment>.*?)-->)?", re.M | re.S)
-FLOW = re.compile(r"^\s*(?P<src>\S+)\s+->\s+(?P<dst>\S+)\s+(?P<proto>[a-z0-9]+)(?:/(?P<port>\d+))?(?:\s+via\s+(?P<via>\w+))?\s*=>\s*(?P<verdict>allow|deny)\s*$")
+FENCE = re.compile(r"^```(?P<info>[^\n`]*)\n(?P<body>.*?)^```[ \t]*\n(?P<after>(?:[ \t]*\n)*<!--(?P<comment>.*?)-->)?",
+                   re.M | re.S)
+FLOW = re.compile(r"^\s*(?P<src>\S+)\s+->\s+(?P<dst>\S+)\s+(?P<proto>[a-z0-9]+)(?:/(?P<port>\d+))?"
+                  r"(?:\s+via\s+(?P<via>\w+))?\s*=>\s*(?P<verdict>allow|deny)\s*$")
 SEED_POD = "wordpress-6dfdd9f64f-d75j2"
 
 
@@ -265,7 +267,7 @@ def run_shell_api(example: Example, seed_api: KubeApiServer, **_: Any) -> None:
         assert seed_api.token not in result.stdout + result.stderr
 
 
-RUNNERS = {
+RUNNERS: dict[str, Callable[..., None]] = {
     "policy": run_policy,
     "policy-error": run_policy_error,
     "query": run_query,

@@ -168,7 +168,7 @@ EXPECTED = {"cli/v4": "..X", "cli/v6": "..X", "oth/v4": "XXX", "oth/v6": "XXX"}
 OPEN = {"cli/v4": "...", "cli/v6": "...", "oth/v4": "...", "oth/v6": "..."}
 
 
-def ruleset(extra_members: tuple[str, ...] = (), extra_rule: bool = False) -> Ruleset:
+def ruleset(extra_members: tuple[str, ...] = (), extra_rule: bool = False, nobody_set: bool = True) -> Ruleset:
     """The server's ruleset (``extra_*`` vary it without changing what it allows)."""
     ingress_rules = [
         Rule("accept", "implicit:conntrack", conntrack=("established", "related")),
@@ -186,7 +186,7 @@ def ruleset(extra_members: tuple[str, ...] = (), extra_rule: bool = False) -> Ru
     return Ruleset(
         address_sets=(
             AddressSet("zt-cli", (CLI4, CLI6, *extra_members)),
-            AddressSet("zt-nobody", ("192.0.2.0/24",)),
+            *([AddressSet("zt-nobody", ("192.0.2.0/24",))] if nobody_set or extra_rule else []),
         ),
         chains=(
             Chain("ingress", "input", tuple(ingress_rules), "deny"),
@@ -299,6 +299,15 @@ def test_member_change_rewrites_the_set_not_the_chains(lab: Lab) -> None:
     assert "flush chain" not in plan.steps[0].stdin
     assert in_ns(lab.srv, "nft", "-a", "list", "chain", "inet", "zerotrust", "ingress").stdout == handles
     assert lab.truth_table() == {**EXPECTED, "oth/v4": "..X"}
+
+
+def test_a_set_and_its_rule_can_go_away_together(lab: Lab) -> None:
+    apply(lab, ruleset(extra_rule=True))
+    plan, _ = apply(lab, ruleset(nobody_set=False))
+    assert plan.changed and plan.drift == []
+    assert "zt-nobody" not in ruleset_text(lab)
+    assert lab.truth_table() == EXPECTED
+    assert not apply(lab, ruleset(nobody_set=False))[0].changed
 
 
 def test_drift_is_reported_and_repaired(lab: Lab) -> None:
@@ -464,6 +473,7 @@ def test_a_failed_transaction_names_the_rule_and_changes_nothing(lab: Lab) -> No
         ("flush chain inet zerotrust ingress", "chain ingress"),
         ("add rule inet zerotrust no_such_chain accept", "default[7] a->b tcp/80"),
     ])
-    with pytest.raises(ApplyError, match=rf"nft -f \(table inet zerotrust\) failed in namespace {lab.srv}, rule 'default\[7\] a->b tcp/80'"):
+    expected = rf"nft -f \(table inet zerotrust\) failed in namespace {lab.srv}, rule 'default\[7\] a->b tcp/80'"
+    with pytest.raises(ApplyError, match=expected):
         nft.apply([broken])
     assert ruleset_text(lab) == before

@@ -38,13 +38,10 @@ CATCH_ALL_DENY_ONLY = {"filters": {}, "policies": {"absolute": [], "default": []
 pytestmark = [pytest.mark.lab, pytest.mark.skipif(os.geteuid() != 0, reason="the lab needs root")]
 
 
-class LabVanished(Exception):
-    """The lab was rebuilt or taken down by someone else while a test ran."""
-
-
 def lab(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     """``python -m lab ARGS`` from the repository root, as the Makefile runs it."""
-    completed = subprocess.run([sys.executable, "-m", "lab", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=600, check=False)
+    argv = [sys.executable, "-m", "lab", *args]
+    completed = subprocess.run(argv, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600, check=False)
     if check and completed.returncode != 0:
         raise AssertionError(f"lab {' '.join(args)} failed ({completed.returncode}):\n{completed.stdout}\n{completed.stderr}")
     return completed
@@ -57,7 +54,8 @@ def lab_identity() -> str:
     except (OSError, ValueError):
         return "no lab"
     api = state.get("kubeapi") or {}
-    return f"{state.get('status')} {state.get('scenario', {}).get('digest')} {api.get('pid')} {[p.get('pid') for p in state.get('processes', [])]}"
+    pids = [process.get("pid") for process in state.get("processes", [])]
+    return f"{state.get('status')} {state.get('scenario', {}).get('digest')} {api.get('pid')} {pids}"
 
 
 def fresh_lab() -> str:
@@ -285,27 +283,18 @@ def test_lockout_is_rolled_back_and_reported(run_on_fresh_lab: Callable[[Callabl
     run_on_fresh_lab(body)
 
 
+def one_rule_policy(filters: dict[str, str], consumer: str, provider: str, port: str) -> dict[str, Any]:
+    """A policy with one default rule."""
+    rule = {"consumer": consumer, "provider": provider, "ports": [port]}
+    return {"filters": filters, "policies": {"default": [rule], "catch_all": "deny"}}
+
+
 WRONG_POLICIES = {
-    "unknown-filter": (
-        {"filters": {"web": "pod_name = x"}, "policies": {"default": [{"consumer": "web", "provider": "nosuch", "ports": ["tcp/80"]}], "catch_all": "deny"}},
-        "policies.default[0].provider: unknown filter",
-    ),
-    "unknown-attribute": (
-        {"filters": {"web": "podname = x"}, "policies": {"default": [{"consumer": "web", "provider": "web", "ports": ["tcp/80"]}], "catch_all": "deny"}},
-        "filters.web",
-    ),
-    "bad-port": (
-        {"filters": {"web": "pod_name = x"}, "policies": {"default": [{"consumer": "web", "provider": "web", "ports": ["tcp/99999"]}], "catch_all": "deny"}},
-        "policies.default[0].ports[0]",
-    ),
-    "bad-cidr": (
-        {"filters": {"net": "address = 10.0.0.0/33"}, "policies": {"default": [{"consumer": "net", "provider": "net", "ports": ["tcp/80"]}], "catch_all": "deny"}},
-        "filters.net",
-    ),
-    "syntax-error": (
-        {"filters": {"web": "pod_name = (x"}, "policies": {"default": [{"consumer": "web", "provider": "web", "ports": ["tcp/80"]}], "catch_all": "deny"}},
-        "filters.web",
-    ),
+    "unknown-filter": (one_rule_policy({"web": "pod_name = x"}, "web", "nosuch", "tcp/80"), "policies.default[0].provider: unknown filter"),
+    "unknown-attribute": (one_rule_policy({"web": "podname = x"}, "web", "web", "tcp/80"), "filters.web"),
+    "bad-port": (one_rule_policy({"web": "pod_name = x"}, "web", "web", "tcp/99999"), "policies.default[0].ports[0]"),
+    "bad-cidr": (one_rule_policy({"net": "address = 10.0.0.0/33"}, "net", "net", "tcp/80"), "filters.net"),
+    "syntax-error": (one_rule_policy({"web": "pod_name = (x"}, "web", "web", "tcp/80"), "filters.web"),
 }
 
 
@@ -351,7 +340,8 @@ def test_max_change_guard_stops_before_writing(run_on_fresh_lab: Callable[[Calla
         open_policy = {"filters": {}, "policies": {"default": [], "catch_all": "allow"}}
         completed = playbook("enforce.yml", extra={"enforce_policy": open_policy, "enforce_max_change_percent": 20})
         assert completed.returncode != 0, explain(completed)
-        assert re.search(r"refusing to write: the change is [\d.]+% of the \d+ rules and set members in place", completed.stdout), explain(completed)
+        refused = re.search(r"refusing to write: the change is [\d.]+% of the \d+ rules and set members in place", completed.stdout)
+        assert refused, explain(completed)
         assert "above enforce_max_change_percent=20. No host was changed." in completed.stdout
         assert firewall_snapshot() == before
 

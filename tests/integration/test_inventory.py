@@ -42,8 +42,8 @@ class Api:
         objects_file = state_dir / "objects.json"
         state_dir.mkdir(parents=True, exist_ok=True)
         objects_file.write_text(json.dumps(objects))
-        self.process = subprocess.Popen([PYTHON, "-m", "lab.kubeapi", "serve", "--state-dir", str(state_dir), "--objects", str(objects_file)],
-                                        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        argv = [PYTHON, "-m", "lab.kubeapi", "serve", "--state-dir", str(state_dir), "--objects", str(objects_file)]
+        self.process = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         endpoint = state_dir / "endpoint.json"
         deadline = time.monotonic() + 30
         while not endpoint.exists():
@@ -56,10 +56,11 @@ class Api:
     def admin(self, method: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
         """Call /_lab/faults over HTTPS with the server's CA and token."""
         context = ssl.create_default_context(cafile=self.endpoint["ca_file"])
-        request = urllib.request.Request(f"{self.endpoint['url']}/_lab/faults", method=method, data=json.dumps(body).encode() if body else None,
-                                         headers={"Authorization": f"Bearer {self.endpoint['token']}", "Content-Type": "application/json"})
+        headers = {"Authorization": f"Bearer {self.endpoint['token']}", "Content-Type": "application/json"}
+        data = json.dumps(body).encode() if body else None
+        request = urllib.request.Request(f"{self.endpoint['url']}/_lab/faults", method=method, data=data, headers=headers)  # noqa: S310
         assert request.full_url.startswith("https://127.0.0.1:")  # loopback only
-        with urllib.request.urlopen(request, context=context, timeout=10) as response:  # noqa: S310 - fixed https URL on loopback
+        with urllib.request.urlopen(request, context=context, timeout=10) as response:  # noqa: S310 - https on loopback, checked above
             return json.loads(response.read())  # type: ignore[no-any-return]
 
     def stop(self) -> None:
@@ -75,7 +76,8 @@ class Api:
 def ansible(tool: str, *args: str) -> subprocess.CompletedProcess[str]:
     environ = {key: value for key, value in os.environ.items() if not key.startswith("K8S_AUTH_")}
     environ["ANSIBLE_INVENTORY_ANY_UNPARSED_IS_FAILED"] = "true"
-    return subprocess.run([str(REPO / ".venv/bin" / tool), *args], cwd=REPO, env=environ, capture_output=True, text=True, timeout=120, check=False)
+    argv = [str(REPO / ".venv/bin" / tool), *args]
+    return subprocess.run(argv, cwd=REPO, env=environ, capture_output=True, text=True, timeout=120, check=False)
 
 
 @pytest.fixture
@@ -91,7 +93,8 @@ def lab_api(tmp_path: Path) -> Iterator[Api]:
 def inventory_files(lab_api: Api, tmp_path: Path) -> tuple[Path, Path]:
     kubeconfig = write_kubeconfig(lab_api.state_dir / "endpoint.json", tmp_path / "kubeconfig", "lab")
     config = tmp_path / "lab.kubernetes.yml"
-    config.write_text(yaml.safe_dump({"plugin": "zerotrust.workloads.kubernetes", "connections": [{"kubeconfig": str(kubeconfig), "context": "lab"}]}))
+    connections = [{"kubeconfig": str(kubeconfig), "context": "lab"}]
+    config.write_text(yaml.safe_dump({"plugin": "zerotrust.workloads.kubernetes", "connections": connections}))
     vms = tmp_path / "vms.yml"
     vms.write_text(yaml.safe_dump({"all": {"children": {"vms": {"hosts": {
         "haproxy": {"ansible_host": "172.18.221.1", "zt_labels": {"role": "lb"}},
@@ -135,7 +138,8 @@ def test_host_shows_the_service_workload_with_its_nodeport(inventory_files: tupl
     assert result.returncode == 0, result.stderr
     workload = json.loads(result.stdout)["workload"]
     assert workload["ports"] == [{"name": "http", "port": 80, "target_port": 80, "node_port": 30358, "protocol": "TCP"}]
-    assert (workload["type"], workload["cluster_ips"], workload["selector"]) == ("NodePort", ["172.18.202.253"], {"app": "wordpress", "tier": "frontend"})
+    assert (workload["type"], workload["cluster_ips"]) == ("NodePort", ["172.18.202.253"])
+    assert workload["selector"] == {"app": "wordpress", "tier": "frontend"}
     assert workload["endpoints"][0]["pod"] == "wordpress/wordpress-6dfdd9f64f-d75j2"
 
 
@@ -158,7 +162,10 @@ def test_changes_applied_through_the_api_show_up(lab_api: Api, inventory_files: 
     applied = subprocess.run([PYTHON, "-m", "lab.kubeapi", "apply", "--kubeconfig", str(tmp_path / "kubeconfig"), str(changes)],
                              cwd=REPO, capture_output=True, text=True, timeout=60, check=False)
     assert applied.returncode == 0, applied.stderr
-    assert applied.stdout.splitlines() == ["replaced Pod wordpress/wordpress-6dfdd9f64f-d75j2", "created Pod wordpress/wordpress-6dfdd9f64f-zzzzz"]
+    assert applied.stdout.splitlines() == [
+        "replaced Pod wordpress/wordpress-6dfdd9f64f-d75j2",
+        "created Pod wordpress/wordpress-6dfdd9f64f-zzzzz",
+    ]
     result = ansible("ansible-inventory", "-i", str(config), "--graph", "service_wordpress_wordpress")
     assert graph_groups(result.stdout)["service_wordpress_wordpress"] == [POD, "wordpress-6dfdd9f64f-zzzzz.wordpress.pod.lab"]
     host = json.loads(ansible("ansible-inventory", "-i", str(config), "--host", POD).stdout)
@@ -168,13 +175,16 @@ def test_changes_applied_through_the_api_show_up(lab_api: Api, inventory_files: 
 @pytest.mark.parametrize(
     ("fault", "cause"),
     [
-        ({"path": "/api/v1/pods$", "status": 401}, "GET {url}/api/v1/pods?limit=500 failed: the API rejected the credentials (401 Unauthorized)"),
+        ({"path": "/api/v1/pods$", "status": 401},
+         "GET {url}/api/v1/pods?limit=500 failed: the API rejected the credentials (401 Unauthorized)"),
         ({"path": "/api/v1/nodes$", "body": "<html>"}, "GET {url}/api/v1/nodes?limit=500 failed: malformed response body"),
-        ({"path": "/apis/discovery.k8s.io/v1/endpointslices$", "status": 404}, "GET {url}/apis/discovery.k8s.io/v1/endpointslices?limit=500 failed: the API does not serve"),
+        ({"path": "/apis/discovery.k8s.io/v1/endpointslices$", "status": 404},
+         "GET {url}/apis/discovery.k8s.io/v1/endpointslices?limit=500 failed: the API does not serve"),
     ],
 )
-def test_injected_faults_fail_the_inventory_naming_cluster_call_and_cause(lab_api: Api, inventory_files: tuple[Path, Path], fault: dict[str, Any],
-                                                                         cause: str) -> None:
+def test_injected_faults_fail_the_inventory_naming_cluster_call_and_cause(
+    lab_api: Api, inventory_files: tuple[Path, Path], fault: dict[str, Any], cause: str,
+) -> None:
     config, vms = inventory_files
     lab_api.admin("POST", {"faults": [fault]})
     result = ansible("ansible-inventory", "-i", str(config), "-i", str(vms), "--list")
@@ -238,3 +248,32 @@ print(json.dumps([namespaces["kind"], sorted(n["metadata"]["name"] for n in name
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == ["NamespaceList", ["default", "wordpress"], 3, 1, False, ["wordpress-6dfdd9f64f-d75j2"], True]
+
+
+def test_watch_streams_existing_objects_then_changes(lab_api: Api, tmp_path: Path) -> None:
+    """Watches (for the event source): ADDED for what exists, then changes, filtered by namespace and labels."""
+    kubeconfig = write_kubeconfig(lab_api.state_dir / "endpoint.json", tmp_path / "kubeconfig", "lab")
+    code = f"""
+import json, threading, time, subprocess, sys
+from kubernetes import client, config, watch
+core = client.CoreV1Api(config.new_client_from_config(config_file={str(kubeconfig)!r}))
+def change():
+    time.sleep(1.0)
+    subprocess.run([sys.executable, "-m", "lab.kubeapi", "apply", "--kubeconfig", {str(kubeconfig)!r}, {str(tmp_path / "change.json")!r}], check=True)
+threading.Thread(target=change).start()
+seen = []
+for event in watch.Watch().stream(core.list_namespaced_pod, "wordpress", label_selector="app=wordpress", timeout_seconds=4,
+                                  _preload_content=False):
+    seen.append([event["type"], event["object"].metadata.name])
+namespaces = [e["object"].metadata.name for e in watch.Watch().stream(core.list_namespace, timeout_seconds=1)]
+print(json.dumps([seen, namespaces]))
+"""
+    moved = k8s.pod("wordpress-6dfdd9f64f-d75j2", "wordpress", "k8s-node2", "10.244.2.7", {"app": "wordpress", "tier": "frontend"})
+    other = k8s.pod("unrelated", "wordpress", "k8s-node2", "10.244.2.8", {"app": "other"})
+    (tmp_path / "change.json").write_text(json.dumps([moved, other]))
+    result = subprocess.run([PYTHON, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stderr
+    seen, namespaces = json.loads(result.stdout)
+    assert seen == [["ADDED", "wordpress-6dfdd9f64f-d75j2"], ["ADDED", "wordpress-mysql-5b58bbd695-gxtc4"],
+                    ["MODIFIED", "wordpress-6dfdd9f64f-d75j2"]]
+    assert namespaces == ["default", "wordpress"]

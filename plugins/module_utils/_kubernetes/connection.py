@@ -182,8 +182,8 @@ def _from_kubeconfig(settings: Mapping[str, Any], kubeconfig: str) -> ClusterCon
     if not context_name:
         raise ConnectionConfigError(f"kubeconfig {kubeconfig} has no current-context: set the connection's context")
     context = _named(config["contexts"], context_name, "context", kubeconfig)
-    cluster = _named(config["clusters"], context.get("cluster"), "cluster", kubeconfig)
-    user = _named(config["users"], context.get("user"), "user", kubeconfig) if context.get("user") else {}
+    cluster = _named(config["clusters"], str(context.get("cluster")), "cluster", kubeconfig)
+    user = _named(config["users"], str(context.get("user")), "user", kubeconfig) if context.get("user") else {}
     if not cluster.get("server"):
         raise ConnectionConfigError(f"kubeconfig {kubeconfig}: cluster {context.get('cluster')!r} has no server")
     connection = ClusterConnection(
@@ -232,7 +232,9 @@ def _from_kubernetes_loader(connection: ClusterConnection, kubeconfig: str, cont
         ) from None
     configuration = kube_client.Configuration()
     try:
-        kube_config.load_kube_config(config_file=kubeconfig, context=context, client_configuration=configuration, persist_config=False)
+        kube_config.load_kube_config(  # type: ignore[no-untyped-call]
+            config_file=kubeconfig, context=context, client_configuration=configuration, persist_config=False,
+        )
     except Exception as exc:  # the loader raises many types (ConfigException, exec failures, OSError)
         message = f"kubeconfig {kubeconfig} context {context}: the kubernetes loader failed: {type(exc).__name__}"
         raise ConnectionConfigError(message) from None

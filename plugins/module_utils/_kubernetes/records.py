@@ -9,7 +9,7 @@ values instead of failing, as a real cluster has many optional fields.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Optional
 
 # Annotations where CNIs publish a node's tunnel address (traffic from it reaches pods).
@@ -133,7 +133,7 @@ def service_ports(service: Mapping[str, Any]) -> list[dict[str, Any]]:
     return ports
 
 
-def endpoints_from_slices(slices: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
+def endpoints_from_slices(slices: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """One entry per endpoint address group of the service's EndpointSlices."""
     endpoints = []
     for endpoint_slice in slices:
@@ -160,7 +160,7 @@ def endpoints_from_slices(slices: list[Mapping[str, Any]]) -> list[dict[str, Any
     return endpoints
 
 
-def service_record(service: Mapping[str, Any], cluster: str, slices: list[Mapping[str, Any]]) -> dict[str, Any]:
+def service_record(service: Mapping[str, Any], cluster: str, slices: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """A service's workload record, its endpoints from its EndpointSlices."""
     record = base_record("service", service, cluster)
     spec = _dict(service.get("spec"))

@@ -179,7 +179,10 @@ def run(ruleset: Optional[Mapping[str, Any]], pods: Sequence[Mapping[str, Any]],
     """One module run; returns the module result (``failed`` set when a namespace failed)."""
     # Ansible reserves a top-level ``skipped`` (a bool): skipped pods are ``skipped_pods``.
     result: dict[str, Any] = {"changed": False, "results": [], "skipped_pods": []}
-    previous = lockout.collect_rollbacks(run_options.state_dir, mark_reported=not run_options.check_mode)
+    # Rollbacks belong to the host target's namespace (the root one, or ``netns`` in tests and labs).
+    host_namespace = namespace_from_hint(run_options.host_netns) if run_options.host_netns else Namespace()
+    host_id = (host_namespace or Namespace()).lock_id
+    previous = lockout.collect_rollbacks(run_options.state_dir, mark_reported=not run_options.check_mode, host=host_id)
     result["rolled_back"] = bool(previous)
     if previous:
         result["rollbacks"] = previous
@@ -207,7 +210,7 @@ def run(ruleset: Optional[Mapping[str, Any]], pods: Sequence[Mapping[str, Any]],
             if "diff" in entry
         ]
     if run_options.rollback_timeout > 0 and rollback_targets and not run_options.check_mode:
-        result["rollback"] = lockout.start_watchdog(rollback_targets, run_options.rollback_timeout, run_options.state_dir)
+        result["rollback"] = lockout.start_watchdog(rollback_targets, run_options.rollback_timeout, run_options.state_dir, host_id)
     if errors:
         result["failed"] = True
         result["msg"] = "; ".join(errors)

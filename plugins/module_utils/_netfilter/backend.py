@@ -185,20 +185,26 @@ class Backend(abc.ABC):
                 rule = step.origin_of_line(line) if line else ""
                 where = f", rule {rule!r}" if rule else (f", input line {line}" if line else "")
                 raise ApplyError(
-                    f"{step.what or step.argv[0]} failed in namespace {self.runner.namespace.label}{where}: "
-                    f"{error.stderr.strip() or error}",
+                    f"{step.what or step.argv[0]} failed in namespace {self.runner.namespace.label}{where}: {tool_message(error)}",
                     namespace=self.runner.namespace.label,
                     rule=rule,
                 ) from error
 
 
+def tool_message(error: CommandError) -> str:
+    """The useful part of a tool's complaint (without ``Try ... --help`` boilerplate)."""
+    lines = [line.strip() for line in error.stderr.splitlines() if line.strip() and not line.startswith("Try `")]
+    return "; ".join(lines) or str(error)
+
+
 def failed_line(stderr: str) -> int:
     """The stdin line a restore tool complained about (0 when it did not say).
 
-    ``iptables-restore: line 7 failed``, ``ipset v7.17: Error in line 3: ...``,
+    ``iptables-restore: line 7 failed``, ``Error occurred at line: 4`` (iptables-nft),
+    ``ipset v7.17: Error in line 3: ...``,
     ``/dev/stdin:4:1-10: Error: ...`` (nft).
     """
-    for pattern in (r"[Ll]ine (\d+)", r"^[^:\s]+:(\d+):\d+"):
+    for pattern in (r"[Ll]ine:? (\d+)", r"^[^:\s]+:(\d+):\d+"):
         match = re.search(pattern, stderr, re.MULTILINE)
         if match:
             return int(match.group(1))

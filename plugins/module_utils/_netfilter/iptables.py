@@ -110,9 +110,9 @@ def ipset_members(members: tuple[str, ...]) -> tuple[str, ...]:
     """Members as ``hash:net`` holds them: a /0 (which it refuses) becomes two /1 halves."""
     result: list[str] = []
     for member in members:
-        network = ipaddress.ip_network(member)
-        if network.prefixlen == 0:
-            result.extend(str(half) for half in network.subnets(prefixlen_diff=1))
+        # Model members are canonical already: only the two default routes need work.
+        if member in ("0.0.0.0/0", "::/0"):
+            result.extend(str(half) for half in ipaddress.ip_network(member).subnets(prefixlen_diff=1))
         else:
             result.append(member)
     return tuple(sorted(set(result)))
@@ -143,6 +143,14 @@ class Renderer:
 
     def __init__(self, options: Options) -> None:
         self.options = options
+        self._match_keys: dict[int, str] = {}
+
+    def _match_key(self, rule: Rule) -> str:
+        # Each rule is rendered once per family: compute its canonical JSON once.
+        key = self._match_keys.get(id(rule))
+        if key is None:
+            key = self._match_keys[id(rule)] = rule.match_key()
+        return key
 
     def state(self, ruleset: Ruleset) -> State:
         """The complete state ``ruleset`` stands for."""
@@ -179,7 +187,7 @@ class Renderer:
                 continue
             for matches in self.rule_matches(rule, family, direction):
                 for target_matches, target in self.targets(rule.verdict, rule.protocol, family, table):
-                    result.append((self._spec(rule.match_key(), matches + target_matches, target, rule.origin), rule.origin))
+                    result.append((self._spec(self._match_key(rule), matches + target_matches, target, rule.origin), rule.origin))
         default_key = f"default:{chain.default_verdict}"
         if self.options.log_denied and chain.default_verdict in ("deny", "drop"):
             count, _, unit = self.options.log_rate.partition("/")
@@ -307,7 +315,7 @@ def parse_ipset_save(text: str, state: State) -> None:
             recorded[name] = set()
         elif words[0] == "add" and name in members:
             member, _, rest = words[2].partition(" ")
-            members[name].append(str(ipaddress.ip_network(member, strict=False)) if "/" in member else member)
+            members[name].append(member)
             match = re.search(r'comment "([^"]*)"', rest)
             recorded[name].add(match.group(1) if match else "")
     for name, found in members.items():
@@ -316,6 +324,9 @@ def parse_ipset_save(text: str, state: State) -> None:
 
 
 def _canonical_member(member: str) -> str:
+    if ":" not in member:
+        # ipset prints IPv4 exactly as the model writes it (no /32, no leading zeros).
+        return member
     network = ipaddress.ip_network(member, strict=False)
     return str(network.network_address) if network.num_addresses == 1 else str(network)
 

@@ -117,13 +117,18 @@ class RollbackTarget:
     steps: list[Step]
 
 
-def start_watchdog(targets: Sequence[RollbackTarget], timeout: int, state_dir: str = STATE_DIR) -> dict[str, Any]:
-    """Write the restore plan and start the detached watchdog; return what the module reports."""
+def start_watchdog(targets: Sequence[RollbackTarget], timeout: int, state_dir: str = STATE_DIR,
+                   host: Optional[str] = None) -> dict[str, Any]:
+    """Write the restore plan and start the detached watchdog; return what the module reports.
+
+    ``host`` identifies the host the rollback belongs to (default: the namespace this
+    code runs in); only runs for the same host report it.
+    """
     os.makedirs(state_dir, mode=0o700, exist_ok=True)
     token = secrets.token_hex(12)
     path = os.path.join(state_dir, f"rollback-{token}.json")
     plan = {
-        "host": host_identity(),
+        "host": host or host_identity(),
         "created": time.time(),
         "timeout": timeout,
         "targets": [
@@ -170,11 +175,12 @@ def confirm(token: str, state_dir: str = STATE_DIR) -> dict[str, Any]:
     return {"confirmed": True, "rolled_back": False}
 
 
-def collect_rollbacks(state_dir: str = STATE_DIR, mark_reported: bool = True) -> list[dict[str, Any]]:
-    """Rollbacks the watchdog performed since the last run (each reported once).
+def collect_rollbacks(state_dir: str = STATE_DIR, mark_reported: bool = True, host: Optional[str] = None) -> list[dict[str, Any]]:
+    """Rollbacks the watchdog performed for ``host`` since the last run (each reported once).
 
     ``mark_reported=False`` (check mode) reports them without using them up.
     """
+    host = host or host_identity()
     if not os.path.isdir(state_dir):
         return []
     found: list[dict[str, Any]] = []
@@ -187,7 +193,7 @@ def collect_rollbacks(state_dir: str = STATE_DIR, mark_reported: bool = True) ->
                 outcome = json.load(handle)
         except (OSError, ValueError):
             outcome = {}
-        if outcome.get("host", "") != host_identity():
+        if outcome.get("host", "") != host:
             continue  # another network namespace's watchdog (several "hosts" share /run in a lab)
         token = entry[len("rollback-") : -len(".rolledback")]
         found.append({"token": token, "restored_at": outcome.get("restored_at"), "errors": outcome.get("errors", [])})

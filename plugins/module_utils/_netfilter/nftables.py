@@ -21,6 +21,8 @@ Layout of the table for a ruleset:
   at priority -10, just before the ``filter`` priority where iptables-nft's chains live.
   Chains are declared with ``policy accept`` and end with the model's default verdict
   as an explicit last rule, which carries a hash and its origin like any other rule.
+  A policy of ``accept`` also means that a chain being rewritten never drops anything
+  by itself, and that deleting our table can never leave a hook dropping traffic.
 
 Verdicts in a base chain: ``drop`` and ``reject`` are final for the packet everywhere.
 ``accept`` only ends *this* base chain: the packet still traverses every other base
@@ -70,7 +72,7 @@ from .backend import (
 )
 from .errors import CommandError, NetfilterError
 from .model import Chain, Rule, Ruleset
-from .runner import Runner
+from .runner import Runner, tool_exists
 
 TABLE_FAMILY = "inet"
 TABLE_NAME = "zerotrust"
@@ -179,9 +181,9 @@ class NftTable:
         """The chain called ``name``, if any."""
         return next((chain for chain in self.chains if chain.name == name), None)
 
-    def set(self, name: str) -> Optional[NftSet]:
-        """The set called ``name``, if any."""
-        return next((nft_set for nft_set in self.sets if nft_set.name == name), None)
+    def set_names(self) -> frozenset[str]:
+        """Names of all our sets (a ruleset may have thousands: look them up in this)."""
+        return frozenset(nft_set.name for nft_set in self.sets)
 
 
 def set_object_name(model_name: str, family: int) -> str:
@@ -213,7 +215,7 @@ def collapse_members(members: Iterable[str], family: int) -> tuple[str, ...]:
 
 def _member_span(member: str, family: int) -> tuple[int, int]:
     bits = 32 if family == 4 else 128
-    address, _, length = member.partition("/")
+    address, _slash, length = member.partition("/")
     try:
         start = int.from_bytes(socket.inet_pton(_AF[family], address), "big")
         size = 1 << (bits - int(length)) if length else 1
@@ -263,7 +265,7 @@ def _render_chain(chain: Chain, options: Options) -> NftChain:
         rules.extend(_render_rule(rule, chain.hook, options))
     default = Rule(verdict=chain.default_verdict, origin=chain.default_origin)
     if options.log_denied and chain.default_verdict in ("deny", "drop"):
-        count, _, unit = options.log_rate.partition("/")
+        count, _slash, unit = options.log_rate.partition("/")
         text = f'limit rate {count}/{unit} log prefix "{options.log_prefix}{chain.name} "'
         rules.append(NftRule(text, rule_hash("log_denied", chain.name, text), "log_denied"))
     rules.extend(_render_rule(default, chain.hook, options))
@@ -354,22 +356,23 @@ def describe_table(table: NftTable) -> str:
 def script_lines(table: NftTable, change: ChangeSet) -> list[tuple[str, str]]:
     """The ``nft -f`` script for ``change`` as (line, what the line is) pairs.
 
-    Order matters inside the one transaction: chains that go away or get rewritten are
-    flushed first (so no rule still refers to a set we delete), then obsolete objects
-    are deleted, then sets are filled, then chains get their rules.
+    Order matters inside the one transaction: every live chain we rewrite or remove is
+    flushed first, so no rule still refers to a set or chain we then delete; then
+    obsolete objects are deleted, sets are filled, and chains get their rules.
     """
     lines: list[tuple[str, str]] = [(f"add table {TABLE}", f"table {TABLE}")]
     if change.rebuild:
         lines.append((f"delete table {TABLE}", f"table {TABLE}"))
         lines.append((f"add table {TABLE}", f"table {TABLE}"))
-    for name in change.delete_chains:
+    for name in (*change.flush_chains, *change.delete_chains):
         lines.append((f"flush chain {TABLE} {name}", f"chain {name}"))
     for name in change.delete_chains:
         lines.append((f"delete chain {TABLE} {name}", f"chain {name}"))
     for name in change.delete_sets:
         lines.append((f"delete set {TABLE} {name}", f"set {name}"))
+    write_sets = frozenset(change.write_sets)
     for nft_set in table.sets:
-        if nft_set.name not in change.write_sets:
+        if nft_set.name not in write_sets:
             continue
         what = f"set {nft_set.name}"
         lines.append((f"add set {TABLE} {nft_set.name} {nft_set.declaration}", what))
@@ -379,9 +382,8 @@ def script_lines(table: NftTable, change: ChangeSet) -> list[tuple[str, str]]:
     for chain in table.chains:
         if chain.name not in change.write_chains:
             continue
-        what = f"chain {chain.name}"
-        lines.append((f"add chain {TABLE} {chain.name} {chain.declaration}", what))
-        lines.append((f"flush chain {TABLE} {chain.name}", what))
+        # ``add chain`` creates the chain or, when it exists (flushed above), resets its policy.
+        lines.append((f"add chain {TABLE} {chain.name} {chain.declaration}", f"chain {chain.name}"))
         for rule in chain.rules:
             lines.append((f"add rule {TABLE} {chain.name} {rule.line()}", rule.origin))
     return lines
@@ -394,7 +396,7 @@ def full_script(table: NftTable) -> str:
         write_sets=tuple(nft_set.name for nft_set in table.sets),
         write_chains=tuple(chain.name for chain in table.chains),
     )
-    return "".join(line + "\n" for line, _ in script_lines(table, change))
+    return "".join(line + "\n" for line, _what in script_lines(table, change))
 
 
 # --------------------------------------------------------------------------- reading
@@ -576,6 +578,8 @@ class ChangeSet:
     write_chains: tuple[str, ...] = ()
     delete_sets: tuple[str, ...] = ()
     delete_chains: tuple[str, ...] = ()
+    flush_chains: tuple[str, ...] = ()
+    """Chains in ``write_chains`` that exist live (emptied before anything is deleted)."""
 
     @property
     def empty(self) -> bool:
@@ -628,10 +632,12 @@ def compare(table: NftTable, live: Optional[LiveTable]) -> tuple[ChangeSet, list
         if live_chain.hashes != chain.hashes or live_chain.policy != "accept" or live_digest != chain.rules[-1].chain_digest:
             write_chains.append(chain.name)
     delete_chains = tuple(sorted(name for name in live.chains if table.chain(name) is None))
-    delete_sets = tuple(sorted(name for name in live.sets if table.set(name) is None))
+    wanted_sets = table.set_names()
+    delete_sets = tuple(sorted(name for name in live.sets if name not in wanted_sets))
     if rebuild:
         return full_change(table), drift
-    return ChangeSet(False, tuple(write_sets), tuple(write_chains), delete_sets, delete_chains), drift
+    flush_chains = tuple(name for name in write_chains if name in live.chains)
+    return ChangeSet(False, tuple(write_sets), tuple(write_chains), delete_sets, delete_chains, flush_chains), drift
 
 
 def full_change(table: NftTable) -> ChangeSet:
@@ -660,13 +666,20 @@ class NftablesBackend(Backend):
 
     @classmethod
     def available(cls, runner: Runner) -> Optional[str]:
-        """None when ``nft`` runs and the kernel answers, else why not."""
+        """None when ``nft`` runs and the kernel accepts our table, else why not.
+
+        ``nft -c`` checks a transaction with the kernel and commits nothing. It is used
+        rather than ``nft list tables``, which fetches the whole ruleset (sets and all
+        their elements) and costs as much as the full read.
+        """
+        if not tool_exists("nft"):
+            return "backend nftables needs the nft command: install the nftables package"
         try:
-            result = runner.run(("nft", "list", "tables"), check=False)
+            result = runner.run(("nft", "-c", "add", "table", TABLE_FAMILY, TABLE_NAME), check=False)
         except CommandError as error:
             return str(error)
         if result.returncode != 0:
-            return f"nft list tables failed in namespace {runner.namespace.label}: {result.stderr.strip()}"
+            return f"nft cannot work in namespace {runner.namespace.label} (no nf_tables support?): {result.stderr.strip()}"
         return None
 
     def read(self) -> LiveState:
@@ -723,7 +736,7 @@ class NftablesBackend(Backend):
     def _step(self, lines: Sequence[tuple[str, str]]) -> Step:
         return Step(
             argv=("nft", "-f", "-"),
-            stdin="".join(line + "\n" for line, _ in lines),
+            stdin="".join(line + "\n" for line, _what in lines),
             what=f"nft -f (table {TABLE})",
-            line_origins=tuple((number, origin) for number, (_, origin) in enumerate(lines, start=1)),
+            line_origins=tuple((number, origin) for number, (_line, origin) in enumerate(lines, start=1)),
         )

@@ -28,7 +28,6 @@ from ansible_collections.zerotrust.workloads.plugins.module_utils._policy.option
 from ansible_collections.zerotrust.workloads.plugins.module_utils._policy.policy import Policy, PolicyRule, PortSpec, parse_policy
 from ansible_collections.zerotrust.workloads.plugins.module_utils._policy.query import Selector
 from ansible_collections.zerotrust.workloads.plugins.module_utils._policy.services import (
-    ServicePort,
     container_port,
     match_service_ports,
     resolve_target_port,
@@ -42,8 +41,6 @@ ND_TYPES = (133, 134, 135, 136)
 SetKey = tuple[str, ...]
 RuleSpec = tuple[Any, ...]
 """(verdict, origin, protocol, ports, set key, interface, conntrack, icmp types): a rule before rendering."""
-# (protocol or None, port ranges); protocol "icmp" expands to icmp + icmpv6 rules.
-Service = tuple[Optional[str], tuple[model.PortRange, ...]]
 
 
 @dataclasses.dataclass(frozen=True, order=True)
@@ -688,4 +685,4 @@ def _collector_paused() -> Iterator[None]:
             gc.enable()
 
 
-__all__ = ["Compiler", "ServicePort", "compile_policy"]
+__all__ = ["Compiler", "compile_policy"]

@@ -13,6 +13,7 @@ difference; errors reconnect with exponential backoff and jitter. See docs/eda.m
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import logging
@@ -21,8 +22,9 @@ import random
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Tuple
+from typing import Any, Optional
 
 DOCUMENTATION = r"""
 ---
@@ -79,7 +81,7 @@ EXAMPLES = r"""
 def _import_collection() -> None:
     """ansible-rulebook runs this file with runpy: make ``ansible_collections`` importable first."""
     try:
-        import ansible_collections.zerotrust.workloads.plugins.module_utils._kubernetes  # noqa: F401
+        import ansible_collections.zerotrust.workloads.plugins.module_utils._kubernetes  # noqa: F401, PLC0415 - a probe, not a use
         return
     except ImportError:
         pass
@@ -107,17 +109,17 @@ from ansible_collections.zerotrust.workloads.plugins.module_utils._kubernetes.er
 )
 
 LOG = logging.getLogger("zerotrust.workloads.kubernetes_workloads")
-KINDS: Dict[str, api.Kind] = {"pods": api.PODS, "services": api.SERVICES, "endpointslices": api.ENDPOINT_SLICES, "nodes": api.NODES}
-DEFAULTS: Dict[str, Any] = {"debounce": 1.0, "max_delay": 5.0, "watch_timeout": 300, "reconnect_min": 0.5, "reconnect_max": 30.0,
+KINDS: dict[str, api.Kind] = {"pods": api.PODS, "services": api.SERVICES, "endpointslices": api.ENDPOINT_SLICES, "nodes": api.NODES}
+DEFAULTS: dict[str, Any] = {"debounce": 1.0, "max_delay": 5.0, "watch_timeout": 300, "reconnect_min": 0.5, "reconnect_max": 30.0,
                             "request_timeout": 30.0}
-Key = Tuple[str, str]  # (namespace or "", name)
+Key = tuple[str, str]  # (namespace or "", name)
 
 
 class EventSourceError(KubernetesInventoryError):
     """Invalid arguments of the event source."""
 
 
-class RelistNeeded(Exception):
+class RelistNeededError(Exception):
     """The watch's resourceVersion expired (410 Gone): list again."""
 
 
@@ -125,7 +127,7 @@ class RelistNeeded(Exception):
 # What matters to the policy
 
 
-def policy_view(kind: api.Kind, obj: Mapping[str, Any], cluster: str) -> Dict[str, Any]:
+def policy_view(kind: api.Kind, obj: Mapping[str, Any], cluster: str) -> dict[str, Any]:
     """The fields of an object the policy can see: its workload record (services without endpoints, which come from slices)."""
     if kind is api.PODS:
         return records.pod_record(obj, cluster, records.pod_ips(obj))
@@ -141,7 +143,7 @@ def policy_view(kind: api.Kind, obj: Mapping[str, Any], cluster: str) -> Dict[st
     }
 
 
-def changed_fields(before: Optional[Mapping[str, Any]], after: Optional[Mapping[str, Any]]) -> List[str]:
+def changed_fields(before: Optional[Mapping[str, Any]], after: Optional[Mapping[str, Any]]) -> list[str]:
     """Names of the view's fields that differ (all of them when the object appeared or vanished)."""
     if before is None or after is None:
         return sorted((before or after or {}).keys())
@@ -157,16 +159,17 @@ class Change:
     namespace: Optional[str]
     name: str
     action: str  # added | modified | deleted
-    fields: Tuple[str, ...]
-    nodes: Tuple[str, ...] = ()
+    fields: tuple[str, ...]
+    nodes: tuple[str, ...] = ()
     service: Optional[str] = None
 
-    def as_dict(self) -> Dict[str, Any]:
+    def as_dict(self) -> dict[str, Any]:
         """The entry of an event's ``changes`` list."""
         return {"kind": self.kind, "namespace": self.namespace, "name": self.name, "action": self.action, "fields": list(self.fields)}
 
 
-def diff_object(cluster: str, kind: api.Kind, key: Key, before: Optional[Dict[str, Any]], after: Optional[Dict[str, Any]]) -> Optional[Change]:
+def diff_object(cluster: str, kind: api.Kind, key: Key, before: Optional[dict[str, Any]],
+                after: Optional[dict[str, Any]]) -> Optional[Change]:
     """The Change between two views of one object, or None when nothing the policy sees moved."""
     if before == after:
         return None
@@ -180,13 +183,14 @@ def diff_object(cluster: str, kind: api.Kind, key: Key, before: Optional[Dict[st
     elif kind is api.ENDPOINT_SLICES:
         owner = (after or before or {}).get("service")
         service = f"{key[0]}/{owner}" if owner else None
-        nodes = sorted({str(endpoint["node"]) for view in (before, after) if view for endpoint in view["endpoints"] if endpoint.get("node")})
+        nodes = sorted({str(endpoint["node"]) for view in (before, after) if view
+                        for endpoint in view["endpoints"] if endpoint.get("node")})
     return Change(cluster, kind.name, key[0] or None, key[1], action, tuple(changed_fields(before, after)), tuple(nodes), service)
 
 
-def build_event(event_type: str, reason: str, cluster: str, changes: List[Change]) -> Dict[str, Any]:
+def build_event(event_type: str, reason: str, cluster: str, changes: list[Change]) -> dict[str, Any]:
     """The event put on ansible-rulebook's queue (docs/eda.md)."""
-    scope: Dict[str, set[str]] = {"namespaces": set(), "nodes": set(), "pods": set(), "services": set()}
+    scope: dict[str, set[str]] = {"namespaces": set(), "nodes": set(), "pods": set(), "services": set()}
     for change in changes:
         if change.namespace:
             scope["namespaces"].add(change.namespace)
@@ -196,7 +200,8 @@ def build_event(event_type: str, reason: str, cluster: str, changes: List[Change
         if change.service:
             scope["services"].add(change.service)
     return {"zerotrust": {"type": event_type, "cluster": cluster, "reason": reason, "count": len(changes),
-                          "changes": [change.as_dict() for change in changes], "scope": {key: sorted(value) for key, value in scope.items()}}}
+                          "changes": [change.as_dict() for change in changes],
+                          "scope": {key: sorted(value) for key, value in scope.items()}}}
 
 
 class Coalescer:
@@ -205,7 +210,7 @@ class Coalescer:
     def __init__(self, debounce: float, max_delay: float) -> None:
         self.debounce = debounce
         self.max_delay = max_delay
-        self.pending: List[Change] = []
+        self.pending: list[Change] = []
         self.first = 0.0
         self.last = 0.0
 
@@ -229,7 +234,7 @@ class Coalescer:
             return None
         return min(self.last + self.debounce, self.first + self.max_delay)
 
-    def drain(self) -> List[Change]:
+    def drain(self) -> list[Change]:
         """Take the pending burst."""
         burst, self.pending = self.pending, []
         return burst
@@ -248,20 +253,20 @@ class Watcher:
         self.kind = kind
         self.settings = settings
         self.emit = emit
-        self.views: Dict[Key, Dict[str, Any]] = {}
+        self.views: dict[Key, dict[str, Any]] = {}
         self.resource_version: Optional[str] = None
         self.listed = False
         self.stopping = threading.Event()
         self.thread = threading.Thread(target=self.run, name=f"zt-watch-{connection.name}-{kind.plural}", daemon=True)
         self._response: Any = None
-        import urllib3  # dependency of the collection (via kubernetes); imported here to keep the module cheap to load
+        import urllib3  # noqa: PLC0415 - dependency of the collection (via kubernetes); imported here to keep loading cheap
 
         self._urllib3 = urllib3
         self.client = api.ClusterClient(connection, timeout=float(settings["request_timeout"]))
         self._pool = self._stream_pool()
 
     def _stream_pool(self) -> Any:
-        options: Dict[str, Any] = {"retries": False, "maxsize": 1,
+        options: dict[str, Any] = {"retries": False, "maxsize": 1,
                                    "timeout": self._urllib3.Timeout(connect=10.0, read=float(self.settings["watch_timeout"]) + 30.0)}
         if self.connection.server.startswith("https://"):
             options["ssl_context"] = self.connection.ssl_context()
@@ -280,10 +285,8 @@ class Watcher:
         self.stopping.set()
         response = self._response
         if response is not None:
-            try:
+            with contextlib.suppress(Exception):  # the stream may already be closed
                 response.shutdown()
-            except Exception:  # noqa: S110 - shutting down a stream that may already be closed
-                pass
 
     def run(self) -> None:
         """List, watch, re-list on 410, back off on errors, until stopped."""
@@ -294,7 +297,7 @@ class Watcher:
                     self.relist("initial" if not self.listed else "relist")
                 self.watch()
                 delay = float(self.settings["reconnect_min"])  # a watch that ended normally resets the backoff
-            except RelistNeeded:
+            except RelistNeededError:
                 self.resource_version = None
                 continue
             except Exception as exc:  # every failure (API, TLS, decoding) reconnects after a backoff
@@ -309,27 +312,32 @@ class Watcher:
     def relist(self, reason: str) -> None:
         """LIST every page, compare with the known views, report the differences (none on the first list)."""
         objects, version = self._list()
-        fresh: Dict[Key, Dict[str, Any]] = {}
+        fresh: dict[Key, dict[str, Any]] = {}
         for obj in objects:
             metadata = obj.get("metadata") or {}
             if self.connection.namespaces and self.kind.namespaced and metadata.get("namespace") not in self.connection.namespaces:
                 continue
-            fresh[(str(metadata.get("namespace") or ""), str(metadata.get("name") or ""))] = policy_view(self.kind, obj, self.connection.name)
+            key = (str(metadata.get("namespace") or ""), str(metadata.get("name") or ""))
+            fresh[key] = policy_view(self.kind, obj, self.connection.name)
         first = not self.listed
-        changes = [] if first else [change for key in sorted(set(self.views) | set(fresh))
-                                    for change in [diff_object(self.connection.name, self.kind, key, self.views.get(key), fresh.get(key))] if change]
+        changes: list[Change] = []
+        if not first:
+            for key in sorted(set(self.views) | set(fresh)):
+                change = diff_object(self.connection.name, self.kind, key, self.views.get(key), fresh.get(key))
+                if change is not None:
+                    changes.append(change)
         self.views, self.resource_version, self.listed = fresh, version, True
         if first:
             self.emit("listed", {"cluster": self.connection.name, "kind": self.kind.name, "count": len(fresh)})
         for change in changes:
             self.emit("change", (change, reason))
 
-    def _list(self) -> Tuple[List[Dict[str, Any]], str]:
-        items: List[Dict[str, Any]] = []
+    def _list(self) -> tuple[list[dict[str, Any]], str]:
+        items: list[dict[str, Any]] = []
         continue_token: Optional[str] = None
         version = ""
         while True:
-            query: Dict[str, Any] = {"limit": 500}
+            query: dict[str, Any] = {"limit": 500}
             if continue_token:
                 query["continue"] = continue_token
             page = self.client.get_json(self.kind.list_path(), query)
@@ -352,7 +360,7 @@ class Watcher:
         self._response = response
         try:
             if response.status == 410:
-                raise RelistNeeded()
+                raise RelistNeededError()
             if response.status >= 400:
                 body = response.read(2048)
                 raise ApiCallError(self.connection.name, f"WATCH {self.kind.list_path()}", self.client._explain(response.status, body),
@@ -372,8 +380,9 @@ class Watcher:
         metadata = obj.get("metadata") or {}
         if event_type == "ERROR":
             if obj.get("code") == 410:
-                raise RelistNeeded()
-            raise ApiCallError(self.connection.name, f"WATCH {self.kind.list_path()}", str(obj.get("message") or obj), int(obj.get("code") or 0))
+                raise RelistNeededError()
+            raise ApiCallError(self.connection.name, f"WATCH {self.kind.list_path()}", str(obj.get("message") or obj),
+                               int(obj.get("code") or 0))
         if metadata.get("resourceVersion"):
             self.resource_version = str(metadata["resourceVersion"])
         if event_type == "BOOKMARK":
@@ -407,13 +416,13 @@ def _lines(chunks: Iterator[bytes]) -> Iterator[bytes]:
 # The entry point
 
 
-def parse_args(args: Mapping[str, Any]) -> Dict[str, Any]:
+def parse_args(args: Mapping[str, Any]) -> dict[str, Any]:
     """Validate the source's arguments; EventSourceError says which one and why."""
     known = {"connections", "kinds", *DEFAULTS}
     unknown = sorted(set(args) - known)
     if unknown:
         raise EventSourceError(f"unknown arguments {unknown}; known: {sorted(known)}")
-    settings: Dict[str, Any] = dict(DEFAULTS)
+    settings: dict[str, Any] = dict(DEFAULTS)
     for key in DEFAULTS:
         if args.get(key) is not None:
             try:
@@ -430,12 +439,12 @@ def parse_args(args: Mapping[str, Any]) -> Dict[str, Any]:
     return settings
 
 
-async def main(queue: asyncio.Queue[Any], args: Dict[str, Any]) -> None:
+async def main(queue: asyncio.Queue[Any], args: dict[str, Any]) -> None:
     """ansible-rulebook entry point: put a sync event, then coalesced change events, on ``queue``."""
     settings = parse_args(args)
     connections = resolve_connections(settings["connections"], os.environ)
     loop = asyncio.get_running_loop()
-    inbox: asyncio.Queue[Tuple[str, Any]] = asyncio.Queue()
+    inbox: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
 
     def emit(what: str, payload: Any) -> None:
         loop.call_soon_threadsafe(inbox.put_nowait, (what, payload))
@@ -450,17 +459,19 @@ async def main(queue: asyncio.Queue[Any], args: Dict[str, Any]) -> None:
             watcher.stop()
 
 
-async def _serve(queue: asyncio.Queue[Any], inbox: asyncio.Queue[Tuple[str, Any]], watchers: List[Watcher], settings: Mapping[str, Any]) -> None:
-    coalescers: Dict[str, Coalescer] = {}
-    reasons: Dict[str, str] = {}
+async def _serve(queue: asyncio.Queue[Any], inbox: asyncio.Queue[tuple[str, Any]], watchers: list[Watcher],
+                 settings: Mapping[str, Any]) -> None:
+    """Turn the watchers' reports into events: the sync per cluster once listed, then coalesced bursts."""
+    coalescers: dict[str, Coalescer] = {}
+    reasons: dict[str, str] = {}
     waiting = {(watcher.connection.name, watcher.kind.name) for watcher in watchers}
-    counts: Dict[str, Dict[str, int]] = {}
+    counts: dict[str, dict[str, int]] = {}
     while True:
         deadlines = [deadline for deadline in (c.deadline() for c in coalescers.values()) if deadline is not None]
         timeout = max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
         try:
             what, payload = await asyncio.wait_for(inbox.get(), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             what, payload = "tick", None
         if what == "listed":
             waiting.discard((payload["cluster"], payload["kind"]))
@@ -490,7 +501,7 @@ if __name__ == "__main__":
 
     class _PrintQueue(asyncio.Queue):  # type: ignore[type-arg]
         async def put(self, item: Any) -> None:
-            print(json.dumps(item), flush=True)  # noqa: T201
+            print(json.dumps(item), flush=True)
 
     logging.basicConfig(level=logging.INFO)
     asyncio.run(main(_PrintQueue(), {}))

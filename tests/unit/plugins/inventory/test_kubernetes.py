@@ -83,7 +83,9 @@ def test_list_has_hosts_groups_and_records(kubeconfig: Path, tmp_path: Path) -> 
     assert sorted(hostvars) == sorted(["k8s-master", "k8s-node1", "k8s-node2", "k8s-node3", POD,
                                        "wordpress-mysql-5b58bbd695-gxtc4.wordpress.pod.lab", SERVICE])
     assert data["service_wordpress_wordpress"]["hosts"] == [POD]
-    assert hostvars[SERVICE]["workload"]["ports"] == [{"name": "http", "port": 80, "target_port": 80, "node_port": 30358, "protocol": "TCP"}]
+    assert hostvars[SERVICE]["workload"]["ports"] == [
+        {"name": "http", "port": 80, "target_port": 80, "node_port": 30358, "protocol": "TCP"},
+    ]
     assert hostvars[POD]["ansible_host"] == "172.18.221.11" and hostvars[POD]["zt_enforce_host"] == "k8s-node1"
     assert "token" not in json.dumps(hostvars).lower()
 
@@ -148,7 +150,25 @@ def test_selectors_reach_the_api(kubeconfig: Path, tmp_path: Path) -> None:
 
 
 def test_bad_options_are_reported(kubeconfig: Path, tmp_path: Path) -> None:
-    result = ansible_inventory("-i", str(write_config(tmp_path, connections=[{"kubeconfig": str(kubeconfig)}], host_format={"pod": "{nme}"})),
-                               "--list")
+    config = write_config(tmp_path, connections=[{"kubeconfig": str(kubeconfig)}], host_format={"pod": "{nme}"})
+    result = ansible_inventory("-i", str(config), "--list")
     assert result.returncode != 0
     assert "host_format.pod '{nme}': placeholder {nme} is not allowed" in " ".join(result.stderr.split())
+
+
+def test_templates_in_cluster_metadata_are_never_evaluated(tmp_path: Path) -> None:
+    marker = tmp_path / "evaluated"
+    evil = "{{ lookup('ansible.builtin.pipe', 'touch " + str(marker) + "') }}"
+    objects = [*k8s.seed(), k8s.pod("evil", "wordpress", "k8s-node1", "10.244.1.66", {"app": "evil", "note": "x"})]
+    objects[-1]["metadata"]["annotations"] = {"note": evil}
+    with start_server(objects) as api:
+        config = write_config(tmp_path, connections=[{"kubeconfig": str(write_kubeconfig(api, tmp_path / "kubeconfig", "lab"))}],
+                              compose={"zt_note": "workload.annotations.note"})
+        environ = {key: value for key, value in os.environ.items() if not key.startswith("K8S_AUTH_")}
+        result = subprocess.run(
+            [str(REPO / ".venv/bin/ansible"), "-i", str(config), "evil.wordpress.pod.lab", "-m", "ansible.builtin.debug", "-a", "var=zt_note"],
+            cwd=REPO, env=environ, capture_output=True, text=True, timeout=120, check=False,
+        )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert evil in result.stdout
+    assert not marker.exists()

@@ -15,7 +15,8 @@ def namespace(name: str, labels: dict[str, str] | None = None) -> Manifest:
     return {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": labels or {}}}
 
 
-def node(name: str, address: str, pod_cidr: str, labels: dict[str, str] | None = None, annotations: dict[str, str] | None = None) -> Manifest:
+def node(name: str, address: str, pod_cidr: str, labels: dict[str, str] | None = None,
+         annotations: dict[str, str] | None = None) -> Manifest:
     """A Node with one InternalIP and one pod CIDR."""
     return {
         "apiVersion": "v1",
@@ -43,7 +44,8 @@ def pod(name: str, ns: str, node_name: str | None, ip: str | None, labels: dict[
     return {
         "apiVersion": "v1",
         "kind": "Pod",
-        "metadata": {"name": name, "namespace": ns, "labels": labels or {}, "uid": uid or str(uuid.uuid5(uuid.NAMESPACE_URL, f"{ns}/{name}"))},
+        "metadata": {"name": name, "namespace": ns, "labels": labels or {},
+                     "uid": uid or str(uuid.uuid5(uuid.NAMESPACE_URL, f"{ns}/{name}"))},
         "spec": spec,
         "status": status,
     }
@@ -60,7 +62,8 @@ def service(name: str, ns: str, selector: dict[str, str], ports: list[dict[str, 
     }
 
 
-def endpoint_slice(service_name: str, ns: str, endpoints: list[dict[str, Any]], ports: list[dict[str, Any]], suffix: str = "abcde") -> Manifest:
+def endpoint_slice(service_name: str, ns: str, endpoints: list[dict[str, Any]], ports: list[dict[str, Any]],
+                   suffix: str = "abcde") -> Manifest:
     """An EndpointSlice of a service."""
     return {
         "apiVersion": "discovery.k8s.io/v1",

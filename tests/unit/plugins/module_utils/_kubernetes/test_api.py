@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -26,11 +27,11 @@ def names(items: list[dict[str, Any]]) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def many_pods() -> KubeApiServer:
+def many_pods() -> Iterator[KubeApiServer]:
     objects = [k8s.pod(f"p{index:03d}", f"ns{index % 3}", "n1", f"10.0.{index // 200}.{index % 200 + 1}", {"index": str(index % 2)},
                        phase="Running" if index % 4 else "Pending") for index in range(25)]
     server = start_server(objects)
-    yield server  # type: ignore[misc]
+    yield server
     server.stop()
 
 
@@ -123,7 +124,8 @@ def test_pagination_interrupted_by_a_dropped_connection_fails(kube_api: KubeApiS
 
 def test_wrong_token_is_401_and_never_shown(kube_api: KubeApiServer) -> None:
     with pytest.raises(ApiCallError) as caught:
-        client_for(kube_api, token="wrong-token-123456").list_all(api.PODS, api.ListOptions())
+        client = client_for(kube_api, token="wrong-token-123456")  # noqa: S106 - a deliberately wrong token
+        client.list_all(api.PODS, api.ListOptions())
     assert "401 Unauthorized" in str(caught.value) and "wrong-token-123456" not in str(caught.value)
 
 
@@ -135,7 +137,7 @@ def test_tls_is_verified_by_default(kube_api: KubeApiServer) -> None:
 
 
 def test_connection_refused_names_the_cluster() -> None:
-    connection = ClusterConnection(name="gone", server="https://127.0.0.1:9", token="t0ken-value")
+    connection = ClusterConnection(name="gone", server="https://127.0.0.1:9", token="t0ken-value")  # noqa: S106 - test value
     with pytest.raises(ApiCallError, match=r"cluster 'gone': GET https://127.0.0.1:9/api/v1/pods\?limit=500 failed: connection failed"):
         api.ClusterClient(connection, timeout=2).list_all(api.PODS, api.ListOptions())
 

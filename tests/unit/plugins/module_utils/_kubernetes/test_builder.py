@@ -24,7 +24,10 @@ def snapshot(objects: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
     return result
 
 
-def build(snapshots: dict[str, list[dict[str, Any]]] | dict[str, dict[str, list[dict[str, Any]]]], **settings: Any) -> builder.InventoryModel:
+Snapshot = dict[str, list[dict[str, Any]]]
+
+
+def build(snapshots: Snapshot | dict[str, Snapshot], **settings: Any) -> builder.InventoryModel:
     formats = naming.validate_host_format(settings.pop("host_format", {}))
     clusters = snapshots if all(isinstance(value, dict) for value in snapshots.values()) else {"lab": snapshots}
     return builder.build(clusters, builder.BuildSettings(host_format=formats, **settings))  # type: ignore[arg-type]
@@ -89,7 +92,8 @@ def test_node_hostvars() -> None:
     hostvars = build(snapshot([k8s.node("n1", "192.0.2.7", "10.244.7.0/24", annotations=calico)])).hosts["n1"]
     assert hostvars == {"ansible_host": "192.0.2.7", "workload": {
         "kind": "node", "name": "n1", "namespace": None, "cluster": "lab", "addresses": ["192.0.2.7"],
-        "labels": {"kubernetes.io/hostname": "n1"}, "annotations": calico, "pod_cidrs": ["10.244.7.0/24"], "tunnel_addresses": ["10.244.7.1"]}}
+        "labels": {"kubernetes.io/hostname": "n1"}, "annotations": calico, "pod_cidrs": ["10.244.7.0/24"],
+        "tunnel_addresses": ["10.244.7.1"]}}
 
 
 @pytest.mark.parametrize(

@@ -13,7 +13,7 @@ import yaml
 from ansible_collections.zerotrust.workloads.plugins.module_utils._kubernetes.connection import resolve_connection, resolve_connections
 from ansible_collections.zerotrust.workloads.plugins.module_utils._kubernetes.errors import ConnectionConfigError, scrub
 
-TOKEN = "s3cr3t-token-value"
+TOKEN = "s3cr3t-token-value"  # noqa: S105 - a test value that must never appear in output
 
 
 def kubeconfig(tmp_path: Path, user: dict[str, Any], cluster: dict[str, Any] | None = None, current: str | None = "lab") -> str:
@@ -21,7 +21,10 @@ def kubeconfig(tmp_path: Path, user: dict[str, Any], cluster: dict[str, Any] | N
         "apiVersion": "v1", "kind": "Config",
         "clusters": [{"name": "c1", "cluster": cluster or {"server": "https://127.0.0.1:6443", "certificate-authority": "ca.crt"}}],
         "users": [{"name": "u1", "user": user}],
-        "contexts": [{"name": "lab", "context": {"cluster": "c1", "user": "u1"}}, {"name": "other", "context": {"cluster": "c1", "user": "u1"}}],
+        "contexts": [
+            {"name": "lab", "context": {"cluster": "c1", "user": "u1"}},
+            {"name": "other", "context": {"cluster": "c1", "user": "u1"}},
+        ],
     }
     if current:
         config["current-context"] = current
@@ -46,7 +49,8 @@ def test_kubeconfig_context_and_name_override(tmp_path: Path) -> None:
 
 def test_kubeconfig_token_file_and_inline_ca(tmp_path: Path) -> None:
     (tmp_path / "token").write_text(TOKEN + "\n")
-    cluster = {"server": "https://127.0.0.1:6443", "certificate-authority-data": base64.b64encode(b"PEM").decode(), "insecure-skip-tls-verify": True}
+    cluster = {"server": "https://127.0.0.1:6443", "certificate-authority-data": base64.b64encode(b"PEM").decode(),
+               "insecure-skip-tls-verify": True}
     connection = resolve_connection({"kubeconfig": kubeconfig(tmp_path, {"tokenFile": "token"}, cluster)}, {})
     assert connection.token == TOKEN
     assert connection.ca_data == "PEM"
@@ -69,7 +73,8 @@ def test_environment_fills_unset_fields() -> None:
 
 
 def test_explicit_settings_beat_the_environment(tmp_path: Path) -> None:
-    environ = {"K8S_AUTH_KUBECONFIG": kubeconfig(tmp_path, {"token": "from-file"}), "K8S_AUTH_CONTEXT": "other", "K8S_AUTH_API_KEY": "from-env"}
+    environ = {"K8S_AUTH_KUBECONFIG": kubeconfig(tmp_path, {"token": "from-file"}), "K8S_AUTH_CONTEXT": "other",
+               "K8S_AUTH_API_KEY": "from-env"}
     connection = resolve_connection({"api_key": TOKEN, "context": "lab"}, environ)
     assert (connection.name, connection.token) == ("lab", TOKEN)
 

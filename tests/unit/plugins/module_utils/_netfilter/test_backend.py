@@ -54,6 +54,7 @@ def test_hashes_are_deterministic_and_order_aware() -> None:
 
 @pytest.mark.parametrize(("stderr", "line"), [
     ("iptables-restore: line 7 failed", 7),
+    ("iptables-nft-restore v1.8.9 (nf_tables): Invalid ICMP type `300'\nError occurred at line: 4\nTry `iptables-restore -h'", 4),
     ("ipset v7.17: Error in line 3: Syntax error", 3),
     ("/dev/stdin:4:1-10: Error: Could not process rule", 4),
     ("something else", 0),

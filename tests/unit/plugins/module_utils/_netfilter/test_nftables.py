@@ -264,6 +264,20 @@ def test_empty_set_writes_no_element_line() -> None:
     )
 
 
+def test_a_set_and_its_rule_going_away_flush_the_chain_before_deleting_the_set() -> None:
+    ruleset = basic_ruleset()
+    egress = Chain("egress", "output", ruleset.chains[1].rules[:2], "deny")
+    smaller = Ruleset(chains=(ruleset.chains[0], egress, ruleset.chains[2]), address_sets=ruleset.address_sets[:1])
+    plan = backend().plan(smaller, live_state(listing()))
+    lines = plan.steps[0].stdin.splitlines()
+    assert lines[:4] == [
+        "add table inet zerotrust",
+        "flush chain inet zerotrust egress",
+        "delete set inet zerotrust zt-dns_4",
+        "delete set inet zerotrust zt-dns_6",
+    ]
+
+
 # --------------------------------------------------------------------------- reading and comparing
 
 
@@ -340,8 +354,8 @@ def test_rule_change_rewrites_only_that_chain() -> None:
     lines = plan.steps[0].stdin.splitlines()
     assert lines[:3] == [
         "add table inet zerotrust",
-        "add chain inet zerotrust egress { type filter hook output priority -10; policy accept; }",
         "flush chain inet zerotrust egress",
+        "add chain inet zerotrust egress { type filter hook output priority -10; policy accept; }",
     ]
     assert all(line.startswith("add rule inet zerotrust egress ") for line in lines[3:])
     assert len(lines) == 3 + 5

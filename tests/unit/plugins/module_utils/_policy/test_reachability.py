@@ -18,11 +18,15 @@ from tests.unit.plugins.module_utils._policy.policy_seed import (
     seed_policy,
 )
 
+# Through a NodePort every node is tried as the entry point: entering on k8s-node1 the pod sees
+# its own gateway (implicit:node_to_pods, which coincides and is not named), elsewhere the
+# masquerade rule admits the node address.
+HAPROXY_VIA_NODEPORT = ("default[0] haproxy->wordpress tcp/80", "default[0] haproxy->wordpress tcp/80 via nodeport")
 SEED_FLOWS = [
     (
         Flow("haproxy", WORDPRESS_SERVICE, "tcp", 80, "node_port"),
         True,
-        ("default[0] haproxy->wordpress tcp/80", "default[0] haproxy->wordpress tcp/80 via nodeport"),
+        HAPROXY_VIA_NODEPORT,
     ),
     (Flow("outsider", WORDPRESS_SERVICE, "tcp", 80, "node_port"), False, ("catch_all",)),
     (Flow("haproxy", WORDPRESS_SERVICE, "tcp", 80, "cluster_ip"), False, ()),
@@ -43,7 +47,7 @@ SEED_FLOWS = [
     (
         Flow("172.18.221.1", WORDPRESS_SERVICE, "tcp", 80, "node_port"),
         True,
-        ("default[0] haproxy->wordpress tcp/80", "default[0] haproxy->wordpress tcp/80 via nodeport"),
+        HAPROXY_VIA_NODEPORT,
     ),
     (Flow("haproxy", "haproxy", "tcp", 8080), True, ("implicit:loopback",)),
     (Flow("haproxy", WORDPRESS_SERVICE, "tcp", 81, "node_port"), False, ()),
@@ -81,7 +85,7 @@ def test_catch_all_allow_and_scope() -> None:
     assert check(policy, Flow(MYSQL_POD, WORDPRESS_POD, "tcp", 80)).allowed
     # Outside the scope nothing is enforced at either end.
     verdict = check(seed_policy(), Flow(MYSQL_POD, WORDPRESS_POD, "tcp", 80), options={"scope": "kind = vm"})
-    assert (verdict.allowed, verdict.reason) == (True, "neither end is enforced")
+    assert (verdict.allowed, verdict.reason) == (True, "no end of the flow is enforced")
     # Only the provider end enforced: it decides.
     verdict = check(seed_policy(), Flow("haproxy", MYSQL_POD, "tcp", 3306), options={"scope": "kind = pod"})
     assert (verdict.allowed, verdict.reason) == (False, "denied at the provider by catch_all")
@@ -102,3 +106,12 @@ def test_unknown_hosts_are_errors() -> None:
         check(seed_policy(), Flow("haproxy", "nowhere", "tcp", 1))
     with pytest.raises(ZeroTrustPolicyError, match="via 'tunnel' is not one of direct, cluster_ip, node_port"):
         check(seed_policy(), Flow("haproxy", MYSQL_POD, "tcp", 1, "tunnel"))
+
+
+def test_dns_named_target_port_resolves_from_the_endpoint_slice() -> None:
+    hostvars = seed_hostvars()
+    add_dns(hostvars)
+    oracle = Reachability.from_hostvars(seed_policy(), hostvars)
+    # tcp 53 -> named target port "dns-tcp" = 1053 per the slice; the pod's egress allows both.
+    assert oracle.egress_end(oracle.compiler.by_host[MYSQL_POD], "10.244.0.5", "tcp", 1053).origin == "implicit:dns"
+    assert oracle.egress_end(oracle.compiler.by_host[MYSQL_POD], "10.244.0.5", "tcp", 1054).origin == "catch_all"

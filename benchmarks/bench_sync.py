@@ -1,0 +1,196 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Rules follow the pods: latency from a pod's IP change to a right truth table, with ansible-rulebook.
+
+With the lab up (brought up here if it is not, and down again afterwards) and ansible-rulebook
+running the shipped rulebook ``extensions/eda/rulebooks/enforce_on_change.yml`` over the lab's
+inventory, the seed's frontend pod is moved twenty times between k8s-node1 and k8s-node2, each
+time with a new IP (``python -m lab move-pod``: the lab rewires the pod and replaces its Pod and
+EndpointSlice objects through the API). Each latency runs from the start of the move to the
+first probe of the whole truth table (real connections between the lab's namespaces) that
+equals the table the policy implies for the moved pod. Before the next move, the runs the change
+triggered have finished. The pod is moved back at the end.
+
+    python benchmarks/bench_sync.py [--changes 20]
+
+Last line: ``RESULT sync median_s=... worst_s=... changes=20``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import re
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+PYTHON = sys.executable
+BIN = Path(sys.executable).parent
+POD = "wordpress/wordpress-6dfdd9f64f-d75j2"
+HOME_NODE, HOME_IP = "k8s-node1", "10.244.1.94"
+RULEBOOK = REPO / "extensions" / "eda" / "rulebooks" / "enforce_on_change.yml"
+
+
+def _lab(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([PYTHON, "-m", "lab", *args], cwd=REPO, capture_output=True, text=True, check=check, timeout=600)
+
+
+def table_is_right() -> bool:
+    """One probe of the whole truth table, compared with the one the policy implies."""
+    return _lab("probe", "--expect-from-scenario", check=False).returncode == 0
+
+
+class Harness:
+    """The lab with ansible-rulebook running the collection's rulebook."""
+
+    def __init__(self, log_path: Path) -> None:
+        self.log_path = log_path
+        self.moves = 0
+        self.phases: list[dict[str, float]] = []
+
+    def _log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def runs_finished(self) -> int:
+        """Playbook runs ansible-rulebook has completed."""
+        return self._log().count("PLAY RECAP")
+
+    def events(self) -> int:
+        """Events the source has put on the queue (the sync, then each burst)."""
+        log = self._log()
+        return len(re.findall(r"cluster '[^']+' listed:", log)) + len(re.findall(r"cluster '[^']+': \d+ change\(s\)", log))
+
+    def wait_idle(self, timeout: float = 120.0) -> None:
+        """Until every event has had its playbook run."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            events = self.events()
+            if events and self.runs_finished() >= events:
+                return
+            if "Traceback" in self._log():
+                raise RuntimeError(f"ansible-rulebook failed; see {self.log_path}")
+            time.sleep(0.2)
+        raise RuntimeError(f"ansible-rulebook did not finish its runs within {timeout:.0f} s; see {self.log_path}")
+
+    def wait_right(self, started: float, timeout: float = 60.0) -> float:
+        """Seconds from ``started`` until the truth table is right."""
+        while time.monotonic() - started < timeout:
+            if table_is_right():
+                return time.monotonic() - started
+        raise RuntimeError(f"the truth table was still wrong {timeout:.0f} s after the change; see {self.log_path}")
+
+    def move(self, node: str, address: str) -> None:
+        """Move the frontend pod (the lab rewires it and updates the API)."""
+        _lab("move-pod", POD, "--node", node, "--ip", address)
+
+    def move_and_wait(self, index: int) -> float:
+        """Move the pod to the other node with a new IP; the latency until the table is right again."""
+        node, prefix = ("k8s-node2", "10.244.2") if index % 2 == 0 else ("k8s-node1", "10.244.1")
+        self.wait_idle()
+        started = time.monotonic()
+        runs_before = self.runs_finished()
+        self.move(node, f"{prefix}.{120 + index}")
+        self.moves += 1
+        moved = time.monotonic() - started
+        latency = self.wait_right(started)
+        self.phases.append({"move_s": round(moved, 2), "right_s": round(latency, 2), "runs_at_right": self.runs_finished() - runs_before})
+        self.wait_idle()
+        return latency
+
+
+def _inventory_with_static_management(target: Path) -> Path:
+    """The lab's inventory plus the controller's addresses as ``enforce_management_addresses``.
+
+    With them given, the enforce role skips asking every host for its SSH client address: a
+    round trip per run, as recommended for production (docs/eda.md).
+    """
+    source = REPO / ".lab" / "inventory"
+    (target / "group_vars").mkdir(parents=True)
+    for name in ("lab.kubernetes.yml", "vms.yml"):
+        (target / name).write_text((source / name).read_text())
+    group_vars = yaml.safe_load((source / "group_vars" / "all.yml").read_text())
+    group_vars["enforce_management_addresses"] = list(group_vars["zt_lab_controller_addresses"])
+    (target / "group_vars" / "all.yml").write_text(yaml.safe_dump(group_vars))
+    return target
+
+
+@contextlib.contextmanager
+def lab_with_rulebook() -> Iterator[Harness]:
+    """The lab up, enforced by ansible-rulebook's initial sync; everything restored afterwards."""
+    brought_up = _lab("status", check=False).returncode != 0
+    if brought_up:
+        _lab("up")
+    scenario = yaml.safe_load((REPO / "lab" / "scenarios" / "seed.yml").read_text())
+    with tempfile.TemporaryDirectory(prefix="zto-sync-") as scratch:
+        work = Path(scratch)
+        (work / "policy.yml").write_text(yaml.safe_dump(scenario["policy"]))
+        (work / "vars.yml").write_text(yaml.safe_dump({"enforce_policy_file": str(work / "policy.yml")}))
+        inventory = _inventory_with_static_management(work / "inventory")
+        env = {**os.environ, "PATH": f"{BIN}:{os.environ.get('PATH', '/usr/bin:/bin')}",
+               "ANSIBLE_COLLECTIONS_PATH": str(REPO / ".collections"), "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
+               # One fork per enforcement point (6 in the seed): no host waits for a second batch.
+               "ANSIBLE_FORKS": "10",
+               "K8S_AUTH_KUBECONFIG": str(REPO / ".lab" / "kubeconfig")}
+        harness = Harness(work / "rulebook.log")
+        with harness.log_path.open("w") as log:
+            rulebook = subprocess.Popen([str(BIN / "ansible-rulebook"), "-v", "-i", str(inventory), "--rulebook", str(RULEBOOK),
+                                         "--vars", str(work / "vars.yml")], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                        start_new_session=True)
+        try:
+            harness.wait_idle(timeout=180)  # the initial sync's enforcement
+            harness.wait_right(time.monotonic(), timeout=30)
+            yield harness
+            if harness.moves:
+                harness.wait_idle()
+                harness.move(HOME_NODE, HOME_IP)
+                harness.wait_right(time.monotonic())
+                harness.wait_idle()
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(rulebook.pid, signal.SIGINT)
+            try:
+                rulebook.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(rulebook.pid, signal.SIGKILL)
+                rulebook.wait()
+            if os.environ.get("ZT_KEEP_RULEBOOK_LOG"):
+                print(harness._log())
+                print(harness.phases)
+            if brought_up:
+                _lab("down", check=False)
+
+
+def main() -> int:
+    """Measure and print the distribution; the last line is the RESULT."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--changes", type=int, default=20)
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        print("RESULT sync status=skipped reason=needs-root")
+        return 0
+    latencies: list[float] = []
+    with lab_with_rulebook() as harness:
+        for index in range(args.changes):
+            latency = harness.move_and_wait(index)
+            latencies.append(latency)
+            node = "k8s-node2" if index % 2 == 0 else "k8s-node1"
+            print(f"change {index + 1:2d}: pod to {node}, table right after {latency:5.2f} s", flush=True)
+    ordered = sorted(latencies)
+    quartiles = statistics.quantiles(ordered, n=4) if len(ordered) > 1 else [ordered[0]] * 3
+    print(f"min {ordered[0]:.2f} s  p25 {quartiles[0]:.2f} s  median {statistics.median(ordered):.2f} s  "
+          f"p75 {quartiles[2]:.2f} s  p90 {ordered[int(0.9 * (len(ordered) - 1))]:.2f} s  max {ordered[-1]:.2f} s")
+    print(f"RESULT sync median_s={statistics.median(ordered):.2f} worst_s={ordered[-1]:.2f} changes={len(ordered)}")
+    return 0 if ordered[-1] < 15.0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
