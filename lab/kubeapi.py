@@ -534,7 +534,7 @@ class LabKubernetesEmulator(kmock.KubernetesEmulator):
     async def _serve(self, route: _Route, raw_request: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
         method = raw_request.method.upper()
         if method == "GET" and raw_request.query.get("watch") in ("true", "1"):
-            return await self._serve_lab_watch(route, raw_request)
+            return await self._serve_basic_watch(route, raw_request)
         if method == "GET" and route.name is None:
             return self._serve_lab_list(route, raw_request.query)
         if method == "GET" and route.name is not None:  # the object, or a subresource of it (status, ...)
@@ -580,7 +580,7 @@ class LabKubernetesEmulator(kmock.KubernetesEmulator):
         body = {"kind": f"{route.kind.kind}List", "apiVersion": route.kind.api_version, "metadata": metadata, "items": items}
         return aiohttp.web.Response(body=json.dumps(body).encode(), content_type="application/json")
 
-    async def _serve_lab_watch(self, route: _Route, raw_request: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
+    async def _serve_basic_watch(self, route: _Route, raw_request: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
         """A watch stream: ADDED for what exists (unless resuming from a resourceVersion), then every change, filtered."""
         query = raw_request.query
         labels = label_matcher(query["labelSelector"]) if query.get("labelSelector") else None

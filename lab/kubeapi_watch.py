@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
+import threading
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -39,6 +40,7 @@ class WatchingEmulator(LabKubernetesEmulator):
         self.watch_compacted = 0  # revisions up to this one are no longer in the history
         self.watch_subscribers: set[asyncio.Queue[tuple[int, str, dict[str, Any]] | None]] = set()
         self.watch_requests: list[dict[str, str]] = []  # every watch request's query, for tests
+        self.watch_loop: asyncio.AbstractEventLoop | None = None  # the server's loop: tests call in from other threads
 
     # -- recording changes ---------------------------------------------------------------------
 
@@ -70,15 +72,39 @@ class WatchingEmulator(LabKubernetesEmulator):
 
     # -- test controls -------------------------------------------------------------------------
 
+    def _in_loop(self, action: Any) -> None:
+        """Run ``action`` in the server's event loop and wait for it (asyncio objects are not thread-safe)."""
+        if self.watch_loop is None:
+            action()
+            return
+        done = threading.Event()
+
+        def run() -> None:
+            try:
+                action()
+            finally:
+                done.set()
+
+        self.watch_loop.call_soon_threadsafe(run)
+        done.wait(timeout=10)
+
     def compact(self) -> None:
         """Forget the history: resuming from any version seen so far now gets 410 Gone."""
-        self.watch_compacted = self.lab_revision
-        self.watch_history.clear()
+
+        def forget() -> None:
+            self.watch_compacted = self.lab_revision
+            self.watch_history.clear()
+
+        self._in_loop(forget)
 
     def drop_watches(self) -> None:
         """End every open watch stream at once (the client sees the stream end)."""
-        for queue in list(self.watch_subscribers):
-            queue.put_nowait(None)
+
+        def drop() -> None:
+            for queue in list(self.watch_subscribers):
+                queue.put_nowait(None)
+
+        self._in_loop(drop)
 
     # -- serving -------------------------------------------------------------------------------
 
@@ -105,6 +131,7 @@ class WatchingEmulator(LabKubernetesEmulator):
     async def _serve_lab_watch(self, kind: ResourceKind, namespace: str | None,
                            raw_request: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
         query = raw_request.query
+        self.watch_loop = asyncio.get_running_loop()
         self.watch_requests.append(dict(query))
         try:
             since = int(query.get("resourceVersion") or 0)

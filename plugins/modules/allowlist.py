@@ -146,6 +146,11 @@ rolled_back:
   description: A rollback watchdog restored previous rules since the last run (details in C(rollbacks)).
   type: bool
   returned: always
+rollbacks:
+  description: The rollbacks behind C(rolled_back) (C(token), C(restored_at), C(errors)), each reported once.
+  type: list
+  elements: dict
+  returned: when rolled_back
 """
 
 # Ansible modules keep their documentation first; the imports follow it.
@@ -196,6 +201,7 @@ def main() -> None:
         rollback_timeout=params["rollback_timeout"],
         confirm=params["confirm"] or "",
         host_netns=params["netns"],
+        ssh_from_ancestors=True,
         check_mode=module.check_mode,
         diff_mode=module._diff,
     )

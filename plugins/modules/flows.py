@@ -53,6 +53,13 @@ options:
     description: How long the observer remembers a connection (nft time, such as C(1h) or C(30m)).
     type: str
     default: 1h
+  max_age:
+    description:
+      - Where the observer runs, only connections it first saw at most this many seconds ago (an audit window, for
+        example the time since enforcement). C(0) takes everything it remembers. Conntrack entries carry no age and
+        are taken whole where no observer runs.
+    type: int
+    default: 0
 notes:
   - Supports check mode (O(state=observe) and O(state=absent) then only report what they would change).
   - Needs C(nft) for the observer and C(conntrack) or C(/proc/net/nf_conntrack) for the conntrack table.
@@ -120,7 +127,7 @@ from ansible_collections.zerotrust.workloads.plugins.module_utils._netfilter.net
 from ansible_collections.zerotrust.workloads.plugins.module_utils._netfilter.runner import Namespace, Runner, tool_exists  # noqa: E402
 
 
-def read_namespace(runner: Runner, label: str, state: str, timeout: str, check_mode: bool) -> dict[str, Any]:
+def read_namespace(runner: Runner, label: str, state: str, *, timeout: str, check_mode: bool, max_age: int = 0) -> dict[str, Any]:
     """Install/remove the observer as asked, then read conntrack and the observer's sets."""
     listed = runner.run(("nft", "-j", "list", "table", "inet", OBSERVER_TABLE), check=False) if tool_exists("nft") else None
     present = listed is not None and listed.returncode == 0
@@ -140,9 +147,9 @@ def read_namespace(runner: Runner, label: str, state: str, timeout: str, check_m
         entry["observer"] = (state == "observe") or (present and check_mode)
         return entry
     entry["observer"] = present
-    sets = parse_observer(listed.stdout if present and listed is not None else "")
+    sets = parse_observer(listed.stdout if present and listed is not None else "", max_age)
     conntrack = read_conntrack(runner)
-    records, legs = merge_sources(parse_conntrack(conntrack, label), sets, label)
+    records, legs = merge_sources(parse_conntrack(conntrack, label), sets, label, observed=present)
     entry["records"] = [record.to_list() for record in records]
     entry["legs"] = [leg.to_list() for leg in legs]
     return entry
@@ -168,6 +175,7 @@ def main() -> None:
             "host_label": {"type": "str", "default": "host"},
             "netns": {"type": "str"},
             "observer_timeout": {"type": "str", "default": "1h"},
+            "max_age": {"type": "int", "default": 0},
         },
         supports_check_mode=True,
     )
@@ -189,7 +197,10 @@ def main() -> None:
             namespaces.append({"name": label, "namespace": None, "observer": False, "records": [], "legs": [], "error": problem})
             continue
         try:
-            namespaces.append(read_namespace(Runner(namespace), label, params["state"], params["observer_timeout"], module.check_mode))
+            runner = Runner(namespace)
+            state, timeout, max_age = params["state"], params["observer_timeout"], params["max_age"]
+            entry = read_namespace(runner, label, state, timeout=timeout, check_mode=module.check_mode, max_age=max_age)
+            namespaces.append(entry)
         except (AuditError, NetfilterError) as error:
             namespaces.append(
                 {"name": label, "namespace": namespace.label, "observer": False, "records": [], "legs": [], "error": str(error)}

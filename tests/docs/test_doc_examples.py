@@ -21,7 +21,15 @@ Kinds:
 - ``event``: has the shape the event source emits;
 - ``excerpt:PATH``: appears verbatim in PATH;
 - ``shell``: each ``$ `` line runs (argv split, no shell) in a fresh copy of the repository;
-- ``shell-api``: like ``shell`` in the repository, with ``K8S_AUTH_*`` pointing at the emulated API.
+- ``shell-api``: like ``shell`` in the repository, with ``K8S_AUTH_*`` pointing at the emulated API;
+- ``k8s-manifests`` (unmarked YAML of Kubernetes objects): every object is well-formed, roles only
+  read (get/list/watch) and never touch secrets, and every binding refers to a role of the block
+  or of the same page;
+- ``cluster-commands`` (unmarked shell blocks that run kubectl against a real cluster, which the
+  tests do not have): ``bash -n`` accepts the block and every kubectl subcommand exists.
+
+An ``inventory`` example that names a cluster (``host``, ``ca_cert``, ``kubeconfig``) is read with
+those settings pointed at the emulated API, everything else as written.
 """
 
 from __future__ import annotations
@@ -46,7 +54,7 @@ from ansible_collections.zerotrust.workloads.plugins.module_utils._policy.query 
 from ansible_collections.zerotrust.workloads.plugins.module_utils._policy.reachability import Flow, check_flow
 from ansible_rulebook.validators import Validate
 
-from lab.kubeapi import KubeApiServer, start_server
+from lab.kubeapi import KubeApiServer, start_server, write_kubeconfig
 from lab.objects import scenario_objects
 from lab.scenario import load_scenario
 
@@ -87,14 +95,25 @@ def _kind(language: str, marker: str, body: str) -> str:
         return "illustration"
     if language in ("yaml", "yml"):
         try:
-            data = yaml.safe_load(body)
+            documents = [document for document in yaml.safe_load_all(body) if document is not None]
         except yaml.YAMLError:
             return "unmarked"
+        data = documents[0] if len(documents) == 1 else None
         if isinstance(data, dict) and "policies" in data and "filters" in data:
             return "policy"
-        if isinstance(data, dict) and data.get("plugin") == "zerotrust.workloads.kubernetes":
+        if isinstance(data, dict) and (data.get("plugin") == "zerotrust.workloads.kubernetes" or set(data) == {"connections"}):
             return "inventory"
+        if documents and all(isinstance(document, dict) and {"apiVersion", "kind"} <= set(document) for document in documents):
+            return "k8s-manifests"
+    if language in ("sh", "bash", "shell", "console") and _kubectl_only(body):
+        return "cluster-commands"
     return "unmarked"
+
+
+def _kubectl_only(body: str) -> bool:
+    """A block of commands for a real cluster: every command is kubectl (heredocs and loops around it allowed)."""
+    commands = [line.strip() for line in body.splitlines() if line.strip() and not line.strip().startswith("#")]
+    return any(line.startswith("kubectl ") for line in commands)
 
 
 def collect() -> list[Example]:
@@ -199,11 +218,25 @@ def run_query(example: Example, **_: Any) -> None:
 
 
 def run_inventory(example: Example, seed_api: KubeApiServer, tmp_path: Path, **_: Any) -> None:
+    data = yaml.safe_load(example.body)
+    data.setdefault("plugin", "zerotrust.workloads.kubernetes")
+    kubeconfig = write_kubeconfig(seed_api, tmp_path / "kubeconfig", "doc-cluster")
+    for connection in data.get("connections") or []:
+        # The example's cluster is the emulated one: same settings, our endpoint and credentials.
+        if "host" in connection:
+            connection["host"] = seed_api.url
+        if "ca_cert" in connection or "ssl_ca_cert" in connection:
+            connection.pop("ssl_ca_cert", None)
+            connection["ca_cert"] = seed_api.ca_file
+        if "kubeconfig" in connection:
+            connection["kubeconfig"] = str(kubeconfig)
+            connection.pop("context", None)
     source = tmp_path / "doc.kubernetes.yml"
-    source.write_text(example.body)
+    source.write_text(yaml.safe_dump(data))
     result = _run(["ansible-inventory", "-i", str(source), "--list"], tmp_path, _api_env(seed_api))
     assert result.returncode == 0, result.stderr
-    assert SEED_POD in result.stdout
+    assert "[WARNING]: Unable to parse" not in result.stderr, result.stderr
+    assert SEED_POD in result.stdout, result.stderr
 
 
 def run_static_inventory(example: Example, tmp_path: Path, **_: Any) -> None:
@@ -267,7 +300,39 @@ def run_shell_api(example: Example, seed_api: KubeApiServer, **_: Any) -> None:
         assert seed_api.token not in result.stdout + result.stderr
 
 
+def run_k8s_manifests(example: Example, **_: Any) -> None:
+    documents = [document for document in yaml.safe_load_all(example.body) if document is not None]
+    page = (DOCS / example.doc).read_text()
+    for document in documents:
+        assert document.get("metadata", {}).get("name"), f"a {document['kind']} without metadata.name"
+        for rule in document.get("rules") or []:
+            assert set(rule["verbs"]) <= {"get", "list", "watch"}, f"{document['metadata']['name']}: writes {rule['verbs']}"
+            assert "secrets" not in rule.get("resources", []) and "*" not in rule.get("resources", [])
+        if document["kind"] in ("ClusterRoleBinding", "RoleBinding"):
+            role = document["roleRef"]["name"]
+            assert re.search(rf"kind: (Cluster)?Role\nmetadata:\n  name: {re.escape(role)}\n", page), f"binding to unknown role {role}"
+
+
+def run_cluster_commands(example: Example, tmp_path: Path, **_: Any) -> None:
+    script = tmp_path / "commands.sh"
+    script.write_text(example.body)
+    checked = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True, check=False)
+    assert checked.returncode == 0, checked.stderr
+    kubectl = shutil.which("kubectl")
+    assert kubectl, "kubectl is not installed"
+    subcommands = set(re.findall(r"(?:^|[|;(]\s*|\$\()kubectl\s+(?:-n\s+\S+\s+)?([a-z][a-z-]*(?:\s+[a-z][a-z-]*)?)", example.body, re.M))
+    assert subcommands
+    for subcommand in sorted(subcommands):
+        words = subcommand.split()
+        helped = subprocess.run([kubectl, *words, "--help"], capture_output=True, text=True, check=False, timeout=30)
+        if helped.returncode != 0 and len(words) > 1:  # the second word was an argument (kubectl apply -f ...)
+            helped = subprocess.run([kubectl, words[0], "--help"], capture_output=True, text=True, check=False, timeout=30)
+        assert helped.returncode == 0, f"kubectl {subcommand}: {helped.stderr}"
+
+
 RUNNERS: dict[str, Callable[..., None]] = {
+    "k8s-manifests": run_k8s_manifests,
+    "cluster-commands": run_cluster_commands,
     "policy": run_policy,
     "policy-error": run_policy_error,
     "query": run_query,

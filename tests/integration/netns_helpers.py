@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import os
 import secrets
 import subprocess
@@ -185,8 +186,6 @@ class NetnsPair:
         """Connect to every (label, address, port) without pause until the block ends; fills the counts."""
         for _, address, _ in targets:
             assert_route_into(self.client, address, self.client_dev)
-        import json  # noqa: PLC0415  (only the loop needs it)
-
         counts: dict[str, dict[str, int]] = {}
         stop_file = f"/tmp/{self.client}-stop-{secrets.token_hex(4)}"
         process = subprocess.Popen(
@@ -303,5 +302,10 @@ def save_without_counters(namespace: str, save: str = "iptables-save") -> str:
 
 
 def foreign_lines(save_text: str) -> str:
-    """The lines of a save that are not ours (no ``ZT-`` chain, no jump to one)."""
-    return "\n".join(line for line in save_text.splitlines() if "ZT-" not in line) + "\n"
+    """The lines of a save that are not ours (no ``ZT-`` chain, no jump to one), without comments and counters."""
+    lines = []
+    for line in save_text.splitlines():
+        if "ZT-" in line or line.startswith("#"):
+            continue
+        lines.append(line.rsplit(" ", 1)[0] if line.startswith(":") else line)
+    return "\n".join(lines) + "\n"

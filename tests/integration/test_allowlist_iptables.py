@@ -362,3 +362,31 @@ def test_rollback_restores_unless_confirmed(pair: NetnsPair) -> None:
     assert lockout.rollback_status(confirmed_run["rollback"]["token"]) == "confirmed"
     assert pair.connect(pair.server_v4, ALLOWED) is False
     assert api_run(locked)["changed"] is False
+
+
+def guard_ruleset(consumers: list[str]) -> dict[str, Any]:
+    """Only a NodePort-style guard: new tcp/8080 connections to this host only from ``consumers``."""
+    guarded = {"protocol": "tcp", "ports": [str(FORBIDDEN)], "local_destination": True, "conntrack": ["new"]}
+    return {
+        "chains": [{"name": "nodeport_guard", "hook": "prerouting", "default_verdict": "return", "rules": [
+            {"verdict": "return", "origin": "guard consumers tcp/8080", "peer_set": "zt-consumers", **guarded},
+            {"verdict": "drop", "origin": "guard others tcp/8080", **guarded},
+        ]}],
+        "address_sets": [{"name": "zt-consumers", "members": consumers}],
+    }
+
+
+def test_nodeport_guard_in_mangle_prerouting(pair: NetnsPair) -> None:
+    install_foreign_rules(pair.server)
+    foreign_mangle = foreign_lines(in_ns(pair.server, ["iptables-save", "-t", "mangle"]).stdout)
+    args = {"netns": pair.server, "backend": "iptables-nft", "keep_ssh": False}
+    assert run_module({**args, "ruleset": guard_ruleset([pair.client_v4, pair.client_v6])})["changed"] is True
+    assert truth(pair) == OPEN
+    mangle = in_ns(pair.server, ["iptables-save", "-t", "mangle"]).stdout
+    prerouting = [line for line in mangle.splitlines() if line.startswith("-A PREROUTING")]
+    assert "-j ZT-NODEPORT-GUARD" in prerouting[0] and "--dport 4789" in prerouting[1]
+    assert api_run({**args, "ruleset": guard_ruleset(["192.0.2.1"])})["changed"] is True
+    assert truth(pair) == {**OPEN, "v4/8080": False, "v6/8080": False}
+    api_run({**args, "state": "absent"})
+    assert foreign_lines(in_ns(pair.server, ["iptables-save", "-t", "mangle"]).stdout) == foreign_mangle
+    assert truth(pair) == OPEN

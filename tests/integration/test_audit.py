@@ -24,6 +24,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -147,8 +148,11 @@ def scenario(report_dir: Path) -> dict[str, dict[str, Any]]:
         lab("probe", "--json", str(report_dir / "probe-before.json"))
         reports["before"] = audit(report_dir / "before", identity, audit_probe_file=str(report_dir / "probe-before.json"))
         must(playbook("enforce.yml", enforce_policy_file=str(SEED)), identity)
+        enforced = time.monotonic()
         lab("probe", "--json", str(report_dir / "probe-after.json"))
-        reports["after"] = audit(report_dir / "after", identity, audit_probe_file=str(report_dir / "probe-after.json"))
+        # only what the hosts carried since enforcement: the probe before it did connect the outsider
+        window = int(time.monotonic() - enforced) + 5
+        reports["after"] = audit(report_dir / "after", identity, audit_probe_file=str(report_dir / "probe-after.json"), audit_window=window)
         delete_rule_by_hand(pod_netns("wordpress/wordpress-6dfdd9f64f-d75j2"), "default[0] haproxy->wordpress")
         reports["drift"] = audit(report_dir / "drift", identity, audit_rules=True, audit_flows=False)
     finally:
@@ -186,7 +190,9 @@ def test_before_enforcement_permitted_and_escaped(reports: dict[str, Any]) -> No
     assert differing and all(cell["expected"] == "X" and cell["decided_by"] for cell in differing)
     # the implicit allowances are told apart (Ansible's own SSH sessions to the nodes at least)
     assert any(flow["implicit"] and flow["decided_by"] == ["implicit:management_ssh"] for flow in report["flows"]["items"])
+    # nothing enforced yet: every namespace says so, none drifts
     assert report["summary"]["drift"] == 0
+    assert WP_HOST in report["summary"]["not_enforced"]
 
 
 def test_after_enforcement_rejected_and_no_drift(reports: dict[str, Any]) -> None:
@@ -238,9 +244,11 @@ def test_report_in_headless_chromium(reports: dict[str, Any]) -> None:
     assert f"<th>{WP}</th>" in matrix.group(0) and "<th>vm:outsider</th>" in matrix.group(0)
     assert 'class="c-allow"' in matrix.group(0) and 'class="c-diff"' not in matrix.group(0)
     # a host table: the WordPress pod's rules with their policies
-    section = re.search(rf'<div class="host-section" id="section-{re.escape(WP_HOST)}">.*?</div>', text, re.DOTALL)
+    section = re.search(rf'<details class="host-section" id="section-{re.escape(WP_HOST)}"[^>]*>.*?</details>', text, re.DOTALL)
     assert section is not None
     assert "default[0] haproxy-&gt;wordpress tcp/80" in section.group(0)
+    # the first host's table is open on the page (the screenshot shows it)
+    assert re.search(r'<details class="host-section" id="section-[^"]+" open="">', text) is not None
     assert "rejected" in text
 
 

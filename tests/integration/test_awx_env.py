@@ -402,3 +402,72 @@ def test_the_tarball_ships_no_tests_lab_state_or_caches(built: dict[str, Path]) 
                      "extensions/eda/plugins/event_source/kubernetes_workloads.py", "awx/inventory/cluster.kubernetes.yml",
                      "meta/execution-environment.yml", "requirements.txt", "bindep.txt", "docs/eda.md"):
         assert expected in names, f"{expected} is missing from the tarball"
+
+
+# --------------------------------------------------------------------------------------------------
+# The tarball in a fresh environment: installs offline, ansible-doc shows every plugin
+
+
+def _documented_plugins(tarball: Path) -> list[tuple[str, str]]:
+    """(type, name) of every plugin and role the tarball ships, as ansible-doc names them."""
+    with tarfile.open(tarball) as archive:
+        names = archive.getnames()
+    found: set[tuple[str, str]] = set()
+    for name in names:
+        parts = name.split("/")
+        if len(parts) == 3 and parts[0] == "plugins" and parts[1] not in ("module_utils", "doc_fragments", "plugin_utils", "action"):
+            stem, _, extension = parts[2].partition(".")
+            plugin_type = "module" if parts[1] == "modules" else parts[1]
+            # Filter and test plugins are documented per filter in a YAML file beside the Python file.
+            # Action plugins are documented by the module of the same name.
+            documented_by = "yml" if plugin_type in ("filter", "test") else "py"
+            if extension == documented_by and stem != "__init__":
+                found.add((plugin_type, stem))
+        if len(parts) >= 3 and parts[0] == "roles" and parts[2] == "meta" and parts[-1] == "argument_specs.yml":
+            found.add(("role", parts[1]))
+    return sorted(found)
+
+
+@pytest.fixture(scope="module")
+def fresh_venv(tmp_path_factory: pytest.TempPathFactory, built: dict[str, Path]) -> dict[str, Any]:
+    """A new virtual environment: the pinned ansible-core, the tarball installed offline, the collection's requirements.txt."""
+    root = tmp_path_factory.mktemp("zto-fresh")
+    venv = root / "venv"
+    base_python = getattr(sys, "_base_executable", sys.executable)
+    subprocess.run([base_python, "-m", "venv", str(venv)], check=True, capture_output=True)
+    pins = (REPO / "requirements-dev.txt").read_text()
+    core = re.search(r"^ansible-core==\S+", pins, re.M)
+    assert core is not None
+    subprocess.run([str(venv / "bin" / "pip"), "install", "--quiet", "--disable-pip-version-check", core.group(0)],
+                   check=True, capture_output=True, text=True, timeout=600)
+    (root / "ansible.cfg").write_text("[defaults]\n")
+    env = {"PATH": f"{venv / 'bin'}:/usr/bin:/bin", "HOME": str(root), "ANSIBLE_CONFIG": str(root / "ansible.cfg"),
+           "ANSIBLE_COLLECTIONS_PATH": str(root / "collections")}
+    installed = subprocess.run([str(venv / "bin" / "ansible-galaxy"), "collection", "install", "--offline", str(built["tarball"]),
+                                "--collections-path", str(root / "collections")],
+                               check=False, capture_output=True, text=True, env=env, cwd=root)
+    assert installed.returncode == 0, installed.stdout + installed.stderr
+    # The collection's own Python requirements, as an execution environment build installs them.
+    requirements = root / "collections" / "ansible_collections" / "zerotrust" / "workloads" / "requirements.txt"
+    subprocess.run([str(venv / "bin" / "pip"), "install", "--quiet", "--disable-pip-version-check", "-r", str(requirements)],
+                   check=True, capture_output=True, text=True, timeout=600)
+    return {"venv": venv, "env": env, "root": root}
+
+
+def test_the_tarball_installs_offline_in_a_fresh_venv_and_ansible_doc_shows_every_plugin(built: dict[str, Path],
+                                                                                          fresh_venv: dict[str, Any]) -> None:
+    plugins = _documented_plugins(built["tarball"])
+    assert ("inventory", "kubernetes") in plugins and ("module", "allowlist") in plugins and ("filter", "compile") in plugins
+    ansible_doc = str(fresh_venv["venv"] / "bin" / "ansible-doc")
+    for plugin_type in sorted({plugin_type for plugin_type, _ in plugins}):
+        listed = subprocess.run([ansible_doc, "-t", plugin_type, "-l", "zerotrust.workloads", "--json"], check=False, capture_output=True,
+                                text=True, env=fresh_venv["env"], cwd=fresh_venv["root"])
+        assert listed.returncode == 0, listed.stderr
+        expected = {f"zerotrust.workloads.{name}" for kind, name in plugins if kind == plugin_type}
+        assert expected <= set(json.loads(listed.stdout)), f"ansible-doc -t {plugin_type} -l lists {sorted(json.loads(listed.stdout))}"
+    for plugin_type, name in plugins:
+        shown = subprocess.run([ansible_doc, "-t", plugin_type, f"zerotrust.workloads.{name}"], check=False, capture_output=True, text=True,
+                               env=fresh_venv["env"], cwd=fresh_venv["root"])
+        assert shown.returncode == 0, f"ansible-doc -t {plugin_type} zerotrust.workloads.{name}: {shown.stderr}"
+        assert "ERROR" not in shown.stderr, shown.stderr
+        assert f"zerotrust.workloads.{name}" in shown.stdout or name in shown.stdout

@@ -207,9 +207,10 @@ def test_errors_back_off_exponentially_and_never_log_the_token(cluster: KubeApiS
     async def scenario(queue: asyncio.Queue[Any]) -> None:
         assert (await _next(queue))["type"] == "sync"
         await _watching(emulator, 4)
-        cluster.faults.add(r"^/api/v1/nodes$", status=500, times=4)
+        fault = cluster.faults.add(r"^/api/v1/nodes$", status=500, times=4)
         emulator.drop_watches()
-        await asyncio.sleep(4.5)  # 0.2 + 0.4 + 0.8 + 1.6 s of backoff (with jitter up to +20%)
+        await asyncio.sleep(4.5)
+        assert fault.hits == 4  # 0.2 + 0.4 + 0.8 + 1.6 s of backoff (with jitter up to +20%)
         await asyncio.to_thread(_new_ip, cluster, "10.244.2.62")
         assert (await _next(queue))["reason"] == "watch"
 

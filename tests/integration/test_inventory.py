@@ -259,11 +259,11 @@ from kubernetes import client, config, watch
 core = client.CoreV1Api(config.new_client_from_config(config_file={str(kubeconfig)!r}))
 def change():
     time.sleep(1.0)
-    subprocess.run([sys.executable, "-m", "lab.kubeapi", "apply", "--kubeconfig", {str(kubeconfig)!r}, {str(tmp_path / "change.json")!r}], check=True)
+    subprocess.run([sys.executable, "-m", "lab.kubeapi", "apply", "--kubeconfig", {str(kubeconfig)!r}, {str(tmp_path / "change.json")!r}], check=True,
+                   capture_output=True)
 threading.Thread(target=change).start()
 seen = []
-for event in watch.Watch().stream(core.list_namespaced_pod, "wordpress", label_selector="app=wordpress", timeout_seconds=4,
-                                  _preload_content=False):
+for event in watch.Watch().stream(core.list_namespaced_pod, "wordpress", label_selector="app=wordpress", timeout_seconds=4):
     seen.append([event["type"], event["object"].metadata.name])
 namespaces = [e["object"].metadata.name for e in watch.Watch().stream(core.list_namespace, timeout_seconds=1)]
 print(json.dumps([seen, namespaces]))

@@ -33,6 +33,7 @@ code{font-size:11px;word-break:break-all}.badge{display:inline-block;padding:1px
 .matrix td{width:18px;height:18px;text-align:center;padding:0;font-family:monospace;font-size:12px}
 .c-allow{background:#c8e6c9}.c-deny{background:#e0e0e0}.c-diff{background:#ef9a9a;font-weight:bold}
 .c-pallow{background:#e8f5e9;color:#777}.c-pdeny{background:#f5f5f5;color:#999}.c-none{background:#fff}
+.host-section summary{font-weight:bold;font-size:13px;margin:8px 0;cursor:pointer}
 .cards span{display:inline-block;margin:0 12px 6px 0;padding:6px 10px;border:1px solid #ddd;border-radius:6px}
 """.strip()
 
@@ -56,10 +57,10 @@ def render_html(report: Mapping[str, Any]) -> str:
         f"<h1>{esc(report['title'])}</h1>",
         _summary(report),
         _graph_section(report),
-        _filters_section(report),
         _matrix_section(report),
-        _hosts_section(report),
         _flows_section(report),
+        _hosts_section(report),
+        _filters_section(report),
         _warnings_section(report),
         "</body></html>",
     ]
@@ -283,19 +284,27 @@ def _hosts_section(report: Mapping[str, Any]) -> str:
             '<section id="hosts"><h2>Effective rules</h2>'
             '<p class="muted">No rules were read (audit_rules is off or no host answered).</p></section>'
         )
-    parts = ['<section id="hosts"><h2>Effective rules and drift</h2>']
+    parts = [
+        '<section id="hosts"><h2>Effective rules and drift</h2>'
+        '<p class="muted">One block per host and per pod namespace; those with drift or errors are open.</p>'
+    ]
+    first = True
     for host in report["hosts"]:
         parts.append(f'<h3 id="host-{esc(host["host"])}">{esc(host["host"])}</h3>')
         for section in host["sections"]:
-            parts.append(_section_table(section))
+            parts.append(_section_table(section, first or bool(section["drift"] or section["reported_drift"] or section["error"])))
+            first = False
     parts.append("</section>")
     return "".join(parts)
 
 
-def _section_table(section: Mapping[str, Any]) -> str:
+def _section_table(section: Mapping[str, Any], expanded: bool) -> str:
     title = f"{esc(section['kind'])} {esc(section['name'])}: {len(section['rules'])} rules"
+    if section["drift"] or section["reported_drift"]:
+        title += f' <span class="badge" style="background:#ef6c00">drift {len(section["drift"]) or len(section["reported_drift"])}</span>'
+    opening = f'<details class="host-section" id="section-{esc(section["name"])}"{" open" if expanded else ""}><summary>{title}</summary>'
     if section["error"]:
-        return f'<div class="host-section"><h4>{title}</h4><p class="empty">{esc(section["error"])}</p></div>'
+        return f'{opening}<p class="empty">{esc(section["error"])}</p></details>'
     drift_rows = "".join(
         f'<tr class="drift"><td>{esc(item["kind"])}</td><td>{esc(item["chain"])}</td>'
         f"<td>{esc(item['policy'])}</td><td>{esc(item['origin'])}</td>"
@@ -308,16 +317,15 @@ def _section_table(section: Mapping[str, Any]) -> str:
         if drift_rows
         else ""
     ) + (f'<ul class="drift">{reported}</ul>' if reported else "")
-    if not drift:
+    if not section["enforced"]:
+        drift = f'<p class="muted">Not enforced here yet: none of our rules are live ({section["intended_rules"]} intended).</p>'
+    elif not drift:
         drift = '<p class="ok">No drift: the live rules are the intended ones.</p>' if section["intended_rules"] is not None else ""
     rows = "".join(
         f"<tr><td>{index + 1}</td><td>{esc(rule['chain'])}</td><td>{esc(rule['policy'])}</td><td>{esc(rule['origin'])}</td></tr>"
         for index, rule in enumerate(section["rules"])
     )
-    return (
-        f'<div class="host-section" id="section-{esc(section["name"])}"><h4>{title}</h4>{drift}'
-        f'<table class="rules"><tr><th>#</th><th>chain</th><th>policy</th><th>origin</th></tr>{rows}</table></div>'
-    )
+    return f'{opening}{drift}<table class="rules"><tr><th>#</th><th>chain</th><th>policy</th><th>origin</th></tr>{rows}</table></details>'
 
 
 def _flows_section(report: Mapping[str, Any]) -> str:
@@ -330,7 +338,9 @@ def _flows_section(report: Mapping[str, Any]) -> str:
         rows.append(
             f'<tr class="flow flow-{flow["class"]}">'
             f'<td><span class="badge" style="background:{colour}">{flow["class"]}</span>{implicit}</td>'
-            f"<td>{esc(flow['source'])}</td><td>{esc(flow['destination'])}{esc(via)}</td><td>{esc(flow['protocol'])}/{int(flow['port'])}</td>"
+            f"<td>{esc(flow['source'])}</td>"
+            f'<td>{esc(flow["destination"])}{esc(via)} <span class="muted">{esc(flow["destination_address"])}</span></td>'
+            f"<td>{esc(flow['protocol'])}/{int(flow['port'])}</td>"
             f"<td>{int(flow['connections'])} / {int(flow['answered'])}</td><td>{esc(', '.join(flow['decided_by']) or '-')}</td>"
             f'<td>{esc(flow["reason"])}</td><td class="muted">{esc(", ".join(flow["seen_at"]))}</td></tr>'
         )

@@ -148,10 +148,13 @@ def _tuple(protocol: str, fields: dict[str, str]) -> Connection:
     return Connection(protocol, _address(fields["src"]), int(fields["sport"]), _address(fields["dst"]), int(fields["dport"]))
 
 
-def parse_observer(text: str) -> dict[str, set[Connection]]:
+def parse_observer(text: str, max_age: int = 0) -> dict[str, set[Connection]]:
     """The observer's sets from ``nft -j list table inet zt_audit``: ``{attempts, answered, legs}``.
 
-    Both families are merged; an empty or missing table gives empty sets.
+    Both families are merged; an empty or missing table gives empty sets. With ``max_age``
+    (seconds), elements added longer ago are left out: an element's age is its set's timeout
+    minus the time it still has to live (``add`` never refreshes it, so the age counts from
+    the first packet).
     """
     found: dict[str, set[Connection]] = {name: set() for name in OBSERVER_SETS}
     if not text.strip():
@@ -167,13 +170,19 @@ def parse_observer(text: str) -> dict[str, set[Connection]]:
         kind = str(nft_set.get("name", "")).rstrip("46")
         if kind not in found:
             continue
+        timeout = int(nft_set.get("timeout") or 0)
         for element in nft_set.get("elem", []) or []:
-            value = element.get("elem", {}).get("val", element) if isinstance(element, dict) else element
+            inner = element.get("elem") if isinstance(element, dict) else None
+            wrapped: dict[str, Any] = inner if isinstance(inner, dict) else {}
+            value = wrapped.get("val", element)
             parts = value.get("concat") if isinstance(value, dict) else None
             if not isinstance(parts, list) or len(parts) != 5:
                 continue
             protocol = _protocol(parts[2])
             if protocol is None:
+                continue
+            age = timeout - int(wrapped.get("expires", timeout))
+            if max_age and age > max_age:
                 continue
             found[kind].add(Connection(protocol, _address(parts[0]), int(parts[3]), _address(parts[1]), int(parts[4])))
     return found
@@ -187,18 +196,35 @@ def observer_records(sets: dict[str, set[Connection]], seen_at: str) -> list[Rec
     return [Record(seen_at, connection, None, connection in answered) for connection in connections]
 
 
-def merge_sources(conntrack: Sequence[Record], sets: dict[str, set[Connection]], seen_at: str) -> tuple[list[Record], list[Connection]]:
-    """One namespace's records: conntrack's, plus the observer's connections conntrack no
-    longer (or never) had; and the observer's translated legs."""
-    records = list(conntrack)
-    known = {record.original: index for index, record in enumerate(records)}
-    for record in observer_records(sets, seen_at):
-        index = known.get(record.original)
-        if index is None:
-            records.append(record)
-        elif record.answered and not records[index].answered:
-            records[index] = dataclasses.replace(records[index], answered=True)
-    return records, sorted(sets.get("legs", set()))
+def merge_sources(
+    conntrack: Sequence[Record], sets: dict[str, set[Connection]], seen_at: str, observed: bool
+) -> tuple[list[Record], list[Connection]]:
+    """One namespace's records and translated legs.
+
+    Where the observer runs (``observed``) its sets are the records: they cover everything
+    conntrack has, remember attempts conntrack never confirms, and know each connection's
+    age (so an audit window applies). Conntrack then only contributes the translated legs
+    its reply tuples reveal. Elsewhere conntrack's entries are the records.
+    """
+    translated = [record.reply.reversed() for record in conntrack if record.translated and record.reply is not None]
+    legs = sorted(set(translated) | sets.get("legs", set()))
+    if observed:
+        return observer_records(sets, seen_at), legs
+    return list(conntrack), legs
+
+
+def oriented(connection: Connection) -> Connection:
+    """The connection the right way round.
+
+    A namespace that starts tracking in the middle of a connection (the observer was just
+    installed, or conntrack entries were flushed) takes the first packet it sees as the
+    original direction, which may be the server's answer: ``node:22 -> controller:51234``.
+    A well-known source port (below 1024) towards an ephemeral one (32768 and up) is such a
+    pickup and is turned round.
+    """
+    if connection.source_port < 1024 and connection.destination_port >= 32768:
+        return connection.reversed()
+    return connection
 
 
 def merge(records: Iterable[Record], legs: Iterable[Connection] = ()) -> list[Observed]:
@@ -216,9 +242,10 @@ def merge(records: Iterable[Record], legs: Iterable[Connection] = ()) -> list[Ob
     for record in all_records:
         if record.original in translated:
             continue
-        answered, seen = by_connection.get(record.original, (False, set()))
+        connection = oriented(record.original)
+        answered, seen = by_connection.get(connection, (False, set()))
         seen.add(record.seen_at)
-        by_connection[record.original] = (answered or record.answered, seen)
+        by_connection[connection] = (answered or record.answered, seen)
     # An answer seen on a translated leg (the pod replied) answers its original too; the
     # original's own view already says so in conntrack, so nothing more to carry over.
     return [Observed(connection, answered, tuple(sorted(seen))) for connection, (answered, seen) in sorted(by_connection.items())]

@@ -189,6 +189,7 @@ def summarise(report: Mapping[str, Any]) -> dict[str, Any]:
         "policies": len(report["graph"]["edges"]),
         "hosts": len(report["hosts"]),
         "sections": len(sections),
+        "not_enforced": [section["name"] for section in sections if not section["enforced"] and not section["error"]],
         "rules": sum(len(section["rules"]) for section in sections),
         "drift": len(drift) + sum(1 for section in sections if section["reported_drift"] and not section["drift"]),
         "drift_items": drift,
@@ -207,7 +208,9 @@ def summary_lines(report: Mapping[str, Any]) -> list[str]:
         f"filters: {summary['filters']} ({len(summary['empty_filters'])} match nothing"
         + (f": {', '.join(summary['empty_filters'])}" if summary["empty_filters"] else "")
         + f"); policies: {summary['policies']}; catch-all: {report['catch_all']}",
-        f"rules: {summary['rules']} live in {summary['sections']} namespaces on {summary['hosts']} hosts; drift: {summary['drift']}",
+        f"rules: {summary['rules']} live in {summary['sections']} namespaces on {summary['hosts']} hosts"
+        + (f" ({len(summary['not_enforced'])} not enforced yet)" if summary["not_enforced"] else "")
+        + f"; drift: {summary['drift']}",
         "flows: " + ", ".join(f"{flows[name]} {name}" for name in CLASSES) + f" ({flows['implicit']} by implicit allowances)",
     ]
     for item in summary["drift_items"][:10]:

@@ -111,17 +111,21 @@ def section(
 
     ``after`` is the intended text (``None`` when the module did not return one);
     ``reported_drift`` are the module's own drift lines, kept beside the mapped ones
-    because they also cover sets and jumps, which carry no origin.
+    because they also cover sets and jumps, which carry no origin. A namespace with none of
+    our rules is *not enforced* (before the first enforce run), not drifting: its drift is
+    empty and ``enforced`` is false.
     """
     live = parse_rules(before)
     intended = parse_rules(after) if after is not None else None
+    enforced = bool(live) or not intended
     return {
         "name": name,
         "kind": kind,
         "rules": [
             {"chain": rule.chain, "origin": rule.origin, "policy": rule.policy, "hash": rule.hash, "text": rule.text} for rule in live
         ],
-        "drift": find_drift(live, intended) if intended is not None else [],
+        "drift": find_drift(live, intended) if intended is not None and enforced else [],
+        "enforced": enforced,
         "reported_drift": [str(line) for line in reported_drift],
         "intended_rules": len(intended) if intended is not None else None,
         "error": error,

@@ -42,7 +42,9 @@ from .backend import (
     members_hash,
     object_chain_name,
     rule_hash,
+    sanitise_origin,
 )
+from .errors import NetfilterError
 from .model import Chain, Rule, Ruleset
 from .runner import Runner, tool_exists
 
@@ -61,6 +63,7 @@ XTABLES_WAIT_SECONDS = "30"
 _JUMP = re.compile(r"(?:^| )-[jg] (ZT-[A-Za-z0-9_-]+)(?: |$)")
 _COMMENT = re.compile(r'--comment (?:"([^"]*)"|(\S+))')
 _FINGERPRINT = re.compile(r" fp=([0-9a-f]{16})$")
+_INTERFACE = re.compile(r"^[A-Za-z0-9_.@:-]{1,15}\+?$")
 
 ChainKey = tuple[int, str, str]
 """(family, table, chain)"""
@@ -202,6 +205,9 @@ class Renderer:
         """The match part(s) of one model rule; several when ports or ICMP types need splitting."""
         parts: list[str] = []
         if rule.interface:
+            if not _INTERFACE.match(rule.interface):
+                raise NetfilterError(f"rule {sanitise_origin(rule.origin)!r}: interface {rule.interface!r} is not an interface name "
+                                     "(1-15 characters of letters, digits, . _ - @ : and a trailing + wildcard)")
             parts.append(("-o " if direction == "dst" else "-i ") + rule.interface)
         protocol = rule.protocol
         if protocol == "icmpv6":
@@ -212,6 +218,9 @@ class Renderer:
         if rule.ports:
             variants = [self._port_match(protocol or "", chunk) for chunk in _port_chunks(rule)]
         elif rule.icmp_types:
+            # The model takes ICMP types from JSON: make sure they are numbers before they reach a restore file.
+            if not all(isinstance(icmp_type, int) and not isinstance(icmp_type, bool) for icmp_type in rule.icmp_types):
+                raise NetfilterError(f"rule {sanitise_origin(rule.origin)!r}: ICMP types {list(rule.icmp_types)!r} must be numbers")
             if family == 4:
                 variants = [f"-m icmp --icmp-type {icmp_type}" for icmp_type in rule.icmp_types]
             else:

@@ -85,6 +85,31 @@ def ssh_client_address(environ: Mapping[str, str]) -> Optional[str]:
     return None
 
 
+def ssh_client_from_process_tree(pid: Optional[int] = None, depth: int = 12) -> Optional[str]:
+    """The SSH client address from an ancestor's environment.
+
+    ``become`` (sudo) resets the environment, so the module itself may not see
+    ``SSH_CONNECTION``; the shell sshd started, a few parents up, still has it.
+    """
+    current = pid if pid is not None else os.getppid()
+    for _ in range(depth):
+        if current <= 1:
+            return None
+        try:
+            with open(f"/proc/{current}/environ", "rb") as handle:
+                raw = handle.read()
+            with open(f"/proc/{current}/stat", encoding="utf-8") as handle:
+                parent = int(handle.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            return None
+        variables = dict(item.split("=", 1) for item in raw.decode("utf-8", "replace").split("\0") if "=" in item)
+        found = ssh_client_address(variables)
+        if found:
+            return found
+        current = parent
+    return None
+
+
 def with_management_access(ruleset: Ruleset, addresses: Sequence[str], port: int = 22) -> Ruleset:
     """``ruleset`` with tcp/``port`` from ``addresses`` accepted first in every input chain."""
     if not addresses or not any(chain.hook == "input" for chain in ruleset.chains):
@@ -185,6 +210,8 @@ def collect_rollbacks(state_dir: str = STATE_DIR, mark_reported: bool = True, ho
         return []
     found: list[dict[str, Any]] = []
     for entry in sorted(os.listdir(state_dir)):
+        if mark_reported and entry.startswith("rollback-") and entry.endswith((".confirmed", ".reported")):
+            _prune(os.path.join(state_dir, entry))
         if not (entry.startswith("rollback-") and entry.endswith(".rolledback")):
             continue
         path = os.path.join(state_dir, entry)
@@ -200,6 +227,15 @@ def collect_rollbacks(state_dir: str = STATE_DIR, mark_reported: bool = True, ho
         if mark_reported:
             os.rename(path, path[: -len(".rolledback")] + ".reported")
     return found
+
+
+def _prune(path: str, max_age: float = 86400.0) -> None:
+    """Forget a finished rollback after a day (status calls only need recent ones)."""
+    try:
+        if time.time() - os.stat(path).st_mtime > max_age:
+            os.unlink(path)
+    except OSError:
+        pass
 
 
 def host_identity() -> str:

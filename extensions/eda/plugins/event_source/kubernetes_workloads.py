@@ -476,7 +476,7 @@ async def _serve(queue: asyncio.Queue[Any], inbox: asyncio.Queue[tuple[str, Any]
         if what == "listed":
             waiting.discard((payload["cluster"], payload["kind"]))
             counts.setdefault(payload["cluster"], {})[payload["kind"]] = payload["count"]
-            if not any(cluster == payload["cluster"] for cluster, _ in waiting):
+            if not any(pending[0] == payload["cluster"] for pending in waiting):
                 LOG.info("cluster %r listed: %s", payload["cluster"], counts[payload["cluster"]])
                 event = build_event("sync", "initial", payload["cluster"], [])
                 event["zerotrust"]["objects"] = counts[payload["cluster"]]

@@ -88,13 +88,53 @@ def test_parse_observer_rejects_garbage() -> None:
         parse_observer("table inet zt_audit {")
 
 
-def test_merge_sources_adds_attempts_conntrack_lost_and_answers() -> None:
+def test_merge_sources_prefers_the_observer_and_keeps_conntrack_legs() -> None:
     seen = Connection("tcp", "10.0.0.1", 1000, "10.0.0.2", 80)
     dropped = Connection("tcp", "10.0.0.1", 1001, "10.0.0.3", 80)
-    conntrack = [Record("vm", seen, seen.reversed(), False)]
-    records, legs = merge_sources(conntrack, {"attempts": {seen, dropped}, "answered": {seen}, "legs": set()}, "vm")
+    stale = Connection("tcp", "10.0.0.1", 999, "10.0.0.2", 80)  # in conntrack, older than the audit window
+    nodeport = Connection("tcp", "172.18.221.1", 40000, "172.18.221.11", 30358)
+    pod_view = Connection("tcp", "10.244.1.1", 40000, "10.244.1.94", 80)
+    conntrack = [Record("n1", stale, stale.reversed(), True), Record("n1", nodeport, pod_view.reversed(), True)]
+    sets = {"attempts": {seen, dropped}, "answered": {seen}, "legs": set()}
+    records, legs = merge_sources(conntrack, sets, "n1", observed=True)
     assert [(r.original, r.answered) for r in records] == [(seen, True), (dropped, False)]
-    assert legs == []
+    assert legs == [pod_view]
+    records, legs = merge_sources(conntrack, sets, "n1", observed=False)
+    assert [r.original for r in records] == [stale, nodeport]
+
+
+def test_parse_observer_window_uses_element_age() -> None:
+    document = {
+        "nftables": [
+            {
+                "set": {
+                    "table": "zt_audit",
+                    "name": "attempts4",
+                    "timeout": 3600,
+                    "elem": [
+                        {"elem": {"val": {"concat": ["10.0.0.1", "10.0.0.2", "tcp", 1, 80]}, "expires": 3590}},  # 10 s old
+                        {"elem": {"val": {"concat": ["10.0.0.1", "10.0.0.2", "tcp", 2, 80]}, "expires": 3000}},  # 600 s old
+                    ],
+                }
+            }
+        ]
+    }
+    text = json.dumps(document)
+    assert {c.source_port for c in parse_observer(text)["attempts"]} == {1, 2}
+    assert {c.source_port for c in parse_observer(text, max_age=60)["attempts"]} == {1}
+
+
+@pytest.mark.parametrize(
+    ("connection", "expected"),
+    [
+        (Connection("tcp", "172.18.221.11", 22, "172.18.221.254", 51234), Connection("tcp", "172.18.221.254", 51234, "172.18.221.11", 22)),
+        (Connection("tcp", "172.18.221.254", 51234, "172.18.221.11", 22), Connection("tcp", "172.18.221.254", 51234, "172.18.221.11", 22)),
+        (Connection("udp", "10.0.0.1", 53, "10.0.0.2", 53), Connection("udp", "10.0.0.1", 53, "10.0.0.2", 53)),
+    ],
+)
+def test_merge_turns_mid_stream_pickups_round(connection: Connection, expected: Connection) -> None:
+    [merged] = merge([Record("n1", connection, None, True)])
+    assert merged.original == expected
 
 
 def test_merge_drops_translated_legs_and_combines_views() -> None:

@@ -86,3 +86,10 @@ def test_pod_sections_skips_and_failures() -> None:
         ("db.ns.pod.lab", "pod", "nft failed"),
     ]
     assert sections_from_result("vm", {"unreachable": True, "msg": "ssh: no route"})[0]["error"] == "ssh: no route"
+
+
+def test_nothing_live_is_not_enforced_rather_than_drift() -> None:
+    intended = RESULTS["iptables"]["clean"]["results"][0]["diff"]["after"]
+    [section] = sections_from_result("vm", {"results": [{"target": "host", "drift": [], "diff": {"before": "", "after": intended}}]})
+    assert (section["enforced"], section["drift"], section["rules"]) == (False, [], [])
+    assert section["intended_rules"] > 5

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from ansible_collections.zerotrust.workloads.plugins.module_utils._netfilter import iptables
 from ansible_collections.zerotrust.workloads.plugins.module_utils._netfilter.backend import LiveState, Options, Step
+from ansible_collections.zerotrust.workloads.plugins.module_utils._netfilter.errors import NetfilterError
 from ansible_collections.zerotrust.workloads.plugins.module_utils._netfilter.model import AddressSet, Chain, PortRange, Rule, Ruleset
 from ansible_collections.zerotrust.workloads.plugins.module_utils._netfilter.runner import Namespace, Runner
 
@@ -334,3 +335,20 @@ def test_failed_line_maps_to_the_rule_origin() -> None:
     assert v4.origin_of_line(number) == "default[0] haproxy->wordpress tcp/80"
     ipset = plan.steps[0]
     assert ipset.origin_of_line(2) == "set zt-peers-4 member 10.0.0.1"
+
+
+@pytest.mark.parametrize(("rule", "message"), [
+    (Rule("accept", "x", interface="lo\n-A INPUT -j ACCEPT"), "rule 'x': interface 'lo\\n-A INPUT -j ACCEPT' is not an interface name"),
+    (Rule("accept", "x", interface="a-very-long-interface"), "rule 'x': interface 'a-very-long-interface' is not an interface name"),
+    (Rule("accept", "x", protocol="icmp", icmp_types=("8 -j ACCEPT",)),  # type: ignore[arg-type]
+     "rule 'x': ICMP types ['8 -j ACCEPT'] must be numbers"),
+])
+def test_untrusted_fields_never_reach_a_restore_file(rule: Rule, message: str) -> None:
+    with pytest.raises(NetfilterError) as caught:
+        iptables.Renderer(DROP).rule_matches(rule, 4, "src")
+    assert str(caught.value).startswith(message)
+
+
+@pytest.mark.parametrize("interface", ["lo", "eth0", "veth1234abcd", "cali+", "br-0a1b2c3d4e5f", "eth0.100"])
+def test_interface_names_that_are_fine(interface: str) -> None:
+    assert iptables.Renderer(DROP).rule_matches(Rule("accept", "x", interface=interface), 4, "src") == [f"-i {interface}"]

@@ -28,6 +28,23 @@ def test_ssh_client_address(environ: dict[str, str], expected: str | None) -> No
     assert lockout.ssh_client_address(environ) == expected
 
 
+def test_ssh_client_from_an_ancestor(tmp_path: Path) -> None:
+    import subprocess  # noqa: PLC0415  (only this test starts a process tree)
+
+    env = {"PATH": "/usr/bin:/bin", "SSH_CONNECTION": "192.0.2.44 5000 192.0.2.1 22"}
+    # parent (has SSH_CONNECTION) -> child (env cleared, like sudo) asks the tree.
+    child = (
+        "import sys; sys.path[:0] = sys.argv[1:]; "
+        "from ansible_collections.zerotrust.workloads.plugins.module_utils._netfilter import lockout; "
+        "print(lockout.ssh_client_address({}), lockout.ssh_client_from_process_tree())"
+    )
+    paths = [path for path in sys.path if path]
+    parent = f"import subprocess, sys; subprocess.run([sys.executable, '-c', {child!r}, *{paths!r}], env={{}}, check=True)"
+    done = subprocess.run([sys.executable, "-c", parent], env=env, capture_output=True, text=True, check=True,
+                          cwd=tmp_path)
+    assert done.stdout.split() == ["None", "192.0.2.44"]
+
+
 def ruleset() -> Ruleset:
     return Ruleset(
         chains=(Chain("ingress", "input", (Rule("accept", "web", protocol="tcp", ports=(PortRange(80, 80),)),), "deny"),

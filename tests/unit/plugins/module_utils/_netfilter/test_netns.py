@@ -3,13 +3,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any, Optional
 
 import pytest
 from ansible_collections.zerotrust.workloads.plugins.module_utils._netfilter import netns
 from ansible_collections.zerotrust.workloads.plugins.module_utils._netfilter.errors import NamespaceNotFoundError
-from ansible_collections.zerotrust.workloads.plugins.module_utils._netfilter.runner import Namespace
+from ansible_collections.zerotrust.workloads.plugins.module_utils._netfilter.runner import CommandResult, Namespace, Runner
 
 
 @pytest.mark.parametrize(("hint", "expected"), [
@@ -52,3 +53,40 @@ def test_gone_pod_reason_lists_what_was_tried() -> None:
 def test_pod_without_ips_or_hint() -> None:
     with pytest.raises(NamespaceNotFoundError, match="the pod has no IPs to search for"):
         netns.resolve_pod_namespace({"name": "x", "namespace": "y", "ips": []})
+
+
+class CrictlRunner(Runner):
+    """Answers crictl the way containerd's does (the unit under test only parses)."""
+
+    def __init__(self, sandboxes: dict[str, dict[str, Any]]) -> None:
+        super().__init__(Namespace())
+        self.sandboxes = sandboxes
+        self.calls: list[list[str]] = []
+
+    def run(self, argv: Any, stdin: Optional[str] = None, check: bool = True, write: bool = False) -> CommandResult:
+        self.calls.append(list(argv))
+        if argv[1] == "pods":
+            return CommandResult(tuple(argv), 0, "\n".join(self.sandboxes) + "\n", "")
+        return CommandResult(tuple(argv), 0, json.dumps(self.sandboxes[argv[-1]]), "")
+
+
+def sandbox(name: str, namespace: str, path: str) -> dict[str, Any]:
+    """``crictl inspectp -o json`` output, trimmed to what we read."""
+    return {"status": {"metadata": {"name": name, "namespace": namespace, "uid": "u1"}},
+            "info": {"runtimeSpec": {"linux": {"namespaces": [{"type": "network", "path": path}]}}}}
+
+
+def test_cri_lookup_checks_the_exact_pod_and_its_path() -> None:
+    runner = CrictlRunner({
+        "aaa": sandbox("web-1-canary", "shop", "/proc/1/ns/net"),  # --name is a pattern: a different pod matched
+        "bbb": sandbox("web-1", "shop", "/proc/self/ns/net"),
+    })
+    found = netns.namespace_from_cri(runner, "shop", "web-1", "u1")
+    assert found == Namespace(path="/proc/self/ns/net")
+    assert runner.calls[0] == ["crictl", "pods", "--namespace", "shop", "--name", "web-1", "--state", "ready", "-q"]
+    assert runner.calls[1:] == [["crictl", "inspectp", "-o", "json", "aaa"], ["crictl", "inspectp", "-o", "json", "bbb"]]
+
+
+def test_cri_lookup_without_a_match() -> None:
+    runner = CrictlRunner({"aaa": sandbox("other", "shop", "/proc/1/ns/net")})
+    assert netns.namespace_from_cri(runner, "shop", "web-1") is None
