@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import statistics
 import subprocess
 import sys
@@ -72,11 +73,26 @@ print(len(model.hosts))
 """
 
 
-def timed(argv: list[str]) -> tuple[float, str]:
-    """Wall time of one process run from the repository root (so ansible.cfg applies), and its stdout."""
+CPU_SECONDS: dict[tuple[str, int], list[float]] = {}
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def timed(argv: list[str], label: str = "", pods: int = 0) -> tuple[float, str]:
+    """Wall time of one process run from the repository root (so ansible.cfg applies), and its stdout.
+
+    The process's CPU time (user + system) is recorded under (label, pods) too: on a shared machine
+    it is much steadier than wall time, so the ratios are also reported on it.
+    """
+    cpu_before = _children_cpu()
     started = time.perf_counter()
     result = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, check=False, timeout=300)
     elapsed = time.perf_counter() - started
+    if label:
+        CPU_SECONDS.setdefault((label, pods), []).append(_children_cpu() - cpu_before)
     if result.returncode != 0:
         raise SystemExit(f"{' '.join(argv)} failed:\n{result.stderr[-2000:]}")
     return elapsed, result.stdout
@@ -92,21 +108,23 @@ def measure(pods: int, runs: int, workdir: Path) -> dict[str, float]:
         config.write_text(f"plugin: zerotrust.workloads.kubernetes\nconnections:\n  - kubeconfig: {kubeconfig}\n")
         raw, listed = [], []
         for run in range(runs):
-            elapsed, output = timed([PYTHON, "-c", RAW_FETCH, str(kubeconfig)])
+            elapsed, output = timed([PYTHON, "-c", RAW_FETCH, str(kubeconfig)], "raw", pods)
             assert int(output) == expected, f"raw fetch saw {output.strip()} objects, expected {expected}"
             raw.append(elapsed)
-            elapsed, output = timed([ANSIBLE_INVENTORY, "-i", str(config), "--list"])
+            elapsed, output = timed([ANSIBLE_INVENTORY, "-i", str(config), "--list"], "list", pods)
             hosts = len(json.loads(output)["_meta"]["hostvars"])
             assert hosts == pods + int(pods * 0.2) + 50, f"inventory has {hosts} hosts"
             listed.append(elapsed)
             if run == 0 and pods >= 20_000:
                 break  # one run of the largest --list keeps the benchmark under three minutes; raw still gets its runs
         while len(raw) < runs:
-            raw.append(timed([PYTHON, "-c", RAW_FETCH, str(kubeconfig)])[0])
-        graph, _ = timed([ANSIBLE_INVENTORY, "-i", str(config), "--graph"])
-        core, output = timed([PYTHON, "-c", CORE, str(kubeconfig), str(REPO / ".collections")])
+            raw.append(timed([PYTHON, "-c", RAW_FETCH, str(kubeconfig)], "raw", pods)[0])
+        graph, _ = timed([ANSIBLE_INVENTORY, "-i", str(config), "--graph"], "graph", pods)
+        core, output = timed([PYTHON, "-c", CORE, str(kubeconfig), str(REPO / ".collections")], "core", pods)
         assert int(output) == pods + int(pods * 0.2) + 50
-    return {"list": statistics.median(listed), "raw": statistics.median(raw), "graph": graph, "core": core}
+    figures = {"list": statistics.median(listed), "raw": statistics.median(raw), "graph": graph, "core": core}
+    figures.update({f"cpu_{label}": statistics.median(CPU_SECONDS[(label, pods)]) for label in ("list", "raw", "graph", "core")})
+    return figures
 
 
 def main() -> None:
@@ -121,10 +139,13 @@ def main() -> None:
         empty.write_text("all: {}\n")
         empty_s, _ = timed([ANSIBLE_INVENTORY, "-i", str(empty), "--list"])
         results = {pods: measure(pods, runs, workdir) for pods, runs in sizes.items()}
-    print(f"{'pods':>7} {'--list s':>9} {'raw s':>7} {'ratio':>6} {'--graph s':>10} {'core s':>7}")
+    print("wall seconds (CPU seconds of the process in parentheses)")
+    print(f"{'pods':>7} {'--list':>15} {'raw fetch':>15} {'ratio':>13} {'--graph':>15} {'core':>15}")
     for pods, figures in results.items():
-        ratio = figures["list"] / figures["raw"]
-        print(f"{pods:>7} {figures['list']:>9.2f} {figures['raw']:>7.2f} {ratio:>6.2f} {figures['graph']:>10.2f} {figures['core']:>7.2f}")
+        cells = [f"{figures[key]:.2f} ({figures['cpu_' + key]:.2f})" for key in ("list", "raw")]
+        ratio = f"{figures['list'] / figures['raw']:.2f} ({figures['cpu_list'] / figures['cpu_raw']:.2f})"
+        cells += [ratio] + [f"{figures[key]:.2f} ({figures['cpu_' + key]:.2f})" for key in ("graph", "core")]
+        print(f"{pods:>7} {cells[0]:>15} {cells[1]:>15} {cells[2]:>13} {cells[3]:>15} {cells[4]:>15}")
     print(f"ansible-inventory --list on an empty inventory: {empty_s:.2f} s")
     fields = {f"pods_{pods}_s": f"{figures['list']:.2f}" for pods, figures in results.items()}
     fields.update({f"raw_{pods}_s": f"{figures['raw']:.2f}" for pods, figures in results.items()})
@@ -132,8 +153,11 @@ def main() -> None:
     fields.update({f"graph_{pods}_s": f"{figures['graph']:.2f}" for pods, figures in results.items()})
     fields.update({f"core_{pods}_s": f"{figures['core']:.2f}" for pods, figures in results.items()})
     fields.update({f"core_ratio_vs_raw_{pods}": f"{figures['core'] / figures['raw']:.2f}" for pods, figures in results.items()})
+    fields.update({f"cpu_ratio_vs_raw_{pods}": f"{figures['cpu_list'] / figures['cpu_raw']:.2f}" for pods, figures in results.items()})
+    fields.update({f"cpu_list_{pods}_s": f"{figures['cpu_list']:.2f}" for pods, figures in results.items()})
     if 20_000 in results:
         fields["growth_20000_vs_10000"] = f"{results[20_000]['list'] / results[10_000]['list']:.2f}"
+        fields["cpu_growth_20000_vs_10000"] = f"{results[20_000]['cpu_list'] / results[10_000]['cpu_list']:.2f}"
     fields["empty_inventory_s"] = f"{empty_s:.2f}"
     ordered: dict[str, str] = {key: fields[key] for key in ("pods_10000_s", "ratio_vs_raw_10000", "growth_20000_vs_10000") if key in fields}
     ordered.update(fields)

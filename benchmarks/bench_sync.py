@@ -77,7 +77,8 @@ class Harness:
             if events and self.runs_finished() >= events:
                 return
             if "Traceback" in self._log():
-                raise RuntimeError(f"ansible-rulebook failed; see {self.log_path}")
+                tail = "\n".join(self._log().splitlines()[-25:])
+                raise RuntimeError(f"ansible-rulebook failed:\n{tail}")
             time.sleep(0.2)
         raise RuntimeError(f"ansible-rulebook did not finish its runs within {timeout:.0f} s; see {self.log_path}")
 
@@ -86,7 +87,11 @@ class Harness:
         while time.monotonic() - started < timeout:
             if table_is_right():
                 return time.monotonic() - started
-        raise RuntimeError(f"the truth table was still wrong {timeout:.0f} s after the change; see {self.log_path}")
+        probe = _lab("probe", "--expect-from-scenario", check=False)
+        mismatches = [line.strip() for line in probe.stdout.splitlines() if "MISMATCH" in line] or [probe.stderr.strip()]
+        tail = "\n".join(self._log().splitlines()[-25:])
+        raise RuntimeError(f"the truth table was still wrong {timeout:.0f} s after the change: {'; '.join(mismatches)}\n"
+                           f"last lines of ansible-rulebook's log:\n{tail}")
 
     def move(self, node: str, address: str) -> None:
         """Move the frontend pod (the lab rewires it and updates the API)."""
@@ -126,9 +131,11 @@ def _inventory_with_static_management(target: Path) -> Path:
 @contextlib.contextmanager
 def lab_with_rulebook() -> Iterator[Harness]:
     """The lab up, enforced by ansible-rulebook's initial sync; everything restored afterwards."""
-    brought_up = _lab("status", check=False).returncode != 0
-    if brought_up:
-        _lab("up")
+    seed = REPO / "lab" / "scenarios" / "seed.yml"
+    status = _lab("status", check=False)
+    brought_up = status.returncode != 0
+    if brought_up or f"from {seed}:" not in status.stdout:
+        _lab("up", "--scenario", str(seed))  # idempotent for the seed; rebuilds a lab of another scenario
     scenario = yaml.safe_load((REPO / "lab" / "scenarios" / "seed.yml").read_text())
     with tempfile.TemporaryDirectory(prefix="zto-sync-") as scratch:
         work = Path(scratch)

@@ -4,12 +4,14 @@
 kmock 0.8 stores objects and streams watches, but it cannot list namespaces (its path parser
 reads ``namespaces`` as a namespace prefix), its lists carry no ``kind``/``apiVersion`` and it
 ignores ``labelSelector``, ``fieldSelector``, ``limit`` and ``continue``. ``LabKubernetesEmulator``
-serves reads and writes of the kinds in ``KINDS`` itself (on kmock's object store, so kmock's
-watch streams and discovery keep working) and adds what a real API server does there:
-selectors, paginated lists with continue tokens, ``resourceVersion`` on every object and list,
-bearer-token auth, and a ``FaultPlan`` that lets tests inject the failures the inventory plugin
-must report (401/403, 410 Gone on a continue token, malformed bodies, slow answers, dropped
-connections, namespace-only RBAC).
+serves reads, writes and watches of the kinds in ``KINDS`` itself (on kmock's object store and
+event buses; anything else still goes to kmock) and adds what a real API server does there:
+discovery documents, selectors, paginated lists with continue tokens, ``resourceVersion`` on
+every object and list, watches that resume from a list's ``resourceVersion`` (or answer 410
+when it is older than the retained history), bearer-token auth, and a ``FaultPlan`` that lets
+tests inject the failures the inventory plugin must report (401/403, 410 Gone on a continue
+token, malformed bodies, slow answers, dropped connections, namespace-only RBAC), in process
+(``server.faults``) or over HTTP (``POST/GET/DELETE /_lab/faults``).
 
 Command line::
 
@@ -29,6 +31,7 @@ import argparse
 import asyncio
 import base64
 import binascii
+import collections
 import contextlib
 import datetime
 import hmac
@@ -340,6 +343,7 @@ def _route(path: str) -> _Route | None:
     return _Route(kind, namespace if kind.namespaced else None, name, subresource)
 
 
+HISTORY_LIMIT = 10_000
 _SHORT_NAMES = {"Namespace": ["ns"], "Node": ["no"], "Pod": ["po"], "Service": ["svc"], "Endpoints": ["ep"], "ConfigMap": ["cm"]}
 _VERBS = ["create", "delete", "get", "list", "patch", "update", "watch"]
 
@@ -399,6 +403,8 @@ class LabKubernetesEmulator(kmock.KubernetesEmulator):
         # Sorted (namespace, name) keys per kind, rebuilt lazily after writes: lists page through them.
         self.lab_index: dict[str, list[tuple[str, str]]] = {}
         self.lab_write_lock = threading.Lock()
+        # Recent changes (revision, kind, event), so that a watch resuming from a list's resourceVersion misses nothing.
+        self.lab_history: collections.deque[tuple[int, str, dict[str, Any]]] = collections.deque(maxlen=HISTORY_LIMIT)
 
     # -- the store ------------------------------------------------------------------------------
 
@@ -581,8 +587,15 @@ class LabKubernetesEmulator(kmock.KubernetesEmulator):
         return aiohttp.web.Response(body=json.dumps(body).encode(), content_type="application/json")
 
     async def _serve_basic_watch(self, route: _Route, raw_request: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
-        """A watch stream: ADDED for what exists (unless resuming from a resourceVersion), then every change, filtered."""
+        """A watch stream: ADDED for what exists, or the changes after ``resourceVersion``; then every change, filtered.
+
+        A resourceVersion older than the retained history gets an ERROR event with a 410 Status, as a real API server does.
+        """
         query = raw_request.query
+        try:
+            since = int(query.get("resourceVersion") or 0)
+        except ValueError:
+            return _error(400, f"invalid resourceVersion: {query.get('resourceVersion')!r}")
         labels = label_matcher(query["labelSelector"]) if query.get("labelSelector") else None
         fields = field_matcher(query["fieldSelector"]) if query.get("fieldSelector") else None
         timeout = float(query.get("timeoutSeconds") or 0) or None
@@ -602,14 +615,30 @@ class LabKubernetesEmulator(kmock.KubernetesEmulator):
         bus = self._buses[route.kind.resource]
         marker = await bus.mark()  # before the snapshot, so that no change in between is lost
 
+        async def send(event: Mapping[str, Any]) -> None:
+            await response.write(json.dumps(event).encode() + b"\n")
+
         async def pump() -> None:
-            if query.get("resourceVersion") in (None, "", "0"):
+            # Everything up to this revision is sent from the snapshot or the history; the bus only adds what is newer.
+            covered = self.lab_revision
+            if not since:
                 for obj in list(self.iter_objects(route.kind, route.namespace)):
                     if wanted(obj):
-                        await response.write(json.dumps({"type": "ADDED", "object": obj}).encode() + b"\n")
+                        await send({"type": "ADDED", "object": obj})
+            else:
+                history = list(self.lab_history)
+                if len(history) == HISTORY_LIMIT and since < history[0][0] - 1:
+                    gone = status_body(410, "Expired", f"too old resource version: {since} ({history[0][0]})")
+                    await send({"type": "ERROR", "object": gone})
+                    return
+                for revision, kind_name, event in history:
+                    if kind_name == route.kind.kind and since < revision <= covered and wanted(event["object"]):
+                        await send(event)
             async for event in bus.stream(since=marker):
-                if wanted(event.get("object") or {}):
-                    await response.write(json.dumps(event).encode() + b"\n")
+                obj = event.get("object") or {}
+                revision = int((obj.get("metadata") or {}).get("resourceVersion") or 0)
+                if revision > covered and wanted(obj):
+                    await send(event)
 
         try:
             await asyncio.wait_for(pump(), timeout)
@@ -663,6 +692,7 @@ class LabKubernetesEmulator(kmock.KubernetesEmulator):
             stamped["metadata"]["name"] = name
             self.objects[kind.resource, stamped["metadata"].get("namespace"), name] = stamped
             self.lab_index.pop(kind.kind, None)
+            self.lab_history.append((self.lab_revision, kind.kind, {"type": event, "object": stamped}))
         await self._buses[kind.resource].put({"type": event, "object": stamped})
         return aiohttp.web.json_response(stamped, status=code)
 
@@ -675,6 +705,7 @@ class LabKubernetesEmulator(kmock.KubernetesEmulator):
             final["metadata"] = dict(current["metadata"], resourceVersion=str(self._bump()))
             self.objects[kind.resource, namespace, name].delete()
             self.lab_index.pop(kind.kind, None)
+            self.lab_history.append((self.lab_revision, kind.kind, {"type": "DELETED", "object": final}))
         await self._buses[kind.resource].put({"type": "DELETED", "object": final})
         return aiohttp.web.json_response(final)
 

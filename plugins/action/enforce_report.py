@@ -127,6 +127,9 @@ def host_report(preview: Any, applied: Any, rollback: Optional[Mapping[str, Any]
         report["reason"] = str(rollback.get("reason") or "the confirmation did not arrive; the host restored its previous rules")
         for line in lines.values():
             line["changed"] = False
+    elif isinstance(applied, Mapping) and applied.get("unreachable"):
+        report["status"] = "unreachable"
+        report["reason"] = f"lost after the write: {str(applied.get('msg') or '').strip()}"
     elif check_mode:
         report["status"] = "would change" if changed else "unchanged"
     elif apply_ran and applied.get("failed"):
@@ -171,7 +174,7 @@ def summarise(
             totals["namespaces_changed"] += int(bool(line.get("changed")))
         totals["pods_skipped"] += len(report.get("skipped_pods", []))
         totals["hosts_changed"] += int(report["status"] in ("changed", "would change"))
-        totals["hosts_failed"] += int(report["status"] in ("failed", "not run"))
+        totals["hosts_failed"] += int(report["status"] in ("failed", "not run", "unreachable"))
         totals["hosts_rolled_back"] += int(report["status"] == "rolled back")
     return {"check_mode": check_mode, "hosts": hosts, "totals": totals}
 

@@ -1,6 +1,7 @@
 #!/usr/bin/python
 # SPDX-License-Identifier: GPL-3.0-or-later
 # Copyright: contributors to zerotrust.workloads
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Documentation of the enforce_report action plugin (it runs on the controller only)."""
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ description:
   - With O(max_change_percent), fails when the rules and set members that would be added or removed, over all hosts,
     exceed that percentage of those in place. Nothing in place (a first run) never trips the guard.
 version_added: 0.1.0
-author: zerotrust.workloads contributors
+author: zerotrust.workloads contributors (@zerotrust)
 options:
   plan_hosts:
     description: The compiled plan's C(hosts) (inventory hostname to C(ruleset) and C(pods)).
@@ -47,13 +48,6 @@ options:
     description: Fail above this percentage of change; C(0) or absent does not check.
     type: int
     default: 0
-attributes:
-  check_mode:
-    support: full
-  diff_mode:
-    support: none
-  platform:
-    platforms: all
 notes:
   - An action plugin; this file only documents it.
 """
@@ -94,7 +88,18 @@ from ansible.module_utils.basic import AnsibleModule  # noqa: E402
 
 def main() -> None:
     """Only reached when someone runs the module without its action plugin."""
-    module = AnsibleModule(argument_spec={}, supports_check_mode=True)
+    module = AnsibleModule(
+        argument_spec={
+            "plan_hosts": {"type": "dict", "required": True},
+            "play_hosts": {"type": "list", "elements": "str", "required": True},
+            "previews": {"type": "dict", "required": True},
+            "applied": {"type": "dict", "default": {}},
+            "rollbacks": {"type": "dict", "default": {}},
+            "check_mode": {"type": "bool", "default": False},
+            "max_change_percent": {"type": "int", "default": 0},
+        },
+        supports_check_mode=True,
+    )
     module.fail_json(msg="zerotrust.workloads.enforce_report runs on the controller as an action plugin")
 
 

@@ -1,6 +1,7 @@
 #!/usr/bin/python
 # SPDX-License-Identifier: GPL-3.0-or-later
 # Copyright: contributors to zerotrust.workloads
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Read the connections a host and its pods carry (conntrack and the audit observer)."""
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ description:
     how rejected flows are seen after enforcement.
   - O(state=absent) removes the observer table and nothing else.
 version_added: 0.1.0
-author: zerotrust.workloads contributors
+author: zerotrust.workloads maintainers (@zerotrust)
 options:
   state:
     description:
@@ -85,9 +86,15 @@ namespaces:
   elements: dict
   returned: always
   contains:
-    name: {description: The host label or the pod's inventory hostname., type: str}
-    namespace: {description: The network namespace (C(host), a name or a path)., type: str}
-    observer: {description: The observer table is installed here., type: bool}
+    name:
+      description: The host label or the pod's inventory hostname.
+      type: str
+    namespace:
+      description: The network namespace read, C(host) or a name or a path; null when the pod was not found.
+      type: str
+    observer:
+      description: The observer table is installed here.
+      type: bool
     records:
       description:
         - Connections, each a list of protocol, source, source port, destination, destination port, the reply's
@@ -98,7 +105,9 @@ namespaces:
       description: Translated legs the observer saw, each protocol, source, source port, destination, destination port.
       type: list
       elements: list
-    error: {description: Why this namespace could not be read (the others still are)., type: str}
+    error:
+      description: Why this namespace could not be read (the others still are).
+      type: str
 ssh_client:
   description: The SSH client address of this connection (the controller as the host sees it), or empty.
   type: str

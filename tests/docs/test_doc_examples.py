@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""Every example in docs/*.md is run.
+"""Every example in README.md and docs/*.md is run.
 
 A fenced block's info string says how: ```` ```yaml example=policy ````. Blocks of language
 ``text`` are illustrations (diagrams, output) and are not run; any other block without a known
@@ -94,20 +94,27 @@ def _kind(language: str, marker: str, body: str) -> str:
     if language == "text":
         return "illustration"
     if language in ("yaml", "yml"):
-        try:
-            documents = [document for document in yaml.safe_load_all(body) if document is not None]
-        except yaml.YAMLError:
-            return "unmarked"
-        data = documents[0] if len(documents) == 1 else None
-        if isinstance(data, dict) and "policies" in data and "filters" in data:
-            return "policy"
-        if isinstance(data, dict) and (data.get("plugin") == "zerotrust.workloads.kubernetes" or set(data) == {"connections"}):
-            return "inventory"
-        if documents and all(isinstance(document, dict) and {"apiVersion", "kind"} <= set(document) for document in documents):
-            return "k8s-manifests"
+        return _yaml_kind(body)
     if language in ("sh", "bash", "shell", "console") and _kubectl_only(body):
         return "cluster-commands"
     return "unmarked"
+
+
+def _yaml_kind(body: str) -> str:
+    """What an unmarked YAML block is: a policy, an inventory file, Kubernetes objects, or unknown."""
+    try:
+        documents = [document for document in yaml.safe_load_all(body) if document is not None]
+    except yaml.YAMLError:
+        return "unmarked"
+    data = documents[0] if len(documents) == 1 else None
+    kind = "unmarked"
+    if isinstance(data, dict) and "policies" in data and "filters" in data:
+        kind = "policy"
+    elif isinstance(data, dict) and (data.get("plugin") == "zerotrust.workloads.kubernetes" or set(data) == {"connections"}):
+        kind = "inventory"
+    elif documents and all(isinstance(document, dict) and {"apiVersion", "kind"} <= set(document) for document in documents):
+        kind = "k8s-manifests"
+    return kind
 
 
 def _kubectl_only(body: str) -> bool:
@@ -117,9 +124,9 @@ def _kubectl_only(body: str) -> bool:
 
 
 def collect() -> list[Example]:
-    """Every fenced block of docs/*.md."""
+    """Every fenced block of README.md and docs/*.md."""
     examples = []
-    for path in sorted(DOCS.glob("*.md")):
+    for path in [REPO / "README.md", *sorted(DOCS.glob("*.md"))]:
         if path.name in NOT_EXAMPLES:
             continue
         text = path.read_text()
@@ -302,7 +309,7 @@ def run_shell_api(example: Example, seed_api: KubeApiServer, **_: Any) -> None:
 
 def run_k8s_manifests(example: Example, **_: Any) -> None:
     documents = [document for document in yaml.safe_load_all(example.body) if document is not None]
-    page = (DOCS / example.doc).read_text()
+    page = (REPO / example.doc if example.doc == "README.md" else DOCS / example.doc).read_text()
     for document in documents:
         assert document.get("metadata", {}).get("name"), f"a {document['kind']} without metadata.name"
         for rule in document.get("rules") or []:

@@ -207,6 +207,7 @@ def test_errors_back_off_exponentially_and_never_log_the_token(cluster: KubeApiS
     async def scenario(queue: asyncio.Queue[Any]) -> None:
         assert (await _next(queue))["type"] == "sync"
         await _watching(emulator, 4)
+        await asyncio.sleep(1.2)  # a watch that ends within a second backs off by itself: let these last
         fault = cluster.faults.add(r"^/api/v1/nodes$", status=500, times=4)
         emulator.drop_watches()
         await asyncio.sleep(4.5)
@@ -233,6 +234,20 @@ def test_server_timeouts_end_with_a_bookmark_and_the_watch_resumes_from_it(clust
         await _nothing(queue, 1.5)  # bookmarks and resumed streams report nothing by themselves
 
     _run({"debounce": 0.3, "max_delay": 2.0, "watch_timeout": 1}, scenario)
+
+
+def test_namespace_bound_rbac_is_watched_namespace_by_namespace(cluster: KubeApiServer) -> None:
+    emulator = _emulator(cluster)
+    cluster.faults.restrict_to_namespaces(["wordpress"])  # cluster-wide lists of namespaced kinds now answer 403
+
+    async def scenario(queue: asyncio.Queue[Any]) -> None:
+        sync = await _next(queue)
+        assert sync["objects"] == {"Pod": 2, "Service": 2, "EndpointSlice": 2, "Node": 4}
+        await _watching(emulator, 4)
+        await asyncio.to_thread(_new_ip, cluster, "10.244.2.64")
+        assert (await _next(queue))["changes"][0]["name"] == "wordpress-6dfdd9f64f-d75j2"
+
+    _run({"debounce": 0.3, "max_delay": 2.0, "connections": [{"namespaces": ["wordpress"]}]}, scenario)
 
 
 def test_a_revoked_token_is_reported_and_retried_without_showing_it(cluster: KubeApiServer, monkeypatch: pytest.MonkeyPatch,

@@ -48,7 +48,7 @@ def lab(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
 
 
 def lab_identity() -> str:
-    """What changes when the lab is rebuilt: the kube API's pid and the scenario digest."""
+    """What changes when the lab is rebuilt: the scenario digest and the processes' pids."""
     try:
         state = json.loads(STATE_FILE.read_text())
     except (OSError, ValueError):

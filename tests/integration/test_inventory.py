@@ -259,8 +259,8 @@ from kubernetes import client, config, watch
 core = client.CoreV1Api(config.new_client_from_config(config_file={str(kubeconfig)!r}))
 def change():
     time.sleep(1.0)
-    subprocess.run([sys.executable, "-m", "lab.kubeapi", "apply", "--kubeconfig", {str(kubeconfig)!r}, {str(tmp_path / "change.json")!r}], check=True,
-                   capture_output=True)
+    argv = [sys.executable, "-m", "lab.kubeapi", "apply", "--kubeconfig", {str(kubeconfig)!r}, {str(tmp_path / "change.json")!r}]
+    subprocess.run(argv, check=True, capture_output=True)
 threading.Thread(target=change).start()
 seen = []
 for event in watch.Watch().stream(core.list_namespaced_pod, "wordpress", label_selector="app=wordpress", timeout_seconds=4):
@@ -277,3 +277,24 @@ print(json.dumps([seen, namespaces]))
     assert seen == [["ADDED", "wordpress-6dfdd9f64f-d75j2"], ["ADDED", "wordpress-mysql-5b58bbd695-gxtc4"],
                     ["MODIFIED", "wordpress-6dfdd9f64f-d75j2"]]
     assert namespaces == ["default", "wordpress"]
+
+
+def test_watch_resumes_from_a_list_resource_version(lab_api: Api, tmp_path: Path) -> None:
+    """A change made between a list and the watch that follows it is not lost; the history's limit answers 410."""
+    kubeconfig = write_kubeconfig(lab_api.state_dir / "endpoint.json", tmp_path / "kubeconfig", "lab")
+    moved = k8s.pod("wordpress-6dfdd9f64f-d75j2", "wordpress", "k8s-node2", "10.244.2.7", {"app": "wordpress", "tier": "frontend"})
+    (tmp_path / "change.json").write_text(json.dumps([moved]))
+    code = f"""
+import json, subprocess, sys
+from kubernetes import client, config, watch
+core = client.CoreV1Api(config.new_client_from_config(config_file={str(kubeconfig)!r}))
+version = json.loads(core.list_pod_for_all_namespaces(_preload_content=False).data)["metadata"]["resourceVersion"]
+subprocess.run([sys.executable, "-m", "lab.kubeapi", "apply", "--kubeconfig", {str(kubeconfig)!r}, {str(tmp_path / "change.json")!r}],
+               check=True, capture_output=True)
+events = [[e["type"], e["object"].metadata.name, e["object"].spec.node_name]
+          for e in watch.Watch().stream(core.list_pod_for_all_namespaces, resource_version=version, timeout_seconds=1)]
+print(json.dumps(events))
+"""
+    result = subprocess.run([PYTHON, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == [["MODIFIED", "wordpress-6dfdd9f64f-d75j2", "k8s-node2"]]

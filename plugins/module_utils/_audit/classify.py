@@ -182,11 +182,11 @@ def probe_flow(classifier: Classifier, source: str, target: str) -> tuple[Option
     source_workload = classifier.by_label.get(source)
     if source_workload is None:
         return None, f"source {source} is not in the inventory"
-    name, _, port_text = target.removesuffix("@ipv6").rpartition(":")
-    protocol, _, number = port_text.partition("/")
+    name, port_text = target.removesuffix("@ipv6").rpartition(":")[::2]
+    protocol, number = port_text.partition("/")[::2]
     if not number.isdigit():
         return None, f"target {target} does not end in PROTOCOL/PORT"
-    kind, _, key = name.partition(":")
+    kind, key = name.partition(":")[::2]
     via = {"svc": "cluster_ip", "nodeport": "node_port"}.get(kind, "direct")
     lookup = f"svc:{key}" if kind in ("svc", "nodeport") else name
     destination = classifier.by_label.get(lookup)

@@ -132,8 +132,8 @@ def render_graph_svg(graph: Mapping[str, Any]) -> str:
     positions = graph_layout(graph)
     if not positions:
         return '<p class="muted">The policy has no filters.</p>'
-    width = int(max(x for x, _ in positions.values()) + NODE_WIDTH + 40)
-    height = int(max(y for _, y in positions.values()) + NODE_HEIGHT + 60)
+    width = int(max(position[0] for position in positions.values()) + NODE_WIDTH + 40)
+    height = int(max(position[1] for position in positions.values()) + NODE_HEIGHT + 60)
     out = [
         f'<svg id="policy-graph" xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
         f'viewBox="0 0 {width} {height}" font-size="11">',

@@ -248,16 +248,20 @@ class Watcher:
     """LIST + WATCH of one kind of one cluster in a thread; reports changes through ``emit``."""
 
     def __init__(self, connection: ClusterConnection, kind: api.Kind, settings: Mapping[str, Any],
-                 emit: Callable[[str, Any], None]) -> None:
+                 emit: Callable[[str, Any], None], namespace: Optional[str] = None) -> None:
         self.connection = connection
         self.kind = kind
+        # With the connection's namespaces set, namespaced kinds are listed and watched per namespace:
+        # that works with RBAC bound namespace by namespace (docs/rbac.md).
+        self.namespace = namespace
+        self.path = kind.list_path(namespace)
         self.settings = settings
         self.emit = emit
         self.views: dict[Key, dict[str, Any]] = {}
         self.resource_version: Optional[str] = None
         self.listed = False
         self.stopping = threading.Event()
-        self.thread = threading.Thread(target=self.run, name=f"zt-watch-{connection.name}-{kind.plural}", daemon=True)
+        self.thread = threading.Thread(target=self.run, name=f"zt-watch-{connection.name}-{kind.plural}-{namespace or ''}", daemon=True)
         self._response: Any = None
         import urllib3  # noqa: PLC0415 - dependency of the collection (via kubernetes); imported here to keep loading cheap
 
@@ -295,8 +299,14 @@ class Watcher:
             try:
                 if not self.listed or self.resource_version is None:
                     self.relist("initial" if not self.listed else "relist")
+                started = time.monotonic()
                 self.watch()
-                delay = float(self.settings["reconnect_min"])  # a watch that ended normally resets the backoff
+                if time.monotonic() - started < 1.0 and not self.stopping.is_set():
+                    # A stream that ends at once, again and again, must not become a busy loop.
+                    self.stopping.wait(delay)
+                    delay = min(delay * 2, float(self.settings["reconnect_max"]))
+                else:
+                    delay = float(self.settings["reconnect_min"])  # a watch that lasted resets the backoff
             except RelistNeededError:
                 self.resource_version = None
                 continue
@@ -304,7 +314,7 @@ class Watcher:
                 if self.stopping.is_set():
                     return
                 message = scrub(str(exc), self.connection.secrets())
-                LOG.warning("cluster %r %s: %s; retrying in %.1f s", self.connection.name, self.kind.plural, message, delay)
+                LOG.warning("cluster %r %s: %s; retrying in %.1f s", self.connection.name, self.path, message, delay)
                 self.emit("error", {"cluster": self.connection.name, "kind": self.kind.name, "message": message})
                 self.stopping.wait(delay * random.uniform(0.8, 1.2))  # noqa: S311 - jitter, not cryptography
                 delay = min(delay * 2, float(self.settings["reconnect_max"]))
@@ -328,7 +338,7 @@ class Watcher:
                     changes.append(change)
         self.views, self.resource_version, self.listed = fresh, version, True
         if first:
-            self.emit("listed", {"cluster": self.connection.name, "kind": self.kind.name, "count": len(fresh)})
+            self.emit("listed", {"cluster": self.connection.name, "kind": self.kind.name, "namespace": self.namespace, "count": len(fresh)})
         for change in changes:
             self.emit("change", (change, reason))
 
@@ -340,7 +350,7 @@ class Watcher:
             query: dict[str, Any] = {"limit": 500}
             if continue_token:
                 query["continue"] = continue_token
-            page = self.client.get_json(self.kind.list_path(), query)
+            page = self.client.get_json(self.path, query)
             items.extend(item for item in page.get("items") or [] if isinstance(item, dict))
             metadata = page.get("metadata") or {}
             version = version or str(metadata.get("resourceVersion") or "")
@@ -352,7 +362,7 @@ class Watcher:
         """One watch request from the last resourceVersion, applied event by event."""
         query = {"watch": "true", "allowWatchBookmarks": "true", "timeoutSeconds": str(int(self.settings["watch_timeout"])),
                  "resourceVersion": self.resource_version or ""}
-        url = f"{self.connection.server.rstrip('/')}{self.kind.list_path()}?" + "&".join(f"{key}={value}" for key, value in query.items())
+        url = f"{self.connection.server.rstrip('/')}{self.path}?" + "&".join(f"{key}={value}" for key, value in query.items())
         headers = {"Accept": "application/json", "User-Agent": "zerotrust.workloads-eda"}
         if self.connection.token:
             headers["Authorization"] = f"Bearer {self.connection.token}"
@@ -363,7 +373,7 @@ class Watcher:
                 raise RelistNeededError()
             if response.status >= 400:
                 body = response.read(2048)
-                raise ApiCallError(self.connection.name, f"WATCH {self.kind.list_path()}", self.client._explain(response.status, body),
+                raise ApiCallError(self.connection.name, f"WATCH {self.path}", self.client._explain(response.status, body),
                                    response.status)
             for line in _lines(response.stream(65536)):
                 if self.stopping.is_set():
@@ -381,7 +391,7 @@ class Watcher:
         if event_type == "ERROR":
             if obj.get("code") == 410:
                 raise RelistNeededError()
-            raise ApiCallError(self.connection.name, f"WATCH {self.kind.list_path()}", str(obj.get("message") or obj),
+            raise ApiCallError(self.connection.name, f"WATCH {self.path}", str(obj.get("message") or obj),
                                int(obj.get("code") or 0))
         if metadata.get("resourceVersion"):
             self.resource_version = str(metadata["resourceVersion"])
@@ -449,7 +459,9 @@ async def main(queue: asyncio.Queue[Any], args: dict[str, Any]) -> None:
     def emit(what: str, payload: Any) -> None:
         loop.call_soon_threadsafe(inbox.put_nowait, (what, payload))
 
-    watchers = [Watcher(connection, kind, settings, emit) for connection in connections for kind in settings["kinds"]]
+    watchers = [Watcher(connection, kind, settings, emit, namespace)
+                for connection in connections for kind in settings["kinds"]
+                for namespace in (connection.namespaces if connection.namespaces and kind.namespaced else (None,))]
     for watcher in watchers:
         watcher.start()
     try:
@@ -464,7 +476,7 @@ async def _serve(queue: asyncio.Queue[Any], inbox: asyncio.Queue[tuple[str, Any]
     """Turn the watchers' reports into events: the sync per cluster once listed, then coalesced bursts."""
     coalescers: dict[str, Coalescer] = {}
     reasons: dict[str, str] = {}
-    waiting = {(watcher.connection.name, watcher.kind.name) for watcher in watchers}
+    waiting = {(watcher.connection.name, watcher.kind.name, watcher.namespace) for watcher in watchers}
     counts: dict[str, dict[str, int]] = {}
     while True:
         deadlines = [deadline for deadline in (c.deadline() for c in coalescers.values()) if deadline is not None]
@@ -474,8 +486,9 @@ async def _serve(queue: asyncio.Queue[Any], inbox: asyncio.Queue[tuple[str, Any]
         except TimeoutError:
             what, payload = "tick", None
         if what == "listed":
-            waiting.discard((payload["cluster"], payload["kind"]))
-            counts.setdefault(payload["cluster"], {})[payload["kind"]] = payload["count"]
+            waiting.discard((payload["cluster"], payload["kind"], payload["namespace"]))
+            kinds = counts.setdefault(payload["cluster"], {})
+            kinds[payload["kind"]] = kinds.get(payload["kind"], 0) + payload["count"]
             if not any(pending[0] == payload["cluster"] for pending in waiting):
                 LOG.info("cluster %r listed: %s", payload["cluster"], counts[payload["cluster"]])
                 event = build_event("sync", "initial", payload["cluster"], [])

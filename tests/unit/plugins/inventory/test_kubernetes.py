@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import yaml
 from ansible_collections.zerotrust.workloads.plugins.inventory.kubernetes import InventoryModule
+from ansible_collections.zerotrust.workloads.plugins.module_utils._kubernetes import api
 
 from lab.kubeapi import KubeApiServer, start_server, write_kubeconfig
 from tests.unit.plugins.module_utils._kubernetes import k8s_factories as k8s
@@ -165,10 +166,19 @@ def test_templates_in_cluster_metadata_are_never_evaluated(tmp_path: Path) -> No
         config = write_config(tmp_path, connections=[{"kubeconfig": str(write_kubeconfig(api, tmp_path / "kubeconfig", "lab"))}],
                               compose={"zt_note": "workload.annotations.note"})
         environ = {key: value for key, value in os.environ.items() if not key.startswith("K8S_AUTH_")}
-        result = subprocess.run(
-            [str(REPO / ".venv/bin/ansible"), "-i", str(config), "evil.wordpress.pod.lab", "-m", "ansible.builtin.debug", "-a", "var=zt_note"],
-            cwd=REPO, env=environ, capture_output=True, text=True, timeout=120, check=False,
-        )
+        argv = [str(REPO / ".venv/bin/ansible"), "-i", str(config), "evil.wordpress.pod.lab",
+                "-m", "ansible.builtin.debug", "-a", "var=zt_note"]
+        result = subprocess.run(argv, cwd=REPO, env=environ, capture_output=True, text=True, timeout=120, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
     assert evil in result.stdout
     assert not marker.exists()
+
+
+def test_rbac_manifest_grants_exactly_what_the_plugin_reads() -> None:
+    text = (REPO / "docs" / "rbac.md").read_text()
+    documents = [doc for block in text.split("```yaml")[1:] for doc in yaml.safe_load_all(block.split("```")[0]) if doc]
+    role = next(doc for doc in documents if doc.get("kind") == "ClusterRole" and doc["metadata"]["name"] == "zerotrust-inventory-reader")
+    granted = {(group, resource) for rule in role["rules"] for group in rule["apiGroups"] for resource in rule["resources"]}
+    read = {(kind.path.split("/")[2] if kind.path.startswith("/apis/") else "", kind.plural) for kind in api.ALL_KINDS}
+    assert granted == read
+    assert all(sorted(rule["verbs"]) == ["get", "list", "watch"] for rule in role["rules"])

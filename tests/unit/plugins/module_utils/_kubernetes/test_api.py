@@ -4,12 +4,15 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from ansible_collections.zerotrust.workloads.plugins.module_utils._kubernetes import api
-from ansible_collections.zerotrust.workloads.plugins.module_utils._kubernetes.connection import ClusterConnection
+from ansible_collections.zerotrust.workloads.plugins.module_utils._kubernetes.connection import ClusterConnection, resolve_connection
 from ansible_collections.zerotrust.workloads.plugins.module_utils._kubernetes.errors import ApiCallError
 
 from lab.kubeapi import KubeApiServer, start_server
@@ -146,3 +149,21 @@ def test_fetch_cluster_returns_every_kind(kube_api: KubeApiServer) -> None:
     snapshot = api.fetch_cluster(client_for(kube_api), api.ALL_KINDS, {})
     assert {kind: len(items) for kind, items in snapshot.items()} == {"Namespace": 2, "Node": 4, "Pod": 2, "Service": 1, "EndpointSlice": 1}
     assert snapshot["Pod"][0]["kind"] == "Pod" and snapshot["Pod"][0]["metadata"]["resourceVersion"]
+
+
+def test_kubeconfig_exec_plugin_goes_through_the_kubernetes_loader(kube_api: KubeApiServer, tmp_path: Path) -> None:
+    plugin = tmp_path / "credential-plugin"
+    credential = {"apiVersion": "client.authentication.k8s.io/v1beta1", "kind": "ExecCredential", "status": {"token": kube_api.token}}
+    plugin.write_text(f"#!/bin/sh\ncat <<'EOF'\n{json.dumps(credential)}\nEOF\n")
+    plugin.chmod(0o700)
+    kubeconfig = tmp_path / "config"
+    kubeconfig.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "lab",
+        "clusters": [{"name": "c", "cluster": {"server": kube_api.url, "certificate-authority": kube_api.ca_file}}],
+        "users": [{"name": "u", "user": {"exec": {"apiVersion": "client.authentication.k8s.io/v1beta1", "command": str(plugin),
+                                                  "interactiveMode": "Never"}}}],
+        "contexts": [{"name": "lab", "context": {"cluster": "c", "user": "u"}}],
+    }))
+    connection = resolve_connection({"kubeconfig": str(kubeconfig)}, {})
+    assert connection.token == kube_api.token
+    assert len(api.ClusterClient(connection).list_all(api.PODS, api.ListOptions())) == 2
