@@ -122,7 +122,10 @@ def playbook(name: str, extra: dict[str, Any]) -> float:
     argv = [str(Path(PYTHON).parent / "ansible-playbook"), "-i", str(REPO_ROOT / ".lab" / "inventory"), "--forks", str(FORKS)]
     argv += [str(REPO_ROOT / "playbooks" / name), "-e", json.dumps(extra)]
     started = time.monotonic()
-    done = subprocess.run(argv, cwd=REPO_ROOT, capture_output=True, text=True, timeout=1800, env=env, check=False)
+    try:
+        done = subprocess.run(argv, cwd=REPO_ROOT, capture_output=True, text=True, timeout=900, env=env, check=False)
+    except subprocess.TimeoutExpired as error:
+        raise RuntimeError(f"{name} did not finish within 900 s (did the lab go away under it?)") from error
     elapsed = time.monotonic() - started
     if done.returncode != 0:
         raise RuntimeError(f"{name} failed ({done.returncode}):\n{done.stdout[-4000:]}\n{done.stderr[-2000:]}")
@@ -197,7 +200,7 @@ def main() -> int:
                     enforce_s, audit_s, report = measure(path, workdir / f"report{attempt}")
                     break
                 except RuntimeError as error:
-                    print(f"attempt {attempt + 1} failed (is someone else using the lab?): {str(error)[-300:]}", flush=True)
+                    print(f"attempt {attempt + 1} failed (is someone else using the lab?): {str(error)[:300]} ... {str(error)[-300:]}", flush=True)
             else:
                 print("RESULT audit status=failed reason=lab-busy")
                 return 1

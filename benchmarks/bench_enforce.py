@@ -19,6 +19,7 @@ sizes and the number of runs (medians are reported).
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import os
 import re
@@ -109,6 +110,15 @@ def scenario(pods: int) -> dict[str, Any]:
     }
 
 
+def hold_lab() -> int:
+    """Take the lab's change lock (the flock ``lab up/down`` take) so nobody rebuilds the lab mid-measurement."""
+    lab_dir = REPO_ROOT / ".lab"
+    lab_dir.mkdir(exist_ok=True)
+    fd = os.open(lab_dir, os.O_RDONLY | os.O_DIRECTORY)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    return fd
+
+
 def lab(*args: str) -> str:
     """``python -m lab ARGS``; raise with its output when it fails."""
     done = subprocess.run([PYTHON, "-m", "lab", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=1800, check=False)
@@ -150,10 +160,14 @@ def measure(pods: int, workdir: Path) -> tuple[float, float, float]:
     started = time.monotonic()
     lab("up", "--scenario", str(path))
     up_seconds = time.monotonic() - started
-    first, first_recap = enforce(path)
+    held = hold_lab()
+    try:
+        first, first_recap = enforce(path)
+        noop, noop_recap = enforce(path)
+    finally:
+        os.close(held)
     if not all(counts.get("changed", 0) >= 1 for counts in first_recap.values()):
         raise RuntimeError(f"the first run did not change every host: {first_recap}")
-    noop, noop_recap = enforce(path)
     if any(counts.get("changed", 0) for counts in noop_recap.values()):
         raise RuntimeError(f"the re-run changed something: {noop_recap}")
     return up_seconds, first, noop

@@ -11,7 +11,10 @@ Per size it measures, as separate processes (so each pays its own imports, as a 
   500, plain JSON: ``_preload_content=False`` + ``json.loads``),
 * ``ansible-inventory --graph`` (the plugin's parse without the hostvars dump),
 * the plugin's own work without Ansible (fetch + build of hosts and groups, ``core``),
-* ``ansible-inventory --list`` on an empty inventory (Ansible's fixed cost), once.
+* ``ansible-inventory --list`` on an empty inventory (Ansible's fixed cost), once,
+* at 1,000 and 10,000 pods, the same inventory from a static source: ``ansible-inventory --list`` over
+  an inventory script that prints our own ``--list`` output (same hosts, groups and hostvars, no API),
+  which shows what Ansible itself costs for an inventory of that size.
 
 Goal: --list within 2x of the raw fetch at 10,000 pods; growth 20,000 vs 10,000 at most 2.2x.
 The last line is machine-readable::
@@ -98,6 +101,18 @@ def timed(argv: list[str], label: str = "", pods: int = 0) -> tuple[float, str]:
     return elapsed, result.stdout
 
 
+def _floor(listing: str, pods: int, workdir: Path) -> float:
+    """``ansible-inventory --list`` over a script that prints ``listing``: Ansible's cost for these hosts without any API."""
+    listing_file = workdir / f"listing-{pods}.json"
+    listing_file.write_text(listing)
+    script = workdir / f"static-{pods}.sh"
+    script.write_text(f"#!/bin/sh\nif [ \"$1\" = --list ]; then cat {listing_file}; else echo '{{}}'; fi\n")
+    script.chmod(0o700)
+    elapsed, output = timed([ANSIBLE_INVENTORY, "-i", str(script), "--list"], "floor", pods)
+    assert len(json.loads(output)["_meta"]["hostvars"]) == len(json.loads(listing)["_meta"]["hostvars"])
+    return elapsed
+
+
 def measure(pods: int, runs: int, workdir: Path) -> dict[str, float]:
     """Median timings for one cluster size."""
     objects = synthetic(pods)
@@ -112,6 +127,7 @@ def measure(pods: int, runs: int, workdir: Path) -> dict[str, float]:
             assert int(output) == expected, f"raw fetch saw {output.strip()} objects, expected {expected}"
             raw.append(elapsed)
             elapsed, output = timed([ANSIBLE_INVENTORY, "-i", str(config), "--list"], "list", pods)
+            listing = output
             hosts = len(json.loads(output)["_meta"]["hostvars"])
             assert hosts == pods + int(pods * 0.2) + 50, f"inventory has {hosts} hosts"
             listed.append(elapsed)
@@ -120,10 +136,12 @@ def measure(pods: int, runs: int, workdir: Path) -> dict[str, float]:
         while len(raw) < runs:
             raw.append(timed([PYTHON, "-c", RAW_FETCH, str(kubeconfig)], "raw", pods)[0])
         graph, _ = timed([ANSIBLE_INVENTORY, "-i", str(config), "--graph"], "graph", pods)
+        floor = _floor(listing, pods, workdir) if pods <= 10_000 else float("nan")
         core, output = timed([PYTHON, "-c", CORE, str(kubeconfig), str(REPO / ".collections")], "core", pods)
         assert int(output) == pods + int(pods * 0.2) + 50
-    figures = {"list": statistics.median(listed), "raw": statistics.median(raw), "graph": graph, "core": core}
+    figures = {"list": statistics.median(listed), "raw": statistics.median(raw), "graph": graph, "core": core, "floor": floor}
     figures.update({f"cpu_{label}": statistics.median(CPU_SECONDS[(label, pods)]) for label in ("list", "raw", "graph", "core")})
+    figures["cpu_floor"] = statistics.median(CPU_SECONDS.get(("floor", pods), [float("nan")]))
     return figures
 
 
@@ -140,12 +158,12 @@ def main() -> None:
         empty_s, _ = timed([ANSIBLE_INVENTORY, "-i", str(empty), "--list"])
         results = {pods: measure(pods, runs, workdir) for pods, runs in sizes.items()}
     print("wall seconds (CPU seconds of the process in parentheses)")
-    print(f"{'pods':>7} {'--list':>15} {'raw fetch':>15} {'ratio':>13} {'--graph':>15} {'core':>15}")
+    print(f"{'pods':>7} {'--list':>15} {'raw fetch':>15} {'ratio':>13} {'--graph':>15} {'core':>15} {'static':>15}")
     for pods, figures in results.items():
         cells = [f"{figures[key]:.2f} ({figures['cpu_' + key]:.2f})" for key in ("list", "raw")]
         ratio = f"{figures['list'] / figures['raw']:.2f} ({figures['cpu_list'] / figures['cpu_raw']:.2f})"
-        cells += [ratio] + [f"{figures[key]:.2f} ({figures['cpu_' + key]:.2f})" for key in ("graph", "core")]
-        print(f"{pods:>7} {cells[0]:>15} {cells[1]:>15} {cells[2]:>13} {cells[3]:>15} {cells[4]:>15}")
+        cells += [ratio] + [f"{figures[key]:.2f} ({figures['cpu_' + key]:.2f})" for key in ("graph", "core", "floor")]
+        print(f"{pods:>7} {cells[0]:>15} {cells[1]:>15} {cells[2]:>13} {cells[3]:>15} {cells[4]:>15} {cells[5]:>15}")
     print(f"ansible-inventory --list on an empty inventory: {empty_s:.2f} s")
     fields = {f"pods_{pods}_s": f"{figures['list']:.2f}" for pods, figures in results.items()}
     fields.update({f"raw_{pods}_s": f"{figures['raw']:.2f}" for pods, figures in results.items()})
@@ -155,6 +173,9 @@ def main() -> None:
     fields.update({f"core_ratio_vs_raw_{pods}": f"{figures['core'] / figures['raw']:.2f}" for pods, figures in results.items()})
     fields.update({f"cpu_ratio_vs_raw_{pods}": f"{figures['cpu_list'] / figures['cpu_raw']:.2f}" for pods, figures in results.items()})
     fields.update({f"cpu_list_{pods}_s": f"{figures['cpu_list']:.2f}" for pods, figures in results.items()})
+    fields.update({f"static_{pods}_s": f"{figures['floor']:.2f}" for pods, figures in results.items() if pods <= 10_000})
+    fields.update({f"ratio_vs_static_{pods}": f"{figures['list'] / figures['floor']:.2f}"
+                   for pods, figures in results.items() if pods <= 10_000})
     if 20_000 in results:
         fields["growth_20000_vs_10000"] = f"{results[20_000]['list'] / results[10_000]['list']:.2f}"
         fields["cpu_growth_20000_vs_10000"] = f"{results[20_000]['cpu_list'] / results[10_000]['cpu_list']:.2f}"

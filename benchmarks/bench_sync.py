@@ -7,7 +7,9 @@ inventory, the seed's frontend pod is moved twenty times between k8s-node1 and k
 time with a new IP (``python -m lab move-pod``: the lab rewires the pod and replaces its Pod and
 EndpointSlice objects through the API). Each latency runs from the start of the move to the
 first probe of the whole truth table (real connections between the lab's namespaces) that
-equals the table the policy implies for the moved pod. Before the next move, the runs the change
+equals the table the policy implies for the moved pod. Each line also shows when the move
+command returned, when the event source emitted its event and when the playbook run it triggered
+finished (seconds from the start of the move). Before the next move, the runs the change
 triggered have finished. The pod is moved back at the end.
 
     python benchmarks/bench_sync.py [--changes 20]
@@ -55,7 +57,8 @@ class Harness:
     def __init__(self, log_path: Path) -> None:
         self.log_path = log_path
         self.moves = 0
-        self.phases: list[dict[str, float]] = []
+        self.phases: list[dict[str, float | None]] = []
+        self.run_done: float | None = None
 
     def _log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
@@ -80,13 +83,17 @@ class Harness:
                 tail = "\n".join(self._log().splitlines()[-25:])
                 raise RuntimeError(f"ansible-rulebook failed:\n{tail}")
             time.sleep(0.2)
-        raise RuntimeError(f"ansible-rulebook did not finish its runs within {timeout:.0f} s; see {self.log_path}")
+        tail = "\n".join(self._log().splitlines()[-25:])
+        raise RuntimeError(f"ansible-rulebook did not finish its runs within {timeout:.0f} s; the end of its log:\n{tail}")
 
     def wait_right(self, started: float, timeout: float = 60.0) -> float:
-        """Seconds from ``started`` until the truth table is right."""
+        """Seconds from ``started`` until the truth table is right (notes when the change's run finished)."""
+        runs = self.runs_finished()
         while time.monotonic() - started < timeout:
             if table_is_right():
                 return time.monotonic() - started
+            if self.runs_finished() > runs and self.run_done is None:
+                self.run_done = time.monotonic() - started
         probe = _lab("probe", "--expect-from-scenario", check=False)
         mismatches = [line.strip() for line in probe.stdout.splitlines() if "MISMATCH" in line] or [probe.stderr.strip()]
         tail = "\n".join(self._log().splitlines()[-25:])
@@ -101,15 +108,36 @@ class Harness:
         """Move the pod to the other node with a new IP; the latency until the table is right again."""
         node, prefix = ("k8s-node2", "10.244.2") if index % 2 == 0 else ("k8s-node1", "10.244.1")
         self.wait_idle()
-        started = time.monotonic()
-        runs_before = self.runs_finished()
+        started, wall = time.monotonic(), time.time()
+        self.run_done = None
         self.move(node, f"{prefix}.{120 + index}")
         self.moves += 1
         moved = time.monotonic() - started
         latency = self.wait_right(started)
-        self.phases.append({"move_s": round(moved, 2), "right_s": round(latency, 2), "runs_at_right": self.runs_finished() - runs_before})
+        stamps = re.findall(r"^(\S+ \S+),(\d+) - \S+ - INFO - cluster '[^']+': \d+ change\(s\)", self._log(), re.M)
+        event = None
+        if stamps:
+            day_time, millis = stamps[-1]
+            event = time.mktime(time.strptime(day_time, "%Y-%m-%d %H:%M:%S")) + int(millis) / 1000 - wall
+        self.phases.append({"move": moved, "event": event, "run_done": self.run_done, "right": latency})
         self.wait_idle()
         return latency
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (children first found through /proc's parent links)."""
+    parents: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            parents.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found: list[int] = []
+    pending = [pid]
+    while pending:
+        children = parents.get(pending.pop(), [])
+        found.extend(children)
+        pending.extend(children)
+    return found
 
 
 def _inventory_with_static_management(target: Path) -> Path:
@@ -146,6 +174,8 @@ def lab_with_rulebook() -> Iterator[Harness]:
                "ANSIBLE_COLLECTIONS_PATH": str(REPO / ".collections"), "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
                # One fork per enforcement point (6 in the seed): no host waits for a second batch.
                "ANSIBLE_FORKS": "10",
+               # SSH masters of our own: another run's stale master must not hold ours up.
+               "ANSIBLE_SSH_CONTROL_PATH_DIR": str(work / "ssh-control"),
                "K8S_AUTH_KUBECONFIG": str(REPO / ".lab" / "kubeconfig")}
         harness = Harness(work / "rulebook.log")
         with harness.log_path.open("w") as log:
@@ -162,6 +192,8 @@ def lab_with_rulebook() -> Iterator[Harness]:
                 harness.wait_right(time.monotonic())
                 harness.wait_idle()
         finally:
+            # ansible-runner starts each playbook in a session of its own: collect them before they are orphaned.
+            runs = _descendants(rulebook.pid)
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(rulebook.pid, signal.SIGINT)
             try:
@@ -169,9 +201,11 @@ def lab_with_rulebook() -> Iterator[Harness]:
             except subprocess.TimeoutExpired:
                 os.killpg(rulebook.pid, signal.SIGKILL)
                 rulebook.wait()
+            for pid in runs:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGTERM)
             if os.environ.get("ZT_KEEP_RULEBOOK_LOG"):
                 print(harness._log())
-                print(harness.phases)
             if brought_up:
                 _lab("down", check=False)
 
@@ -190,7 +224,9 @@ def main() -> int:
             latency = harness.move_and_wait(index)
             latencies.append(latency)
             node = "k8s-node2" if index % 2 == 0 else "k8s-node1"
-            print(f"change {index + 1:2d}: pod to {node}, table right after {latency:5.2f} s", flush=True)
+            phase = harness.phases[-1]
+            steps = "  ".join(f"{key} {value:5.2f}" for key, value in phase.items() if value is not None and key != "right")
+            print(f"change {index + 1:2d}: pod to {node}, table right after {latency:5.2f} s  ({steps})", flush=True)
     ordered = sorted(latencies)
     quartiles = statistics.quantiles(ordered, n=4) if len(ordered) > 1 else [ordered[0]] * 3
     print(f"min {ordered[0]:.2f} s  p25 {quartiles[0]:.2f} s  median {statistics.median(ordered):.2f} s  "

@@ -40,12 +40,14 @@ import json
 import os
 import re
 import secrets
+import shutil
 import signal
 import ssl
 import sys
 import tempfile
 import threading
 import uuid
+import weakref
 from bisect import bisect_right
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -861,6 +863,9 @@ class KubeApiServer:
         self._own_dir = state_dir is None
         self.state_dir = Path(tempfile.mkdtemp(prefix="zti-kubeapi-")) if state_dir is None else Path(state_dir)
         self.state_dir.mkdir(parents=True, exist_ok=True)
+        if self._own_dir:
+            # Removed by stop(), and at interpreter exit for a server a caller forgot to stop.
+            self._cleanup = weakref.finalize(self, shutil.rmtree, str(self.state_dir), True)
         self.token = token or secrets.token_urlsafe(32)
         self.faults = FaultPlan()
         self.emulator = LabKubernetesEmulator(token=self.token, faults=self.faults)
@@ -923,10 +928,8 @@ class KubeApiServer:
         if self._loop is not None and self._stopping is not None and self._thread.is_alive():
             self._loop.call_soon_threadsafe(self._stopping.set)
             self._thread.join(timeout=10)
-        if self._own_dir and self.state_dir.exists():
-            for child in self.state_dir.iterdir():
-                child.unlink()
-            self.state_dir.rmdir()
+        if self._own_dir:
+            self._cleanup()
 
     def endpoint(self) -> dict[str, Any]:
         """What ``endpoint.json`` holds: ``url``, ``ca_file``, ``token``."""

@@ -32,7 +32,9 @@ def parse_objects(text: str) -> tuple[set[str], set[str]]:
     """The (rules, set members) of one diff text; each item is a self-identifying string."""
     rules: set[str] = set()
     members: set[str] = set()
-    section: Optional[tuple[str, str]] = None  # ("set" | "chain", name) while reading an nft block
+    # While reading an nft block: "set" or "chain", and its name ("" outside any block).
+    section_kind = ""
+    section_name = ""
     for raw in text.splitlines():
         line = raw.rstrip()
         stripped = line.strip()
@@ -41,15 +43,15 @@ def parse_objects(text: str) -> tuple[set[str], set[str]]:
         if stripped.startswith("-A "):
             rules.add(stripped)
         elif stripped.startswith("ipset "):
-            name, _, listed = stripped[len("ipset ") :].partition(":")
-            set_name = name.split()[0] if name.split() else name
+            head, _sep, listed = stripped[len("ipset ") :].partition(":")
+            set_name = head.split()[0] if head.split() else head
             members.update(f"{set_name} {member}" for member in listed.split() if member != "(empty)")
         elif line.startswith("  ") and not line.startswith("    "):
             words = stripped.split()
-            section = (words[0], words[1]) if len(words) > 1 and words[0] in ("set", "chain") else None
-        elif line.startswith("    ") and section is not None:
-            kind, name = section
-            (members if kind == "set" else rules).add(f"{name} {stripped}")
+            known = len(words) > 1 and words[0] in ("set", "chain")
+            section_kind, section_name = (words[0], words[1]) if known else ("", "")
+        elif line.startswith("    ") and section_kind:
+            (members if section_kind == "set" else rules).add(f"{section_name} {stripped}")
     return rules, members
 
 

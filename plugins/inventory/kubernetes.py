@@ -27,6 +27,11 @@ description:
   - The configuration file name must end in C(.kubernetes.yml) or C(.kubernetes.yaml).
   - Needs only C(urllib3) and C(PyYAML) for static credentials; kubeconfig users with C(exec) or
     C(auth-provider) need the C(kubernetes) Python package.
+notes:
+  - Connecting through an HTTP proxy (kubeconfig C(proxy-url), C(K8S_AUTH_PROXY)) is not supported yet and is refused
+    rather than bypassed. Basic auth and impersonation are not supported.
+  - With ansible-core's default settings a source that fails is reported as a warning and left out; set
+    C(inventory_any_unparsed_is_failed) (C(ANSIBLE_INVENTORY_ANY_UNPARSED_IS_FAILED=true)) so that a failure fails the run.
 author:
   - zerotrust.workloads maintainers
 extends_documentation_fragment:

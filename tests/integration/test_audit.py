@@ -66,6 +66,8 @@ def run(argv: list[str], timeout: float = 900) -> subprocess.CompletedProcess[st
 def lab(*args: str) -> subprocess.CompletedProcess[str]:
     """``python -m lab ARGS``; fails the test with the output when it fails."""
     completed = run([sys.executable, "-m", "lab", *args], timeout=600)
+    if completed.returncode != 0 and "another lab command holds" in completed.stderr:
+        raise LabVanishedError(completed.stderr)
     assert completed.returncode == 0, f"lab {' '.join(args)}:\n{completed.stdout}\n{completed.stderr}"
     return completed
 
@@ -87,7 +89,8 @@ def playbook(name: str, **extra: Any) -> subprocess.CompletedProcess[str]:
 
 def must(completed: subprocess.CompletedProcess[str], identity: str) -> str:
     """The output of a successful run; LabVanishedError when the lab changed under it."""
-    if lab_identity() != identity:
+    # A rebuilt lab, or hosts that vanished under the run (someone took the lab down and up again)
+    if lab_identity() != identity or (completed.returncode != 0 and "UNREACHABLE!" in completed.stdout):
         raise LabVanishedError(completed.stdout[-2000:])
     assert completed.returncode == 0, f"{shlex.join(completed.args)}\n{completed.stdout[-6000:]}\n{completed.stderr[-3000:]}"
     return completed.stdout

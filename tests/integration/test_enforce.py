@@ -12,11 +12,14 @@ own tests do), the test is run again once on a fresh lab rather than reported as
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import re
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -38,10 +41,58 @@ CATCH_ALL_DENY_ONLY = {"filters": {}, "policies": {"absolute": [], "default": []
 pytestmark = [pytest.mark.lab, pytest.mark.skipif(os.geteuid() != 0, reason="the lab needs root")]
 
 
+class LabHold:
+    """The lab's own change lock (an flock on .lab, which ``lab up/down/move-pod`` take), held while a test
+    uses the lab, so that other users' lab commands wait instead of rebuilding the lab under the test."""
+
+    def __init__(self) -> None:
+        self.fd: int | None = None
+
+    def acquire(self, timeout: float = 600) -> None:
+        """Take the lock (waiting for a running lab command to finish)."""
+        LAB_DIR.mkdir(exist_ok=True)
+        fd = os.open(LAB_DIR, os.O_RDONLY | os.O_DIRECTORY)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    os.close(fd)
+                    raise AssertionError(f"the lab lock on {LAB_DIR} stayed taken for {timeout:.0f} s") from None
+                time.sleep(0.2)
+        self.fd = fd
+
+    def release(self) -> None:
+        """Let other lab commands run again."""
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+    @contextlib.contextmanager
+    def released(self) -> Iterator[None]:
+        """Release around one of our own lab commands (they take the same lock)."""
+        held = self.fd is not None
+        self.release()
+        try:
+            yield
+        finally:
+            if held:
+                self.acquire()
+
+
+HOLD = LabHold()
+
+
 def lab(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     """``python -m lab ARGS`` from the repository root, as the Makefile runs it."""
     argv = [sys.executable, "-m", "lab", *args]
-    completed = subprocess.run(argv, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600, check=False)
+    if args[0] in ("up", "down", "move-pod"):
+        with HOLD.released():
+            completed = subprocess.run(argv, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600, check=False)
+    else:
+        completed = subprocess.run(argv, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600, check=False)
     if check and completed.returncode != 0:
         raise AssertionError(f"lab {' '.join(args)} failed ({completed.returncode}):\n{completed.stdout}\n{completed.stderr}")
     return completed
@@ -146,12 +197,15 @@ def run_on_fresh_lab(seed_lab: None) -> Callable[[Callable[[], None]], None]:
     def runner(body: Callable[[], None]) -> None:
         for attempt in (1, 2):
             identity = fresh_lab()
+            HOLD.acquire()
             try:
                 body()
             except (AssertionError, subprocess.SubprocessError, ValueError, KeyError):
                 if attempt == 1 and lab_identity() != identity:
                     continue
                 raise
+            finally:
+                HOLD.release()
             if lab_identity() != identity and attempt == 1:
                 continue
             return

@@ -186,6 +186,11 @@ def _from_kubeconfig(settings: Mapping[str, Any], kubeconfig: str) -> ClusterCon
     user = _named(config["users"], str(context.get("user")), "user", kubeconfig) if context.get("user") else {}
     if not cluster.get("server"):
         raise ConnectionConfigError(f"kubeconfig {kubeconfig}: cluster {context.get('cluster')!r} has no server")
+    if cluster.get("proxy-url"):
+        # Connecting directly would bypass a proxy the operator relies on: refuse rather than guess.
+        raise ConnectionConfigError(
+            f"kubeconfig {kubeconfig}: cluster {context.get('cluster')!r} sets proxy-url, which is not supported yet"
+        )
     connection = ClusterConnection(
         name=str(settings.get("name") or context_name),
         server=str(cluster["server"]),
@@ -302,6 +307,10 @@ def resolve_connection(settings: Mapping[str, Any], environ: Mapping[str, str]) 
     if unknown:
         raise ConnectionConfigError(f"unknown connection settings {sorted(unknown)}; known: {sorted(CONNECTION_KEYS)}")
     merged: dict[str, Any] = {key: value for key, value in settings.items() if value is not None}
+    if environ.get("K8S_AUTH_PROXY"):
+        raise ConnectionConfigError(
+            "K8S_AUTH_PROXY is set, but connecting through a proxy is not supported yet; unset it to connect directly"
+        )
     for option, variable in ENV_FALLBACKS.items():
         if option not in merged and environ.get(variable):
             merged[option] = environ[variable]
