@@ -22,7 +22,7 @@ export ANSIBLE_CONFIG := $(ROOT)/ansible.cfg
 export PATH := $(BIN):$(PATH)
 
 .PHONY: help setup system-packages venv collection demo test lint sanity unit integration molecule \
-        lab-up lab-down lab-status probe bench bench-inventory bench-compile bench-apply bench-dataplane \
+        lab-up lab-down lab-status probe docs bench bench-inventory bench-compile bench-apply bench-dataplane \
         bench-enforce bench-audit bench-sync clean
 
 help:
@@ -56,7 +56,7 @@ demo: setup
 	$(PY) -m lab up --scenario $(SCENARIO)
 	@echo "== truth table before enforcement (no policy yet: everything should connect)"
 	$(PY) -m lab probe --expect-open
-	$(BIN)/ansible-playbook -i .lab/inventory playbooks/enforce.yml -e enforce_policy_file=$(abspath $(SCENARIO))
+	$(BIN)/ansible-playbook -f 10 -i .lab/inventory playbooks/enforce.yml -e enforce_policy_file=$(abspath $(SCENARIO))
 	@echo "== truth table after enforcement, beside the expected one"
 	$(PY) -m lab probe --expect-from-scenario
 
@@ -72,12 +72,12 @@ lab-status: collection
 probe: setup
 	$(PY) -m lab probe --expect-from-scenario
 
-test: setup lint sanity unit integration molecule
+test: setup lint sanity docs unit integration molecule
 	@echo "make test: every check passed"
 
 lint: setup
 	$(BIN)/ruff check .
-	$(BIN)/mypy plugins lab benchmarks
+	$(BIN)/mypy plugins lab benchmarks extensions
 	$(BIN)/ansible-lint --profile production --offline roles playbooks
 
 sanity: setup $(ROOT)/.venv-sanity/.installed
@@ -95,13 +95,16 @@ $(ROOT)/.venv-sanity/.installed: requirements-dev.txt
 	touch $@
 
 unit: setup
-	$(BIN)/pytest -q -p no:cacheprovider tests/unit
+	$(BIN)/pytest -q -p no:cacheprovider tests/unit tests/docs
 
 integration: setup
 	$(BIN)/pytest -q -p no:cacheprovider tests/integration
 
 molecule: setup
 	cd $(ROOT) && $(BIN)/molecule test --all
+
+docs: setup
+	bash scripts/build-docs.sh --check
 
 bench: bench-inventory bench-compile bench-apply bench-dataplane bench-enforce bench-audit bench-sync
 

@@ -200,7 +200,8 @@ def main() -> int:
                     enforce_s, audit_s, report = measure(path, workdir / f"report{attempt}")
                     break
                 except RuntimeError as error:
-                    print(f"attempt {attempt + 1} failed (is someone else using the lab?): {str(error)[:300]} ... {str(error)[-300:]}", flush=True)
+                    text = str(error)
+                    print(f"attempt {attempt + 1} failed (is someone else using the lab?): {text[:300]} ... {text[-300:]}", flush=True)
             else:
                 print("RESULT audit status=failed reason=lab-busy")
                 return 1

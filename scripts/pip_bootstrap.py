@@ -18,6 +18,9 @@ ensurepip.bootstrap(upgrade=True)
 arguments = [argument for argument in sys.argv[1:] if argument not in ("--no-setuptools", "--no-wheel")]
 # ansible-test passes only a reduced environment on, so the path comes from a file.
 host_pip_file = os.path.join(os.path.dirname(os.path.abspath(__file__)), "zt_host_pip")
-host_pip = open(host_pip_file, encoding="utf-8").read().strip() if os.path.isfile(host_pip_file) else ""
+host_pip = ""
+if os.path.isfile(host_pip_file):
+    with open(host_pip_file, encoding="utf-8") as recorded:
+        host_pip = recorded.read().strip()
 installer = [host_pip, "--python", sys.executable] if host_pip else [sys.executable, "-m", "pip"]
 sys.exit(subprocess.call([*installer, "install", *arguments]))

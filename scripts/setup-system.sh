@@ -18,8 +18,9 @@ have conntrack       || needed+=(conntrack)
 have openssl         || needed+=(openssl)
 have pgrep           || needed+=(procps)
 have kubectl         || needed+=(kubernetes-client)
+have java            || needed+=(openjdk-17-jre-headless)
 [ -x /usr/bin/python3 ] || needed+=(python3)
-if [ "${ZT_WITH_CHROMIUM:-0}" = 1 ]; then
+if [ "${ZT_WITH_CHROMIUM:-1}" = 1 ]; then
   have chromium || needed+=(chromium)
 fi
 

@@ -31,7 +31,8 @@ import dataclasses
 import hashlib
 import ipaddress
 import json
-from typing import Any, Mapping, Optional, Sequence, Tuple
+from collections.abc import Mapping, Sequence
+from typing import Any, Optional
 
 MODEL_VERSION = 1
 
@@ -86,7 +87,7 @@ class AddressSet:
     """
 
     name: str
-    members: Tuple[str, ...]
+    members: tuple[str, ...]
     comment: str = ""
 
     def __post_init__(self) -> None:
@@ -95,7 +96,7 @@ class AddressSet:
         canonical = tuple(sorted({canonical_network(member) for member in self.members}, key=_network_sort_key))
         object.__setattr__(self, "members", canonical)
 
-    def family_members(self, family: int) -> Tuple[str, ...]:
+    def family_members(self, family: int) -> tuple[str, ...]:
         """The members of one IP family (4 or 6)."""
         return tuple(member for member in self.members if (":" in member) == (family == 6))
 
@@ -118,13 +119,13 @@ class Rule:
     verdict: str
     origin: str
     protocol: Optional[str] = None
-    ports: Tuple[PortRange, ...] = ()
+    ports: tuple[PortRange, ...] = ()
     peer_set: Optional[str] = None
     interface: Optional[str] = None
-    conntrack: Tuple[str, ...] = ()
+    conntrack: tuple[str, ...] = ()
     local_destination: bool = False
     family: Optional[int] = None
-    icmp_types: Tuple[int, ...] = ()
+    icmp_types: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         if self.verdict not in VERDICTS:
@@ -140,13 +141,13 @@ class Rule:
                 raise ModelError(f"conntrack state {state!r} is not one of {', '.join(CONNTRACK_STATES)}")
         if self.family not in (None, 4, 6):
             raise ModelError(f"rule family {self.family!r} must be 4, 6 or unset")
-        if self.protocol == "icmp" and self.family == 6 or self.protocol == "icmpv6" and self.family == 4:
+        if (self.protocol == "icmp" and self.family == 6) or (self.protocol == "icmpv6" and self.family == 4):
             raise ModelError(f"rule {self.origin!r}: protocol {self.protocol} does not exist in IPv{self.family}")
         object.__setattr__(self, "ports", tuple(sorted(set(self.ports))))
         object.__setattr__(self, "conntrack", tuple(sorted(set(self.conntrack))))
         object.__setattr__(self, "icmp_types", tuple(sorted(set(self.icmp_types))))
 
-    def families(self) -> Tuple[int, ...]:
+    def families(self) -> tuple[int, ...]:
         """The IP families this rule exists in."""
         if self.family is not None:
             return (self.family,)
@@ -173,7 +174,7 @@ class Chain:
 
     name: str
     hook: str
-    rules: Tuple[Rule, ...]
+    rules: tuple[Rule, ...]
     default_verdict: str
     default_origin: str = "catch_all"
 
@@ -190,8 +191,8 @@ class Chain:
 class Ruleset:
     """Everything we own at one enforcement point."""
 
-    chains: Tuple[Chain, ...]
-    address_sets: Tuple[AddressSet, ...] = ()
+    chains: tuple[Chain, ...]
+    address_sets: tuple[AddressSet, ...] = ()
 
     def __post_init__(self) -> None:
         names = [chain.name for chain in self.chains]
