@@ -59,7 +59,19 @@ if problems:
     sys.exit("build-docs: the generated reference has reStructuredText warnings")
 PY
 
-# 4. Relative links of the Markdown pages.
+reference="$root/docs/reference"
+if [ "$mode" = "--check" ]; then
+  if ! diff -r "$work/out" "$reference" >"$log" 2>&1; then
+    head -40 "$log"; echo "build-docs: docs/reference/ is out of date: run scripts/build-docs.sh"; exit 1
+  fi
+  echo "build-docs: docs/reference/ is up to date"
+else
+  rm -rf "$reference"
+  cp -r "$work/out" "$reference"
+  echo "build-docs: wrote $(find "$reference" -name '*.rst' | wc -l) pages to docs/reference/"
+fi
+
+# 4. Relative links (checked last: the reference they point to is written just above) of the Markdown pages.
 "$bin/python" - "$root" <<'PY'
 import re
 import sys
@@ -82,14 +94,3 @@ if broken:
     sys.exit("build-docs: broken links")
 PY
 
-reference="$root/docs/reference"
-if [ "$mode" = "--check" ]; then
-  if ! diff -r "$work/out" "$reference" >"$log" 2>&1; then
-    head -40 "$log"; echo "build-docs: docs/reference/ is out of date: run scripts/build-docs.sh"; exit 1
-  fi
-  echo "build-docs: docs/reference/ is up to date"
-else
-  rm -rf "$reference"
-  cp -r "$work/out" "$reference"
-  echo "build-docs: wrote $(find "$reference" -name '*.rst' | wc -l) pages to docs/reference/"
-fi

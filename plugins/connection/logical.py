@@ -1,4 +1,5 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 # Copyright: contributors to zerotrust.workloads
 """Connection plugin for logical hosts (Kubernetes Services): it never connects, it explains."""
 
@@ -13,7 +14,7 @@ description:
     virtual address, not a machine, and there is nothing to log in to; any task or fact gathering that targets one
     fails at once with a message saying what to target instead, rather than timing out on a ClusterIP.
 author:
-  - zerotrust.workloads maintainers
+  - zerotrust.workloads maintainers (@zerotrust)
 options:
   hint:
     description: What to target instead; the inventory plugin sets it per Service.

@@ -24,7 +24,7 @@ def select(query: Any, hostvars: Any) -> list[dict[str, Any]]:
         node = parse_query(query)
     except QuerySyntaxError as error:
         raise AnsibleFilterError(f"zerotrust.workloads.select: {error}") from error
-    workloads, _ = workloads_from_hostvars(hostvars)
+    workloads, _unused_report = workloads_from_hostvars(hostvars)
     return [
         {
             "host": workload.host,

@@ -1,4 +1,5 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 # Copyright: contributors to zerotrust.workloads
 """Inventory plugin: Kubernetes pods, services and nodes as hosts beside any other inventory."""
 
@@ -33,7 +34,7 @@ notes:
   - With ansible-core's default settings a source that fails is reported as a warning and left out; set
     C(inventory_any_unparsed_is_failed) (C(ANSIBLE_INVENTORY_ANY_UNPARSED_IS_FAILED=true)) so that a failure fails the run.
 author:
-  - zerotrust.workloads maintainers
+  - zerotrust.workloads maintainers (@zerotrust)
 extends_documentation_fragment:
   - constructed
   - inventory_cache

@@ -1,6 +1,7 @@
 #!/usr/bin/python
 # SPDX-License-Identifier: GPL-3.0-or-later
 # Copyright: contributors to zerotrust.workloads
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Make a compiled ruleset true on a host and in its pods' network namespaces."""
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ description:
   - Applies atomically per namespace, is idempotent (rules carry a hash in their comment; a no-op run only reads),
     reports and repairs drift in its own objects, and never locks the controller out of SSH.
 version_added: 0.1.0
-author: zerotrust.workloads contributors
+author: zerotrust.workloads contributors (@zerotrust)
 options:
   ruleset:
     description: The host's own ruleset in the dictionary form of the ruleset model (the compiled plan's C(ruleset)).
@@ -120,14 +121,14 @@ results:
   returned: always
   contains:
     target: {description: C(host) or the pod's inventory hostname., type: str}
-    namespace: {description: The network namespace (C(host), a name or a path); null when skipped., type: str}
+    namespace: {description: "The network namespace (C(host), a name or a path); null when skipped.", type: str}
     changed: {description: This namespace was (or would be) written., type: bool}
     rules: {description: Model rules applied here., type: int}
     set_members: {description: Addresses over all sets., type: int}
     drift: {description: Hand-made changes to our objects that this run repaired., type: list, elements: str}
     skipped: {description: The pod was not found., type: bool}
     reason: {description: Why it was skipped., type: str}
-    diff: {description: In diff mode, C(before) and C(after) text of our objects., type: dict}
+    diff: {description: "In diff mode, C(before) and C(after) text of our objects.", type: dict}
     commands: {description: Number of reading and writing commands run (a no-op run has C(writes=0))., type: dict}
 skipped_pods:
   description: Pods that were not found, with the reason (Ansible reserves a top-level C(skipped)).

@@ -218,8 +218,6 @@ def test_kubectl_lists_the_seed(seed_lab: dict[str, Any]) -> None:
         timeout=60,
         check=False,
     )
-    if completed.returncode != 0 and "doesn't have a resource type" in completed.stderr:
-        pytest.xfail(f"the emulated API's discovery does not satisfy kubectl yet (lab/kubeapi.py): {completed.stderr.strip()[:200]}")
     assert completed.returncode == 0, completed.stderr
     items = json.loads(completed.stdout)["items"]
     assert sorted((item["kind"], item["metadata"].get("namespace", ""), item["metadata"]["name"]) for item in items) == sorted(

@@ -24,8 +24,16 @@ from pathlib import Path
 from typing import Any, Optional
 from urllib.parse import urlsplit
 
-import yaml
 from ansible_collections.zerotrust.workloads.plugins.module_utils._kubernetes.errors import ConnectionConfigError
+
+# Guarded so that importing this module never fails; reading a kubeconfig without PyYAML
+# raises ConnectionConfigError naming the package.
+try:
+    import yaml
+except ImportError:
+    HAS_YAML = False
+else:
+    HAS_YAML = True
 
 SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 
@@ -141,6 +149,8 @@ def _named(entries: Any, name: str, what: str, path: str) -> dict[str, Any]:
 
 def load_kubeconfig(paths: str) -> tuple[dict[str, Any], Path]:
     """Read a kubeconfig (``paths`` may be ``a:b`` as in KUBECONFIG; the first file wins per entry)."""
+    if not HAS_YAML:
+        raise ConnectionConfigError("reading a kubeconfig needs the Python package 'PyYAML'; install it with: pip install PyYAML")
     merged: dict[str, Any] = {"clusters": [], "users": [], "contexts": []}
     base: Optional[Path] = None
     for raw_path in [part for part in paths.split(os.pathsep) if part]:

@@ -252,7 +252,8 @@ def _apply_targets(cls: type[Backend], targets: Sequence[Target], run_options: R
 
 def apply_target(backend: Backend, target: Target, run_options: RunOptions) -> tuple[dict[str, Any], Optional[lockout.RollbackTarget]]:
     """Read, plan, apply and verify one namespace under its lock."""
-    assert target.namespace is not None  # noqa: S101  (skipped targets never get here)
+    if target.namespace is None:  # skipped targets never get here
+        raise ApplyError(f"{target.label}: no network namespace to apply to")
     desired = target.ruleset
     with namespace_lock(target.namespace, run_options.state_dir) as lock_path:
         live = backend.read()

@@ -71,7 +71,7 @@ class Options:
     def __post_init__(self) -> None:
         if self.default_action not in ("drop", "reject"):
             raise ValueError(f"default_action {self.default_action!r} must be drop or reject")
-        count, _, unit = self.log_rate.partition("/")
+        count, _unused_separator, unit = self.log_rate.partition("/")
         if not count.isdigit() or int(count) < 1 or unit not in LOG_RATES:
             raise ValueError(f"log_rate {self.log_rate!r} must look like 5/minute (units: {', '.join(LOG_RATES)})")
         if not re.match(r"^[A-Za-z0-9 _:.-]{1,28}$", self.log_prefix):

@@ -193,7 +193,7 @@ class Renderer:
                     result.append((self._spec(self._match_key(rule), matches + target_matches, target, rule.origin), rule.origin))
         default_key = f"default:{chain.default_verdict}"
         if self.options.log_denied and chain.default_verdict in ("deny", "drop"):
-            count, _, unit = self.options.log_rate.partition("/")
+            count, _unused_separator, unit = self.options.log_rate.partition("/")
             log = f'-j LOG --log-prefix "{self.options.log_prefix}"'
             limit = f"-m limit --limit {count}/{unit} --limit-burst {count}"
             result.append((self._spec(default_key + ":log", limit, log, chain.default_origin + " log"), chain.default_origin))
@@ -296,7 +296,7 @@ def parse_save(text: str, family: int, state: State) -> None:
             continue
         if not line.startswith("-A "):
             continue
-        chain, _, spec = line[3:].partition(" ")
+        chain, _unused_separator, spec = line[3:].partition(" ")
         key: ChainKey = (family, table, chain)
         if chain.startswith(CHAIN_PREFIX):
             state.chains.setdefault(key, []).append(spec)
@@ -323,7 +323,7 @@ def parse_ipset_save(text: str, state: State) -> None:
             members[name] = []
             recorded[name] = set()
         elif words[0] == "add" and name in members:
-            member, _, rest = words[2].partition(" ")
+            member, _unused_separator, rest = words[2].partition(" ")
             members[name].append(member)
             match = re.search(r'comment "([^"]*)"', rest)
             recorded[name].add(match.group(1) if match else "")
@@ -395,7 +395,7 @@ class IptablesBackend(Backend):
         """Two saves (IPv4, IPv6) and one ``ipset save``: reads only."""
         state = State()
         for family in self.families:
-            save, _ = self.tools(family)
+            save, _unused_restore = self.tools(family)
             parse_save(self.runner.run([save]).stdout, family, state)
         parse_ipset_save(self.runner.run(["ipset", "save"]).stdout, state)
         # Built-in chains without any jump of ours are of no interest beyond this read.
@@ -436,7 +436,7 @@ class IptablesBackend(Backend):
         for family in self.families:
             restore_input, origins = _rules_restore(target, current, family)
             if restore_input:
-                _, restore = self.tools(family)
+                _unused_save, restore = self.tools(family)
                 what = f"{restore} (IPv{family})"
                 steps.append(Step((restore, "-w", XTABLES_WAIT_SECONDS, "--noflush"), restore_input, what, origins))
         doomed = sorted(name for name in current.sets if name not in target.sets)

@@ -92,7 +92,7 @@ def ssh_client_from_process_tree(pid: Optional[int] = None, depth: int = 12) -> 
     ``SSH_CONNECTION``; the shell sshd started, a few parents up, still has it.
     """
     current = pid if pid is not None else os.getppid()
-    for _ in range(depth):
+    for _unused_level in range(depth):
         if current <= 1:
             return None
         try:
@@ -251,4 +251,3 @@ def rollback_status(token: str, state_dir: str = STATE_DIR) -> str:
         if os.path.exists(base + suffix):
             return status
     return "unknown"
-

@@ -70,7 +70,7 @@ class PortRange:
     def parse(cls, text: str | int) -> PortRange:
         """Read ``80`` or ``"8000-8080"``."""
         value = str(text)
-        first, _, last = value.partition("-")
+        first, _unused_separator, last = value.partition("-")
         try:
             return cls(int(first), int(last or first))
         except ValueError as error:

@@ -93,7 +93,7 @@ class Compiler:
                 self.pods[(workload.cluster, workload.key)] = workload
                 for address in workload.addresses:
                     self.pods_by_address.setdefault(address, workload)
-        dns_namespace, _, dns_name = options.dns_service.partition("/")
+        dns_namespace, _unused_separator, dns_name = options.dns_service.partition("/")
         self._dns_services: dict[Optional[str], Workload] = {}
         self._services_by_cluster: dict[Optional[str], list[Workload]] = {}
         for workload in self.workloads:
@@ -102,7 +102,7 @@ class Compiler:
                 if workload.namespace == dns_namespace and workload.name == dns_name:
                     self._dns_services.setdefault(workload.cluster, workload)
         self._cluster_nodes: dict[Optional[str], list[Workload]] = {}
-        for (cluster, _), node in sorted(self.nodes.items(), key=lambda item: (str(item[0][0]), item[0][1])):
+        for (cluster, _unused_name), node in sorted(self.nodes.items(), key=lambda item: (str(item[0][0]), item[0][1])):
             self._cluster_nodes.setdefault(cluster, []).append(node)
         in_scope = self.workloads if options.scope is None else self.selector.select(options.scope)
         self.points: dict[str, _Point] = {}
@@ -580,8 +580,12 @@ class Compiler:
                 )
             )
         sets = sorted((self.address_set(key) for key in used), key=lambda item: item[0].name)
-        ruleset = model.Ruleset(chains=tuple(chain for chain, _ in chains), address_sets=tuple(item[0] for item in sets))
-        data = {"version": model.MODEL_VERSION, "chains": [data for _, data in chains], "address_sets": [data for _, data in sets]}
+        ruleset = model.Ruleset(chains=tuple(chain for chain, _unused_data in chains), address_sets=tuple(item[0] for item in sets))
+        data = {
+            "version": model.MODEL_VERSION,
+            "chains": [data for _unused_chain, data in chains],
+            "address_sets": [data for _unused_set, data in sets],
+        }
         return ruleset, data
 
     def plan(self) -> dict[str, Any]:
@@ -592,7 +596,7 @@ class Compiler:
         pods: list[tuple[str, dict[str, Any]]] = []
         for host in sorted(self.points):
             point = self.points[host]
-            _, data = self.ruleset(point)
+            _unused_ruleset, data = self.ruleset(point)
             workload = point.workload
             if workload.kind != "pod":
                 hosts.setdefault(host, {"ruleset": None, "pods": []})["ruleset"] = data
@@ -639,7 +643,7 @@ def _canonical_members(members: Iterable[str]) -> tuple[str, ...]:
             if len(_CANONICAL) < 2_000_000:
                 _CANONICAL[member] = entry
         found.append(entry)
-    return tuple(canonical for canonical, _ in sorted(set(found), key=lambda item: item[1]))
+    return tuple(canonical for canonical, _unused_key in sorted(set(found), key=lambda item: item[1]))
 
 
 def _is_address(text: Any) -> bool:

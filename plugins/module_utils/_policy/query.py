@@ -23,10 +23,30 @@ import ipaddress
 from collections.abc import Callable, Sequence
 from typing import Any, Optional, Union
 
-import jmespath
-import netaddr
-from ansible_collections.zerotrust.workloads.plugins.module_utils._policy.errors import QuerySyntaxError
+from ansible_collections.zerotrust.workloads.plugins.module_utils._policy.errors import QuerySyntaxError, ZeroTrustPolicyError
 from ansible_collections.zerotrust.workloads.plugins.module_utils._policy.workloads import KINDS, Workload
+
+# Third-party packages are imported guarded so that importing this module never fails;
+# using a feature that needs a missing package raises ZeroTrustPolicyError naming it.
+try:
+    import jmespath
+except ImportError:
+    HAS_JMESPATH = False
+else:
+    HAS_JMESPATH = True
+try:
+    import netaddr
+except ImportError:
+    HAS_NETADDR = False
+else:
+    HAS_NETADDR = True
+
+
+def _require(package: str, present: bool) -> None:
+    """Raise a clear error when the Python package ``package`` is not installed."""
+    if not present:
+        raise ZeroTrustPolicyError(f"the Python package {package!r} is required on the controller; install it with: pip install {package}")
+
 
 PLAIN_ATTRIBUTES = ("kind", "name", "pod_name", "service_name", "namespace", "node", "cluster", "address", "group")
 PREFIX_ATTRIBUTES = ("label.", "annotation.", "var.")
@@ -236,6 +256,7 @@ def _check_attribute(attribute: str, text: str, position: int) -> None:
             if not rest:
                 raise QuerySyntaxError(f"attribute {attribute!r} needs a key after {prefix!r}", text, position)
             if prefix == "var.":
+                _require("jmespath", HAS_JMESPATH)
                 try:
                     jmespath.compile(rest)
                 except jmespath.exceptions.JMESPathError as error:
@@ -249,6 +270,7 @@ def _check_attribute(attribute: str, text: str, position: int) -> None:
 
 def _check_values(condition: Condition, text: str) -> None:
     if condition.attribute == "address" and condition.operator in ("=", "!=", "in"):
+        _require("netaddr", HAS_NETADDR)
         for value in condition.values:
             try:
                 _network(value)
@@ -263,6 +285,7 @@ def _check_values(condition: Condition, text: str) -> None:
 
 
 def _network(value: str) -> netaddr.IPNetwork:
+    _require("netaddr", HAS_NETADDR)
     # netaddr accepts legacy shorthand such as "10/8"; insist on full notation.
     if "." not in value and ":" not in value:
         raise ValueError(value)
@@ -315,7 +338,10 @@ class _Compiled:
         self.ranges: tuple[tuple[int, int, int], ...] = ()
         if condition.attribute == "address" and condition.operator in ("=", "!=", "in"):
             self.ranges = tuple(_range(value) for value in condition.values)
-        self.path = jmespath.compile(condition.attribute[4:]) if condition.attribute.startswith("var.") else None
+        self.path = None
+        if condition.attribute.startswith("var."):
+            _require("jmespath", HAS_JMESPATH)
+            self.path = jmespath.compile(condition.attribute[4:])
 
 
 def _field_values(condition: Condition, workload: Workload) -> Optional[tuple[str, ...]]:  # noqa: PLR0911 - one answer per attribute
@@ -354,6 +380,7 @@ _ADDRESS_CACHE: dict[str, tuple[int, int]] = {}
 def _address_key(text: str) -> tuple[int, int]:
     key = _ADDRESS_CACHE.get(text)
     if key is None:
+        _require("netaddr", HAS_NETADDR)
         address = netaddr.IPAddress(text)
         key = (address.version, int(address))
         if len(_ADDRESS_CACHE) < 1_000_000:
