@@ -32,80 +32,18 @@ from typing import Any
 
 import yaml
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script: the repository root holds benchmarks/
+from benchmarks.scaled_seed import Naming, scaled_seed
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
-NODES = ("k8s-node1", "k8s-node2", "k8s-node3")
 FORKS = 10
+NAMING = Naming(namespace="shop", app="shop", frontend_pod="web", database_pod="db", frontend_service="web", database_service="db")
 
 
 def scaled_scenario(pods: int) -> dict[str, Any]:
-    """The seed with ``pods`` pods (even: frontends, odd: databases) spread over 3 nodes."""
-    nodes = [
-        {"name": name, "address": f"172.18.221.{11 + index}", "pod_cidr": f"10.244.{index + 1}.0/24"} for index, name in enumerate(NODES)
-    ]
-    pod_list = []
-    for index in range(pods):
-        frontend = index % 2 == 0
-        node = index % len(NODES)
-        pod_list.append(
-            {
-                "name": f"{'web' if frontend else 'db'}-{index:03d}",
-                "namespace": "shop",
-                "node": NODES[node],
-                "ip": f"10.244.{node + 1}.{10 + index // len(NODES)}",
-                "labels": {"app": "shop", "tier": "frontend" if frontend else "mysql"},
-                "ports": [
-                    {"name": "http", "port": 80, "protocol": "TCP"} if frontend else {"name": "mysql", "port": 3306, "protocol": "TCP"}
-                ],
-            }
-        )
-    return {
-        "topology": {
-            "cluster": {"name": "lab", "service_cidr": "172.18.192.0/20", "cluster_cidr": "10.244.0.0/16"},
-            "underlay": {"cidr": "172.18.221.0/24", "controller": "172.18.221.254"},
-            "nodes": nodes,
-            "pods": pod_list,
-            "services": [
-                {
-                    "name": "web",
-                    "namespace": "shop",
-                    "type": "NodePort",
-                    "cluster_ip": "172.18.202.253",
-                    "selector": {"app": "shop", "tier": "frontend"},
-                    "external_traffic_policy": "Cluster",
-                    "ports": [{"name": "http", "port": 80, "target_port": 80, "node_port": 30358, "protocol": "TCP"}],
-                },
-                {
-                    "name": "db",
-                    "namespace": "shop",
-                    "type": "ClusterIP",
-                    "cluster_ip": "172.18.195.37",
-                    "selector": {"app": "shop", "tier": "mysql"},
-                    "ports": [{"name": "mysql", "port": 3306, "target_port": "mysql", "protocol": "TCP"}],
-                },
-            ],
-            "vms": [
-                {"name": "haproxy", "address": "172.18.221.1", "labels": {"role": "loadbalancer"}, "ports": [{"port": 80}]},
-                {"name": "outsider", "address": "172.18.221.99", "labels": {"role": "outsider"}, "ports": [{"port": 80}]},
-            ],
-        },
-        "policy": {
-            "filters": {
-                "frontend": "label.tier = frontend",
-                "db": "label.tier = mysql",
-                "web": "service_name = web and namespace = shop",
-                "haproxy": "address = 172.18.221.1",
-            },
-            "policies": {
-                "absolute": [],
-                "default": [
-                    {"consumer": "haproxy", "provider": "web", "ports": ["tcp/80"]},
-                    {"consumer": "frontend", "provider": "db", "ports": ["tcp/3306"]},
-                ],
-                "catch_all": "deny",
-            },
-        },
-    }
+    """The seed with ``pods`` pods (even: frontends, odd: databases) spread over 3 nodes, in namespace shop."""
+    return scaled_seed(pods, NAMING)
 
 
 def lab(*args: str) -> str:

@@ -33,81 +33,20 @@ from typing import Any
 
 import yaml
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script: the repository root holds benchmarks/
+from benchmarks.scaled_seed import scaled_seed
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
-NODES = ("k8s-node1", "k8s-node2", "k8s-node3")
-VMS = (("haproxy", "172.18.221.1", "loadbalancer"), ("outsider", "172.18.221.99", "outsider"),
-       ("vm-web2", "172.18.221.2", "web"), ("vm-web3", "172.18.221.3", "web"), ("vm-batch", "172.18.221.4", "batch"))
-HTTP_PORT = {"name": "http", "port": 80, "protocol": "TCP"}
-MYSQL_PORT = {"name": "mysql", "port": 3306, "protocol": "TCP"}
+EXTRA_VMS = (("vm-web2", "172.18.221.2", "web"), ("vm-web3", "172.18.221.3", "web"), ("vm-batch", "172.18.221.4", "batch"))
+"""Beside the seed's HAProxy and outsider: 5 VMs in all."""
 FORKS = 10
 """One fork per VM and node, so the module runs of a task all start at once."""
 
 
 def scenario(pods: int) -> dict[str, Any]:
     """The seed scaled to ``pods`` pods (half frontends, half databases) on 3 nodes and 5 VMs."""
-    nodes = [
-        {"name": name, "address": f"172.18.221.{11 + index}", "pod_cidr": f"10.244.{index + 1}.0/24"}
-        for index, name in enumerate(NODES)
-    ]
-    pod_list = []
-    for index in range(pods):
-        node_index = index % len(NODES)
-        frontend = index % 2 == 0
-        pod_list.append(
-            {
-                "name": f"{'wordpress' if frontend else 'wordpress-mysql'}-{index:03d}",
-                "namespace": "wordpress",
-                "node": NODES[node_index],
-                "ip": f"10.244.{node_index + 1}.{10 + index // len(NODES)}",
-                "labels": {"app": "wordpress", "tier": "frontend" if frontend else "mysql"},
-                "ports": [HTTP_PORT if frontend else MYSQL_PORT],
-            }
-        )
-    return {
-        "topology": {
-            "cluster": {"name": "lab", "service_cidr": "172.18.192.0/20", "cluster_cidr": "10.244.0.0/16"},
-            "underlay": {"cidr": "172.18.221.0/24", "controller": "172.18.221.254"},
-            "nodes": nodes,
-            "pods": pod_list,
-            "services": [
-                {
-                    "name": "wordpress",
-                    "namespace": "wordpress",
-                    "type": "NodePort",
-                    "cluster_ip": "172.18.202.253",
-                    "selector": {"app": "wordpress", "tier": "frontend"},
-                    "external_traffic_policy": "Cluster",
-                    "ports": [{"name": "http", "port": 80, "target_port": 80, "node_port": 30358, "protocol": "TCP"}],
-                },
-                {
-                    "name": "wordpress-mysql",
-                    "namespace": "wordpress",
-                    "type": "ClusterIP",
-                    "cluster_ip": "172.18.195.37",
-                    "selector": {"app": "wordpress", "tier": "mysql"},
-                    "ports": [{"name": "mysql", "port": 3306, "target_port": "mysql", "protocol": "TCP"}],
-                },
-            ],
-            "vms": [{"name": name, "address": address, "labels": {"role": role}, "ports": [{"port": 80}]} for name, address, role in VMS],
-        },
-        "policy": {
-            "filters": {
-                "frontend": "label.tier = frontend",
-                "db": "label.tier = mysql",
-                "wordpress": "service_name = wordpress and namespace = wordpress",
-                "haproxy": "address = 172.18.221.1",
-            },
-            "policies": {
-                "absolute": [],
-                "default": [
-                    {"consumer": "haproxy", "provider": "wordpress", "ports": ["tcp/80"]},
-                    {"consumer": "frontend", "provider": "db", "ports": ["tcp/3306"]},
-                ],
-                "catch_all": "deny",
-            },
-        },
-    }
+    return scaled_seed(pods, extra_vms=EXTRA_VMS)
 
 
 def hold_lab() -> int:

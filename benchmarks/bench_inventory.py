@@ -12,22 +12,33 @@ Per size it measures, as separate processes (so each pays its own imports, as a 
 * ``ansible-inventory --graph`` (the plugin's parse without the hostvars dump),
 * the plugin's own work without Ansible (fetch + build of hosts and groups, ``core``),
 * ``ansible-inventory --list`` on an empty inventory (Ansible's fixed cost), once,
-* at 1,000 and 10,000 pods, the same inventory from a static source: ``ansible-inventory --list`` over
-  an inventory script that prints our own ``--list`` output (same hosts, groups and hostvars, no API),
-  which shows what Ansible itself costs for an inventory of that size.
+* what ansible-core itself costs for the same inventory, with a minimal inventory plugin that
+  reads our ``--list`` output from a local file (no API, no building) and adds it the way our
+  plugin does: ``hosts only`` adds the same host names and nothing else, ``bare`` adds them
+  with the same group memberships, ``same vars`` with the same groups and hostvars. ``hosts
+  only`` is a floor no inventory plugin making these hosts can go under, ``bare`` one for any
+  plugin with these groups too; ``--list`` minus ``same vars`` is what our plugin adds on top
+  of ansible-core,
+* optionally (``--with-kubernetes-core DIR``, at 1,000 and 10,000 pods) the old
+  ``kubernetes.core.k8s`` inventory plugin against the same API, side by side (it was removed
+  in kubernetes.core 6.0.0: DIR is a collections path holding an older kubernetes.core, e.g.
+  3.2.0 from the ``ansible`` 10.x package). It makes one host per container, so its host count
+  differs; it runs with ``--flush-cache`` as ansible-core 2.21 needs.
 
 Goal: --list within 2x of the raw fetch at 10,000 pods; growth 20,000 vs 10,000 at most 2.2x.
 The last line is machine-readable::
 
     RESULT inventory pods_10000_s=... ratio_vs_raw_10000=... growth_20000_vs_10000=... ...
 
-Run: .venv/bin/python benchmarks/bench_inventory.py [--quick]   (about 2.5 minutes; --quick: 1,000 pods only)
+Run: .venv/bin/python benchmarks/bench_inventory.py [--quick] [--with-kubernetes-core DIR]
+(about 3 minutes; --quick: 1,000 pods only)
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -35,6 +46,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO / ".collections"), str(REPO)]
@@ -76,6 +88,50 @@ print(len(model.hosts))
 """
 
 
+# A minimal inventory plugin: the hosts, groups and (optionally) hostvars of a JSON file, added as
+# our plugin adds them (variables past ansible-core's compatibility proxy), to measure ansible-core alone.
+FLOOR_PLUGIN = '''
+from __future__ import annotations
+DOCUMENTATION = """
+name: zt_bench_floor
+short_description: benchmark floor
+description: Adds the hosts, groups and hostvars of a JSON model file.
+options:
+  plugin: {description: marker, required: true}
+  model: {description: the model file, type: path}
+  with_groups: {description: also add the groups, type: bool, default: true}
+  with_vars: {description: also set the hostvars, type: bool, default: true}
+"""
+import json
+from ansible.plugins.inventory import BaseInventoryPlugin
+
+class InventoryModule(BaseInventoryPlugin):
+    NAME = "zt_bench_floor"
+
+    def verify_file(self, path):
+        return path.endswith(".floor.yml")
+
+    def parse(self, inventory, loader, path, cache=True):
+        super().parse(inventory, loader, path, cache)
+        self._read_config_data(path)
+        with open(self.get_option("model"), encoding="utf-8") as stream:
+            model = json.load(stream)
+        set_variable = getattr(inventory, "__wrapped__", inventory).set_variable
+        groups = model["groups"] if self.get_option("with_groups") else {}
+        with_vars = self.get_option("with_vars")
+        for group in groups:
+            inventory.add_group(group)
+        for host, hostvars in model["hosts"].items():
+            inventory.add_host(host)
+            if with_vars:
+                for name, value in hostvars.items():
+                    set_variable(host, name, value)
+        for group, members in groups.items():
+            for host in members:
+                inventory.add_child(group, host)
+'''
+
+
 CPU_SECONDS: dict[tuple[str, int], list[float]] = {}
 
 
@@ -84,7 +140,7 @@ def _children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def timed(argv: list[str], label: str = "", pods: int = 0) -> tuple[float, str]:
+def timed(argv: list[str], label: str = "", pods: int = 0, env: dict[str, str] | None = None) -> tuple[float, str]:
     """Wall time of one process run from the repository root (so ansible.cfg applies), and its stdout.
 
     The process's CPU time (user + system) is recorded under (label, pods) too: on a shared machine
@@ -92,7 +148,8 @@ def timed(argv: list[str], label: str = "", pods: int = 0) -> tuple[float, str]:
     """
     cpu_before = _children_cpu()
     started = time.perf_counter()
-    result = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, check=False, timeout=300)
+    result = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, check=False, timeout=300,
+                            env={**os.environ, **env} if env else None)
     elapsed = time.perf_counter() - started
     if label:
         CPU_SECONDS.setdefault((label, pods), []).append(_children_cpu() - cpu_before)
@@ -101,19 +158,56 @@ def timed(argv: list[str], label: str = "", pods: int = 0) -> tuple[float, str]:
     return elapsed, result.stdout
 
 
-def _floor(listing: str, pods: int, workdir: Path) -> float:
-    """``ansible-inventory --list`` over a script that prints ``listing``: Ansible's cost for these hosts without any API."""
-    listing_file = workdir / f"listing-{pods}.json"
-    listing_file.write_text(listing)
-    script = workdir / f"static-{pods}.sh"
-    script.write_text(f"#!/bin/sh\nif [ \"$1\" = --list ]; then cat {listing_file}; else echo '{{}}'; fi\n")
-    script.chmod(0o700)
-    elapsed, output = timed([ANSIBLE_INVENTORY, "-i", str(script), "--list"], "floor", pods)
-    assert len(json.loads(output)["_meta"]["hostvars"]) == len(json.loads(listing)["_meta"]["hostvars"])
-    return elapsed
+def _plain(value: Any) -> Any:
+    """``--list`` output back to plain data: ``{"__ansible_unsafe": s}`` is the untrusted string ``s``."""
+    if isinstance(value, dict):
+        if len(value) == 1 and "__ansible_unsafe" in value:
+            return value["__ansible_unsafe"]
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_plain(item) for item in value]
+    return value
 
 
-def measure(pods: int, runs: int, workdir: Path) -> dict[str, float]:
+def _floors(listing: str, pods: int, workdir: Path) -> dict[str, float]:
+    """``--list`` through the minimal plugin over our own output: ansible-core's cost for these hosts alone, with groups, with vars."""
+    listed = json.loads(listing)
+    hosts = _plain(listed["_meta"]["hostvars"])
+    groups = {name: group.get("hosts", []) for name, group in listed.items() if name not in ("_meta", "all", "ungrouped")}
+    model = workdir / f"model-{pods}.json"
+    model.write_text(json.dumps({"hosts": hosts, "groups": groups}))
+    plugins = workdir / "inventory_plugins"
+    plugins.mkdir(exist_ok=True)
+    (plugins / "zt_bench_floor.py").write_text(FLOOR_PLUGIN)
+    env = {"ANSIBLE_INVENTORY_PLUGINS": str(plugins), "ANSIBLE_INVENTORY_ENABLED": "zt_bench_floor"}
+    figures = {}
+    for label, with_groups, with_vars in (("hostsonly", False, False), ("bare", True, False), ("samevars", True, True)):
+        config = workdir / f"{label}-{pods}.floor.yml"
+        config.write_text(f"plugin: zt_bench_floor\nmodel: {model}\nwith_groups: {with_groups}\nwith_vars: {with_vars}\n")
+        elapsed, output = timed([ANSIBLE_INVENTORY, "-i", str(config), "--list"], label, pods, env=env)
+        dumped = json.loads(output)
+        listed_hosts = {host for name, group in dumped.items() if name != "_meta" for host in group.get("hosts", [])}
+        if not with_groups:
+            assert set(dumped) == {"_meta", "all", "ungrouped"}, f"{label}: unexpected groups"
+        assert listed_hosts == set(hosts), f"{label}: {len(listed_hosts)} hosts, expected {len(hosts)}"
+        assert len(dumped["_meta"]["hostvars"]) == (len(hosts) if with_vars else 0)
+        figures[label] = elapsed
+    return figures
+
+
+def _kubernetes_core(collections: Path, kubeconfig: Path, pods: int, workdir: Path) -> tuple[float, int]:
+    """The old ``kubernetes.core.k8s`` plugin's ``--list`` against the same API: wall seconds and its host count."""
+    config = workdir / f"old{pods}.k8s.yml"
+    config.write_text(f"plugin: kubernetes.core.k8s\nconnections:\n  - kubeconfig: {kubeconfig}\n")
+    env = {"ANSIBLE_COLLECTIONS_PATH": f"{collections}:{REPO / '.collections'}", "ANSIBLE_DEPRECATION_WARNINGS": "false"}
+    elapsed, output = timed([ANSIBLE_INVENTORY, "-i", str(config), "--list", "--flush-cache"], "kcore", pods, env=env)
+    hosts = len(json.loads(output)["_meta"]["hostvars"])
+    if hosts < pods:
+        raise SystemExit(f"kubernetes.core.k8s listed {hosts} hosts for {pods} pods: did it fail to parse? (try it by hand: {config})")
+    return elapsed, hosts
+
+
+def measure(pods: int, runs: int, workdir: Path, kubernetes_core: Path | None) -> dict[str, float]:
     """Median timings for one cluster size."""
     objects = synthetic(pods)
     expected = len(objects)
@@ -132,53 +226,87 @@ def measure(pods: int, runs: int, workdir: Path) -> dict[str, float]:
             assert hosts == pods + int(pods * 0.2) + 50, f"inventory has {hosts} hosts"
             listed.append(elapsed)
             if run == 0 and pods >= 20_000:
-                break  # one run of the largest --list keeps the benchmark under three minutes; raw still gets its runs
+                break  # one run of the largest --list keeps the benchmark near three minutes; raw still gets its runs
         while len(raw) < runs:
             raw.append(timed([PYTHON, "-c", RAW_FETCH, str(kubeconfig)], "raw", pods)[0])
         graph, _ = timed([ANSIBLE_INVENTORY, "-i", str(config), "--graph"], "graph", pods)
-        floor = _floor(listing, pods, workdir) if pods <= 10_000 else float("nan")
         core, output = timed([PYTHON, "-c", CORE, str(kubeconfig), str(REPO / ".collections")], "core", pods)
         assert int(output) == pods + int(pods * 0.2) + 50
-    figures = {"list": statistics.median(listed), "raw": statistics.median(raw), "graph": graph, "core": core, "floor": floor}
-    figures.update({f"cpu_{label}": statistics.median(CPU_SECONDS[(label, pods)]) for label in ("list", "raw", "graph", "core")})
-    figures["cpu_floor"] = statistics.median(CPU_SECONDS.get(("floor", pods), [float("nan")]))
+        figures = {"list": statistics.median(listed), "raw": statistics.median(raw), "graph": graph, "core": core}
+        figures.update(_floors(listing, pods, workdir))
+        if kubernetes_core is not None and pods <= 10_000:
+            figures["kcore"], kcore_hosts = _kubernetes_core(kubernetes_core, kubeconfig, pods, workdir)
+            figures["kcore_hosts"] = float(kcore_hosts)
+    for label in ("list", "raw", "graph", "core", "hostsonly", "bare", "samevars", "kcore"):
+        if (label, pods) in CPU_SECONDS:
+            figures[f"cpu_{label}"] = statistics.median(CPU_SECONDS[(label, pods)])
     return figures
+
+
+def _cell(figures: dict[str, float], key: str) -> str:
+    return f"{figures[key]:.2f} ({figures['cpu_' + key]:.2f})" if key in figures else "-"
 
 
 def main() -> None:
     """Measure, print a table and the RESULT line."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true", help="1,000 pods only")
+    parser.add_argument("--with-kubernetes-core", metavar="DIR", type=Path,
+                        help="a collections path with an older kubernetes.core (its k8s inventory plugin), measured beside ours")
     args = parser.parse_args()
+    kubernetes_core = args.with_kubernetes_core.resolve() if args.with_kubernetes_core else None
+    if kubernetes_core is not None and not (kubernetes_core / "ansible_collections/kubernetes/core/plugins/inventory/k8s.py").exists():
+        parser.error(f"{kubernetes_core} holds no ansible_collections/kubernetes/core/plugins/inventory/k8s.py")
     sizes = {1_000: 3} if args.quick else {1_000: 3, 10_000: 2, 20_000: 2}  # the 20,000 --list runs once
     with tempfile.TemporaryDirectory(prefix="zti-bench-") as directory:
         workdir = Path(directory)
         empty = workdir / "empty.yml"
         empty.write_text("all: {}\n")
         empty_s, _ = timed([ANSIBLE_INVENTORY, "-i", str(empty), "--list"])
-        results = {pods: measure(pods, runs, workdir) for pods, runs in sizes.items()}
-    print("wall seconds (CPU seconds of the process in parentheses)")
-    print(f"{'pods':>7} {'--list':>15} {'raw fetch':>15} {'ratio':>13} {'--graph':>15} {'core':>15} {'static':>15}")
+        results = {pods: measure(pods, runs, workdir, kubernetes_core) for pods, runs in sizes.items()}
+    print("wall seconds (CPU seconds of the process in parentheses). hosts only / bare / same vars: ansible-core alone, a minimal")
+    print("plugin adding our hosts from a file: without groups or vars / with our groups / with our groups and hostvars")
+    columns = ("list", "raw", "ratio", "graph", "core", "hostsonly", "bare", "samevars", "kcore")
+    titles = ("--list", "raw fetch", "ratio", "--graph", "core", "hosts only", "bare", "same vars", "kubernetes.core")
+    print(f"{'pods':>7} " + " ".join(f"{title:>15}" for title in titles))
     for pods, figures in results.items():
-        cells = [f"{figures[key]:.2f} ({figures['cpu_' + key]:.2f})" for key in ("list", "raw")]
-        ratio = f"{figures['list'] / figures['raw']:.2f} ({figures['cpu_list'] / figures['cpu_raw']:.2f})"
-        cells += [ratio] + [f"{figures[key]:.2f} ({figures['cpu_' + key]:.2f})" for key in ("graph", "core", "floor")]
-        print(f"{pods:>7} {cells[0]:>15} {cells[1]:>15} {cells[2]:>13} {cells[3]:>15} {cells[4]:>15} {cells[5]:>15}")
+        figures["ratio"], figures["cpu_ratio"] = figures["list"] / figures["raw"], figures["cpu_list"] / figures["cpu_raw"]
+        print(f"{pods:>7} " + " ".join(f"{_cell(figures, key):>15}" for key in columns))
+        if "kcore" in figures:
+            ours = pods + int(pods * 0.2) + 50
+            print(f"{'':>7} kubernetes.core.k8s made {figures['kcore_hosts']:.0f} hosts (one per container), ours {ours}")
     print(f"ansible-inventory --list on an empty inventory: {empty_s:.2f} s")
-    fields = {f"pods_{pods}_s": f"{figures['list']:.2f}" for pods, figures in results.items()}
-    fields.update({f"raw_{pods}_s": f"{figures['raw']:.2f}" for pods, figures in results.items()})
-    fields.update({f"ratio_vs_raw_{pods}": f"{figures['list'] / figures['raw']:.2f}" for pods, figures in results.items()})
-    fields.update({f"graph_{pods}_s": f"{figures['graph']:.2f}" for pods, figures in results.items()})
-    fields.update({f"core_{pods}_s": f"{figures['core']:.2f}" for pods, figures in results.items()})
-    fields.update({f"core_ratio_vs_raw_{pods}": f"{figures['core'] / figures['raw']:.2f}" for pods, figures in results.items()})
-    fields.update({f"cpu_ratio_vs_raw_{pods}": f"{figures['cpu_list'] / figures['cpu_raw']:.2f}" for pods, figures in results.items()})
-    fields.update({f"cpu_list_{pods}_s": f"{figures['cpu_list']:.2f}" for pods, figures in results.items()})
-    fields.update({f"static_{pods}_s": f"{figures['floor']:.2f}" for pods, figures in results.items() if pods <= 10_000})
-    fields.update({f"ratio_vs_static_{pods}": f"{figures['list'] / figures['floor']:.2f}"
-                   for pods, figures in results.items() if pods <= 10_000})
+    fields: dict[str, str] = {}
+    for pods, figures in results.items():
+        fields.update({
+            f"pods_{pods}_s": f"{figures['list']:.2f}",
+            f"raw_{pods}_s": f"{figures['raw']:.2f}",
+            f"ratio_vs_raw_{pods}": f"{figures['ratio']:.2f}",
+            f"cpu_ratio_vs_raw_{pods}": f"{figures['cpu_ratio']:.2f}",
+            f"cpu_list_{pods}_s": f"{figures['cpu_list']:.2f}",
+            f"graph_{pods}_s": f"{figures['graph']:.2f}",
+            f"core_{pods}_s": f"{figures['core']:.2f}",
+            f"core_ratio_vs_raw_{pods}": f"{figures['core'] / figures['raw']:.2f}",
+            f"hostsonly_{pods}_s": f"{figures['hostsonly']:.2f}",
+            f"hostsonly_ratio_vs_raw_{pods}": f"{figures['hostsonly'] / figures['raw']:.2f}",
+            f"cpu_hostsonly_ratio_vs_raw_{pods}": f"{figures['cpu_hostsonly'] / figures['cpu_raw']:.2f}",
+            f"bare_{pods}_s": f"{figures['bare']:.2f}",
+            f"cpu_bare_ratio_vs_raw_{pods}": f"{figures['cpu_bare'] / figures['cpu_raw']:.2f}",
+            f"bare_ratio_vs_raw_{pods}": f"{figures['bare'] / figures['raw']:.2f}",
+            f"samevars_{pods}_s": f"{figures['samevars']:.2f}",
+            f"ratio_vs_samevars_{pods}": f"{figures['list'] / figures['samevars']:.2f}",
+        })
+        if "kcore" in figures:
+            fields[f"kubernetes_core_{pods}_s"] = f"{figures['kcore']:.2f}"
+            fields[f"kubernetes_core_ratio_vs_ours_{pods}"] = f"{figures['kcore'] / figures['list']:.2f}"
+            fields[f"cpu_kubernetes_core_ratio_vs_ours_{pods}"] = f"{figures['cpu_kcore'] / figures['cpu_list']:.2f}"
     if 20_000 in results:
-        fields["growth_20000_vs_10000"] = f"{results[20_000]['list'] / results[10_000]['list']:.2f}"
-        fields["cpu_growth_20000_vs_10000"] = f"{results[20_000]['cpu_list'] / results[10_000]['cpu_list']:.2f}"
+        big, small = results[20_000], results[10_000]
+        fields["growth_20000_vs_10000"] = f"{big['list'] / small['list']:.2f}"
+        fields["cpu_growth_20000_vs_10000"] = f"{big['cpu_list'] / small['cpu_list']:.2f}"
+        fields["bare_growth_20000_vs_10000"] = f"{big['bare'] / small['bare']:.2f}"
+        fields["samevars_growth_20000_vs_10000"] = f"{big['samevars'] / small['samevars']:.2f}"
+        fields["samevars_cpu_growth_20000_vs_10000"] = f"{big['cpu_samevars'] / small['cpu_samevars']:.2f}"
     fields["empty_inventory_s"] = f"{empty_s:.2f}"
     ordered: dict[str, str] = {key: fields[key] for key in ("pods_10000_s", "ratio_vs_raw_10000", "growth_20000_vs_10000") if key in fields}
     ordered.update(fields)

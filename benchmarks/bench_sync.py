@@ -59,6 +59,7 @@ class Harness:
         self.moves = 0
         self.phases: list[dict[str, float | None]] = []
         self.run_done: float | None = None
+        self.wrong_probes = 0
 
     def _log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
@@ -87,11 +88,17 @@ class Harness:
         raise RuntimeError(f"ansible-rulebook did not finish its runs within {timeout:.0f} s; the end of its log:\n{tail}")
 
     def wait_right(self, started: float, timeout: float = 60.0) -> float:
-        """Seconds from ``started`` until the truth table is right (notes when the change's run finished)."""
+        """Seconds from ``started`` until the truth table is right (notes when the change's run finished).
+
+        ``wrong_probes`` counts the probes that found it wrong first: a change the dataplane had not
+        followed yet must show as at least one, or the latency measured nothing.
+        """
         runs = self.runs_finished()
+        self.wrong_probes = 0
         while time.monotonic() - started < timeout:
             if table_is_right():
                 return time.monotonic() - started
+            self.wrong_probes += 1
             if self.runs_finished() > runs and self.run_done is None:
                 self.run_done = time.monotonic() - started
         probe = _lab("probe", "--expect-from-scenario", check=False)
@@ -119,7 +126,8 @@ class Harness:
         if stamps:
             day_time, millis = stamps[-1]
             event = time.mktime(time.strptime(day_time, "%Y-%m-%d %H:%M:%S")) + int(millis) / 1000 - wall
-        self.phases.append({"move": moved, "event": event, "run_done": self.run_done, "right": latency})
+        self.phases.append({"move": moved, "event": event, "run_done": self.run_done, "right": latency,
+                            "wrong_probes": float(self.wrong_probes)})
         self.wait_idle()
         return latency
 
@@ -225,7 +233,7 @@ def main() -> int:
             latencies.append(latency)
             node = "k8s-node2" if index % 2 == 0 else "k8s-node1"
             phase = harness.phases[-1]
-            steps = "  ".join(f"{key} {value:5.2f}" for key, value in phase.items() if value is not None and key != "right")
+            steps = "  ".join(f"{key} {value:5.2f}" for key in ("move", "event", "run_done") if (value := phase[key]) is not None)
             print(f"change {index + 1:2d}: pod to {node}, table right after {latency:5.2f} s  ({steps})", flush=True)
     ordered = sorted(latencies)
     quartiles = statistics.quantiles(ordered, n=4) if len(ordered) > 1 else [ordered[0]] * 3

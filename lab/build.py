@@ -554,7 +554,14 @@ def leftovers() -> list[str]:
     ]
 
 
-def down() -> list[str]:  # noqa: PLR0912 - one sweep over every kind of lab object
+def _delete_each(kind: str, names: list[str]) -> list[str]:
+    """``ip KIND delete NAME`` for each name (``netns`` or ``link``); what was removed, as leftovers() words it."""
+    for name in names:
+        ip(kind, "delete", name, check=False)
+    return [f"{kind} {name}" for name in names]
+
+
+def down() -> list[str]:
     """Remove everything the lab made; idempotent. Returns what was removed."""
     require_root()
     removed: list[str] = []
@@ -578,13 +585,9 @@ def down() -> list[str]:  # noqa: PLR0912 - one sweep over every kind of lab obj
     pids = sorted(set(pids) - {os.getpid()})
     terminate(pids)
     removed += [f"process {pid}" for pid in pids]
-    for netns in lab_netns:
-        ip("netns", "delete", netns, check=False)
-        removed.append(f"netns {netns}")
-    for link in link_names():
-        if LAB_ROOT_LINK.match(link):
-            ip("link", "delete", link, check=False)
-            removed.append(f"link {link}")
+    removed += _delete_each("netns", lab_netns)
+    # Listed after the namespaces are gone: deleting a namespace deletes the veth ends inside it, and their peers.
+    removed += _delete_each("link", [link for link in link_names() if LAB_ROOT_LINK.match(link)])
     if state is not None and state.get("root", {}).get("created_privsep_dir"):
         with contextlib.suppress(OSError):
             PRIVSEP_DIR.rmdir()

@@ -5,15 +5,10 @@
 Runs on the controller only and never connects to a host. It reads what the
 ``allowlist`` module returned per host (the check-mode preview, the apply, the
 confirmation) and counts, per host and per pod, the rules and set members that were
-(or would be) added and removed. The counts come from the module's diff texts
-(``before`` / ``after`` of our own objects per namespace), which both backends write:
-
-- iptables: ``-A CHAIN spec`` lines are rules; ``ipset NAME (inet): a b c`` lines list a
-  set's members;
-- nftables: under ``  set NAME ...`` the indented lines are members; under
-  ``  chain NAME ...`` they are rules.
-
-A rule whose text changes counts as one removed and one added. Documentation:
+(or would be) added and removed. The module reports those counts per namespace
+(``rules_added``, ``rules_removed``, ``set_members_added``, ``set_members_removed``,
+``in_place``: see module_utils/_netfilter/counts.py); from a module that does not, they are
+counted here from its diff texts the same way. Documentation:
 plugins/modules/enforce_report.py.
 """
 
@@ -24,48 +19,11 @@ from typing import Any, Optional
 
 from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
+from ansible_collections.zerotrust.workloads.plugins.module_utils._netfilter.counts import count_changes, parse_objects
+
+__all__ = ["ActionModule", "count_changes", "parse_objects", "summarise"]
 
 COUNT_KEYS = ("rules_added", "rules_removed", "set_members_added", "set_members_removed")
-
-
-def parse_objects(text: str) -> tuple[set[str], set[str]]:
-    """The (rules, set members) of one diff text; each item is a self-identifying string."""
-    rules: set[str] = set()
-    members: set[str] = set()
-    # While reading an nft block: "set" or "chain", and its name ("" outside any block).
-    section_kind = ""
-    section_name = ""
-    for raw in text.splitlines():
-        line = raw.rstrip()
-        stripped = line.strip()
-        if not stripped or stripped.startswith("#"):
-            continue
-        if stripped.startswith("-A "):
-            rules.add(stripped)
-        elif stripped.startswith("ipset "):
-            head, _sep, listed = stripped[len("ipset ") :].partition(":")
-            set_name = head.split()[0] if head.split() else head
-            members.update(f"{set_name} {member}" for member in listed.split() if member != "(empty)")
-        elif line.startswith("  ") and not line.startswith("    "):
-            words = stripped.split()
-            known = len(words) > 1 and words[0] in ("set", "chain")
-            section_kind, section_name = (words[0], words[1]) if known else ("", "")
-        elif line.startswith("    ") and section_kind:
-            (members if section_kind == "set" else rules).add(f"{section_name} {stripped}")
-    return rules, members
-
-
-def count_changes(before: str, after: str) -> dict[str, int]:
-    """Rules and set members added and removed going from ``before`` to ``after``, and what was in place."""
-    rules_before, members_before = parse_objects(before)
-    rules_after, members_after = parse_objects(after)
-    return {
-        "rules_added": len(rules_after - rules_before),
-        "rules_removed": len(rules_before - rules_after),
-        "set_members_added": len(members_after - members_before),
-        "set_members_removed": len(members_before - members_after),
-        "in_place": len(rules_before) + len(members_before),
-    }
 
 
 def _entries(result: Any) -> list[Mapping[str, Any]]:
@@ -77,9 +35,14 @@ def _entries(result: Any) -> list[Mapping[str, Any]]:
 
 def namespace_report(entry: Mapping[str, Any], applied: Optional[Mapping[str, Any]]) -> dict[str, Any]:
     """One namespace's line of the summary: counts from the preview, ``changed`` from the apply if it ran."""
-    raw_diff = entry.get("diff")
-    diff: Mapping[str, Any] = raw_diff if isinstance(raw_diff, Mapping) else {}
-    counts = count_changes(str(diff.get("before") or ""), str(diff.get("after") or ""))
+    if all(key in entry for key in (*COUNT_KEYS, "in_place")):
+        # The module counted them (per namespace, from the same before/after texts as its diff).
+        counts = {key: int(entry.get(key) or 0) for key in (*COUNT_KEYS, "in_place")}
+    else:
+        # An older module: count from its diff texts.
+        raw_diff = entry.get("diff")
+        diff: Mapping[str, Any] = raw_diff if isinstance(raw_diff, Mapping) else {}
+        counts = count_changes(str(diff.get("before") or ""), str(diff.get("after") or ""))
     changed = bool(entry.get("changed")) if applied is None else bool(applied.get("changed"))
     report: dict[str, Any] = {"changed": changed, **counts, "rules": int(entry.get("rules") or 0)}
     if not changed:

@@ -14,8 +14,9 @@ description:
     cluster-wide LIST per kind (C(limit)/C(continue), re-listed after a 410 Gone), and turns them into hosts
     and groups, so that pods, services, nodes and the VMs of any other inventory source stand side by side.
   - One host per running pod with an IP (not per container), one per service, one per node. Every host gets
-    the C(workload) record of the collection's contract; pods also get C(ansible_host) (their node's
-    InternalIP), C(zt_pod) and C(zt_enforce_host) (their node's inventory hostname).
+    the C(workload) record of the collection's contract (for pods with their UID, IPs, container IDs and
+    node name); pods also get C(ansible_host) (their node's InternalIP) and C(zt_enforce_host) (their
+    node's inventory hostname).
   - Services are logical hosts, their C(ansible_connection) is C(zerotrust.workloads.logical), which fails
     at once with a clear message instead of timing out. Target the group C(service_<namespace>_<name>) to
     reach the pods a service selects.
@@ -33,6 +34,12 @@ notes:
     rather than bypassed. Basic auth and impersonation are not supported.
   - With ansible-core's default settings a source that fails is reported as a warning and left out; set
     C(inventory_any_unparsed_is_failed) (C(ANSIBLE_INVENTORY_ANY_UNPARSED_IS_FAILED=true)) so that a failure fails the run.
+  - Large clusters. The plugin reads and builds 10,000 pods in about a second, but C(ansible-inventory --list) then
+    spends several more on ansible-core's own work for each host (its variables resolved, each value encoded), as it
+    would for the same hosts from any source; C(--graph) skips most of it. Every host variable is paid for per host,
+    so nothing in C(workload) is repeated in other variables. Constructed expressions (C(compose), C(groups),
+    C(keyed_groups)) cost about half a millisecond per expression and host, as ansible-core compiles each anew for
+    every host (three of them add some 18 seconds at 10,000 pods).
 author:
   - zerotrust.workloads maintainers (@zerotrust)
 extends_documentation_fragment:
@@ -163,7 +170,10 @@ connections:
 # cache_connection: /tmp/zt-k8s-cache
 """
 
+import contextlib  # noqa: E402
+import gc  # noqa: E402
 import os  # noqa: E402
+from collections.abc import Iterator  # noqa: E402
 from typing import Any  # noqa: E402
 
 from ansible.errors import AnsibleParserError  # noqa: E402
@@ -191,6 +201,26 @@ def _direct_set_variable(inventory: Any) -> Any:
     return data.set_variable
 
 
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Pause Python's cyclic garbage collector while the plugin parses, and restore it after.
+
+    The API's answers and everything built from them are trees of dicts and lists without
+    cycles, which reference counting frees; but their sheer number triggers full collections
+    that walk all of them again and again: a third of the parse at 10,000 pods, and growing
+    faster than the cluster (measured 0.47 s at 10,000 pods, 1.01 s at 20,000). Only the fetch,
+    the build and the filling of the inventory are covered; the collector is on again after
+    them, also when they raise.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):  # type: ignore[misc]
     """Reads clusters (or the cache) and fills the inventory from ``builder.build``."""
 
@@ -204,6 +234,15 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):  # type: i
         """Fetch (or read from cache) every cluster's objects, then build hosts and groups."""
         super().parse(inventory, loader, path, cache)
         self._read_config_data(path)
+        with _collector_paused():
+            model = self._model(path, cache)
+            self._populate(model)
+        # Constructed features template every host: that leaves cyclic garbage, so the collector is on again
+        # (measured at 10,000 pods with three expressions: paused, 20% slower and 120 MB more).
+        self._construct(model)
+
+    def _model(self, path: str, cache: bool) -> builder.InventoryModel:
+        """Hosts and groups from the snapshots, read from the cache or fetched from every cluster."""
         try:
             settings = builder.BuildSettings(
                 host_format=validate_host_format(self.get_option("host_format") or {}),
@@ -224,7 +263,7 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):  # type: i
             raise AnsibleParserError(f"{self.NAME}: {exc}") from None
         for warning in model.warnings:
             self.display.warning(warning)
-        self._populate(model)
+        return model
 
     def _fetch_all(self) -> dict[str, dict[str, list[dict[str, Any]]]]:
         connections = resolve_connections(self.get_option("connections"), os.environ)
@@ -253,12 +292,8 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):  # type: i
         return snapshots
 
     def _populate(self, model: builder.InventoryModel) -> None:
+        """Add the model's groups, hosts with their variables, and memberships to the inventory."""
         inventory = self.inventory
-        compose = self.get_option("compose")
-        composed_groups = self.get_option("groups")
-        keyed_groups = self.get_option("keyed_groups")
-        strict = self.get_option("strict")
-        constructed = bool(compose or composed_groups or keyed_groups)
         for group in model.groups:
             inventory.add_group(group)
         set_variable = _direct_set_variable(inventory)
@@ -269,9 +304,17 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):  # type: i
         for group, members in model.groups.items():
             for host in members:
                 inventory.add_child(group, host)
-        if constructed:
-            for host, hostvars in model.hosts.items():
-                # Constructed expressions see our hostvars plus anything composed before them.
-                self._set_composite_vars(compose, hostvars, host, strict=strict)
-                self._add_host_to_composed_groups(composed_groups, hostvars, host, strict=strict)
-                self._add_host_to_keyed_groups(keyed_groups, hostvars, host, strict=strict)
+
+    def _construct(self, model: builder.InventoryModel) -> None:
+        """Apply compose, groups and keyed_groups to every host."""
+        compose = self.get_option("compose")
+        composed_groups = self.get_option("groups")
+        keyed_groups = self.get_option("keyed_groups")
+        strict = self.get_option("strict")
+        if not (compose or composed_groups or keyed_groups):
+            return
+        for host, hostvars in model.hosts.items():
+            # Constructed expressions see our hostvars plus anything composed before them.
+            self._set_composite_vars(compose, hostvars, host, strict=strict)
+            self._add_host_to_composed_groups(composed_groups, hostvars, host, strict=strict)
+            self._add_host_to_keyed_groups(keyed_groups, hostvars, host, strict=strict)

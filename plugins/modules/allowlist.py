@@ -58,7 +58,10 @@ options:
     type: str
     default: 5/minute
   management_addresses:
-    description: Addresses or networks always allowed to tcp/22 on the host target (never lock out).
+    description:
+      - Addresses or networks always allowed to tcp/22 on the host target (never lock out).
+      - The host target's egress also accepts, first, what its SSH server sends to them (tcp source port 22), so
+        the SSH session the module runs over survives even where conntrack never saw it start.
     type: list
     elements: str
     default: []
@@ -125,6 +128,11 @@ results:
     changed: {description: This namespace was (or would be) written., type: bool}
     rules: {description: Model rules applied here., type: int}
     set_members: {description: Addresses over all sets., type: int}
+    rules_added: {description: Rules this run writes (or would write) that were not in place., type: int}
+    rules_removed: {description: Rules in place that this run removes (or would remove)., type: int}
+    set_members_added: {description: Set members added (or that would be)., type: int}
+    set_members_removed: {description: Set members removed (or that would be)., type: int}
+    in_place: {description: Rules and set members of ours in place before this run., type: int}
     drift: {description: Hand-made changes to our objects that this run repaired., type: list, elements: str}
     skipped: {description: The pod was not found., type: bool}
     reason: {description: Why it was skipped., type: str}

@@ -13,7 +13,8 @@ short_description: Summarise an enforce run per host and pod, and guard against 
 description:
   - Used by the C(zerotrust.workloads.enforce) role. Runs on the controller only and never connects to a host.
   - Reads what the C(zerotrust.workloads.allowlist) module returned per host (the check-mode preview, the apply) and
-    counts, per host and per pod, the rules and set members added and removed, from the module's diff texts.
+    adds up, per host and per pod, the rules and set members added and removed that the module counted per
+    namespace (or counts them from its diff texts when a result carries no counts).
   - With O(max_change_percent), fails when the rules and set members that would be added or removed, over all hosts,
     exceed that percentage of those in place. Nothing in place (a first run) never trips the guard.
 version_added: 0.1.0
@@ -29,7 +30,7 @@ options:
     elements: str
     required: true
   previews:
-    description: Inventory hostname to the registered result of the check-mode (and diff-mode) allowlist run.
+    description: Inventory hostname to the registered result of the check-mode allowlist run.
     type: dict
     required: true
   applied:

@@ -132,7 +132,7 @@ from ansible_collections.zerotrust.workloads.plugins.module_utils._audit.observa
     parse_observer,
 )
 from ansible_collections.zerotrust.workloads.plugins.module_utils._netfilter.errors import NetfilterError  # noqa: E402
-from ansible_collections.zerotrust.workloads.plugins.module_utils._netfilter.netns import resolve_pod_namespace  # noqa: E402
+from ansible_collections.zerotrust.workloads.plugins.module_utils._netfilter.netns import AddressIndex, resolve_pod_namespace  # noqa: E402
 from ansible_collections.zerotrust.workloads.plugins.module_utils._netfilter.runner import Namespace, Runner, tool_exists  # noqa: E402
 
 
@@ -194,10 +194,12 @@ def main() -> None:
     targets: list[tuple[str, Optional[Namespace], str]] = []
     if params["host"]:
         targets.append((params["host_label"], Namespace(name=params["netns"]) if params["netns"] else Namespace(), ""))
+    # One index for all the pods: each named namespace is read once, not once per pod (200 pods on a node).
+    index = AddressIndex()
     for pod in params["pods"]:
         label = str(pod.get("host") or f"{pod.get('namespace')}/{pod.get('name')}")
         try:
-            targets.append((label, resolve_pod_namespace(pod), ""))
+            targets.append((label, resolve_pod_namespace(pod, index=index), ""))
         except NetfilterError as error:
             targets.append((label, None, str(error)))
     namespaces: list[dict[str, Any]] = []

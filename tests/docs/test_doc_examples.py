@@ -20,6 +20,9 @@ Kinds:
 - ``rulebook``: valid for ansible-rulebook's schema and present in a rulebook the collection ships;
 - ``event``: has the shape the event source emits;
 - ``excerpt:PATH``: appears verbatim in PATH;
+- ``python`` (a ``python`` block): runs with ``policy``, ``hostvars`` (the seed's) and ``options`` ({})
+  defined; a last expression followed by a ``# TEXT`` comment line must have a ``repr`` that
+  matches TEXT, where ``...`` stands for anything;
 - ``shell``: each ``$ `` line runs (argv split, no shell) in a fresh copy of the repository;
 - ``shell-api``: like ``shell`` in the repository, with ``K8S_AUTH_*`` pointing at the emulated API;
 - ``k8s-manifests`` (unmarked YAML of Kubernetes objects): every object is well-formed, roles only
@@ -34,6 +37,7 @@ those settings pointed at the emulated API, everything else as written.
 
 from __future__ import annotations
 
+import ast
 import os
 import re
 import shlex
@@ -62,7 +66,7 @@ REPO = Path(__file__).resolve().parents[2]
 DOCS = REPO / "docs"
 BIN = Path(sys.executable).parent
 sys.path.insert(0, str(REPO / "tests" / "unit" / "plugins" / "module_utils" / "_policy"))
-from policy_seed import seed_hostvars  # noqa: E402  (the seed inventory as hostvars, kept by the compiler's tests)
+from policy_seed import seed_hostvars, seed_policy  # noqa: E402  (the seed inventory and policy, kept by the compiler's tests)
 
 # Not examples: contracts.md fixes data shapes (its blocks are schemas, tested by the components' own tests).
 NOT_EXAMPLES = {"contracts.md"}
@@ -93,6 +97,8 @@ def _kind(language: str, marker: str, body: str) -> str:
         return marker
     if language == "text":
         return "illustration"
+    if language == "python":
+        return "python"
     if language in ("yaml", "yml"):
         return _yaml_kind(body)
     if language in ("sh", "bash", "shell", "console") and _kubectl_only(body):
@@ -206,6 +212,22 @@ def run_policy(example: Example, **_: Any) -> None:
         flow = Flow(match["src"], match["dst"], match["proto"], int(match["port"]) if match["port"] else None, match["via"] or "direct")
         verdict = check_flow(data, hostvars, flow, options)
         assert verdict.allowed == (match["verdict"] == "allow"), f"{line.strip()}: {verdict.reason} ({', '.join(verdict.decided_by)})"
+
+
+def run_python(example: Example, **_: Any) -> None:
+    lines = example.body.rstrip().splitlines()
+    expected = lines.pop().strip() if lines and lines[-1].lstrip().startswith("# ") else None
+    code = "\n".join(lines)
+    tree = ast.parse(code)
+    namespace: dict[str, Any] = {"policy": seed_policy(), "hostvars": seed_hostvars(), "options": {}}
+    last = tree.body.pop() if expected is not None and tree.body and isinstance(tree.body[-1], ast.Expr) else None
+    exec(compile(tree, f"{example}", "exec"), namespace)  # noqa: S102 - our own documentation's example
+    if expected is None:
+        return
+    assert last is not None, "a python example with an expected result comment must end in an expression"
+    value = eval(compile(ast.Expression(last.value), f"{example}", "eval"), namespace)  # noqa: S307 - as above
+    pattern = ".*".join(re.escape(part) for part in expected.removeprefix("# ").split("..."))
+    assert re.fullmatch(pattern, repr(value), re.S), f"{example}: got {value!r}, the page says {expected}"
 
 
 def run_policy_error(example: Example, **_: Any) -> None:
@@ -343,6 +365,7 @@ RUNNERS: dict[str, Callable[..., None]] = {
     "policy": run_policy,
     "policy-error": run_policy_error,
     "query": run_query,
+    "python": run_python,
     "inventory": run_inventory,
     "static-inventory": run_static_inventory,
     "rulebook": run_rulebook,

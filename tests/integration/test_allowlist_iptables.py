@@ -239,7 +239,8 @@ def test_management_addresses_keep_ssh_open(pair: NetnsPair) -> None:
     closed = api_run(base_args(pair))
     assert closed["changed"] is True and pair.connect(pair.server_v4, 22) is False
     kept = run_module({**base_args(pair), "keep_ssh": True, "management_addresses": [pair.client_v4]})
-    assert kept["changed"] is True and kept["results"][0]["rules"] == 6
+    # 5 + tcp/22 in from the management addresses + sshd's replies (sport 22) out to them.
+    assert kept["changed"] is True and kept["results"][0]["rules"] == 7
     assert pair.connect(pair.server_v4, 22) is True
     assert truth(pair) == EXPECTED
 

@@ -17,6 +17,7 @@ Traffic only flows between the lab's own namespaces (the lab's probe checks rout
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import re
@@ -262,16 +263,29 @@ def test_hostile_names_stay_text_in_chromium(tmp_path: Path) -> None:
     sys.path.insert(0, str(REPO_ROOT / "tests" / "unit" / "plugins" / "module_utils" / "_audit"))
     from ansible_collections.zerotrust.workloads.plugins.module_utils._audit.html import render_html  # noqa: PLC0415
     from ansible_collections.zerotrust.workloads.plugins.module_utils._audit.report import build_report  # noqa: PLC0415
-    from audit_seed import seed_hostvars, seed_policy  # noqa: PLC0415
+    from audit_seed import WORDPRESS_POD, seed_hostvars, seed_policy  # noqa: PLC0415
 
     hostile = '</title><script>document.title="pwned"</script><img src=x id=injected>'
     hostvars = seed_hostvars()
+    # From the cluster: a pod whose name, namespace and label are hostile, its flow and its probe row
+    # (the graph, the filter preview, the flow table, the matrix); from elsewhere: a VM named so.
+    pod_host = f"{hostile}.pod.lab"
+    pod = copy.deepcopy(hostvars[WORDPRESS_POD])
+    pod["workload"].update(name=hostile, namespace=hostile, labels={"role": hostile}, addresses=["10.244.2.77"], node="k8s-node2")
+    pod["zt_pod"].update(name=hostile, namespace=hostile, ips=["10.244.2.77"], node="k8s-node2")
+    pod["zt_enforce_host"] = "k8s-node2"
+    hostvars[pod_host] = pod
     hostvars[hostile] = {"zt_addresses": ["172.18.221.77"], "zt_labels": {"role": hostile}}
     policy = seed_policy()
     policy["filters"]["evil"] = "label.role exists"
     policy["policies"]["default"].append({"consumer": "evil", "provider": "db", "ports": ["tcp/3306"]})
+    record = ["tcp", "10.244.2.77", 40000, "10.244.3.18", 3306, "10.244.3.18", 3306, "10.244.2.77", 40000, True]
+    flows = {"k8s-node2": {"namespaces": [{"name": pod_host, "observer": True, "records": [record], "legs": []}]}}
+    probe = {"cells": [{"source": f"pod:{hostile}/{hostile}", "target": f"{DB}:tcp/3306", "result": "."}]}
+    report = build_report(policy, hostvars, flow_results=flows, probe=probe, title=hostile)
+    assert [flow["source"] for flow in report["flows"]["items"]] == [f"pod:{hostile}/{hostile}"]
     page = tmp_path / "hostile.html"
-    page.write_text(render_html(build_report(policy, hostvars, title=hostile)))
+    page.write_text(render_html(report))
     dom = subprocess.run(
         [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom", page.as_uri()],
         capture_output=True,
@@ -280,8 +294,13 @@ def test_hostile_names_stay_text_in_chromium(tmp_path: Path) -> None:
         check=False,
     )
     assert dom.returncode == 0, dom.stderr[-2000:]
-    assert 'id="injected"' not in dom.stdout and "<script" not in dom.stdout
-    assert "&lt;script&gt;" in dom.stdout
+    assert 'id="injected"' not in dom.stdout and "<script" not in dom.stdout and "<img" not in dom.stdout
+    assert "<title>pwned</title>" not in dom.stdout
+    # shown as text where it occurs: the title, the filter preview, the flow table, the matrix row
+    escaped = hostile.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    assert dom.stdout.count(escaped) >= 4, dom.stdout.count(escaped)
+    matrix = re.search(r'<table class="matrix">.*?</table>', dom.stdout, re.DOTALL)
+    assert matrix is not None and escaped in matrix.group(0)
 
 
 # -- the flows module in throwaway namespaces (no lab needed) ------------------------------------------

@@ -24,6 +24,7 @@ import re
 import shutil
 import subprocess
 import sys
+import sysconfig
 import tarfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -430,27 +431,42 @@ def _documented_plugins(tarball: Path) -> list[tuple[str, str]]:
 
 @pytest.fixture(scope="module")
 def fresh_venv(tmp_path_factory: pytest.TempPathFactory, built: dict[str, Path]) -> dict[str, Any]:
-    """A new virtual environment: the pinned ansible-core, the tarball installed offline, the collection's requirements.txt."""
+    """A new virtual environment with the tarball installed offline into its own collections path.
+
+    Nothing is downloaded: the new environment reads its Python packages (the ansible-core pinned in
+    requirements-dev.txt, the collection's requirements) from this virtual environment through a .pth
+    file, and gets console scripts of its own. It sees no collection but the one installed from the
+    tarball, and not the repository.
+    """
     root = tmp_path_factory.mktemp("zto-fresh")
     venv = root / "venv"
     base_python = getattr(sys, "_base_executable", sys.executable)
-    subprocess.run([base_python, "-m", "venv", str(venv)], check=True, capture_output=True)
-    pins = (REPO / "requirements-dev.txt").read_text()
-    core = re.search(r"^ansible-core==\S+", pins, re.M)
-    assert core is not None
-    subprocess.run([str(venv / "bin" / "pip"), "install", "--quiet", "--disable-pip-version-check", core.group(0)],
-                   check=True, capture_output=True, text=True, timeout=600)
+    subprocess.run([base_python, "-m", "venv", "--without-pip", str(venv)], check=True, capture_output=True)
+    [site_packages] = (venv / "lib").glob("python3*/site-packages")
+    (site_packages / "zt-offline.pth").write_text(sysconfig.get_path("purelib") + "\n")
+    for script, module in (("ansible-galaxy", "ansible.cli.galaxy"), ("ansible-doc", "ansible.cli.doc")):
+        (venv / "bin" / script).write_text(f"#!{venv / 'bin' / 'python'}\nimport sys\nfrom {module} import main\nsys.exit(main())\n")
+        (venv / "bin" / script).chmod(0o755)
     (root / "ansible.cfg").write_text("[defaults]\n")
     env = {"PATH": f"{venv / 'bin'}:/usr/bin:/bin", "HOME": str(root), "ANSIBLE_CONFIG": str(root / "ansible.cfg"),
-           "ANSIBLE_COLLECTIONS_PATH": str(root / "collections")}
+           "ANSIBLE_COLLECTIONS_PATH": str(root / "collections"), "PIP_NO_INDEX": "1", "PIP_FIND_LINKS": "", "PIP_CONFIG_FILE": os.devnull}
+    pins = (REPO / "requirements-dev.txt").read_text()
+    core = re.search(r"^ansible-core==(\S+)", pins, re.M)
+    assert core is not None
+    version = subprocess.run([str(venv / "bin" / "python"), "-c", "import ansible.release; print(ansible.release.__version__)"],
+                             check=True, capture_output=True, text=True, env=env, cwd=root)
+    assert version.stdout.strip() == core.group(1)
     installed = subprocess.run([str(venv / "bin" / "ansible-galaxy"), "collection", "install", "--offline", str(built["tarball"]),
                                 "--collections-path", str(root / "collections")],
                                check=False, capture_output=True, text=True, env=env, cwd=root)
     assert installed.returncode == 0, installed.stdout + installed.stderr
-    # The collection's own Python requirements, as an execution environment build installs them.
+    # The collection's own Python requirements, as an execution environment build installs them: with no index,
+    # pip succeeds only if the environment already satisfies every line.
     requirements = root / "collections" / "ansible_collections" / "zerotrust" / "workloads" / "requirements.txt"
-    subprocess.run([str(venv / "bin" / "pip"), "install", "--quiet", "--disable-pip-version-check", "-r", str(requirements)],
-                   check=True, capture_output=True, text=True, timeout=600)
+    satisfied = subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "--no-index", "--disable-pip-version-check",
+                                "-r", str(requirements)], check=False, capture_output=True, text=True, env=env, cwd=root, timeout=300)
+    assert satisfied.returncode == 0, satisfied.stdout + satisfied.stderr
+    assert "Successfully installed" not in satisfied.stdout
     return {"venv": venv, "env": env, "root": root}
 
 

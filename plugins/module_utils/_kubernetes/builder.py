@@ -153,7 +153,13 @@ class _Builder:
         self.slices_by_service = _slices_by_service(snapshots)
 
     def pod(self, candidate: _Candidate) -> dict[str, Any]:
-        """A pod's hostvars: its record, zt_pod, its node's inventory name and address."""
+        """A pod's hostvars: its record, its node's inventory name and address.
+
+        Nothing of the record is repeated in other variables: ``ansible-inventory --list`` and every
+        play pay per value for each host's variables (ansible-core encodes and merges them one by
+        one), so a copy of the pod's UID, IPs, container IDs and node beside ``workload`` would cost
+        a third more per pod and say nothing new.
+        """
         cluster, host = candidate.cluster, candidate.host
         ips = records.pod_ips(candidate.obj)
         record = records.pod_record(candidate.obj, cluster, ips)
@@ -162,12 +168,7 @@ class _Builder:
         if enforce_host is None and candidate.node:
             enforce_host = render_host_name(self.settings.host_format["node"], name=candidate.node, namespace="", cluster=cluster,
                                             kind="node", uid="", node="")
-        hostvars: dict[str, Any] = {
-            "workload": record,
-            "zt_pod": {"namespace": candidate.namespace, "name": candidate.name, "uid": record["uid"], "ips": list(ips),
-                       "container_ids": list(record["container_ids"]), "node": record["node"]},
-            "zt_enforce_host": enforce_host,
-        }
+        hostvars: dict[str, Any] = {"workload": record, "zt_enforce_host": enforce_host}
         node_ips = self.node_addresses.get(node_key)
         status = candidate.obj.get("status")
         host_ip = status.get("hostIP") if isinstance(status, dict) else None

@@ -21,10 +21,11 @@ from typing import Any, Optional
 
 from . import lockout
 from .backend import Backend, LiveState, Options, Step
+from .counts import count_changes
 from .errors import ApplyError, BackendUnavailableError, CommandError, NamespaceNotFoundError, NetfilterError
 from .iptables import IptablesBackend, IptablesLegacyBackend, IptablesNftBackend
 from .model import ModelError, Ruleset
-from .netns import namespace_from_hint, resolve_pod_namespace
+from .netns import AddressIndex, namespace_from_hint, resolve_pod_namespace
 from .runner import Namespace, Runner, tool_exists
 
 BACKEND_CHOICES = ("auto", "iptables", "iptables-legacy", "iptables-nft", "nftables")
@@ -157,11 +158,12 @@ def build_targets(ruleset: Optional[Mapping[str, Any]], pods: Sequence[Mapping[s
                 addresses.append(client)
             host_ruleset = lockout.with_management_access(host_ruleset, addresses)
         targets.append(Target("host", host_namespace, host_ruleset, is_host=True))
+    index = AddressIndex()
     for pod in pods:
         label = str(pod.get("host") or f"{pod.get('namespace')}/{pod.get('name')}")
         pod_ruleset = _parse_ruleset(pod.get("ruleset"), f"pod {label}") if run.state == "present" else None
         try:
-            namespace = resolve_pod_namespace(pod)
+            namespace = resolve_pod_namespace(pod, index=index)
         except NamespaceNotFoundError as error:
             targets.append(Target(label, None, pod_ruleset, skip_reason=str(error)))
             continue
@@ -191,7 +193,13 @@ def run(ruleset: Optional[Mapping[str, Any]], pods: Sequence[Mapping[str, Any]],
     if previous:
         result["rollbacks"] = previous
     if run_options.confirm:
-        result.update(lockout.confirm(run_options.confirm, run_options.state_dir))
+        try:
+            result.update(lockout.confirm(run_options.confirm, run_options.state_dir))
+        except lockout.RollbackError as error:
+            # A refused confirmation fails the run but keeps the rollback report collected above: this
+            # call marked it reported, so it would otherwise be lost to the controller.
+            result.update(failed=True, msg=str(error), confirmed=False)
+            return result
         if ruleset is None and not pods:
             return result
     targets = build_targets(ruleset, pods, run_options, environ)
@@ -267,6 +275,9 @@ def apply_target(backend: Backend, target: Target, run_options: RunOptions) -> t
             "drift": plan.drift,
             "skipped": False,
             "reason": "",
+            # What this namespace gains and loses (zero when nothing is written: a text that differs only in
+            # formatting is no change), and what was in place, for the summary and the change guard.
+            **count_changes(plan.before, plan.after if plan.changed else plan.before),
         }
         if run_options.diff_mode:
             entry["diff"] = {"before": plan.before, "after": plan.after}

@@ -214,6 +214,7 @@ class Renderer:
             parts.append("-p ipv6-icmp")
         elif protocol:
             parts.append(f"-p {protocol}")
+        parts.extend(self._source_port_matches(rule))
         variants: list[str] = [""]
         if rule.ports:
             variants = [self._port_match(protocol or "", chunk) for chunk in _port_chunks(rule)]
@@ -234,11 +235,17 @@ class Renderer:
             tail.append("-m conntrack --ctstate " + ",".join(state.upper() for state in rule.conntrack))
         return [" ".join(part for part in [*parts, variant, *tail] if part) for variant in variants]
 
+    def _source_port_matches(self, rule: Rule) -> list[str]:
+        """The source-port match of ``rule`` (at most 15 ports: the management allowance has one), or none."""
+        if not rule.source_ports:
+            return []
+        return [self._port_match(rule.protocol or "", [str(port).replace("-", ":") for port in rule.source_ports], "s")]
+
     @staticmethod
-    def _port_match(protocol: str, chunk: list[str]) -> str:
+    def _port_match(protocol: str, chunk: list[str], side: str = "d") -> str:
         if len(chunk) == 1:
-            return f"-m {protocol} --dport {chunk[0]}"
-        return f"-m multiport --dports {','.join(chunk)}"
+            return f"-m {protocol} --{side}port {chunk[0]}"
+        return f"-m multiport --{side}ports {','.join(chunk)}"
 
     def targets(self, verdict: str, protocol: Optional[str], family: int, table: str) -> list[tuple[str, str]]:
         """(extra matches, target) pairs for a verdict; reject without protocol needs two rules."""

@@ -36,6 +36,7 @@ from .runner import Namespace
 STATE_DIR = "/run/zerotrust-workloads"
 MANAGEMENT_SET = "zt-mgmt"
 MANAGEMENT_ORIGIN = "implicit:never-lock-out"
+MANAGEMENT_REPLY_ORIGIN = "implicit:never-lock-out replies"
 _TOKEN_CHARS = set("0123456789abcdef")
 
 WATCHDOG_SCRIPT = r"""
@@ -111,7 +112,15 @@ def ssh_client_from_process_tree(pid: Optional[int] = None, depth: int = 12) -> 
 
 
 def with_management_access(ruleset: Ruleset, addresses: Sequence[str], port: int = 22) -> Ruleset:
-    """``ruleset`` with tcp/``port`` from ``addresses`` accepted first in every input chain."""
+    """``ruleset`` with tcp/``port`` from ``addresses`` accepted first in every input chain, and
+    the SSH server's packets back to them (tcp sport ``port``) accepted first in every output chain.
+
+    The output half keeps the live SSH session alive: on a host where nothing used conntrack
+    before our rules, the connection Ansible is on was never seen starting, so the server's
+    next packet on it is not ``established`` and the egress catch-all would drop it (the run
+    then hangs until TCP gives up). Matching on the source port accepts only what the SSH
+    server sends; the host still cannot open connections to the management addresses.
+    """
     if not addresses or not any(chain.hook == "input" for chain in ruleset.chains):
         return ruleset
     try:
@@ -123,8 +132,10 @@ def with_management_access(ruleset: Ruleset, addresses: Sequence[str], port: int
     while set_name in taken:
         set_name += "x"
     allowance = Rule(verdict="accept", origin=MANAGEMENT_ORIGIN, protocol="tcp", ports=(_port(port),), peer_set=set_name)
+    replies = Rule(verdict="accept", origin=MANAGEMENT_REPLY_ORIGIN, protocol="tcp", source_ports=(_port(port),), peer_set=set_name)
+    first = {"input": allowance, "output": replies}
     chains = tuple(
-        dataclasses.replace(chain, rules=(allowance, *chain.rules)) if chain.hook == "input" else chain for chain in ruleset.chains
+        dataclasses.replace(chain, rules=(first[chain.hook], *chain.rules)) if chain.hook in first else chain for chain in ruleset.chains
     )
     return Ruleset(chains=chains, address_sets=(*ruleset.address_sets, AddressSet(set_name, members, "management")))
 

@@ -93,7 +93,10 @@ class AddressSet:
     def __post_init__(self) -> None:
         if not self.name or not all(ch.isalnum() or ch in "-_" for ch in self.name) or len(self.name) > 24:
             raise ModelError(f"address set name {self.name!r} must be 1-24 characters of [A-Za-z0-9_-]")
-        canonical = tuple(sorted({canonical_network(member) for member in self.members}, key=_network_sort_key))
+        # One parse per member gives both its canonical text and its sort key (the main fixed cost of
+        # building a large ruleset, e.g. in a no-op module run over 10k peers).
+        entries = {_canonical_entry(member) for member in self.members}
+        canonical = tuple(text for text, _unused_key in sorted(entries, key=lambda entry: entry[1]))
         object.__setattr__(self, "members", canonical)
 
     def family_members(self, family: int) -> tuple[str, ...]:
@@ -126,6 +129,11 @@ class Rule:
     local_destination: bool = False
     family: Optional[int] = None
     icmp_types: tuple[int, ...] = ()
+    source_ports: tuple[PortRange, ...] = ()
+    """Source ports (tcp, udp or sctp only). Empty in everything the compiler writes; the
+    management allowance uses it for sshd's replies (sport 22), which must pass even where
+    conntrack never saw the connection start. Omitted from the dictionary form and the
+    match key when empty, so rules without it keep their identity."""
 
     def __post_init__(self) -> None:
         if self.verdict not in VERDICTS:
@@ -134,6 +142,8 @@ class Rule:
             raise ModelError(f"rule protocol {self.protocol!r} is not one of {', '.join(PROTOCOLS)}")
         if self.ports and self.protocol not in PORTED_PROTOCOLS:
             raise ModelError(f"rule {self.origin!r} has ports but protocol {self.protocol!r} has none")
+        if self.source_ports and self.protocol not in PORTED_PROTOCOLS:
+            raise ModelError(f"rule {self.origin!r} has source ports but protocol {self.protocol!r} has none")
         if self.icmp_types and self.protocol not in ("icmp", "icmpv6"):
             raise ModelError(f"rule {self.origin!r} has ICMP types but protocol {self.protocol!r}")
         for state in self.conntrack:
@@ -144,6 +154,7 @@ class Rule:
         if (self.protocol == "icmp" and self.family == 6) or (self.protocol == "icmpv6" and self.family == 4):
             raise ModelError(f"rule {self.origin!r}: protocol {self.protocol} does not exist in IPv{self.family}")
         object.__setattr__(self, "ports", tuple(sorted(set(self.ports))))
+        object.__setattr__(self, "source_ports", tuple(sorted(set(self.source_ports))))
         object.__setattr__(self, "conntrack", tuple(sorted(set(self.conntrack))))
         object.__setattr__(self, "icmp_types", tuple(sorted(set(self.icmp_types))))
 
@@ -263,6 +274,7 @@ def _rule_from_dict(data: Mapping[str, Any]) -> Rule:
         raise ModelError(f"rule has unknown fields: {', '.join(sorted(unknown))}")
     values = dict(data)
     values["ports"] = tuple(PortRange.parse(port) for port in values.get("ports", ()))
+    values["source_ports"] = tuple(PortRange.parse(port) for port in values.get("source_ports", ()))
     for name in ("conntrack", "icmp_types"):
         values[name] = tuple(values.get(name, ()))
     return Rule(**values)
@@ -273,7 +285,12 @@ def to_dict(value: Any) -> Any:
     if isinstance(value, PortRange):
         return str(value)
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {field.name: to_dict(getattr(value, field.name)) for field in dataclasses.fields(value)}
+        data = {field.name: to_dict(getattr(value, field.name)) for field in dataclasses.fields(value)}
+        if isinstance(value, Rule) and not value.source_ports:
+            # Added after the first release: leaving it out when empty keeps every existing rule's
+            # dictionary form, and so its hash, unchanged.
+            del data["source_ports"]
+        return data
     if isinstance(value, (tuple, list)):
         return [to_dict(item) for item in value]
     return value
@@ -281,18 +298,23 @@ def to_dict(value: Any) -> Any:
 
 def canonical_network(text: str) -> str:
     """``10.0.0.1`` -> ``10.0.0.1``; ``10.0.0.0/8`` stays; ``10.1.2.3/8`` is an error."""
+    return _canonical_entry(text)[0]
+
+
+def _canonical_entry(text: str) -> tuple[str, tuple[int, int, int]]:
+    """The canonical text of an address or network and its sort key (family, first address, prefix), from one parse."""
+    stripped = str(text).strip()
     try:
-        network = ipaddress.ip_network(str(text).strip(), strict=True)
+        if "/" not in stripped:
+            # A plain address: ip_address is cheaper than ip_network and means the same /32 or /128.
+            address = ipaddress.ip_address(stripped)
+            return str(address), (address.version, int(address), address.max_prefixlen)
+        network = ipaddress.ip_network(stripped, strict=True)
     except ValueError as error:
         raise ModelError(f"{text!r} is not an IP address or network: {error}") from error
     if network.num_addresses == 1:
-        return str(network.network_address)
-    return str(network)
-
-
-def _network_sort_key(text: str) -> tuple[int, int, int]:
-    network = ipaddress.ip_network(text)
-    return (network.version, int(network.network_address), network.prefixlen)
+        return str(network.network_address), (network.version, int(network.network_address), network.prefixlen)
+    return str(network), (network.version, int(network.network_address), network.prefixlen)
 
 
 def stable_name(prefix: str, *parts: str, length: int = 10) -> str:

@@ -11,21 +11,170 @@ elements or as a file name checked to be a plain name.
 
 from __future__ import annotations
 
+import ctypes
 import ipaddress
 import json
 import os
 import re
-from collections.abc import Mapping, Sequence
-from typing import Any, Optional
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any, Optional, Union
 
-from .errors import CommandError, NamespaceNotFoundError
+from .errors import CommandError, NamespaceNotFoundError, NetfilterError
 from .runner import NETNS_DIRS, Namespace, Runner, tool_exists
 
+IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
 _PLAIN_NAME = re.compile(r"^[A-Za-z0-9_.][A-Za-z0-9_.-]{0,254}$")
 
 
-def resolve_pod_namespace(pod: Mapping[str, Any], runner: Optional[Runner] = None) -> Namespace:
-    """The namespace of ``pod`` (a plan entry), or NamespaceNotFoundError saying what was tried."""
+class AddressIndex:
+    """Which named namespace holds which address: each namespace is read at most once per index.
+
+    A node's module run resolves all its pods by IP; searching the named namespaces afresh for
+    each pod costs one ``ip`` process per namespace per pod, which grows with the square of the
+    pods on the node (200 pods: thousands of processes). The index reads the namespaces in order
+    only as far as the next wanted address, and remembers every address it has seen. It reads a
+    namespace's addresses by entering it for a moment in this process (:func:`addresses_in_namespace`),
+    and with ``ip -n NAME addr`` where that is not possible.
+    """
+
+    def __init__(self, runner: Optional[Runner] = None, in_process: bool = True) -> None:
+        self.runner = runner or Runner(Namespace())
+        self._owners: dict[IPAddress, Namespace] = {}
+        self._unread: Optional[Iterator[str]] = None
+        self._unread_by_ip: Optional[Iterator[str]] = None
+        self.in_process = in_process
+        """Read addresses by entering each namespace in this process (no process per namespace)."""
+
+    def find(self, ips: Sequence[str]) -> Optional[Namespace]:
+        """The first named namespace (not the root one) holding one of ``ips``."""
+        wanted = set()
+        for ip in ips:
+            try:
+                wanted.add(ipaddress.ip_address(ip.split("/", 1)[0]))
+            except ValueError:
+                continue
+        for address in sorted(wanted, key=str):
+            if address in self._owners:
+                return self._owners[address]
+        if self._unread is None:
+            self._unread = iter(named_namespaces())
+        found = self._scan(self._unread, self._addresses, wanted)
+        if found is None and self.in_process:
+            # The in-process read sees IPv4 addresses of interfaces that are up; ``ip`` sees every address.
+            # Only a pod not found so far pays for this second pass, and each namespace is read once by it.
+            if self._unread_by_ip is None:
+                self._unread_by_ip = iter(named_namespaces())
+            found = self._scan(self._unread_by_ip, self._addresses_by_ip, wanted)
+        return found
+
+    def _scan(self, names: Iterator[str], read: Callable[[str], set[IPAddress]], wanted: set[IPAddress]) -> Optional[Namespace]:
+        for name in names:
+            held = read(name)
+            namespace = Namespace(name=name)
+            for address in held:
+                self._owners.setdefault(address, namespace)
+            if held & wanted:
+                return namespace
+        return None
+
+    def _addresses(self, name: str) -> set[IPAddress]:
+        path = os.path.join(NETNS_DIRS[0], name)
+        if _is_root_namespace(path):
+            return set()
+        if self.in_process:
+            try:
+                return addresses_in_namespace(path)
+            except OSError:
+                # No setns here (no privilege, no libc): read with ip from now on.
+                self.in_process = False
+        return self._addresses_by_ip(name)
+
+    def _addresses_by_ip(self, name: str) -> set[IPAddress]:
+        if _is_root_namespace(os.path.join(NETNS_DIRS[0], name)):
+            return set()
+        try:
+            result = self.runner.run(["ip", "-n", name, "-j", "addr", "show"])
+            interfaces = json.loads(result.stdout or "[]")
+        except (CommandError, ValueError):
+            return set()
+        found = set()
+        for interface in interfaces:
+            for address in interface.get("addr_info", []):
+                try:
+                    found.add(ipaddress.ip_address(address.get("local", "")))
+                except ValueError:
+                    continue
+        return found
+
+
+CLONE_NEWNET = 0x40000000
+
+
+def _setns(fd: int) -> None:
+    """Move this thread into the network namespace open as ``fd`` (os.setns from Python 3.12, libc before)."""
+    setns = getattr(os, "setns", None)
+    if setns is not None:
+        setns(fd, CLONE_NEWNET)
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.setns(fd, CLONE_NEWNET) != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code))
+
+
+def addresses_in_namespace(path: str) -> set[IPAddress]:
+    """The local addresses of the namespace at ``path``: this thread enters it, reads its /proc/net files, and
+    comes back. IPv4 from ``fib_trie`` (its ``/32 host LOCAL`` entries, so addresses of interfaces that are up),
+    IPv6 from ``if_inet6``.
+
+    Raises OSError when the namespace cannot be entered (nothing changed then), and NetfilterError when this
+    thread cannot return to its own namespace: every later command would run in the wrong one.
+    """
+    own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+    try:
+        target = os.open(path, os.O_RDONLY)
+        try:
+            _setns(target)
+        finally:
+            os.close(target)
+        try:
+            trie = _read_proc_net("fib_trie")
+            inet6 = _read_proc_net("if_inet6")
+        finally:
+            try:
+                _setns(own)
+            except OSError as error:
+                raise NetfilterError(f"could not return to this module's own network namespace after reading {path}: {error}") from error
+    finally:
+        os.close(own)
+    found: set[IPAddress] = set()
+    previous = ""
+    for line in trie.splitlines():
+        stripped = line.strip()
+        if stripped.startswith("|-- "):
+            previous = stripped[4:]
+        elif stripped == "/32 host LOCAL" and previous:
+            found.add(ipaddress.IPv4Address(previous))
+    for line in inet6.splitlines():
+        words = line.split()
+        if words and len(words[0]) == 32:
+            found.add(ipaddress.IPv6Address(int(words[0], 16)))
+    return found
+
+
+def _read_proc_net(name: str) -> str:
+    try:
+        with open(f"/proc/thread-self/net/{name}", encoding="ascii") as handle:
+            return handle.read()
+    except FileNotFoundError:
+        return ""  # if_inet6 is missing where IPv6 is disabled
+
+
+def resolve_pod_namespace(pod: Mapping[str, Any], runner: Optional[Runner] = None, index: Optional[AddressIndex] = None) -> Namespace:
+    """The namespace of ``pod`` (a plan entry), or NamespaceNotFoundError saying what was tried.
+
+    Pass one ``index`` for all the pods of a run so the search by IP reads each namespace once.
+    """
     host_runner = runner or Runner(Namespace())
     tried: list[str] = []
     hint = pod.get("netns")
@@ -45,7 +194,7 @@ def resolve_pod_namespace(pod: Mapping[str, Any], runner: Optional[Runner] = Non
             tried.append("crictl knows no ready sandbox for it")
     ips = [str(ip) for ip in pod.get("ips") or ()]
     if ips:
-        found = namespace_holding(host_runner, ips)
+        found = (index or AddressIndex(host_runner)).find(ips)
         if found is not None:
             return found
         tried.append(f"no namespace under {' or '.join(NETNS_DIRS)} holds {', '.join(ips)}")
@@ -119,28 +268,7 @@ def named_namespaces() -> list[str]:
 
 def namespace_holding(runner: Runner, ips: Sequence[str]) -> Optional[Namespace]:
     """The named namespace (not the root one) that has one of ``ips`` on an interface."""
-    wanted = set()
-    for ip in ips:
-        try:
-            wanted.add(ipaddress.ip_address(ip.split("/", 1)[0]))
-        except ValueError:
-            continue
-    for name in named_namespaces():
-        if _is_root_namespace(os.path.join(NETNS_DIRS[0], name)):
-            continue
-        try:
-            result = runner.run(["ip", "-n", name, "-j", "addr", "show"])
-            interfaces = json.loads(result.stdout or "[]")
-        except (CommandError, ValueError):
-            continue
-        for interface in interfaces:
-            for address in interface.get("addr_info", []):
-                try:
-                    if ipaddress.ip_address(address.get("local", "")) in wanted:
-                        return Namespace(name=name)
-                except ValueError:
-                    continue
-    return None
+    return AddressIndex(runner).find(ips)
 
 
 def _is_namespace_file(path: str) -> bool:

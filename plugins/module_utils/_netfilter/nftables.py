@@ -314,11 +314,7 @@ def _matches(rule: Rule, hook: str, family: Optional[int]) -> list[str]:
     if rule.conntrack:
         parts.append("ct state " + ",".join(rule.conntrack))
     if rule.protocol in ("tcp", "udp", "sctp"):
-        if rule.ports:
-            ports = [str(port) for port in rule.ports]
-            parts.append(f"{rule.protocol} dport " + (ports[0] if len(ports) == 1 else "{ " + ", ".join(ports) + " }"))
-        else:
-            parts.append(f"meta l4proto {rule.protocol}")
+        parts.extend(_port_matches(rule.protocol, rule))
     elif rule.protocol in ("icmp", "icmpv6"):
         keyword = "icmp" if rule.protocol == "icmp" else "icmpv6"
         if rule.icmp_types:
@@ -327,6 +323,16 @@ def _matches(rule: Rule, hook: str, family: Optional[int]) -> list[str]:
         else:
             parts.append("meta l4proto " + ("icmp" if rule.protocol == "icmp" else "ipv6-icmp"))
     return parts
+
+
+def _port_matches(protocol: str, rule: Rule) -> list[str]:
+    """``tcp sport ...``, ``tcp dport ...``, or only the protocol when the rule names no port."""
+    parts = [
+        f"{protocol} {side} " + (texts[0] if len(texts) == 1 else "{ " + ", ".join(texts) + " }")
+        for side, texts in (("sport", [str(port) for port in rule.source_ports]), ("dport", [str(port) for port in rule.ports]))
+        if texts
+    ]
+    return parts or [f"meta l4proto {protocol}"]
 
 
 def _verdicts(rule: Rule, hook: str, options: Options) -> list[str]:

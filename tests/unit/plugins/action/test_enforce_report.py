@@ -146,3 +146,24 @@ def test_summary_totals_and_guard_percentage() -> None:
 
 def test_first_run_has_no_percentage() -> None:
     assert change_percent({"in_place": 0, "rules_added": 30}) is None
+
+
+def test_the_module_counts_are_used_without_diff_texts() -> None:
+    """A preview without --diff carries only the module's counts per namespace; the summary adds those up."""
+    counted = {"rules_added": 4, "rules_removed": 1, "set_members_added": 7, "set_members_removed": 2, "in_place": 20}
+    preview = {
+        "changed": True,
+        "results": [
+            {"target": "host", "changed": False, "rules": 5, "skipped": False, **dict.fromkeys(counted, 0), "in_place": 9},
+            {"target": "web.shop.pod.lab", "changed": True, "rules": 6, "skipped": False, **counted},
+        ],
+    }
+    summary = summarise({"node1": {}}, ["node1"], previews={"node1": preview}, applied={"node1": {"skipped": True}}, rollbacks={},
+                        check_mode=True)
+    pod = summary["hosts"]["node1"]["pods"]["web.shop.pod.lab"]
+    assert {key: pod[key] for key in counted} == counted
+    totals = summary["totals"]
+    assert (totals["rules_added"], totals["rules_removed"], totals["set_members_added"], totals["set_members_removed"]) == (4, 1, 7, 2)
+    assert totals["in_place"] == 29
+    assert render_lines({**summary, "totals": {**totals, "change_percent": None}})[1] == (
+        "  pod web.shop.pod.lab: changed, rules +4 -1, set members +7 -2")

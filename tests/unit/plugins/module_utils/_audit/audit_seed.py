@@ -1,5 +1,10 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""The seed lab for the audit tests: hostvars as the lab's inventory plugin produced them, and the policy."""
+"""The seed lab for the audit tests: hostvars as the lab's inventory plugin produced them, and the policy.
+
+The policy and the pods' inventory names are the compiler tests' (policy_seed). The hostvars are not:
+the audit reads live rules and flows recorded on the lab (fixtures/allowlist_results.json), so it needs
+the lab's own inventory, dual-stack addresses and connection variables included, not the hand-built one.
+"""
 
 from __future__ import annotations
 
@@ -7,34 +12,14 @@ import json
 from pathlib import Path
 from typing import Any
 
+from tests.unit.plugins.module_utils._policy.policy_seed import MYSQL_POD, WORDPRESS_POD, seed_policy
+
+__all__ = ["FIXTURES", "MYSQL_POD", "WORDPRESS_POD", "seed_hostvars", "seed_policy"]
+
 FIXTURES = Path(__file__).parent / "fixtures"
-WORDPRESS_POD = "wordpress-6dfdd9f64f-d75j2.wordpress.pod.lab"
-MYSQL_POD = "wordpress-mysql-5b58bbd695-gxtc4.wordpress.pod.lab"
-SEED_POLICY: dict[str, Any] = {
-    "filters": {
-        "frontend": "pod_name = wordpress-6dfdd9f64f-d75j2",
-        "db": "pod_name contains wordpress-mysql",
-        "wordpress": "service_name = wordpress and namespace = wordpress",
-        "haproxy": "address = 172.18.221.1",
-    },
-    "policies": {
-        "absolute": [],
-        "default": [
-            {"consumer": "haproxy", "provider": "wordpress", "ports": ["tcp/80"]},
-            {"consumer": "frontend", "provider": "db", "ports": ["tcp/3306"]},
-        ],
-        "catch_all": "deny",
-    },
-}
 
 
 def seed_hostvars() -> dict[str, dict[str, Any]]:
     """The seed's hostvars (``ansible-inventory --list`` of the lab, unsafe markers removed)."""
     data: dict[str, dict[str, Any]] = json.loads((FIXTURES / "seed_hostvars.json").read_text())
-    return data
-
-
-def seed_policy() -> dict[str, Any]:
-    """A fresh copy of the seed's policy."""
-    data: dict[str, Any] = json.loads(json.dumps(SEED_POLICY))
     return data

@@ -53,12 +53,13 @@ def pod(name: str, ns: str, node_name: str | None, ip: str | None, labels: dict[
 
 def service(name: str, ns: str, selector: dict[str, str], ports: list[dict[str, Any]], *, service_type: str = "ClusterIP",
             cluster_ip: str = "10.96.0.10", labels: dict[str, str] | None = None) -> Manifest:
-    """A Service."""
+    """A Service, with the empty ``status.loadBalancer`` an API server reports for every service (old clients read it)."""
     return {
         "apiVersion": "v1",
         "kind": "Service",
         "metadata": {"name": name, "namespace": ns, "labels": labels or {}},
         "spec": {"type": service_type, "selector": selector, "ports": ports, "clusterIP": cluster_ip, "clusterIPs": [cluster_ip]},
+        "status": {"loadBalancer": {}},
     }
 
 

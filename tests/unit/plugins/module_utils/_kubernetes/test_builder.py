@@ -61,8 +61,6 @@ def test_pod_hostvars() -> None:
     assert hostvars == {
         "ansible_host": "172.18.221.11",
         "zt_enforce_host": "k8s-node1",
-        "zt_pod": {"namespace": "wordpress", "name": "wordpress-6dfdd9f64f-d75j2", "uid": "5f0c6f3e-1111-4c5e-9a51-0d2b8d0a0001",
-                   "ips": ["10.244.1.94"], "container_ids": ["containerd://wordpress-6dfdd9f64f-0001"], "node": "k8s-node1"},
         "workload": {
             "kind": "pod", "name": "wordpress-6dfdd9f64f-d75j2", "namespace": "wordpress", "cluster": "lab", "addresses": ["10.244.1.94"],
             "labels": {"app": "wordpress", "tier": "frontend"}, "annotations": {}, "node": "k8s-node1",

@@ -3,11 +3,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any, Optional
 
 import pytest
 from ansible_collections.zerotrust.workloads.plugins.module_utils._netfilter import apply
+from ansible_collections.zerotrust.workloads.plugins.module_utils._netfilter.backend import LiveState, Plan, Step
 from ansible_collections.zerotrust.workloads.plugins.module_utils._netfilter.errors import BackendUnavailableError, NetfilterError
 from ansible_collections.zerotrust.workloads.plugins.module_utils._netfilter.iptables import IptablesLegacyBackend
 from ansible_collections.zerotrust.workloads.plugins.module_utils._netfilter.runner import CommandResult, Namespace, Runner
@@ -94,3 +96,46 @@ def test_detect_follows_kube_proxy(outputs: dict[str, str], expected: str) -> No
                     reason="the host's iptables alternative is not the nft flavour")
 def test_detect_falls_back_to_the_default_alternative() -> None:
     assert apply.detect_backend(SaveRunner({"iptables-legacy-save": "*filter\n:INPUT ACCEPT [0:0]\nCOMMIT\n"})) == "iptables-nft"
+
+
+def test_a_refused_confirm_fails_and_still_reports_the_rollback(tmp_path: Any) -> None:
+    """The watchdog was faster: the confirm fails, and the rollback it found is in the same result (reported once)."""
+    token = "ab" * 12
+    state_dir = str(tmp_path)
+    host = apply.lockout.host_identity()
+    with open(os.path.join(state_dir, f"rollback-{token}.rolledback"), "w", encoding="utf-8") as handle:
+        json.dump({"restored_at": 1.5, "errors": [], "host": host}, handle)
+    result = apply.run(None, [], apply.RunOptions(confirm=token, state_dir=state_dir), {})
+    assert result["failed"] is True and result["confirmed"] is False and result["rolled_back"] is True
+    assert result["msg"].startswith(f"rollback {token} already restored the previous rules")
+    assert result["rollbacks"] == [{"token": token, "restored_at": 1.5, "errors": []}]
+    assert os.path.exists(os.path.join(state_dir, f"rollback-{token}.reported"))
+    again = apply.run(None, [], apply.RunOptions(confirm=token, state_dir=state_dir), {})
+    assert again["failed"] is True and again["rolled_back"] is False and "rollbacks" not in again
+
+
+class FakeBackend:
+    """A backend whose read and plan are given: enough for apply_target's bookkeeping."""
+
+    def __init__(self, before: str, after: str, changed: bool) -> None:
+        self.runner = Runner(Namespace())
+        self.plan_result = Plan(steps=[Step(("true",))] if changed else [], drift=[], before=before, after=after)
+
+    def read(self) -> LiveState:
+        return LiveState(present=True, text=self.plan_result.before)
+
+    def plan(self, desired: Any, live: LiveState) -> apply.Plan:
+        return self.plan_result
+
+
+@pytest.mark.parametrize(("changed", "expected"), [
+    (True, {"rules_added": 1, "rules_removed": 1, "set_members_added": 1, "set_members_removed": 0, "in_place": 3}),
+    (False, {"rules_added": 0, "rules_removed": 0, "set_members_added": 0, "set_members_removed": 0, "in_place": 3}),
+])
+def test_each_namespace_reports_its_counts(tmp_path: Any, changed: bool, expected: dict[str, int]) -> None:
+    before = "ipset zt-a (inet): 10.0.0.1\n# IPv4 filter\n:ZT-INGRESS\n-A ZT-INGRESS -j ACCEPT\n-A ZT-INGRESS -j DROP\n"
+    after = "ipset zt-a (inet): 10.0.0.1 10.0.0.2\n# IPv4 filter\n:ZT-INGRESS\n-A ZT-INGRESS -p tcp -j ACCEPT\n-A ZT-INGRESS -j DROP\n"
+    target = apply.Target("pod", Namespace(), None)
+    entry, restore = apply.apply_target(FakeBackend(before, after, changed), target,  # type: ignore[arg-type]
+                                        apply.RunOptions(check_mode=True, state_dir=str(tmp_path)))
+    assert {key: entry[key] for key in expected} == expected and restore is None

@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 
 import pytest
-from ansible_collections.zerotrust.workloads.plugins.module_utils._netfilter import iptables
+from ansible_collections.zerotrust.workloads.plugins.module_utils._netfilter import iptables, model
 from ansible_collections.zerotrust.workloads.plugins.module_utils._netfilter.backend import LiveState, Options, Step
 from ansible_collections.zerotrust.workloads.plugins.module_utils._netfilter.errors import NetfilterError
 from ansible_collections.zerotrust.workloads.plugins.module_utils._netfilter.model import AddressSet, Chain, PortRange, Rule, Ruleset
@@ -352,3 +352,20 @@ def test_untrusted_fields_never_reach_a_restore_file(rule: Rule, message: str) -
 @pytest.mark.parametrize("interface", ["lo", "eth0", "veth1234abcd", "cali+", "br-0a1b2c3d4e5f", "eth0.100"])
 def test_interface_names_that_are_fine(interface: str) -> None:
     assert iptables.Renderer(DROP).rule_matches(Rule("accept", "x", interface=interface), 4, "src") == [f"-i {interface}"]
+
+
+def test_source_ports_render_as_sport_before_the_destination_ports() -> None:
+    one = Rule("accept", "ssh replies", protocol="tcp", source_ports=(PortRange(22, 22),), peer_set="mgmt")
+    assert iptables.Renderer(DROP).rule_matches(one, 4, "dst") == ["-p tcp -m tcp --sport 22 -m set --match-set zt-mgmt-4 dst"]
+    two = Rule("accept", "o", protocol="udp", source_ports=(PortRange(53, 53), PortRange(5000, 5010)), ports=(PortRange(80, 80),))
+    assert iptables.Renderer(DROP).rule_matches(two, 6, "src") == ["-p udp -m multiport --sports 53,5000:5010 -m udp --dport 80"]
+
+
+def test_a_rule_without_source_ports_keeps_its_dictionary_form_and_hash() -> None:
+    rule = Rule("accept", "web", protocol="tcp", ports=(PortRange(80, 80),))
+    assert "source_ports" not in model.to_dict(rule)
+    assert rule.match_key() == '{"conntrack":[],"family":null,"icmp_types":[],"interface":null,"local_destination":false,' \
+        '"peer_set":null,"ports":["80"],"protocol":"tcp","verdict":"accept"}'
+    with_sources = Rule("accept", "web", protocol="tcp", source_ports=(PortRange(22, 22),))
+    assert model.Ruleset.from_dict(model.Ruleset(chains=(model.Chain("c", "output", (with_sources,), "deny"),)).to_dict()) \
+        .chains[0].rules == (with_sources,)

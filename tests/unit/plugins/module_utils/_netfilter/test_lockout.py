@@ -7,6 +7,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from ansible_collections.zerotrust.workloads.plugins.module_utils._netfilter import lockout
@@ -53,12 +54,16 @@ def ruleset() -> Ruleset:
     )
 
 
-def test_management_rule_goes_first_in_input_chains_only() -> None:
+def test_management_rules_go_first_ssh_in_and_its_replies_out() -> None:
     result = lockout.with_management_access(ruleset(), ["192.0.2.0/24", "2001:db8::5"])
     ingress, egress = result.chains
     assert ingress.rules[0] == Rule("accept", "implicit:never-lock-out", protocol="tcp", ports=(PortRange(22, 22),), peer_set="zt-mgmtx")
     assert ingress.rules[1:] == ruleset().chains[0].rules
-    assert egress == ruleset().chains[1]
+    # Only what sshd sends (source port 22) goes out to the management addresses, whatever conntrack knows.
+    assert egress.rules == (
+        Rule("accept", "implicit:never-lock-out replies", protocol="tcp", source_ports=(PortRange(22, 22),), peer_set="zt-mgmtx"),
+    )
+    assert egress.default_verdict == ruleset().chains[1].default_verdict
     assert result.address_set("zt-mgmtx").members == ("192.0.2.0/24", "2001:db8::5")
     assert result.address_set("zt-mgmt").members == ("10.0.0.1",), "an existing set of that name is left alone"
 
@@ -114,10 +119,15 @@ def test_confirm_cancels_the_watchdog(tmp_path: Path) -> None:
     assert lockout.rollback_status(started["token"], str(tmp_path)) == "confirmed"
 
 
-def test_snapshot_holds_argv_lists_and_no_shell(tmp_path: Path) -> None:
+def test_snapshot_holds_argv_lists_and_no_shell(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Record the watchdog's start instead of leaving a real process asleep for an hour after the tests.
+    launched: list[tuple[list[str], dict[str, Any]]] = []
+    monkeypatch.setattr(lockout.subprocess, "Popen", lambda argv, **kwargs: launched.append((argv, kwargs)))
     step = Step(("iptables-restore", "--noflush"), "*filter\nCOMMIT\n", "restore")
     target = lockout.RollbackTarget(Namespace(name="ztd-x"), "/run/x.lock", [step])
     started = lockout.start_watchdog([target], 3600, str(tmp_path))
+    assert [argv[3:] for argv, _unused in launched] == [[started["snapshot"], "3600"]]
+    assert launched[0][0][1:3] == ["-c", lockout.WATCHDOG_SCRIPT] and launched[0][1]["start_new_session"] is True
     plan = json.loads(Path(started["snapshot"]).read_text())
     assert plan["targets"] == [{"namespace": "ztd-x", "prefix": ["ip", "netns", "exec", "ztd-x"], "lock": "/run/x.lock",
                                 "steps": [{"argv": ["iptables-restore", "--noflush"], "stdin": "*filter\nCOMMIT\n", "what": "restore"}]}]

@@ -1,10 +1,12 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""Unit tests of pod namespace discovery that need no namespaces of their own."""
+"""Unit tests of pod namespace discovery (one test, marked netns, makes a throwaway namespace of its own)."""
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
+import subprocess
 from typing import Any, Optional
 
 import pytest
@@ -90,3 +92,64 @@ def test_cri_lookup_checks_the_exact_pod_and_its_path() -> None:
 def test_cri_lookup_without_a_match() -> None:
     runner = CrictlRunner({"aaa": sandbox("other", "shop", "/proc/1/ns/net")})
     assert netns.namespace_from_cri(runner, "shop", "web-1") is None
+
+
+class AddrRunner(Runner):
+    """Answers ``ip -n NAME -j addr show`` from a table and counts the calls."""
+
+    def __init__(self, addresses: dict[str, list[str]]) -> None:
+        super().__init__(Namespace())
+        self.addresses = addresses
+        self.calls: list[str] = []
+
+    def run(self, argv: Any, stdin: Optional[str] = None, check: bool = True, write: bool = False) -> CommandResult:
+        self.calls.append(argv[2])
+        listing = [{"ifname": "eth0", "addr_info": [{"local": address} for address in self.addresses[argv[2]]]}]
+        return CommandResult(tuple(argv), 0, json.dumps(listing), "")
+
+
+def test_address_index_reads_each_namespace_once_for_all_pods(monkeypatch: pytest.MonkeyPatch) -> None:
+    table = {f"ztd-pod-{number}": [f"10.0.0.{number}", f"fd00::{number}"] for number in range(6)}
+    monkeypatch.setattr(netns, "named_namespaces", lambda: sorted(table))
+    runner = AddrRunner(table)
+    index = netns.AddressIndex(runner, in_process=False)
+    assert index.find(["10.0.0.2"]) == Namespace(name="ztd-pod-2")
+    assert runner.calls == ["ztd-pod-0", "ztd-pod-1", "ztd-pod-2"]
+    assert index.find(["fd00::1"]) == Namespace(name="ztd-pod-1"), "an address seen on the way is remembered"
+    assert index.find(["10.0.0.5/32", "not an ip"]) == Namespace(name="ztd-pod-5")
+    assert index.find(["192.0.2.1"]) is None
+    assert runner.calls == [f"ztd-pod-{number}" for number in range(6)], "no namespace was read twice"
+
+
+def test_address_index_reads_in_process_and_asks_ip_only_for_what_it_missed(monkeypatch: pytest.MonkeyPatch) -> None:
+    table = {f"ztd-pod-{number}": [f"10.0.0.{number}"] for number in range(4)}
+    # ztd-pod-3's interface is down: the in-process read (fib_trie) does not see its IPv4 address, ip does.
+    seen = {f"/run/netns/{name}": {ipaddress.ip_address(a) for a in addresses} for name, addresses in table.items() if name != "ztd-pod-3"}
+    monkeypatch.setattr(netns, "named_namespaces", lambda: sorted(table))
+    monkeypatch.setattr(netns, "addresses_in_namespace", lambda path: seen.get(path, set()))
+    runner = AddrRunner(table)
+    index = netns.AddressIndex(runner)
+    assert index.find(["10.0.0.1"]) == Namespace(name="ztd-pod-1") and runner.calls == []
+    assert index.find(["10.0.0.3"]) == Namespace(name="ztd-pod-3")
+    assert runner.calls == [f"ztd-pod-{number}" for number in range(4)]
+    assert index.find(["10.9.9.9"]) is None and len(runner.calls) == 4
+
+
+@pytest.mark.netns
+@pytest.mark.skipif(os.geteuid() != 0, reason="creates a network namespace")
+def test_addresses_in_namespace_reads_a_real_namespace_and_comes_back() -> None:
+    name = f"ztd-addr-{os.getpid()}"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
+        subprocess.run(["ip", "-n", name, "link", "add", "ztd0", "type", "veth", "peer", "name", "ztd1"], check=True)
+        subprocess.run(["ip", "-n", name, "addr", "add", "192.0.2.77/24", "dev", "ztd0"], check=True)
+        subprocess.run(["ip", "-n", name, "addr", "add", "2001:db8::77/64", "dev", "ztd0", "nodad"], check=True)
+        subprocess.run(["ip", "-n", name, "link", "set", "ztd0", "up"], check=True)
+        own = os.stat("/proc/self/ns/net").st_ino
+        found = netns.addresses_in_namespace(f"/run/netns/{name}")
+        assert {ipaddress.ip_address("192.0.2.77"), ipaddress.ip_address("2001:db8::77")} <= found
+        assert os.stat("/proc/thread-self/ns/net").st_ino == own, "the module must be back in its own namespace"
+        assert netns.AddressIndex().find(["2001:db8::77"]) == Namespace(name=name)
+    finally:
+        subprocess.run(["ip", "netns", "del", name], check=False)

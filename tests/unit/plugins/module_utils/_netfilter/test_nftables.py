@@ -114,6 +114,13 @@ RULE_CASES = [
     (Rule("accept", "o", interface="lo"), "output", DROP, ['oifname "lo" accept']),
     (Rule("accept", "o", protocol="tcp", ports=(PortRange(22, 22),)), "input", DROP, ["tcp dport 22 accept"]),
     (Rule("accept", "o", protocol="udp"), "input", DROP, ["meta l4proto udp accept"]),
+    (Rule("accept", "o", protocol="tcp", source_ports=(PortRange(22, 22),)), "output", DROP, ["tcp sport 22 accept"]),
+    (
+        Rule("accept", "o", protocol="tcp", source_ports=(PortRange(22, 22), PortRange(2222, 2222)), ports=(PortRange(80, 80),)),
+        "output",
+        DROP,
+        ["tcp sport { 22, 2222 } tcp dport 80 accept"],
+    ),
     (Rule("accept", "o", protocol="sctp", ports=(PortRange(5000, 5001),)), "input", DROP, ["sctp dport 5000-5001 accept"]),
     (
         Rule("accept", "o", protocol="tcp", ports=(PortRange(80, 80),), peer_set="p"),
