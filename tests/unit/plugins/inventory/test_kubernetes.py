@@ -4,8 +4,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import json
 import os
 import subprocess
@@ -15,7 +13,7 @@ from typing import Any
 
 import pytest
 import yaml
-from ansible_collections.zerotrust.workloads.plugins.inventory.kubernetes import InventoryModule, _collector_paused
+from ansible_collections.zerotrust.workloads.plugins.inventory.kubernetes import InventoryModule
 from ansible_collections.zerotrust.workloads.plugins.module_utils._kubernetes import api
 
 from lab.kubeapi import KubeApiServer, start_server, write_kubeconfig
@@ -184,19 +182,3 @@ def test_rbac_manifest_grants_exactly_what_the_plugin_reads() -> None:
     read = {(kind.path.split("/")[2] if kind.path.startswith("/apis/") else "", kind.plural) for kind in api.ALL_KINDS}
     assert granted == read
     assert all(sorted(rule["verbs"]) == ["get", "list", "watch"] for rule in role["rules"])
-
-
-@pytest.mark.parametrize("enabled_before", [True, False])
-@pytest.mark.parametrize("fails", [False, True])
-def test_garbage_collector_is_paused_only_while_the_plugin_parses(enabled_before: bool, fails: bool) -> None:
-    """Paused inside, restored to what it was after, also when the parse raises."""
-    seen_inside = []
-    (gc.enable if enabled_before else gc.disable)()
-    try:
-        with contextlib.suppress(RuntimeError), _collector_paused():
-            seen_inside.append(gc.isenabled())
-            if fails:
-                raise RuntimeError("the API went away")
-        assert (seen_inside, gc.isenabled()) == ([False], enabled_before)
-    finally:
-        gc.enable()
