@@ -109,7 +109,7 @@ TOTAL_KEYS = (*COUNT_KEYS, "in_place", "hosts_changed", "namespaces_changed", "p
 
 
 def summarise(
-    plan_hosts: Mapping[str, Any],
+    plan_hosts: Iterable[str],
     play_hosts: Iterable[str],
     *,
     previews: Mapping[str, Any],
@@ -190,11 +190,14 @@ class ActionModule(ActionBase):  # type: ignore[misc]
         """Build the summary; with ``max_change_percent`` > 0, fail when the change exceeds it."""
         result: dict[str, Any] = super().run(tmp, task_vars)
         args = self._task.args
-        for name in ("plan_hosts", "previews", "applied", "rollbacks"):
+        plan_hosts = args.get("plan_hosts") or []
+        if isinstance(plan_hosts, (str, Mapping)) or not all(isinstance(host, str) for host in plan_hosts):
+            raise AnsibleActionFail("enforce_report: plan_hosts must be a list of inventory hostnames (the keys of the plan's hosts)")
+        for name in ("previews", "applied", "rollbacks"):
             if not isinstance(args.get(name, {}), Mapping):
                 raise AnsibleActionFail(f"enforce_report: {name} must be a mapping of inventory hostname to result")
         summary = summarise(
-            args.get("plan_hosts") or {},
+            list(plan_hosts),
             list(args.get("play_hosts") or []),
             previews=args.get("previews") or {},
             applied=args.get("applied") or {},

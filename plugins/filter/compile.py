@@ -15,12 +15,16 @@ from ansible_collections.zerotrust.workloads.plugins.module_utils._policy.compil
 from ansible_collections.zerotrust.workloads.plugins.module_utils._policy.errors import ZeroTrustPolicyError
 
 
-def compile_filter(policy: Any, hostvars: Any, options: Optional[dict[str, Any]] = None) -> dict[str, Any]:
-    """The compiled plan ``{"hosts": {...}, "warnings": [...]}``."""
+def compile_filter(policy: Any, hostvars: Any, options: Optional[dict[str, Any]] = None, outline: bool = False) -> dict[str, Any]:
+    """The compiled plan ``{"hosts": {...}, "warnings": [...]}``; with ``outline``, hosts without their rules."""
     try:
-        return compile_policy(policy, hostvars, options)
+        plan = compile_policy(policy, hostvars, options)
     except ZeroTrustPolicyError as error:
         raise AnsibleFilterError(f"zerotrust.workloads.compile: {error}") from error
+    if outline:
+        # Storing a whole plan as a fact costs far more than compiling it: a validation pass keeps only this.
+        return {"hosts": {host: {} for host in plan["hosts"]}, "warnings": plan["warnings"]}
+    return plan
 
 
 class FilterModule:

@@ -21,8 +21,11 @@ version_added: 0.1.0
 author: zerotrust.workloads contributors (@zerotrust)
 options:
   plan_hosts:
-    description: The compiled plan's C(hosts) (inventory hostname to C(ruleset) and C(pods)).
-    type: dict
+    description:
+      - The inventory hostnames the compiled plan covers (the keys of its C(hosts)).
+      - Only the names, because the rules themselves are large and the report does not need them.
+    type: list
+    elements: str
     required: true
   play_hosts:
     description: The hosts the play targets; plan hosts outside it are reported as not in play.
@@ -56,7 +59,7 @@ notes:
 EXAMPLES = r"""
 - name: Stop before writing when the change is far larger than expected
   zerotrust.workloads.enforce_report:
-    plan_hosts: "{{ enforce_plan.hosts }}"
+    plan_hosts: "{{ enforce_plan.hosts.keys() | list }}"
     play_hosts: "{{ ansible_play_hosts }}"
     previews: "{{ dict(ansible_play_hosts | zip(ansible_play_hosts | map('extract', hostvars, 'enforce_preview'))) }}"
     max_change_percent: 50
@@ -91,7 +94,7 @@ def main() -> None:
     """Only reached when someone runs the module without its action plugin."""
     module = AnsibleModule(
         argument_spec={
-            "plan_hosts": {"type": "dict", "required": True},
+            "plan_hosts": {"type": "list", "elements": "str", "required": True},
             "play_hosts": {"type": "list", "elements": "str", "required": True},
             "previews": {"type": "dict", "required": True},
             "applied": {"type": "dict", "default": {}},

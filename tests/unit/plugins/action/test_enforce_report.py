@@ -125,7 +125,7 @@ def test_host_report_status(preview: dict[str, Any], applied: dict[str, Any], ro
 
 def test_summary_totals_and_guard_percentage() -> None:
     summary = summarise(
-        {"node1": {}, "vm9": {}},
+        ["node1", "vm9"],
         ["node1"],
         previews={"node1": PREVIEW_NODE},
         applied={"node1": {"skipped": True}},
@@ -158,7 +158,7 @@ def test_the_module_counts_are_used_without_diff_texts() -> None:
             {"target": "web.shop.pod.lab", "changed": True, "rules": 6, "skipped": False, **counted},
         ],
     }
-    summary = summarise({"node1": {}}, ["node1"], previews={"node1": preview}, applied={"node1": {"skipped": True}}, rollbacks={},
+    summary = summarise(["node1"], ["node1"], previews={"node1": preview}, applied={"node1": {"skipped": True}}, rollbacks={},
                         check_mode=True)
     pod = summary["hosts"]["node1"]["pods"]["web.shop.pod.lab"]
     assert {key: pod[key] for key in counted} == counted

@@ -74,6 +74,15 @@ def test_compile() -> None:
     )
 
 
+def test_compile_outline_keeps_the_hosts_and_warnings_only() -> None:
+    plan = compile_plugin.compile_filter(seed_policy(), seed_hostvars(), {"management_addresses": ["172.18.221.254"]})
+    outline = compile_plugin.compile_filter(seed_policy(), seed_hostvars(), {"management_addresses": ["172.18.221.254"]}, outline=True)
+    assert outline == {"hosts": {host: {} for host in plan["hosts"]}, "warnings": plan["warnings"]}
+    assert sorted(outline["hosts"]) == ["haproxy", "k8s-master", "k8s-node1", "k8s-node2", "k8s-node3", "outsider"]
+    with pytest.raises(AnsibleFilterError, match="the policy has 1 problem"):
+        compile_plugin.compile_filter({"filters": {"a": "kind ="}, "policies": {"default": []}}, {}, outline=True)
+
+
 def test_filters_in_a_real_playbook(tmp_path: Path) -> None:
     """hostvars as Ansible passes them (lazy HostVars), through ansible-playbook from the repository."""
     hosts = {}
