@@ -43,6 +43,9 @@ def sshd_config(host: str, addresses: list[str]) -> Path:
         f"HostKey {HOST_KEY}\n"
         f"PidFile {LAB_DIR / 'run' / f'sshd.{host}.pid'}\n"
         f"AuthorizedKeysFile {AUTHORIZED_KEYS}\n"
+        # The key lives in the checkout's .lab/, and a checkout may sit below a world-writable directory such
+        # as /tmp, which strict modes refuse. These sshds listen on lab addresses only and take keys only.
+        "StrictModes no\n"
         "PermitRootLogin prohibit-password\n"
         "PubkeyAuthentication yes\n"
         "PasswordAuthentication no\n"
