@@ -7,9 +7,8 @@ Runs on the controller only and never connects to a host. It reads what the
 confirmation) and counts, per host and per pod, the rules and set members that were
 (or would be) added and removed. The module reports those counts per namespace
 (``rules_added``, ``rules_removed``, ``set_members_added``, ``set_members_removed``,
-``in_place``: see module_utils/_netfilter/counts.py); from a module that does not, they are
-counted here from its diff texts the same way. Documentation:
-plugins/modules/enforce_report.py.
+``in_place``: see module_utils/_netfilter/counts.py); a namespace that failed carries none and
+counts as zero. Documentation: plugins/modules/enforce_report.py.
 """
 
 from __future__ import annotations
@@ -19,9 +18,8 @@ from typing import Any, Optional
 
 from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
-from ansible_collections.zerotrust.workloads.plugins.module_utils._netfilter.counts import count_changes, parse_objects
 
-__all__ = ["ActionModule", "count_changes", "parse_objects", "summarise"]
+__all__ = ["ActionModule", "summarise"]
 
 COUNT_KEYS = ("rules_added", "rules_removed", "set_members_added", "set_members_removed")
 
@@ -35,14 +33,8 @@ def _entries(result: Any) -> list[Mapping[str, Any]]:
 
 def namespace_report(entry: Mapping[str, Any], applied: Optional[Mapping[str, Any]]) -> dict[str, Any]:
     """One namespace's line of the summary: counts from the preview, ``changed`` from the apply if it ran."""
-    if all(key in entry for key in (*COUNT_KEYS, "in_place")):
-        # The module counted them (per namespace, from the same before/after texts as its diff).
-        counts = {key: int(entry.get(key) or 0) for key in (*COUNT_KEYS, "in_place")}
-    else:
-        # An older module: count from its diff texts.
-        raw_diff = entry.get("diff")
-        diff: Mapping[str, Any] = raw_diff if isinstance(raw_diff, Mapping) else {}
-        counts = count_changes(str(diff.get("before") or ""), str(diff.get("after") or ""))
+    # The module counted them per namespace, from the same before/after texts as its diff.
+    counts = {key: int(entry.get(key) or 0) for key in (*COUNT_KEYS, "in_place")}
     changed = bool(entry.get("changed")) if applied is None else bool(applied.get("changed"))
     report: dict[str, Any] = {"changed": changed, **counts, "rules": int(entry.get("rules") or 0)}
     if not changed:

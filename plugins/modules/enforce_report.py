@@ -14,7 +14,7 @@ description:
   - Used by the C(zerotrust.workloads.enforce) role. Runs on the controller only and never connects to a host.
   - Reads what the C(zerotrust.workloads.allowlist) module returned per host (the check-mode preview, the apply) and
     adds up, per host and per pod, the rules and set members added and removed that the module counted per
-    namespace (or counts them from its diff texts when a result carries no counts).
+    namespace (a namespace that failed counts as zero).
   - With O(max_change_percent), fails when the rules and set members that would be added or removed, over all hosts,
     exceed that percentage of those in place. Nothing in place (a first run) never trips the guard.
 version_added: 0.1.0

@@ -131,7 +131,7 @@ from ansible_collections.zerotrust.workloads.plugins.module_utils._audit.observa
     parse_conntrack,
     parse_observer,
 )
-from ansible_collections.zerotrust.workloads.plugins.module_utils._netfilter.errors import NetfilterError  # noqa: E402
+from ansible_collections.zerotrust.workloads.plugins.module_utils._netfilter.errors import NamespaceNotFoundError, NetfilterError  # noqa: E402
 from ansible_collections.zerotrust.workloads.plugins.module_utils._netfilter.netns import AddressIndex, resolve_pod_namespace  # noqa: E402
 from ansible_collections.zerotrust.workloads.plugins.module_utils._netfilter.runner import Namespace, Runner, tool_exists  # noqa: E402
 
@@ -200,8 +200,12 @@ def main() -> None:
         label = str(pod.get("host") or f"{pod.get('namespace')}/{pod.get('name')}")
         try:
             targets.append((label, resolve_pod_namespace(pod, index=index), ""))
-        except NetfilterError as error:
+        except NamespaceNotFoundError as error:
             targets.append((label, None, str(error)))
+        except NetfilterError as error:
+            # Not this pod's problem (the module could not return to its own namespace): nothing after
+            # it would read the right one, so the run stops here.
+            module.fail_json(msg=str(error), changed=False)
     namespaces: list[dict[str, Any]] = []
     for label, namespace, problem in targets:
         if namespace is None:

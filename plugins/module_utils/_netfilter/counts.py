@@ -48,7 +48,8 @@ def parse_objects(text: str) -> tuple[set[str], set[str]]:
 def count_changes(before: str, after: str) -> dict[str, int]:
     """Rules and set members added and removed going from ``before`` to ``after``, and what was in place."""
     rules_before, members_before = parse_objects(before)
-    rules_after, members_after = parse_objects(after)
+    # A namespace with nothing to write (every no-op run) passes the same text twice: parse it once.
+    rules_after, members_after = (rules_before, members_before) if after == before else parse_objects(after)
     return {
         "rules_added": len(rules_after - rules_before),
         "rules_removed": len(rules_before - rules_after),

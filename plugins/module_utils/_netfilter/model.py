@@ -95,7 +95,7 @@ class AddressSet:
             raise ModelError(f"address set name {self.name!r} must be 1-24 characters of [A-Za-z0-9_-]")
         # One parse per member gives both its canonical text and its sort key (the main fixed cost of
         # building a large ruleset, e.g. in a no-op module run over 10k peers).
-        entries = {_canonical_entry(member) for member in self.members}
+        entries = {canonical_entry(member) for member in self.members}
         canonical = tuple(text for text, _unused_key in sorted(entries, key=lambda entry: entry[1]))
         object.__setattr__(self, "members", canonical)
 
@@ -298,10 +298,10 @@ def to_dict(value: Any) -> Any:
 
 def canonical_network(text: str) -> str:
     """``10.0.0.1`` -> ``10.0.0.1``; ``10.0.0.0/8`` stays; ``10.1.2.3/8`` is an error."""
-    return _canonical_entry(text)[0]
+    return canonical_entry(text)[0]
 
 
-def _canonical_entry(text: str) -> tuple[str, tuple[int, int, int]]:
+def canonical_entry(text: str) -> tuple[str, tuple[int, int, int]]:
     """The canonical text of an address or network and its sort key (family, first address, prefix), from one parse."""
     stripped = str(text).strip()
     try:
@@ -312,9 +312,8 @@ def _canonical_entry(text: str) -> tuple[str, tuple[int, int, int]]:
         network = ipaddress.ip_network(stripped, strict=True)
     except ValueError as error:
         raise ModelError(f"{text!r} is not an IP address or network: {error}") from error
-    if network.num_addresses == 1:
-        return str(network.network_address), (network.version, int(network.network_address), network.prefixlen)
-    return str(network), (network.version, int(network.network_address), network.prefixlen)
+    key = (network.version, int(network.network_address), network.prefixlen)
+    return (str(network.network_address) if network.num_addresses == 1 else str(network)), key
 
 
 def stable_name(prefix: str, *parts: str, length: int = 10) -> str:

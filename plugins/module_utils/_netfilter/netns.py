@@ -12,6 +12,7 @@ elements or as a file name checked to be a plain name.
 from __future__ import annotations
 
 import ctypes
+import functools
 import ipaddress
 import json
 import os
@@ -110,14 +111,19 @@ class AddressIndex:
 CLONE_NEWNET = 0x40000000
 
 
+@functools.cache
+def _libc() -> ctypes.CDLL:
+    """The C library, loaded once per run (two setns calls per namespace read)."""
+    return ctypes.CDLL(None, use_errno=True)
+
+
 def _setns(fd: int) -> None:
     """Move this thread into the network namespace open as ``fd`` (os.setns from Python 3.12, libc before)."""
     setns = getattr(os, "setns", None)
     if setns is not None:
         setns(fd, CLONE_NEWNET)
         return
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.setns(fd, CLONE_NEWNET) != 0:
+    if _libc().setns(fd, CLONE_NEWNET) != 0:
         code = ctypes.get_errno()
         raise OSError(code, os.strerror(code))
 
@@ -264,11 +270,6 @@ def named_namespaces() -> list[str]:
         except OSError:
             continue
     return names
-
-
-def namespace_holding(runner: Runner, ips: Sequence[str]) -> Optional[Namespace]:
-    """The named namespace (not the root one) that has one of ``ips`` on an interface."""
-    return AddressIndex(runner).find(ips)
 
 
 def _is_namespace_file(path: str) -> bool:

@@ -17,7 +17,6 @@ that use them, which keeps compiling linear in the number of workloads.
 from __future__ import annotations
 
 import dataclasses
-import ipaddress
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Optional, Union
 
@@ -631,14 +630,12 @@ _CANONICAL: dict[str, tuple[str, tuple[int, int, int]]] = {}
 
 
 def _canonical_members(members: Iterable[str]) -> tuple[str, ...]:
-    """``model.canonical_network`` + the model's sort order, memoised per member text."""
+    """``model.canonical_entry`` (canonical text and the model's sort key), memoised per member text."""
     found = []
     for member in members:
         entry = _CANONICAL.get(member)
         if entry is None:
-            canonical = model.canonical_network(member)
-            network = ipaddress.ip_network(canonical)
-            entry = (canonical, (network.version, int(network.network_address), network.prefixlen))
+            entry = model.canonical_entry(member)
             if len(_CANONICAL) < 2_000_000:
                 _CANONICAL[member] = entry
         found.append(entry)

@@ -319,13 +319,20 @@ class Watcher:
                 self.stopping.wait(delay * random.uniform(0.8, 1.2))  # noqa: S311 - jitter, not cryptography
                 delay = min(delay * 2, float(self.settings["reconnect_max"]))
 
+    def _asked_for(self, metadata: Mapping[str, Any]) -> bool:
+        """Whether an object is in the namespace this watcher lists (every object when it lists cluster-wide).
+
+        An honest server only answers with those; one that does not is not believed.
+        """
+        return self.namespace is None or metadata.get("namespace") == self.namespace
+
     def relist(self, reason: str) -> None:
         """LIST every page, compare with the known views, report the differences (none on the first list)."""
         objects, version = self._list()
         fresh: dict[Key, dict[str, Any]] = {}
         for obj in objects:
             metadata = obj.get("metadata") or {}
-            if self.connection.namespaces and self.kind.namespaced and metadata.get("namespace") not in self.connection.namespaces:
+            if not self._asked_for(metadata):
                 continue
             key = (str(metadata.get("namespace") or ""), str(metadata.get("name") or ""))
             fresh[key] = policy_view(self.kind, obj, self.connection.name)
@@ -397,7 +404,7 @@ class Watcher:
             self.resource_version = str(metadata["resourceVersion"])
         if event_type == "BOOKMARK":
             return
-        if self.connection.namespaces and self.kind.namespaced and metadata.get("namespace") not in self.connection.namespaces:
+        if not self._asked_for(metadata):
             return
         key = (str(metadata.get("namespace") or ""), str(metadata.get("name") or ""))
         before = self.views.get(key)
