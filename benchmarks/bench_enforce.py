@@ -19,7 +19,6 @@ sizes and the number of runs (medians are reported).
 from __future__ import annotations
 
 import argparse
-import fcntl
 import json
 import os
 import re
@@ -35,6 +34,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script: the repository root holds benchmarks/
 from benchmarks.scaled_seed import scaled_seed
+from lab.system import lab_lock
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -47,15 +47,6 @@ FORKS = 10
 def scenario(pods: int) -> dict[str, Any]:
     """The seed scaled to ``pods`` pods (half frontends, half databases) on 3 nodes and 5 VMs."""
     return scaled_seed(pods, extra_vms=EXTRA_VMS)
-
-
-def hold_lab() -> int:
-    """Take the lab's change lock (the flock ``lab up/down`` take) so nobody rebuilds the lab mid-measurement."""
-    lab_dir = REPO_ROOT / ".lab"
-    lab_dir.mkdir(exist_ok=True)
-    fd = os.open(lab_dir, os.O_RDONLY | os.O_DIRECTORY)
-    fcntl.flock(fd, fcntl.LOCK_EX)
-    return fd
 
 
 def lab(*args: str) -> str:
@@ -99,12 +90,10 @@ def measure(pods: int, workdir: Path) -> tuple[float, float, float]:
     started = time.monotonic()
     lab("up", "--scenario", str(path))
     up_seconds = time.monotonic() - started
-    held = hold_lab()
-    try:
+    # The lab's change lock (the one lab up/down take), so nobody rebuilds the lab mid-measurement.
+    with lab_lock(timeout=1800):
         first, first_recap = enforce(path)
         noop, noop_recap = enforce(path)
-    finally:
-        os.close(held)
     if not all(counts.get("changed", 0) >= 1 for counts in first_recap.values()):
         raise RuntimeError(f"the first run did not change every host: {first_recap}")
     if any(counts.get("changed", 0) for counts in noop_recap.values()):

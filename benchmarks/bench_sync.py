@@ -40,6 +40,8 @@ BIN = Path(sys.executable).parent
 POD = "wordpress/wordpress-6dfdd9f64f-d75j2"
 HOME_NODE, HOME_IP = "k8s-node1", "10.244.1.94"
 RULEBOOK = REPO / "extensions" / "eda" / "rulebooks" / "enforce_on_change.yml"
+CHANGE_LINE = r"cluster '[^']+': \d+ change\(s\)"
+"""The event source's log line for one burst of changes (one event)."""
 
 
 def _lab(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -64,6 +66,10 @@ class Harness:
     def _log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
+    def _tail(self) -> str:
+        """The last lines of ansible-rulebook's log, for an error message."""
+        return "\n".join(self._log().splitlines()[-25:])
+
     def runs_finished(self) -> int:
         """Playbook runs ansible-rulebook has completed."""
         return self._log().count("PLAY RECAP")
@@ -71,7 +77,7 @@ class Harness:
     def events(self) -> int:
         """Events the source has put on the queue (the sync, then each burst)."""
         log = self._log()
-        return len(re.findall(r"cluster '[^']+' listed:", log)) + len(re.findall(r"cluster '[^']+': \d+ change\(s\)", log))
+        return len(re.findall(r"cluster '[^']+' listed:", log)) + len(re.findall(CHANGE_LINE, log))
 
     def wait_idle(self, timeout: float = 120.0) -> None:
         """Until every event has had its playbook run."""
@@ -81,11 +87,9 @@ class Harness:
             if events and self.runs_finished() >= events:
                 return
             if "Traceback" in self._log():
-                tail = "\n".join(self._log().splitlines()[-25:])
-                raise RuntimeError(f"ansible-rulebook failed:\n{tail}")
+                raise RuntimeError(f"ansible-rulebook failed:\n{self._tail()}")
             time.sleep(0.2)
-        tail = "\n".join(self._log().splitlines()[-25:])
-        raise RuntimeError(f"ansible-rulebook did not finish its runs within {timeout:.0f} s; the end of its log:\n{tail}")
+        raise RuntimeError(f"ansible-rulebook did not finish its runs within {timeout:.0f} s; the end of its log:\n{self._tail()}")
 
     def wait_right(self, started: float, timeout: float = 60.0) -> float:
         """Seconds from ``started`` until the truth table is right (notes when the change's run finished).
@@ -103,9 +107,8 @@ class Harness:
                 self.run_done = time.monotonic() - started
         probe = _lab("probe", "--expect-from-scenario", check=False)
         mismatches = [line.strip() for line in probe.stdout.splitlines() if "MISMATCH" in line] or [probe.stderr.strip()]
-        tail = "\n".join(self._log().splitlines()[-25:])
         raise RuntimeError(f"the truth table was still wrong {timeout:.0f} s after the change: {'; '.join(mismatches)}\n"
-                           f"last lines of ansible-rulebook's log:\n{tail}")
+                           f"last lines of ansible-rulebook's log:\n{self._tail()}")
 
     def move(self, node: str, address: str) -> None:
         """Move the frontend pod (the lab rewires it and updates the API)."""
@@ -121,7 +124,7 @@ class Harness:
         self.moves += 1
         moved = time.monotonic() - started
         latency = self.wait_right(started)
-        stamps = re.findall(r"^(\S+ \S+),(\d+) - \S+ - INFO - cluster '[^']+': \d+ change\(s\)", self._log(), re.M)
+        stamps = re.findall(r"^(\S+ \S+),(\d+) - \S+ - INFO - " + CHANGE_LINE, self._log(), re.M)
         event = None
         if stamps:
             day_time, millis = stamps[-1]
@@ -172,7 +175,7 @@ def lab_with_rulebook() -> Iterator[Harness]:
     brought_up = status.returncode != 0
     if brought_up or f"from {seed}:" not in status.stdout:
         _lab("up", "--scenario", str(seed))  # idempotent for the seed; rebuilds a lab of another scenario
-    scenario = yaml.safe_load((REPO / "lab" / "scenarios" / "seed.yml").read_text())
+    scenario = yaml.safe_load(seed.read_text())
     with tempfile.TemporaryDirectory(prefix="zto-sync-") as scratch:
         work = Path(scratch)
         (work / "policy.yml").write_text(yaml.safe_dump(scenario["policy"]))
