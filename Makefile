@@ -22,7 +22,7 @@ export ANSIBLE_CONFIG := $(ROOT)/ansible.cfg
 export PATH := $(BIN):$(PATH)
 
 .PHONY: help setup system-packages venv collection demo test lint sanity unit integration molecule \
-        lab-up lab-down lab-status probe docs bench bench-inventory bench-compile bench-apply bench-dataplane \
+        lab-up lab-down lab-status probe docs dist bench bench-inventory bench-compile bench-apply bench-dataplane \
         bench-enforce bench-audit bench-sync clean
 
 help:
@@ -54,7 +54,7 @@ collection:
 demo: setup
 	$(PY) -m lab down
 	$(PY) -m lab up --scenario $(SCENARIO)
-	@echo "== truth table before enforcement (no policy yet: everything should connect)"
+	@echo "== truth table before enforcement (no policy yet: as kube-proxy alone behaves, predicted by the oracle)"
 	$(PY) -m lab probe --expect-open
 	$(BIN)/ansible-playbook -f 10 -i .lab/inventory playbooks/enforce.yml -e enforce_policy_file=$(abspath $(SCENARIO))
 	@echo "== truth table after enforcement, beside the expected one"
@@ -100,8 +100,9 @@ unit: setup
 integration: setup
 	$(BIN)/pytest -q -p no:cacheprovider tests/integration
 
+# Every molecule scenario as a pytest test (pytest-ansible's molecule integration, tests/molecule).
 molecule: setup
-	cd $(ROOT) && $(BIN)/molecule test --all
+	cd $(ROOT) && $(BIN)/pytest -q -p no:cacheprovider tests/molecule
 
 docs: setup
 	bash scripts/build-docs.sh --check
@@ -111,6 +112,10 @@ bench: bench-inventory bench-compile bench-apply bench-dataplane bench-enforce b
 bench-inventory bench-compile bench-apply bench-dataplane bench-enforce bench-audit bench-sync: bench-%: setup
 	@if [ -f benchmarks/bench_$*.py ]; then $(PY) benchmarks/bench_$*.py; \
 	 else echo "RESULT $* status=not-implemented"; fi
+
+# The tarball users install: CHANGELOG.rst rendered, build_ignore applied (scripts/build-collection.sh).
+dist: setup
+	bash scripts/build-collection.sh $(ROOT)/.build/dist
 
 clean: lab-down
 	rm -rf .build .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -19,6 +19,10 @@ the whole command:
 - ``raw``: ``ipset restore`` of the 10,000 members plus one ``iptables-restore --noflush``
   of the 1,000 rules: the limit any tool can reach.
 - ``fixed``: Ansible's own cost, one ``ansible-playbook`` run with one ``ping`` task.
+- ``bigset_<backend>_first`` / ``_noop``: the module with one rule whose address set holds
+  ``--big-set`` IPv4 members (default 100,000: more than ipset's default ``maxelem`` of 65,536,
+  which made the iptables backend fail with ``Hash is full`` before the sets were sized from
+  their members). Once per backend, in a fresh namespace; ``--big-set 0`` skips it.
 
 Ratios: ``first_ratio_vs_builtin`` = builtin first / module first, ``noop_ratio_vs_builtin``
 = builtin re-run / module no-op, ``first_vs_raw_plus_fixed`` = module first / (raw + fixed).
@@ -81,6 +85,19 @@ def ruleset_dict(rules: int) -> dict[str, Any]:
     }
 
 
+def big_set_ruleset(members: int) -> dict[str, Any]:
+    """One ingress rule whose peer set holds ``members`` scattered IPv4 addresses."""
+    addresses = [f"10.{100 + number // 62500}.{(number // 250) % 250}.{(number % 250) + 2}" for number in range(members)]
+    return {
+        "version": 1,
+        "address_sets": [{"name": "zt-big", "members": addresses}],
+        "chains": [
+            {"name": "ingress", "hook": "input", "default_verdict": "deny", "rules": [
+                {"verdict": "accept", "origin": "bench big set", "protocol": "tcp", "ports": ["80"], "peer_set": "zt-big"}]},
+        ],
+    }
+
+
 def raw_ipset_restore(rules: int) -> str:
     """``ipset restore`` input: one hash:net set per rule with its members."""
     lines = []
@@ -135,14 +152,14 @@ def builtin_playbook(rules: int, workdir: Path) -> Path:
     return path
 
 
-def module_playbook(backend: str, namespace: str, workdir: Path) -> Path:
-    """A playbook applying the ruleset with our module in ``namespace``."""
+def module_playbook(backend: str, namespace: str, workdir: Path, variables: str = "ruleset_vars.json") -> Path:
+    """A playbook applying the ruleset (``bench_ruleset`` in ``variables``) with our module in ``namespace``."""
     playbook = [
         {
             "hosts": "localhost",
             "connection": "local",
             "gather_facts": False,
-            "vars_files": [str(workdir / "ruleset_vars.json")],
+            "vars_files": [str(workdir / variables)],
             "tasks": [
                 {
                     "name": "Apply the allowlist",
@@ -156,7 +173,7 @@ def module_playbook(backend: str, namespace: str, workdir: Path) -> Path:
             ],
         }
     ]
-    path = workdir / f"module_{backend}.yml"
+    path = workdir / f"module_{backend}_{Path(variables).stem}.yml"
     path.write_text(json.dumps(playbook))
     return path
 
@@ -210,6 +227,8 @@ def report(times: dict[str, float], backends: list[str], rules: int, builtin_rul
     note = f"  (SCALED from {builtin_rules} rules: measured {measured[0]:.1f} s / {measured[1]:.1f} s)" if measured else ""
     print(f"  {'builtin_first':<28} {times['builtin_first']:9.3f}{note}")
     print(f"  {'builtin_rerun':<28} {times['builtin_rerun']:9.3f}")
+    for name in sorted(name for name in times if name.startswith("bigset_")):
+        print(f"  {name:<28} {times[name]:9.3f}")
 
 
 def ratios(times: dict[str, float], backends: list[str]) -> dict[str, str]:
@@ -259,6 +278,12 @@ def measure(args: argparse.Namespace, backends: list[str], namespaces: Namespace
             samples.setdefault(f"module_{backend}_first", []).append(playbook(path, expect=recap(True)))
             samples.setdefault(f"module_{backend}_noop", []).append(playbook(path, expect=recap(False)))
     times = {name: statistics.median(values) for name, values in samples.items()}
+    if args.big_set:
+        (workdir / "big_set_vars.json").write_text(json.dumps({"bench_ruleset": big_set_ruleset(args.big_set)}))
+        for backend in backends:
+            path = module_playbook(backend, namespaces.new(), workdir, "big_set_vars.json")
+            times[f"bigset_{backend}_first"] = playbook(path, expect=recap(True))
+            times[f"bigset_{backend}_noop"] = playbook(path, expect=recap(False))
 
     # The builtin needs the sets to exist; creating them is not part of its time.
     builtin_ns = namespaces.new()
@@ -279,6 +304,7 @@ def main() -> int:
     parser.add_argument("--builtin-rules", type=int, default=100, help="rules the builtin loop really applies (scaled to --rules)")
     parser.add_argument("--backends", default="nftables,iptables", help="our module's backends to measure")
     parser.add_argument("--repeats", type=int, default=3, help="runs of everything but the builtin (median)")
+    parser.add_argument("--big-set", type=int, default=100000, help="members of the one-set case (0: skip it)")
     args = parser.parse_args()
     backends = [name for name in args.backends.split(",") if name]
     namespaces = Namespaces()
@@ -294,6 +320,7 @@ def main() -> int:
     fields["builtin_scaled"] = str(scaled).lower()
     fields["builtin_rules_measured"] = str(args.builtin_rules)
     fields["repeats"] = str(args.repeats)
+    fields["bigset_members"] = str(args.big_set)
     print("RESULT apply " + " ".join(f"{key}={value}" for key, value in fields.items()))
     return 0
 

@@ -2,8 +2,10 @@
 """``python -m lab``: up, down, status, probe, move-pod.
 
 python -m lab up [--scenario lab/scenarios/seed.yml]
-python -m lab probe [--json FILE] [--expect-from-scenario | --expect-open] [--ipv6]
+python -m lab probe [--json FILE] [--expect-from-scenario | --expect-open] [--ipv6] [--no-health]
 python -m lab move-pod wordpress/wordpress-6dfdd9f64f-d75j2 --node k8s-node2 --ip 10.244.2.94
+python -m lab reboot haproxy | k8s-node1 [--new-pod-ips]
+python -m lab vuln-report wordpress/wordpress-6dfdd9f64f-d75j2 --critical 1 [--high N ...] [--id CVE-2024-3094 ...]
 python -m lab status
 python -m lab down
 """
@@ -31,6 +33,16 @@ def _expected_from_policy(scenario: Any, probes: Any) -> tuple[dict[str, str] | 
         return None, "unavailable: the scenario has neither expect.allow nor a policy"
     try:
         return expected_from_policy(scenario, probes), "from the policy"
+    except LabError as exc:
+        return None, f"unavailable: {exc}"
+
+
+def _expected_open(scenario: Any, probes: Any) -> tuple[dict[str, str] | None, str]:
+    """The table before any policy: the oracle's answer for no policy (kube-proxy's own behaviour), or why there is none."""
+    from lab.expected import expected_open  # noqa: PLC0415
+
+    try:
+        return expected_open(scenario, probes), "no policy: kube-proxy's behaviour, from the oracle"
     except LabError as exc:
         return None, f"unavailable: {exc}"
 
@@ -85,7 +97,7 @@ def _load_live() -> tuple[Any, dict[str, Any]]:
     return scenario, state
 
 
-def cmd_probe(args: argparse.Namespace) -> int:
+def cmd_probe(args: argparse.Namespace) -> int:  # noqa: PLR0912 - one pass: measure, print, compare
     from lab.prober import run_probes  # noqa: PLC0415
     from lab.probes import CONNECTED, expected_from_allow, mismatches, probe_matrix, render_tables  # noqa: PLC0415
 
@@ -97,10 +109,11 @@ def cmd_probe(args: argparse.Namespace) -> int:
     started = time.monotonic()
     results = run_probes(scenario, state, probes, timeout=args.timeout)
     elapsed = time.monotonic() - started
+    health = [] if args.no_health else _measure_health(scenario, state, args.timeout)
     observed = {result.probe.id: result.result for result in results}
     expected: dict[str, str] | None
     if args.expect_open:
-        expected, note = {probe.id: CONNECTED for probe in probes}, "everything connected"
+        expected, note = _expected_open(scenario, probes)
     elif scenario.expect_allow is not None:
         expected, note = expected_from_allow(probes, scenario.expect_allow), "from expect.allow"
         if scenario.policy is not None:
@@ -112,7 +125,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
         expected, note = _expected_from_policy(scenario, probes)
     print(render_tables(scenario, probes, observed, expected, note), file=out)
     for result in results:
-        if result.result == "?" or args.verbose:
+        if result.result in ("?", "~") or args.verbose:
             print(f"  {result.probe.id}: {result.result} {json.dumps(result.detail)}", file=out)
     compare = args.expect_from_scenario or args.expect_open
     wrong = mismatches(observed, expected) if expected is not None else []
@@ -122,6 +135,16 @@ def cmd_probe(args: argparse.Namespace) -> int:
     )
     for probe_id in wrong:
         print(f"  MISMATCH {probe_id}: observed {observed[probe_id]} expected {(expected or {})[probe_id]}", file=out)
+    unhealthy = [result for result in health if result.result != CONNECTED]
+    if health:
+        from lab.health import render_health  # noqa: PLC0415
+
+        print("", file=out)
+        print(render_health(health), file=out)
+        for result in health:
+            if result.result != CONNECTED or args.verbose:
+                flag = "HEALTH " if result.result != CONNECTED else ""
+                print(f"  {flag}{result.cell.id}: {result.result} {json.dumps(result.detail)}", file=out)
     if args.json:
         document = {
             "scenario": state["scenario"]["path"],
@@ -130,6 +153,8 @@ def cmd_probe(args: argparse.Namespace) -> int:
             "expected": expected,
             "expected_note": note,
             "mismatches": wrong,
+            "health": [result.to_dict() for result in health],
+            "health_failures": [result.cell.id for result in unhealthy],
         }
         text = json.dumps(document, indent=2) + "\n"
         if args.json == "-":
@@ -139,13 +164,23 @@ def cmd_probe(args: argparse.Namespace) -> int:
     if compare and expected is None:
         print(f"cannot compare: expected table {note}", file=sys.stderr)
         return 2
-    return 1 if compare and wrong else 0
+    return 1 if compare and (wrong or unhealthy) else 0
+
+
+def _measure_health(scenario: Any, state: dict[str, Any], timeout: float) -> list[Any]:
+    """The cluster-health block (empty without a control plane)."""
+    from lab.expected import api_access_pods  # noqa: PLC0415
+    from lab.health import health_cells, measure_health  # noqa: PLC0415
+
+    cells = health_cells(scenario, api_access_pods(scenario))
+    return measure_health(scenario, state, cells, timeout=timeout) if cells else []
 
 
 def _apply_moves(scenario: Any, state: dict[str, Any]) -> Any:
     from lab.move import live_scenario  # noqa: PLC0415
+    from lab.vulns import live_findings  # noqa: PLC0415
 
-    return live_scenario(scenario, state)
+    return live_findings(live_scenario(scenario, state), state)
 
 
 def cmd_move_pod(args: argparse.Namespace) -> int:
@@ -154,6 +189,29 @@ def cmd_move_pod(args: argparse.Namespace) -> int:
     with lab_lock():
         scenario, state = _load_live()
         print(move_pod(_apply_moves(scenario, state), state, args.pod, args.node, args.ip))
+    return 0
+
+
+def cmd_reboot(args: argparse.Namespace) -> int:
+    from lab.reboot import reboot  # noqa: PLC0415
+
+    started = time.monotonic()
+    with lab_lock():
+        scenario, state = _load_live()
+        report = reboot(_apply_moves(scenario, state), state, args.host, new_pod_ips=args.new_pod_ips)
+    print(report.summary())
+    print(f"reboot took {time.monotonic() - started:.2f} s")
+    return 0
+
+
+def cmd_vuln_report(args: argparse.Namespace) -> int:
+    from lab.vulns import SEVERITIES, add_report  # noqa: PLC0415
+
+    raw: dict[str, Any] = {"pod": args.pod, "ids": list(args.id)}
+    raw.update({severity: getattr(args, severity) for severity in SEVERITIES})
+    with lab_lock():
+        scenario, state = _load_live()
+        print(add_report(_apply_moves(scenario, state), state, raw))
     return 0
 
 
@@ -172,16 +230,29 @@ def main(argv: list[str] | None = None) -> int:
     probe.add_argument("--json", metavar="FILE", help="also write every cell as JSON ('-' for stdout)")
     group = probe.add_mutually_exclusive_group()
     group.add_argument("--expect-from-scenario", action="store_true", help="compare with the scenario's expected table; exit 1 on mismatch")
-    group.add_argument("--expect-open", action="store_true", help="compare with an all-connected table (no policy); exit 1 on mismatch")
+    group.add_argument(
+        "--expect-open", action="store_true", help="compare with the table for no policy (kube-proxy's behaviour); exit 1 on mismatch"
+    )
     probe.add_argument("--ipv6", action="store_true", help="also probe pods and VMs over IPv6")
     probe.add_argument("--timeout", type=float, default=0.8, help="connect timeout per probe in seconds (default 0.8)")
     probe.add_argument("-v", "--verbose", action="store_true", help="print every cell's detail")
+    probe.add_argument("--no-health", action="store_true", help="skip the cluster-health block (control plane cells)")
     probe.set_defaults(func=cmd_probe)
     move = commands.add_parser("move-pod", help="move a pod to another node and IP (the rules-follow-the-pod demo)")
     move.add_argument("pod", help="NAMESPACE/NAME")
     move.add_argument("--node", required=True)
     move.add_argument("--ip", required=True)
     move.set_defaults(func=cmd_move_pod)
+    reboot = commands.add_parser("reboot", help="reboot a node or VM: empty firewall, restore unit, processes, pods (in new namespaces)")
+    reboot.add_argument("host", help="a node or VM name")
+    reboot.add_argument("--new-pod-ips", action="store_true", help="the node's pods come back with new addresses")
+    reboot.set_defaults(func=cmd_reboot)
+    vuln = commands.add_parser("vuln-report", help="add or replace a pod's VulnerabilityReport, as trivy-operator does after a scan")
+    vuln.add_argument("pod", help="NAMESPACE/NAME")
+    for severity in ("critical", "high", "medium", "low", "unknown"):
+        vuln.add_argument(f"--{severity}", type=int, default=0, metavar="N", help=f"{severity} findings (default 0)")
+    vuln.add_argument("--id", action="append", default=[], metavar="ID", help="a vulnerability ID (repeatable)")
+    vuln.set_defaults(func=cmd_vuln_report)
     args = parser.parse_args(argv)
     try:
         result: int = args.func(args)

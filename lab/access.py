@@ -18,6 +18,7 @@ AUTHORIZED_KEYS = SSH_DIR / "authorized_keys"
 CONTROL_DIR = LAB_DIR / "ssh-control"
 INVENTORY_DIR = LAB_DIR / "inventory"
 KUBECONFIG = LAB_DIR / "kubeconfig"
+HOSTS_DIR = LAB_DIR / "hosts"
 SSH_OPTIONS = "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null"
 
 
@@ -61,6 +62,12 @@ def sshd_config(host: str, addresses: list[str]) -> Path:
     return path
 
 
+def host_dirs(host: str) -> tuple[Path, Path]:
+    """(persist_dir, unit_dir) of one lab host: every lab host shares this machine's /etc, so each gets its own."""
+    base = HOSTS_DIR / host
+    return base / "etc" / "zerotrust-workloads", base / "systemd"
+
+
 def write_inventory(scenario: Scenario) -> None:
     """Write .lab/inventory/: the Kubernetes plugin config, the VMs, and the SSH settings of every host."""
     (INVENTORY_DIR / "group_vars").mkdir(parents=True, exist_ok=True)
@@ -69,6 +76,9 @@ def write_inventory(scenario: Scenario) -> None:
         "plugin": "zerotrust.workloads.kubernetes",
         "connections": [{"kubeconfig": str(KUBECONFIG), "context": scenario.cluster.name}],
     }
+    if scenario.vulnerabilities:
+        # The scenario's findings are served as trivy-operator's VulnerabilityReports (lab/vulns.py).
+        kubernetes["vulnerabilities"] = "trivy"
     hosts: dict[str, Any] = {}
     for vm in scenario.vms:
         addresses = [str(vm.address)] + ([str(vm.ipv6)] if vm.ipv6 is not None else [])
@@ -82,6 +92,16 @@ def write_inventory(scenario: Scenario) -> None:
         "zt_lab_controller_addresses": [str(scenario.underlay.controller)]
         + ([str(scenario.underlay.controller_v6)] if scenario.underlay.controller_v6 is not None else []),
     }
+    if scenario.upstream_dns is not None:
+        # The resolver cluster DNS forwards to (a lab VM outside the inventory): the `cluster` allowance opens DNS pods -> it.
+        group_vars["enforce_upstream_dns"] = [str(scenario.upstream_dns.address)]
+        group_vars["audit_upstream_dns"] = [str(scenario.upstream_dns.address)]
     header = "# SPDX-License-Identifier: GPL-3.0-or-later\n# Written by `python -m lab up`; rewritten on every up.\n"
+    # Boot persistence per host below .lab/hosts/ (no systemd in a namespace: `python -m lab reboot` runs the unit).
+    (INVENTORY_DIR / "host_vars").mkdir(exist_ok=True)
+    for host in [node.name for node in scenario.nodes] + [vm.name for vm in scenario.vms]:
+        persist_dir, unit_dir = host_dirs(host)
+        persist = {"enforce_persist": True, "enforce_persist_dir": str(persist_dir), "enforce_unit_dir": str(unit_dir)}
+        (INVENTORY_DIR / "host_vars" / f"{host}.yml").write_text(header + yaml.safe_dump(persist, sort_keys=False))
     for name, data in (("lab.kubernetes.yml", kubernetes), ("vms.yml", vms), ("group_vars/all.yml", group_vars)):
         (INVENTORY_DIR / name).write_text(header + yaml.safe_dump(data, sort_keys=False, default_flow_style=False))

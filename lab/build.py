@@ -31,7 +31,7 @@ from lab import access
 from lab.errors import LabError
 from lab.kubeproxy import FILTER_JUMPS, NAT_JUMPS, render_node_rules
 from lab.objects import scenario_objects
-from lab.scenario import Node, Pod, Scenario, Vm, load_scenario
+from lab.scenario import API_PORT, KUBELET_PORT, Node, Pod, Scenario, Vm, load_scenario
 from lab.system import (
     LAB_DIR,
     LAB_NETNS,
@@ -59,6 +59,9 @@ LOG_DIR = LAB_DIR / "logs"
 KUBEAPI_DIR = LAB_DIR / "kubeapi"
 OBJECTS_FILE = LAB_DIR / "objects.json"
 KUBEAPI_PID = RUN_DIR / "kubeapi.pid"
+KUBELET_SCRIPT = REPO_ROOT / "lab" / "kubelet.py"
+DNS_SERVER_SCRIPT = REPO_ROOT / "lab" / "dnsserver.py"
+APISERVER_KUBELETS = RUN_DIR / "apiserver-kubelets.json"
 PRIVSEP_DIR = Path("/run/sshd")
 NODE_SYSCTLS = {
     "net.ipv4.ip_forward": "1",
@@ -337,12 +340,6 @@ def build(scenario: Scenario) -> dict[str, Any]:  # noqa: PLR0912, PLR0915 - one
         if node.pod_cidr_v6 is not None:
             ip("addr", "add", f"{node.pod_cidr_v6.network_address + 1}/{node.pod_cidr_v6.prefixlen}", "dev", "cni0", "nodad", netns=netns)
         ip("link", "set", "cni0", "up", netns=netns)
-        for other in scenario.nodes:
-            if other.name == node.name:
-                continue
-            ip("route", "add", str(other.pod_cidr), "via", str(other.address), "dev", "eth0", netns=netns)
-            if other.pod_cidr_v6 is not None and other.ipv6 is not None:
-                ip("-6", "route", "add", str(other.pod_cidr_v6), "via", str(other.ipv6), "dev", "eth0", netns=netns)
         state["workloads"].append(
             {
                 "kind": "node",
@@ -355,43 +352,29 @@ def build(scenario: Scenario) -> dict[str, Any]:  # noqa: PLR0912, PLR0915 - one
                 "gateways": [str(node.pod_cidr.network_address + 1)]
                 + ([str(node.pod_cidr_v6.network_address + 1)] if node.pod_cidr_v6 is not None else []),
                 "bridge": "cni0",
-                "interfaces": ["lo", "eth0", "cni0"],
+                "interfaces": ["lo", "eth0", "cni0", *(["flannel.1"] if scenario.cluster.overlay == "vxlan" else [])],
                 "root_link": root_port,
                 "ports": [{"port": 22, "protocol": "TCP", "name": "ssh"}],
             }
         )
         write_state(state)
 
+    for netns in _start_overlay(scenario, state):
+        listeners[netns] = {("UDP", 8472)}
+
     for index, pod in enumerate(scenario.pods):
         _build_pod(scenario, pod, index, state)
         listeners[pod_netns(index)] = {(port.protocol, port.port) for port in pod.ports}
 
     for index, vm in enumerate(scenario.vms):
-        netns = vm_netns(vm)
-        _add_netns(netns, state)
-        root_port = f"{PREFIX}m{index}"
-        _underlay_port(root_port, netns, v4=vm.address, v6=vm.ipv6, scenario=scenario, state=state)
-        for node in scenario.nodes:
-            ip("route", "add", str(node.pod_cidr), "via", str(node.address), "dev", "eth0", netns=netns)
-            if node.pod_cidr_v6 is not None and node.ipv6 is not None:
-                ip("-6", "route", "add", str(node.pod_cidr_v6), "via", str(node.ipv6), "dev", "eth0", netns=netns)
-        state["workloads"].append(
-            {
-                "kind": "vm",
-                "id": f"vm:{vm.name}",
-                "name": vm.name,
-                "namespace": None,
-                "netns": netns,
-                "addresses": _addresses(vm.address, vm.ipv6),
-                "labels": dict(vm.labels),
-                "ports": _ports(vm.ports),
-                "interfaces": ["lo", "eth0"],
-                "root_link": root_port,
-            }
-        )
-        write_state(state)
+        netns = _build_vm(scenario, vm, index, state)
         _start_listener(netns, f"vm:{vm.name}", vm.ports, state)
         listeners[netns] = {(port.protocol, port.port) for port in vm.ports}
+    if scenario.upstream_dns is not None:
+        # The outside resolver cluster DNS forwards to: a lab VM, but not in the Ansible inventory.
+        netns = _build_vm(scenario, scenario.upstream_dns, len(scenario.vms), state, role="upstream-dns")
+        _start_upstream_dns(scenario.upstream_dns, netns, state)
+        listeners[netns] = {(port.protocol, port.port) for port in scenario.upstream_dns.ports}
 
     for node in scenario.nodes:
         apply_kube_proxy(scenario, node_netns(node), node.name)
@@ -404,6 +387,13 @@ def build(scenario: Scenario) -> dict[str, Any]:  # noqa: PLR0912, PLR0915 - one
         ssh_addresses.append(str(vm.address))
 
     start_kubeapi(scenario, state)
+    if scenario.cluster.control_plane:
+        start_kubelets(scenario, state)
+        for node in scenario.nodes:
+            listeners.setdefault(node_netns(node), set()).add(("TCP", KUBELET_PORT))
+        for index, pod in enumerate(scenario.pods):
+            if pod in scenario.dns_pods():
+                _start_dns_server(scenario, pod, pod_netns(index), state)
     access.write_inventory(scenario)
     wait_listeners(listeners, state["processes"])
     for address in ssh_addresses:
@@ -447,8 +437,53 @@ def _build_pod(scenario: Scenario, pod: Pod, index: int, state: dict[str, Any]) 
     }
     state["workloads"] = [w for w in state["workloads"] if w.get("id") != record["id"]] + [record]
     write_state(state)
+    if pod in scenario.dns_pods():
+        return  # cluster DNS runs the lab's DNS server (started once the API is up), not a listener
     if not any(p["role"] == "listener" and p["netns"] == netns and pid_alive(p["pid"]) for p in state["processes"]):
         _start_listener(netns, f"pod:{pod.key}", pod.ports, state)
+
+
+def _build_vm(scenario: Scenario, vm: Vm, index: int, state: dict[str, Any], role: str | None = None) -> str:
+    """A VM namespace on the underlay with routes to every pod CIDR via its node; returns the netns."""
+    netns = vm_netns(vm)
+    _add_netns(netns, state)
+    root_port = f"{PREFIX}m{index}"
+    _underlay_port(root_port, netns, v4=vm.address, v6=vm.ipv6, scenario=scenario, state=state)
+    for node in scenario.nodes:
+        ip("route", "add", str(node.pod_cidr), "via", str(node.address), "dev", "eth0", netns=netns)
+        if node.pod_cidr_v6 is not None and node.ipv6 is not None and vm.ipv6 is not None:
+            ip("-6", "route", "add", str(node.pod_cidr_v6), "via", str(node.ipv6), "dev", "eth0", netns=netns)
+    record: dict[str, Any] = {
+        "kind": "vm",
+        "id": f"vm:{vm.name}",
+        "name": vm.name,
+        "namespace": None,
+        "netns": netns,
+        "addresses": _addresses(vm.address, vm.ipv6),
+        "labels": dict(vm.labels),
+        "ports": _ports(vm.ports),
+        "interfaces": ["lo", "eth0"],
+        "root_link": root_port,
+    }
+    if role is not None:
+        record["role"] = role
+        record["inventory"] = False
+    state["workloads"].append(record)
+    write_state(state)
+    return netns
+
+
+def _start_overlay(scenario: Scenario, state: dict[str, Any]) -> list[str]:
+    """The pod network between nodes: flannel-style VXLAN (lab/overlay.py) or direct routes; the namespaces of userspace VTEPs."""
+    from lab import overlay  # noqa: PLC0415
+
+    mode: overlay.Mode = "vxlan" if scenario.cluster.overlay == "vxlan" else "routed"
+    nodes = overlay.nodes_from_scenario(scenario.nodes, node_netns)
+    for vtep in overlay.setup_overlay(nodes, mode):
+        state["processes"].append(start_process(vtep.argv, f"vtep.{vtep.node.name}.log", "vtep", f"node:{vtep.node.name}", vtep.node.netns))
+    state["overlay"] = mode
+    write_state(state)
+    return [process["netns"] for process in state["processes"] if process["role"] == "vtep"]
 
 
 def _start_listener(netns: str, workload: str, ports: Any, state: dict[str, Any]) -> None:
@@ -466,8 +501,26 @@ def kubeapi_available() -> bool:
     return importlib.util.find_spec("lab.kubeapi") is not None
 
 
+def api_sans(scenario: Scenario, node: Node) -> list[str]:
+    """What the API server's certificate names besides its node address: the ClusterIP and the in-cluster names."""
+    names = ["kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local"]
+    return [str(scenario.cluster.api_cluster_ip), *([str(node.ipv6)] if node.ipv6 is not None else []), *names]
+
+
+def check_controller_route(address: str) -> None:
+    """Refuse unless the root namespace reaches ``address`` through the lab bridge (never another network)."""
+    routes = ip_json("route", "get", address)
+    device = routes[0].get("dev") if routes else None
+    if device != ROOT_BRIDGE:
+        raise LabError(f"the root namespace routes the API server's {address} through {device!r}, not the lab bridge {ROOT_BRIDGE}")
+
+
 def start_kubeapi(scenario: Scenario, state: dict[str, Any], timeout: float = 30) -> None:
-    """Serve the scenario's objects on loopback and write .lab/kubeconfig (skipped while lab/kubeapi.py is missing)."""
+    """Serve the scenario's objects and write .lab/kubeconfig (skipped while lab/kubeapi.py is missing).
+
+    With a control plane the API server runs inside the control-plane node's namespace on its
+    node address, port 6443, as a real one; without, on loopback.
+    """
     OBJECTS_FILE.write_text(json.dumps(scenario_objects(scenario), indent=1) + "\n")
     if not kubeapi_available():
         state["kubeapi"] = {"status": "unavailable", "reason": "lab/kubeapi.py does not exist yet"}
@@ -476,8 +529,17 @@ def start_kubeapi(scenario: Scenario, state: dict[str, Any], timeout: float = 30
     KUBEAPI_DIR.mkdir(parents=True, exist_ok=True)
     endpoint_file = KUBEAPI_DIR / "endpoint.json"
     endpoint_file.unlink(missing_ok=True)
-    argv = [sys.executable, "-m", "lab.kubeapi", "serve", "--state-dir", str(KUBEAPI_DIR), "--objects", str(OBJECTS_FILE), "--port", "0"]
-    record = start_process(argv, "kubeapi.log", "kubeapi", f"cluster:{scenario.cluster.name}", None)
+    argv = [sys.executable, "-m", "lab.kubeapi", "serve", "--state-dir", str(KUBEAPI_DIR), "--objects", str(OBJECTS_FILE)]
+    control = scenario.control_plane_node
+    netns = None
+    if control is None:
+        argv += ["--port", "0"]
+    else:
+        netns = node_netns(control)
+        check_controller_route(str(control.address))
+        argv += [arg for san in api_sans(scenario, control) for arg in ("--san", san)]
+        argv = in_netns(netns, [*argv, "--host", str(control.address), "--port", str(API_PORT)])
+    record = start_process(argv, "kubeapi.log", "kubeapi", f"cluster:{scenario.cluster.name}", netns)
     state["processes"].append(record)
     KUBEAPI_PID.write_text(f"{record['pid']}\n")
     write_state(state)
@@ -495,8 +557,87 @@ def start_kubeapi(scenario: Scenario, state: dict[str, Any], timeout: float = 30
 
     kubeapi.write_kubeconfig(str(endpoint_file), str(access.KUBECONFIG), scenario.cluster.name)
     endpoint = json.loads(endpoint_file.read_text())
-    state["kubeapi"] = {"status": "up", "pid": record["pid"], "url": endpoint.get("url"), "endpoint_file": str(endpoint_file)}
+    state["kubeapi"] = {
+        "status": "up",
+        "pid": record["pid"],
+        "url": endpoint.get("url"),
+        "endpoint_file": str(endpoint_file),
+        "node": control.name if control is not None else None,
+        "netns": netns,
+    }
     state["kubeconfig"] = str(access.KUBECONFIG)
+    write_state(state)
+
+
+def dns_server_args(scenario: Scenario, pod: Pod) -> list[str]:
+    """lab/dnsserver.py's arguments for a DNS pod.
+
+    As CoreDNS in a pod, it reaches the API through ``default/kubernetes`` (the ClusterIP, which
+    kube-proxy DNATs to the API server's node) and forwards other names to the upstream resolver.
+    """
+    api = scenario.api_service
+    api_url = f"https://{api.cluster_ip}:443" if api is not None else ""
+    upstream = [str(scenario.upstream_dns.address)] if scenario.upstream_dns is not None else []
+    listen = [str(address) for address in (pod.ip, pod.ipv6) if address is not None]
+    return [
+        *(arg for address in listen for arg in ("--listen", address)),
+        "--api-url",
+        api_url,
+        "--token-file",
+        str(KUBEAPI_DIR / "token"),
+        "--ca-file",
+        str(KUBEAPI_DIR / "ca.crt"),
+        *(arg for address in upstream for arg in ("--upstream", address)),
+    ]
+
+
+def _start_dns_server(scenario: Scenario, pod: Pod, netns: str, state: dict[str, Any]) -> None:
+    """Cluster DNS in its pod: lab/dnsserver.py, reading Services from the API and forwarding to the upstream resolver."""
+    api = state.get("kubeapi") or {}
+    if not DNS_SERVER_SCRIPT.exists() or api.get("status") != "up":
+        _start_listener(netns, f"pod:{pod.key}", pod.ports, state)  # no DNS server yet: the ports answer, the health block says what fails
+        return
+    argv = in_netns(netns, [SYSTEM_PYTHON, str(DNS_SERVER_SCRIPT), *dns_server_args(scenario, pod)])
+    state["processes"].append(start_process(argv, f"dnsserver.{netns}.log", "dnsserver", f"pod:{pod.key}", netns))
+    write_state(state)
+
+
+def _start_upstream_dns(vm: Vm, netns: str, state: dict[str, Any]) -> None:
+    """The upstream resolver VM's process (lab/upstream_dns.py: dnsmasq answering a few fixed names)."""
+    from lab import upstream_dns  # noqa: PLC0415
+
+    argv = in_netns(netns, upstream_dns.dnsmasq_argv([str(address) for address in (vm.address, vm.ipv6) if address is not None]))
+    state["processes"].append(start_process(argv, f"upstream-dns.{vm.name}.log", "upstream-dns", f"vm:{vm.name}", netns))
+    write_state(state)
+
+
+def kubelet_record(node_name: str) -> Path:
+    """Where a node's kubelet stand-in records its last API contact."""
+    return RUN_DIR / f"kubelet.{node_name}.json"
+
+
+def start_kubelets(scenario: Scenario, state: dict[str, Any]) -> None:
+    """A kubelet stand-in in every node, and the API server's connections to their tcp/10250 (lab/kubelet.py)."""
+    control = scenario.control_plane_node
+    api = state.get("kubeapi") or {}
+    if control is None or api.get("status") != "up":
+        return
+    for node in scenario.nodes:
+        kubelet_record(node.name).unlink(missing_ok=True)
+        argv = in_netns(
+            node_netns(node),
+            [SYSTEM_PYTHON, str(KUBELET_SCRIPT), "kubelet", "--node", node.name, "--address", str(node.address), "--api-url", api["url"],
+             "--ca", str(KUBEAPI_DIR / "ca.crt"), "--token-file", str(KUBEAPI_DIR / "token"), "--record", str(kubelet_record(node.name))],
+        )
+        state["processes"].append(start_process(argv, f"kubelet.{node.name}.log", "kubelet", f"node:{node.name}", node_netns(node)))
+    APISERVER_KUBELETS.unlink(missing_ok=True)
+    argv = in_netns(
+        node_netns(control),
+        [SYSTEM_PYTHON, str(KUBELET_SCRIPT), "reach", "--source", str(control.address),
+         *(arg for node in scenario.nodes for arg in ("--node", f"{node.name}={node.address}")), "--record", str(APISERVER_KUBELETS)],
+    )
+    record = start_process(argv, "apiserver-kubelets.log", "apiserver-kubelets", f"node:{control.name}", node_netns(control))
+    state["processes"].append(record)
     write_state(state)
 
 

@@ -14,10 +14,13 @@ from collections.abc import Mapping
 from typing import Any
 
 from lab.errors import LabError
-from lab.objects import container_id, object_uid
-from lab.probes import BLOCKED, CONNECTED, Probe
-from lab.scenario import Scenario, resolve_target_port
+from lab.objects import container_id, object_uid, overlay_annotations
+from lab.probes import BLOCKED, CONNECTED, PARTIAL, Probe
+from lab.scenario import Pod, Scenario, resolve_target_port, static_target_port
 from lab.system import REPO_ROOT
+from lab.vulns import pod_summary
+
+DEFAULT_API_ACCESS = "namespace = kube-system"
 
 
 def pod_host(scenario: Scenario, namespace: str, name: str) -> str:
@@ -32,6 +35,18 @@ def service_host(scenario: Scenario, namespace: str, name: str) -> str:
 
 def _addresses(v4: Any, v6: Any) -> list[str]:
     return [str(v4)] + ([str(v6)] if v6 is not None else [])
+
+
+def _tunnel_addresses(annotations: Mapping[str, str], pod_cidrs: list[str]) -> list[str]:
+    """A node's tunnel addresses, derived by the inventory plugin's own code from the same annotations."""
+    collections = str(REPO_ROOT / ".collections")
+    if collections not in sys.path:
+        sys.path.insert(0, collections)
+    from ansible_collections.zerotrust.workloads.plugins.module_utils._kubernetes.records import (  # noqa: PLC0415
+        flannel_tunnel_addresses,
+    )
+
+    return flannel_tunnel_addresses(annotations, pod_cidrs)
 
 
 def scenario_hostvars(scenario: Scenario) -> dict[str, dict[str, Any]]:
@@ -49,9 +64,13 @@ def scenario_hostvars(scenario: Scenario) -> dict[str, dict[str, Any]]:
                 "cluster": cluster,
                 "addresses": _addresses(node.address, node.ipv6),
                 "labels": {"kubernetes.io/hostname": node.name, **node.labels},
-                "annotations": {},
+                "annotations": overlay_annotations(scenario, node),
                 "pod_cidrs": [str(node.pod_cidr)] + ([str(node.pod_cidr_v6)] if node.pod_cidr_v6 is not None else []),
-                "tunnel_addresses": [],
+                # flannel's VXLAN device address, as the inventory plugin derives it from the annotations.
+                "tunnel_addresses": _tunnel_addresses(
+                    overlay_annotations(scenario, node),
+                    [str(node.pod_cidr)] + ([str(node.pod_cidr_v6)] if node.pod_cidr_v6 is not None else []),
+                ),
             },
         }
     for pod in scenario.pods:
@@ -74,10 +93,23 @@ def scenario_hostvars(scenario: Scenario) -> dict[str, dict[str, Any]]:
                 "host_network": False,
                 "container_ids": [container_id(cluster, pod)],
                 "ports": [{"name": port.name, "port": port.port, "protocol": port.protocol} for port in pod.ports],
+                # With findings the lab's inventory reads VulnerabilityReports (lab/vulns.py, `vulnerabilities: trivy`).
+                **({"vulnerabilities": pod_summary(scenario, pod)} if scenario.vulnerabilities else {}),
             },
         }
     for service in scenario.services:
-        endpoints = []
+        endpoints: list[dict[str, Any]] = [
+            {
+                "addresses": [str(endpoint.address)],
+                "node": None,
+                "pod": None,
+                "ready": True,
+                "ports": [
+                    {"name": port.name or "", "port": static_target_port(port), "protocol": port.protocol} for port in service.ports
+                ],
+            }
+            for endpoint in service.static_endpoints
+        ]
         for pod in scenario.service_endpoints(service):
             ports = []
             for port in service.ports:
@@ -96,7 +128,7 @@ def scenario_hostvars(scenario: Scenario) -> dict[str, dict[str, Any]]:
                 "namespace": service.namespace,
                 "cluster": cluster,
                 "addresses": [str(service.cluster_ip)],
-                "labels": {},
+                "labels": dict(service.labels),
                 "annotations": {},
                 "type": service.type,
                 "cluster_ips": [str(service.cluster_ip)],
@@ -132,6 +164,50 @@ def _host_of(scenario: Scenario, ref: str) -> str:
     return service_host(scenario, namespace, object_name)
 
 
+def api_access_pods(scenario: Scenario) -> list[Pod]:
+    """The pods the policy's ``options.api_access`` query selects (default ``namespace = kube-system``).
+
+    Evaluated with the collection's query language over the workloads the inventory yields; a
+    policy without the option, or a lab without the collection importable, falls back to the default.
+    """
+    options = (scenario.policy or {}).get("options") or {}
+    text = options.get("api_access", DEFAULT_API_ACCESS) if isinstance(options, Mapping) else DEFAULT_API_ACCESS
+    fallback = [pod for pod in scenario.pods if pod.namespace == "kube-system"]
+    if not isinstance(text, str):
+        return fallback
+    collections = str(REPO_ROOT / ".collections")
+    if collections not in sys.path:
+        sys.path.insert(0, collections)
+    try:
+        from ansible_collections.zerotrust.workloads.plugins.module_utils._policy.errors import (  # noqa: PLC0415
+            ZeroTrustPolicyError,
+        )
+        from ansible_collections.zerotrust.workloads.plugins.module_utils._policy.query import evaluate, parse_query  # noqa: PLC0415
+        from ansible_collections.zerotrust.workloads.plugins.module_utils._policy.workloads import (  # noqa: PLC0415
+            workloads_from_hostvars,
+        )
+    except ImportError:
+        return fallback
+    try:
+        query = parse_query(text)
+        workloads, _ = workloads_from_hostvars(scenario_hostvars(scenario))
+    except ZeroTrustPolicyError as exc:
+        raise LabError(f"the scenario's options.api_access is invalid: {exc}") from None
+    selected = {(workload.namespace, workload.name) for workload in workloads if workload.kind == "pod" and evaluate(query, workload)}
+    return [pod for pod in scenario.pods if (pod.namespace, pod.name) in selected]
+
+
+OPEN_POLICY: dict[str, Any] = {"filters": {}, "policies": {"absolute": [], "default": [], "catch_all": "allow"}}
+"""No policy at all: what the oracle answers for it is kube-proxy's own behaviour (Local NodePorts)."""
+
+
+def expected_open(scenario: Scenario, probes: list[Probe]) -> dict[str, str]:
+    """The table before any policy: everything connects except where kube-proxy itself makes a path fail
+    (a pod -> another node's Local NodePort whose reply bypasses that node; Local NodePorts on nodes
+    without an endpoint drop outside traffic, which the probe does not count)."""
+    return expected_from_policy(scenario, probes, OPEN_POLICY)
+
+
 def expected_from_policy(scenario: Scenario, probes: list[Probe], policy: Mapping[str, Any] | None = None) -> dict[str, str]:
     """The cell the policy implies for every probe; LabError when the oracle is missing or the policy is invalid."""
     collections = str(REPO_ROOT / ".collections")
@@ -161,7 +237,7 @@ def expected_from_policy(scenario: Scenario, probes: list[Probe], policy: Mappin
             verdict = oracle.check(
                 Flow(source=source, destination=_host_of(scenario, target_ref), protocol=probe.protocol, port=port, via=via)
             )
-            expected[probe.id] = CONNECTED if verdict.allowed else BLOCKED
+            expected[probe.id] = CONNECTED if verdict.allowed else PARTIAL if verdict.partial else BLOCKED
     except ZeroTrustPolicyError as exc:
         raise LabError(f"the scenario's policy is invalid: {exc}") from None
     return expected

@@ -15,7 +15,7 @@ token, malformed bodies, slow answers, dropped connections, namespace-only RBAC)
 
 Command line::
 
-    python -m lab.kubeapi serve --state-dir DIR --objects OBJECTS.json [--port 0] [--no-tls]
+    python -m lab.kubeapi serve --state-dir DIR --objects OBJECTS.json [--port 0] [--host ADDR] [--san NAME ...] [--no-tls]
     python -m lab.kubeapi apply --kubeconfig FILE OBJECTS.json
 
 In-process (tests)::
@@ -108,6 +108,8 @@ KINDS: dict[str, ResourceKind] = {
         ResourceKind("Endpoints", "", "v1", "endpoints", namespaced=True),
         ResourceKind("ConfigMap", "", "v1", "configmaps", namespaced=True),
         ResourceKind("EndpointSlice", "discovery.k8s.io", "v1", "endpointslices", namespaced=True),
+        # trivy-operator's CRD (served empty when a scenario has no reports; FaultPlan can make it absent).
+        ResourceKind("VulnerabilityReport", "aquasecurity.github.io", "v1alpha1", "vulnerabilityreports", namespaced=True),
     )
 }
 _BY_PATH: dict[tuple[str, str, str], ResourceKind] = {(k.group, k.version, k.plural): k for k in KINDS.values()}
@@ -780,8 +782,8 @@ def _write_private(path: Path, data: bytes) -> None:
     os.chmod(path, 0o600)
 
 
-def make_tls_material(state_dir: Path) -> tuple[Path, Path, Path]:
-    """A fresh CA and a server certificate for 127.0.0.1/localhost; returns (ca, cert, key) paths."""
+def make_tls_material(state_dir: Path, sans: Iterable[str] = ()) -> tuple[Path, Path, Path]:
+    """A fresh CA and a server certificate for 127.0.0.1/localhost and ``sans`` (addresses or DNS names); returns (ca, cert, key) paths."""
     # Imported on use: only TLS servers need them, and `apply` should start fast.
     from cryptography import x509  # noqa: PLC0415
     from cryptography.hazmat.primitives import hashes, serialization  # noqa: PLC0415
@@ -827,7 +829,10 @@ def make_tls_material(state_dir: Path) -> tuple[Path, Path, Path]:
         .not_valid_before(now - datetime.timedelta(minutes=5))
         .not_valid_after(now + datetime.timedelta(days=30))
         .add_extension(
-            x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1")), *_san_entries(sans)]
+            ),
+            critical=False,
         )
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
@@ -841,6 +846,19 @@ def make_tls_material(state_dir: Path) -> tuple[Path, Path, Path]:
         key_path, server_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     )
     return ca_path, cert_path, key_path
+
+
+def _san_entries(sans: Iterable[str]) -> list[Any]:
+    """x509 SubjectAlternativeName entries: an IP entry for each address, a DNS entry for each name."""
+    from cryptography import x509  # noqa: PLC0415
+
+    entries: list[Any] = []
+    for san in sans:
+        try:
+            entries.append(x509.IPAddress(ipaddress.ip_address(san)))
+        except ValueError:
+            entries.append(x509.DNSName(san))
+    return entries
 
 
 class KubeApiServer:
@@ -859,8 +877,11 @@ class KubeApiServer:
         state_dir: Path | None = None,
         port: int = 0,
         token: str | None = None,
+        host: str = "127.0.0.1",
+        sans: Iterable[str] = (),
     ) -> None:
         self._own_dir = state_dir is None
+        self.host = host
         self.state_dir = Path(tempfile.mkdtemp(prefix="zti-kubeapi-")) if state_dir is None else Path(state_dir)
         self.state_dir.mkdir(parents=True, exist_ok=True)
         if self._own_dir:
@@ -874,7 +895,7 @@ class KubeApiServer:
         self.ca_file: str | None = None
         self._ssl: ssl.SSLContext | None = None
         if tls:
-            ca_path, cert_path, key_path = make_tls_material(self.state_dir)
+            ca_path, cert_path, key_path = make_tls_material(self.state_dir, sans=[host, *sans])
             self.ca_file = str(ca_path)
             self._ssl = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             self._ssl.load_cert_chain(cert_path, key_path)
@@ -888,8 +909,8 @@ class KubeApiServer:
 
     @property
     def url(self) -> str:
-        """``https://127.0.0.1:PORT`` (``http://`` without TLS)."""
-        return f"{'https' if self._ssl else 'http'}://127.0.0.1:{self.port}"
+        """``https://HOST:PORT`` (``http://`` without TLS); HOST is 127.0.0.1 unless the server was given another."""
+        return f"{'https' if self._ssl else 'http'}://{self.host}:{self.port}"
 
     def start(self) -> Self:
         """Start listening; returns when the port is open."""
@@ -914,7 +935,7 @@ class KubeApiServer:
             server = aiohttp.web.Server(self.emulator, handler_cancellation=True)
             runner = aiohttp.web.ServerRunner(server, shutdown_timeout=1.0)
             await runner.setup()
-            site = aiohttp.web.TCPSite(runner, "127.0.0.1", self._port, ssl_context=self._ssl)
+            site = aiohttp.web.TCPSite(runner, self.host, self._port, ssl_context=self._ssl)
             await site.start()
             self.port = int(runner.addresses[0][1])
             self._ready.set()
@@ -1005,7 +1026,7 @@ def _serve(args: argparse.Namespace) -> int:
     token_file = state_dir / "token"
     token = secrets.token_urlsafe(32)
     _write_private(token_file, token.encode())
-    server = KubeApiServer(objects, tls=not args.no_tls, state_dir=state_dir, port=args.port, token=token)
+    server = KubeApiServer(objects, tls=not args.no_tls, state_dir=state_dir, port=args.port, token=token, host=args.host, sans=args.san)
     done = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: done.set())
@@ -1079,7 +1100,9 @@ def main(argv: list[str] | None = None) -> int:
     serve = sub.add_parser("serve", help="serve the emulated API in the foreground")
     serve.add_argument("--state-dir", required=True, help="where the CA, certificate, token and endpoint.json go")
     serve.add_argument("--objects", help="JSON list of manifests to load at start")
-    serve.add_argument("--port", type=int, default=0, help="TCP port on 127.0.0.1 (0: any free one)")
+    serve.add_argument("--port", type=int, default=0, help="TCP port (0: any free one)")
+    serve.add_argument("--host", default="127.0.0.1", help="the address to listen on (default 127.0.0.1; the lab: its API node's)")
+    serve.add_argument("--san", action="append", default=[], help="an extra address or DNS name for the certificate (repeatable)")
     serve.add_argument("--no-tls", action="store_true", help="plain HTTP (never the default)")
     apply = sub.add_parser("apply", help="create or replace objects through the API")
     apply.add_argument("--kubeconfig", required=True)

@@ -16,7 +16,7 @@ import base64
 import hashlib
 from dataclasses import dataclass
 
-from lab.scenario import Scenario, Service, ServicePort, resolve_target_port
+from lab.scenario import Scenario, Service, ServicePort, resolve_target_port, static_target_port
 
 MASQUERADE_MARK = "0x4000"
 
@@ -71,7 +71,9 @@ def sep_chain(service: Service, port: ServicePort, endpoint: Endpoint) -> str:
 
 
 def endpoints(scenario: Scenario, service: Service, port: ServicePort) -> list[Endpoint]:
-    """The endpoints of a service port: selected pods whose target port resolves."""
+    """The endpoints of a service port: selected pods whose target port resolves (or the static ones, e.g. the API server)."""
+    if service.static_endpoints:
+        return [Endpoint(pod_key="", address=str(endpoint.address), port=static_target_port(port)) for endpoint in service.static_endpoints]
     result = []
     for pod in scenario.service_endpoints(service):
         target = resolve_target_port(port, pod)
@@ -213,3 +215,106 @@ def _sorted_by_chain(rules: list[str], chains: list[str]) -> list[str]:
     """Group rules by chain in declaration order, keeping each chain's rule order (as iptables-save does)."""
     order = {chain: index for index, chain in enumerate(chains)}
     return sorted(rules, key=lambda rule: order.get(rule.split()[1], len(order)))
+
+
+# --------------------------------------------------------------------------- what kube-proxy and a CNI do on their own
+
+
+def _kube_chains(netns: str, table: str, family: int = 4) -> list[str]:
+    """The KUBE-* chains in one table of a namespace."""
+    from lab.system import in_netns, run  # noqa: PLC0415 - rendering above needs no system access
+
+    tool = "iptables" if family == 4 else "ip6tables"
+    listing = run(in_netns(netns, [tool, "-w", "-t", table, "-S"]), check=False)
+    return [line.split()[1] for line in listing.splitlines() if line.startswith("-N KUBE-")]
+
+
+def ensure_jumps_prepend(netns: str) -> None:
+    """kube-proxy's jumps from the built-in chains as the real proxier ensures them: check, else PREPEND.
+
+    (``EnsureRule(Prepend, ...)``: after a cleanup, a restarted kube-proxy puts its jumps above ours.)
+    """
+    import subprocess  # noqa: PLC0415
+
+    from lab.system import in_netns, run  # noqa: PLC0415
+
+    for table, jumps in (("nat", NAT_JUMPS), ("filter", FILTER_JUMPS)):
+        for jump in jumps:
+            chain, *spec = jump
+            check = subprocess.run(in_netns(netns, ["iptables", "-w", "-t", table, "-C", chain, *spec]), capture_output=True, check=False)
+            if check.returncode != 0:
+                run(in_netns(netns, ["iptables", "-w", "-t", table, "-I", chain, "1", *spec]))
+
+
+def full_resync(scenario: Scenario, netns: str, node_name: str) -> str:
+    """A kube-proxy restart or full sync: ONE ``iptables-restore --noflush`` of every KUBE-* chain it owns
+    (each declared, so flushed and refilled in the commit; stale ones deleted), then its jumps ensured.
+
+    Returns the restore text it wrote.
+    """
+    from lab.system import in_netns, run  # noqa: PLC0415
+
+    text, nat_chains = render_node_rules(scenario, node_name)
+    stale = [chain for chain in _kube_chains(netns, "nat") if chain not in nat_chains]
+    # The canary chains a real kube-proxy also rewrites on every full sync.
+    canary = ":KUBE-PROXY-CANARY - [0:0]\n"
+    nat_end = text.index("COMMIT")
+    declared = canary + "".join(f":{chain} - [0:0]\n" for chain in stale) + "".join(f"-X {chain}\n" for chain in stale)
+    text = text[:nat_end] + declared + text[nat_end:]
+    filter_start = text.index("*filter\n") + len("*filter\n")
+    text = text[:filter_start] + canary + text[filter_start:]
+    text += "*mangle\n" + canary + "COMMIT\n"
+    run(in_netns(netns, ["iptables-restore", "-w", "--noflush"]), input_text=text)
+    ensure_jumps_prepend(netns)
+    return text
+
+
+def cleanup(netns: str) -> None:
+    """``kube-proxy --cleanup``: its jumps out of the built-in chains, then every KUBE-* chain flushed and deleted."""
+    import subprocess  # noqa: PLC0415
+
+    from lab.system import in_netns, run  # noqa: PLC0415
+
+    for table, jumps in (("nat", NAT_JUMPS), ("filter", FILTER_JUMPS)):
+        for jump in jumps:
+            chain, *spec = jump
+            while subprocess.run(in_netns(netns, ["iptables", "-w", "-t", table, "-D", chain, *spec]), capture_output=True,
+                                 check=False).returncode == 0:
+                pass
+    lines: list[str] = []
+    for table in ("nat", "filter", "mangle"):
+        chains = _kube_chains(netns, table)
+        if chains:
+            lines += [f"*{table}", *(f":{chain} - [0:0]" for chain in chains), *(f"-X {chain}" for chain in chains), "COMMIT"]
+    if lines:
+        run(in_netns(netns, ["iptables-restore", "-w", "--noflush"]), input_text="\n".join(lines) + "\n")
+
+
+CNI_CHAINS = ("CNI-LAB-FWD", "CNI-LAB-POSTRTG")
+
+
+def cni_rewrite(netns: str, cluster_cidr: str) -> str:
+    """A flannel-style CNI agent (re)start: its own chains rewritten in one ``iptables-restore --noflush``,
+    its jumps appended when missing. Returns the restore text."""
+    import subprocess  # noqa: PLC0415
+
+    from lab.system import in_netns, run  # noqa: PLC0415
+
+    text = (
+        "*filter\n"
+        f":{CNI_CHAINS[0]} - [0:0]\n"
+        f'-A {CNI_CHAINS[0]} -s {cluster_cidr} -m comment --comment "lab cni forward" -j ACCEPT\n'
+        f'-A {CNI_CHAINS[0]} -d {cluster_cidr} -m comment --comment "lab cni forward" -j ACCEPT\n'
+        "COMMIT\n"
+        "*nat\n"
+        f":{CNI_CHAINS[1]} - [0:0]\n"
+        f'-A {CNI_CHAINS[1]} -s {cluster_cidr} -d {cluster_cidr} -m comment --comment "lab cni" -j RETURN\n'
+        "COMMIT\n"
+    )
+    run(in_netns(netns, ["iptables-restore", "-w", "--noflush"]), input_text=text)
+    for table, chain, target in (("filter", "FORWARD", CNI_CHAINS[0]), ("nat", "POSTROUTING", CNI_CHAINS[1])):
+        spec = ["-m", "comment", "--comment", "lab cni", "-j", target]
+        present = subprocess.run(in_netns(netns, ["iptables", "-w", "-t", table, "-C", chain, *spec]), capture_output=True, check=False)
+        if present.returncode != 0:
+            run(in_netns(netns, ["iptables", "-w", "-t", table, "-A", chain, *spec]))
+    return text

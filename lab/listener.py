@@ -1,9 +1,11 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """A workload's listener: run inside a pod or VM network namespace (stdlib only).
 
-For every TCP port it accepts, writes back one line with the peer address it saw and closes;
-for every UDP port it answers each datagram with the peer address. The probe uses that echo
-to show the source a pod really sees (e.g. kube-proxy's masquerade address).
+For every TCP port it accepts, writes back one line with the peer address it saw and the local
+address the connection arrived at (``PEER LOCAL``), and closes; for every UDP port it answers
+each datagram the same way. The probe uses the peer to show the source a pod really sees (e.g.
+kube-proxy's masquerade address) and the local address to tell which endpoint of a Service
+answered (kube-proxy's DNAT has rewritten the destination to the endpoint's own address).
 
     python3 lab/listener.py --tcp 80 --tcp 8080 --udp 53
 """
@@ -42,7 +44,7 @@ def serve_tcp(port: int) -> None:
         conn, peer = server.accept()
         try:
             conn.settimeout(2)
-            conn.sendall((_peer(peer[0]) + "\n").encode())
+            conn.sendall(f"{_peer(peer[0])} {_peer(conn.getsockname()[0])}\n".encode())
         except OSError:
             pass
         finally:
@@ -50,12 +52,18 @@ def serve_tcp(port: int) -> None:
 
 
 def serve_udp(port: int) -> None:
-    """Answer every datagram with the peer address."""
+    """Answer every datagram with the peer address and the address it was sent to (when the kernel tells)."""
     server = _socket(socket.SOCK_DGRAM, port)
+    with contextlib.suppress(OSError):  # a dual-stack socket reports IPv4 destinations as ::ffff:a.b.c.d
+        server.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVPKTINFO, 1)
     while True:
-        _, peer = server.recvfrom(2048)
+        _, ancillary, _flags, peer = server.recvmsg(2048, socket.CMSG_SPACE(20))
+        local = ""
+        for level, kind, data in ancillary:
+            if level == socket.IPPROTO_IPV6 and kind == socket.IPV6_PKTINFO and len(data) >= 16:
+                local = " " + _peer(socket.inet_ntop(socket.AF_INET6, data[:16]))
         with contextlib.suppress(OSError):
-            server.sendto((_peer(peer[0]) + "\n").encode(), peer)
+            server.sendto(f"{_peer(peer[0])}{local}\n".encode(), peer)
 
 
 def main() -> None:

@@ -14,7 +14,8 @@ import hashlib
 import uuid
 from typing import Any
 
-from lab.scenario import Node, Pod, Scenario, Service, resolve_target_port
+from lab import vulns
+from lab.scenario import Node, Pod, Scenario, Service, resolve_target_port, static_target_port
 
 CREATED = "2026-01-01T00:00:00Z"
 _UID_NAMESPACE = uuid.UUID("6f1c1a52-3d1e-4d8e-9a53-7a1b2c3d4e5f")
@@ -62,10 +63,14 @@ def node_manifest(scenario: Scenario, node: Node) -> dict[str, Any]:
         addresses.append({"type": "InternalIP", "address": str(node.ipv6)})
     addresses.append({"type": "Hostname", "address": node.name})
     pod_cidrs = [str(node.pod_cidr)] + ([str(node.pod_cidr_v6)] if node.pod_cidr_v6 is not None else [])
+    metadata = _meta(scenario, "Node", node.name, labels=labels)
+    annotations = overlay_annotations(scenario, node)
+    if annotations:
+        metadata["annotations"] = annotations
     return {
         "apiVersion": "v1",
         "kind": "Node",
-        "metadata": _meta(scenario, "Node", node.name, labels=labels),
+        "metadata": metadata,
         "spec": {"podCIDR": pod_cidrs[0], "podCIDRs": pod_cidrs},
         "status": {
             "addresses": addresses,
@@ -86,6 +91,16 @@ def node_manifest(scenario: Scenario, node: Node) -> dict[str, Any]:
     }
 
 
+def overlay_annotations(scenario: Scenario, node: Node) -> dict[str, str]:
+    """The annotations flannel's agent writes on a node: vxlan, or host-gw for the routed overlay (none without a control plane)."""
+    if not scenario.cluster.control_plane:
+        return {}
+    from lab import overlay  # noqa: PLC0415 - keeps `ip`-driving code out of the objects' import path
+
+    mode: overlay.Mode = "vxlan" if scenario.cluster.overlay == "vxlan" else "routed"
+    return overlay.flannel_annotations(overlay.nodes_from_scenario([node], lambda _node: "")[0], mode)
+
+
 def pod_manifest(scenario: Scenario, pod: Pod) -> dict[str, Any]:
     """A v1 Pod, Running on its node with its IP(s)."""
     node = scenario.node(pod.node)
@@ -93,10 +108,17 @@ def pod_manifest(scenario: Scenario, pod: Pod) -> dict[str, Any]:
     host_ips = [str(node.address)] + ([str(node.ipv6)] if node.ipv6 is not None else [])
     ports = [{"containerPort": port.port, "protocol": port.protocol, **({"name": port.name} if port.name else {})} for port in pod.ports]
     container = pod.name.rsplit("-", 2)[0] if pod.name.count("-") >= 2 else pod.name
+    metadata = _meta(scenario, "Pod", pod.name, pod.namespace, dict(pod.labels))
+    owner_kind, owner_name = vulns.pod_owner(pod)
+    if owner_kind != "Pod":
+        # A Deployment-style name: owned by its ReplicaSet, as the report join (docs/vulnerabilities.md) expects.
+        metadata["ownerReferences"] = [{"apiVersion": "apps/v1", "kind": owner_kind, "name": owner_name, "controller": True,
+                                        "blockOwnerDeletion": True,
+                                        "uid": object_uid(scenario.cluster.name, owner_kind, pod.namespace, owner_name)}]
     return {
         "apiVersion": "v1",
         "kind": "Pod",
-        "metadata": _meta(scenario, "Pod", pod.name, pod.namespace, dict(pod.labels)),
+        "metadata": metadata,
         "spec": {
             "nodeName": pod.node,
             "containers": [{"name": container, "image": "zerotrust.lab/listener:1", "ports": ports}],
@@ -147,19 +169,43 @@ def service_manifest(scenario: Scenario, service: Service) -> dict[str, Any]:
         "sessionAffinity": "None",
         "internalTrafficPolicy": "Cluster",
     }
+    if service.static_endpoints:
+        del spec["selector"]  # a selector-less Service, as default/kubernetes is
     if service.type != "ClusterIP":
         spec["externalTrafficPolicy"] = service.external_traffic_policy
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": _meta(scenario, "Service", service.name, service.namespace),
+        "metadata": _meta(scenario, "Service", service.name, service.namespace, dict(service.labels)),
         "spec": spec,
         "status": {"loadBalancer": {}},
     }
 
 
+def static_endpoint_slice(scenario: Scenario, service: Service) -> dict[str, Any]:
+    """The EndpointSlice of a selector-less Service, as the API server keeps ``default/kubernetes``'s.
+
+    Named like the Service, labelled ``kubernetes.io/service-name`` and managed by the API
+    server's endpoint reconciler (no nodeName, no targetRef: the endpoint is the API server itself).
+    """
+    labels = {"kubernetes.io/service-name": service.name}
+    return {
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": _meta(scenario, "EndpointSlice", service.name, service.namespace, labels),
+        "addressType": "IPv4",
+        "endpoints": [{"addresses": [str(endpoint.address)], "conditions": {"ready": True}} for endpoint in service.static_endpoints],
+        "ports": [
+            {"name": port.name or "", "port": static_target_port(port), "protocol": port.protocol}
+            for port in service.ports
+        ],
+    }
+
+
 def endpoint_slice_manifests(scenario: Scenario, service: Service) -> list[dict[str, Any]]:
     """The service's EndpointSlices: one per distinct set of resolved ports (as the controller splits them)."""
+    if service.static_endpoints:
+        return [static_endpoint_slice(scenario, service)]
     groups: dict[tuple[tuple[str, int, str], ...], list[Pod]] = {}
     for pod in scenario.service_endpoints(service):
         resolved: list[tuple[str, int, str]] = []
@@ -231,4 +277,5 @@ def scenario_objects(scenario: Scenario) -> list[dict[str, Any]]:
     objects += [service_manifest(scenario, service) for service in scenario.services]
     for service in scenario.services:
         objects += endpoint_slice_manifests(scenario, service)
+    objects += vulns.report_manifests(scenario)
     return objects

@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from lab.errors import LabError
+from lab.partial import attempt_oks, attempts_for, counted, endpoint_names, probe_service, reachable_endpoints, tries_detail
 from lab.probes import BLOCKED, CONNECTED, UNKNOWN, Probe, Result, combine_nodeport
 from lab.scenario import Scenario
 from lab.system import REPO_ROOT, SYSTEM_PYTHON, in_netns, ip_json
@@ -23,6 +24,8 @@ def lab_addresses(scenario: Scenario) -> set[str]:
     addresses |= {str(vm.address) for vm in scenario.vms} | {str(service.cluster_ip) for service in scenario.services}
     addresses |= {str(node.ipv6) for node in scenario.nodes if node.ipv6} | {str(pod.ipv6) for pod in scenario.pods if pod.ipv6}
     addresses |= {str(vm.ipv6) for vm in scenario.vms if vm.ipv6}
+    if scenario.upstream_dns is not None:
+        addresses.add(str(scenario.upstream_dns.address))
     return addresses
 
 
@@ -41,38 +44,96 @@ def check_route(netns: str, interfaces: list[str], address: str, allowed: set[st
         )
 
 
+def dns_targets(scenario: Scenario) -> set[tuple[str, int]]:
+    """The address:port pairs where a real DNS server answers (kube-dns's ClusterIP and pods): UDP probes there send a DNS query."""
+    service = scenario.dns_service
+    if service is None:
+        return set()
+    targets = {(str(service.cluster_ip), 53)}
+    targets |= {(str(address), 53) for pod in scenario.dns_pods() for address in (pod.ip, pod.ipv6) if address is not None}
+    return targets
+
+
 def run_probes(scenario: Scenario, state: dict[str, Any], probes: list[Probe], timeout: float = 0.8) -> list[Result]:
     """Measure every probe; one agent process per source namespace, all in parallel."""
+    dns = dns_targets(scenario)
+    jobs: list[tuple[str, dict[str, Any]]] = []
+    for probe in probes:
+        for destination in probe.destinations:
+            protocol = probe.protocol
+            if protocol == "udp" and (destination.address, destination.port) in dns:
+                protocol = "dns"  # a DNS server answers queries, not the listeners' probe line
+            job = {"address": destination.address, "port": destination.port, "protocol": protocol, "timeout": timeout}
+            # A Service with several endpoints: tried until each answered (lab/partial.py).
+            endpoints = reachable_endpoints(scenario, probe, destination) if protocol != "dns" else []
+            if attempts_for(endpoints) > 1:
+                job.update(attempts=attempts_for(endpoints), endpoints=endpoints)
+            jobs.append((probe.source, job))
+    outcomes = iter(run_jobs(scenario, state, jobs))
+    results = []
+    for probe in probes:
+        detail: list[dict[str, object]] = []
+        oks: list[bool] = []
+        measured = True
+        # Nodes that cannot serve a Local NodePort (no local endpoint) are measured and shown, not counted.
+        counted_destinations = counted(probe)
+        service = probe_service(scenario, probe)
+        names = endpoint_names(scenario, service) if service is not None else {}
+        for destination in probe.destinations:
+            outcome = next(outcomes)
+            if outcome is None:
+                measured = False
+                detail.append({"address": destination.address, "port": destination.port, "node": destination.node, "error": "not measured"})
+                continue
+            if destination in counted_destinations:
+                oks.extend(attempt_oks(outcome))
+            repeated = tries_detail(outcome, reachable_endpoints(scenario, probe, destination), names) if "tries" in outcome else {}
+            detail.append(
+                {
+                    "address": destination.address,
+                    "port": destination.port,
+                    **({"node": destination.node} if destination.node else {}),
+                    **({} if destination.serves else {"local_endpoint": False}),
+                    "connected": outcome["ok"],
+                    "seen_source": outcome.get("seen"),
+                    **({"error": outcome["error"]} if outcome.get("error") else {}),
+                    **repeated,
+                }
+            )
+        if not measured:
+            cell = UNKNOWN
+        elif len(oks) > 1:
+            cell = combine_nodeport(oks)
+        else:
+            cell = CONNECTED if oks[0] else BLOCKED
+        results.append(Result(probe=probe, result=cell, detail=detail))
+    return results
+
+
+def run_jobs(scenario: Scenario, state: dict[str, Any], jobs: list[tuple[str, dict[str, Any]]]) -> list[dict[str, Any] | None]:
+    """Run (source workload id, agent job) pairs: route checks first, then one agent per source namespace, all in parallel.
+
+    Returns each job's outcome in order (None when its agent failed).
+    """
     workloads = {workload["id"]: workload for workload in state["workloads"]}
     allowed = lab_addresses(scenario)
     checks = set()
-    for probe in probes:
-        if probe.source not in workloads:
-            raise LabError(f"the lab has no workload {probe.source}; is it up with this scenario? (python -m lab status)")
-        workload = workloads[probe.source]
-        for destination in probe.destinations:
-            checks.add((workload["netns"], tuple(workload["interfaces"]), destination.address))
+    for source, job in jobs:
+        if source not in workloads:
+            raise LabError(f"the lab has no workload {source}; is it up with this scenario? (python -m lab status)")
+        workload = workloads[source]
+        checks.add((workload["netns"], tuple(workload["interfaces"]), job["address"]))
     with ThreadPoolExecutor(max_workers=16) as pool:
         list(pool.map(lambda check: check_route(check[0], list(check[1]), check[2], allowed), checks))
 
-    jobs: dict[str, list[dict[str, Any]]] = {}
-    for probe_index, probe in enumerate(probes):
-        netns = workloads[probe.source]["netns"]
-        for dest_index, destination in enumerate(probe.destinations):
-            jobs.setdefault(netns, []).append(
-                {
-                    "key": f"{probe_index}/{dest_index}",
-                    "address": destination.address,
-                    "port": destination.port,
-                    "protocol": probe.protocol,
-                    "timeout": timeout,
-                }
-            )
+    by_netns: dict[str, list[dict[str, Any]]] = {}
+    for index, (source, job) in enumerate(jobs):
+        by_netns.setdefault(workloads[source]["netns"], []).append({**job, "key": str(index)})
 
     def agent(netns: str) -> dict[str, Any]:
         completed = subprocess.run(
             in_netns(netns, [SYSTEM_PYTHON, str(AGENT)]),
-            input=json.dumps(jobs[netns]),
+            input=json.dumps(by_netns[netns]),
             capture_output=True,
             text=True,
             timeout=30,
@@ -83,38 +144,8 @@ def run_probes(scenario: Scenario, state: dict[str, Any], probes: list[Probe], t
         outcome: dict[str, Any] = json.loads(completed.stdout)
         return outcome
 
-    with ThreadPoolExecutor(max_workers=max(1, len(jobs))) as pool:
+    with ThreadPoolExecutor(max_workers=max(1, len(by_netns))) as pool:
         outcomes: dict[str, Any] = {}
-        for answer in pool.map(agent, list(jobs)):
+        for answer in pool.map(agent, list(by_netns)):
             outcomes.update(answer)
-
-    results = []
-    for probe_index, probe in enumerate(probes):
-        detail: list[dict[str, object]] = []
-        oks: list[bool] = []
-        measured = True
-        for dest_index, destination in enumerate(probe.destinations):
-            outcome = outcomes.get(f"{probe_index}/{dest_index}")
-            if outcome is None:
-                measured = False
-                detail.append({"address": destination.address, "port": destination.port, "node": destination.node, "error": "not measured"})
-                continue
-            oks.append(bool(outcome["ok"]))
-            detail.append(
-                {
-                    "address": destination.address,
-                    "port": destination.port,
-                    **({"node": destination.node} if destination.node else {}),
-                    "connected": outcome["ok"],
-                    "seen_source": outcome.get("seen"),
-                    **({"error": outcome["error"]} if outcome.get("error") else {}),
-                }
-            )
-        if not measured:
-            cell = UNKNOWN
-        elif len(probe.destinations) > 1:
-            cell = combine_nodeport(oks)
-        else:
-            cell = CONNECTED if oks[0] else BLOCKED
-        results.append(Result(probe=probe, result=cell, detail=detail))
-    return results
+    return [outcomes.get(str(index)) for index in range(len(jobs))]

@@ -17,21 +17,30 @@ from lab.scenario import Scenario
 
 CONNECTED = "."
 BLOCKED = "X"
+PARTIAL = "~"
 UNKNOWN = "?"
 NOT_IN_MATRIX = "-"
+ATTEMPTS_PER_ENDPOINT = 4
+"""A service cell is tried until every endpoint answered or this many times its endpoints, per node."""
 LEGEND = (
-    f"legend: '{CONNECTED}' connected  '{BLOCKED}' blocked  '{UNKNOWN}' not measured or nodes disagree  "
+    f"legend: '{CONNECTED}' connected  '{BLOCKED}' blocked  '{PARTIAL}' partly connected (some endpoints or entry nodes fail)  "
+    f"'{UNKNOWN}' not measured  "
     f"'{NOT_IN_MATRIX}' not in the matrix (a workload and itself; ClusterIPs from VMs)"
 )
 
 
 @dataclass(frozen=True)
 class Destination:
-    """One address:port a probe connects to; ``node`` names the node for NodePort probes."""
+    """One address:port a probe connects to; ``node`` names the node for NodePort probes.
+
+    ``serves`` is False for a node that cannot answer whatever the policy: a NodePort with
+    ``externalTrafficPolicy: Local`` on a node without a local endpoint (kube-proxy drops it there).
+    """
 
     address: str
     port: int
     node: str | None = None
+    serves: bool = True
 
 
 @dataclass(frozen=True)
@@ -87,7 +96,10 @@ def probe_matrix(scenario: Scenario, ipv6: bool = False) -> list[Probe]:  # noqa
             if sport.node_port is None:
                 continue
             node_port = sport.node_port
-            destinations = tuple(Destination(str(node.address), node_port, node.name) for node in scenario.nodes)
+            local = {pod.node for pod in scenario.service_endpoints(service)} if service.external_traffic_policy == "Local" else None
+            destinations = tuple(
+                Destination(str(node.address), node_port, node.name, serves=local is None or node.name in local) for node in scenario.nodes
+            )
             targets.append((f"nodeport:{service.key}:{sport.label}", sport.protocol.lower(), destinations, None, False))
     for vm in scenario.vms:
         for port in vm.ports:
@@ -129,12 +141,12 @@ def expected_from_allow(probes: Iterable[Probe], allow: Iterable[str]) -> dict[s
 
 
 def combine_nodeport(outcomes: list[bool]) -> str:
-    """A NodePort is connected only if every node connects; blocked if none; unknown if they disagree."""
+    """Connected only if every attempt (every serving node, every endpoint) connects; blocked if none; else partly connected."""
     if all(outcomes):
         return CONNECTED
     if not any(outcomes):
         return BLOCKED
-    return UNKNOWN
+    return PARTIAL
 
 
 def mismatches(observed: Mapping[str, str], expected: Mapping[str, str]) -> list[str]:

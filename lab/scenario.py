@@ -14,13 +14,14 @@ import ipaddress
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from lab.errors import ScenarioError
+from lab.vulns import Finding, parse_findings
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -32,7 +33,14 @@ _PORT_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _PROTOCOLS = ("TCP", "UDP")
 _SERVICE_TYPES = ("ClusterIP", "NodePort", "LoadBalancer")
 _TRAFFIC_POLICIES = ("Cluster", "Local")
+_OVERLAYS = ("vxlan", "routed")
 NODE_PORT_RANGE = (30000, 32767)
+CONTROL_PLANE_LABEL = "node-role.kubernetes.io/control-plane"
+API_PORT = 6443
+KUBELET_PORT = 10250
+DNS_SERVICE = ("kube-system", "kube-dns")
+DNS_POD_NAME = "coredns-7c65d6cfc9-zt5lb"
+DEFAULT_UPSTREAM_DNS_NAME = "upstream-dns"
 
 DEFAULT_UNDERLAY = "172.18.221.0/24"
 DEFAULT_CONTROLLER = "172.18.221.254"
@@ -66,11 +74,23 @@ class Underlay:
 
 @dataclass(frozen=True)
 class Cluster:
-    """The Kubernetes cluster's name and address ranges."""
+    """The Kubernetes cluster's name, address ranges and control plane.
+
+    ``control_plane``: the API server runs in the control-plane node's namespace with kubelet
+    stand-ins, cluster DNS and an upstream resolver (false: the API on loopback, nothing else).
+    ``overlay``: ``vxlan`` (flannel-style, udp/8472 between nodes) or ``routed`` (direct routes).
+    """
 
     name: str
     service_cidr: ipaddress.IPv4Network
     cluster_cidr: ipaddress.IPv4Network
+    control_plane: bool = False
+    overlay: str = "routed"
+
+    @property
+    def api_cluster_ip(self) -> ipaddress.IPv4Address:
+        """The ``default/kubernetes`` ClusterIP: the first address of the service CIDR, as a real API server allocates it."""
+        return self.service_cidr.network_address + 1
 
 
 @dataclass(frozen=True)
@@ -120,6 +140,14 @@ class ServicePort:
 
 
 @dataclass(frozen=True)
+class StaticEndpoint:
+    """An endpoint of a selector-less Service: an address (and the node it lives on)."""
+
+    address: ipaddress.IPv4Address
+    node: str | None = None
+
+
+@dataclass(frozen=True)
 class Service:
     """A Kubernetes Service, realised by kube-proxy-like nat rules in every node."""
 
@@ -130,6 +158,9 @@ class Service:
     selector: Mapping[str, str]
     ports: tuple[ServicePort, ...]
     external_traffic_policy: str = "Cluster"
+    labels: Mapping[str, str] = field(default_factory=dict)
+    # Endpoints kept by hand rather than by a selector (``default/kubernetes``: the API server's node).
+    static_endpoints: tuple[StaticEndpoint, ...] = ()
 
     @property
     def key(self) -> str:
@@ -162,6 +193,36 @@ class Scenario:
     expect_allow: tuple[str, ...] | None
     digest: str
     path: str = ""
+    # The resolver cluster DNS forwards to: a lab VM that is not in the Ansible inventory (it
+    # stands for the outside resolver a real cluster uses). None without a control plane.
+    upstream_dns: Vm | None = None
+    # trivy-operator findings the emulated API serves as VulnerabilityReports (lab/vulns.py).
+    vulnerabilities: tuple[Finding, ...] = ()
+
+    @property
+    def control_plane_node(self) -> Node | None:
+        """The node running the API server (labelled control-plane), or None without a control plane."""
+        if not self.cluster.control_plane:
+            return None
+        for node in self.nodes:
+            if CONTROL_PLANE_LABEL in node.labels:
+                return node
+        return self.nodes[0]
+
+    @property
+    def api_service(self) -> Service | None:
+        """``default/kubernetes``, when the lab has a control plane."""
+        return next((s for s in self.services if (s.namespace, s.name) == ("default", "kubernetes")), None)
+
+    @property
+    def dns_service(self) -> Service | None:
+        """``kube-system/kube-dns``, when the scenario has one (added with the control plane)."""
+        return next((s for s in self.services if (s.namespace, s.name) == DNS_SERVICE), None)
+
+    def dns_pods(self) -> list[Pod]:
+        """The pods behind ``kube-system/kube-dns`` (they run the lab's DNS server)."""
+        service = self.dns_service
+        return self.service_endpoints(service) if service is not None else []
 
     def node(self, name: str) -> Node:
         """The node called ``name`` (validated to exist)."""
@@ -186,6 +247,11 @@ class Scenario:
             for pod in self.pods
             if pod.namespace == service.namespace and all(pod.labels.get(k) == v for k, v in service.selector.items())
         ]
+
+
+def static_target_port(service_port: ServicePort) -> int:
+    """The port a static endpoint serves (a selector-less Service names its target port by number)."""
+    return service_port.target_port if isinstance(service_port.target_port, int) else service_port.port
 
 
 def resolve_target_port(service_port: ServicePort, pod: Pod) -> int | None:
@@ -391,6 +457,107 @@ class _Unique:
         self.seen[value] = path
 
 
+# --------------------------------------------------------------------------- the control plane
+
+
+def _first_free(network: IPNetwork, offsets: list[int], taken: Mapping[str, str]) -> Any:
+    """The first address ``network + offset`` not yet used by the scenario."""
+    for offset in offsets:
+        if offset >= network.num_addresses - 1:
+            continue
+        candidate = network.network_address + offset
+        if str(candidate) not in taken:
+            return candidate
+    raise ScenarioError(f"no free address left in {network} for the lab's control plane")
+
+
+def _add_control_plane_objects(  # noqa: PLR0917 - the lists it extends, in parsing order
+    cluster: Cluster,
+    nodes: list[Node],
+    pods: list[Pod],
+    services: list[Service],
+    taken: dict[str, str],
+    service_keys: Mapping[str, str],
+) -> None:
+    """Add what a real cluster always has: ``default/kubernetes`` and, unless the scenario has it, cluster DNS.
+
+    ``default/kubernetes`` gets the first address of the service CIDR, port 443 (https) to the
+    API server's node on 6443, no selector. Cluster DNS is one CoreDNS-like pod on the
+    control-plane node behind ``kube-system/kube-dns`` (udp and tcp 53; ClusterIP the service
+    CIDR's .10, or the next free one).
+    """
+    if "default/kubernetes" in service_keys:
+        raise ScenarioError(
+            f"{service_keys['default/kubernetes']}: default/kubernetes is the API server's Service, which the lab adds itself "
+            "with control_plane: true; remove it from the scenario"
+        )
+    api_ip = cluster.api_cluster_ip
+    if str(api_ip) in taken:
+        raise ScenarioError(f"{taken[str(api_ip)]}: {api_ip} is the ClusterIP of default/kubernetes (the service CIDR's first address)")
+    control = next((node for node in nodes if CONTROL_PLANE_LABEL in node.labels), nodes[0])
+    services.append(
+        Service(
+            name="kubernetes",
+            namespace="default",
+            type="ClusterIP",
+            cluster_ip=api_ip,
+            selector={},
+            ports=(ServicePort(port=443, target_port=API_PORT, protocol="TCP", name="https"),),
+            labels={"component": "apiserver", "provider": "kubernetes"},
+            static_endpoints=(StaticEndpoint(address=control.address, node=control.name),),
+        )
+    )
+    taken[str(api_ip)] = "default/kubernetes"
+    if "/".join(DNS_SERVICE) in service_keys:
+        return
+    dns_labels = {"k8s-app": "kube-dns"}
+    pod_ip = _first_free(control.pod_cidr, [53, *range(2, 254)], taken)
+    pods.append(
+        Pod(
+            name=DNS_POD_NAME,
+            namespace=DNS_SERVICE[0],
+            node=control.name,
+            ip=pod_ip,
+            labels={**dns_labels, "pod-template-hash": DNS_POD_NAME.split("-")[1]},
+            ports=(Port(port=53, protocol="UDP", name="dns"), Port(port=53, protocol="TCP", name="dns-tcp")),
+        )
+    )
+    dns_ip = _first_free(cluster.service_cidr, [10, *range(11, 254)], taken)
+    taken[str(dns_ip)] = "/".join(DNS_SERVICE)
+    services.append(
+        Service(
+            name=DNS_SERVICE[1],
+            namespace=DNS_SERVICE[0],
+            type="ClusterIP",
+            cluster_ip=dns_ip,
+            selector=dns_labels,
+            ports=(
+                ServicePort(port=53, target_port="dns", protocol="UDP", name="dns"),
+                ServicePort(port=53, target_port="dns-tcp", protocol="TCP", name="dns-tcp"),
+            ),
+            labels={"k8s-app": "kube-dns", "kubernetes.io/name": "CoreDNS"},
+        )
+    )
+
+
+def _upstream_dns(cluster_reader: _Reader, underlay: Underlay, addresses: _Unique, host_names: _Unique) -> Vm:
+    """The upstream resolver VM (``topology.cluster.upstream_dns``, default ``upstream-dns`` at the underlay's .53)."""
+    raw = cluster_reader.raw("upstream_dns", required=False)
+    if raw is None:
+        raw = {"name": DEFAULT_UPSTREAM_DNS_NAME, "address": str(_first_free(underlay.cidr, [53, *range(200, 250)], addresses.seen))}
+    reader = _Reader(raw, cluster_reader.field_path("upstream_dns"))
+    reader.check_keys(("name", "address"))
+    name = reader.required_string("name", _LABEL)
+    host_names.add(name, reader.field_path("name"))
+    address = reader.address("address", 4)
+    if address not in underlay.cidr or address in (underlay.cidr.network_address, underlay.cidr.broadcast_address):
+        raise ScenarioError(f"{reader.field_path('address')}: {address} is not a host address of the underlay {underlay.cidr}")
+    addresses.add(str(address), reader.field_path("address"))
+    return Vm(
+        name=name, address=address, labels={"role": "upstream-dns"}, ports=(Port(port=53, protocol="UDP"), Port(port=53, protocol="TCP"))
+    )
+
+
 # --------------------------------------------------------------------------- the scenario
 
 
@@ -419,14 +586,20 @@ def parse_scenario(text: str, source: str = "") -> Scenario:
 def build_scenario(document: Any, source: str = "") -> Scenario:  # noqa: PLR0912, PLR0915 - one linear validation pass
     """Validate a parsed scenario document and build the model."""
     root = _Reader(document, "scenario")
-    root.check_keys(("topology", "policy", "expect"))
+    root.check_keys(("topology", "policy", "expect", "vulnerabilities"))
     topology = _Reader(root.raw("topology"), "topology")
     topology.check_keys(("cluster", "underlay", "nodes", "pods", "services", "vms"))
 
     cluster_reader = _Reader(topology.raw("cluster"), "topology.cluster")
-    cluster_reader.check_keys(("name", "service_cidr", "cluster_cidr"))
+    cluster_reader.check_keys(("name", "service_cidr", "cluster_cidr", "control_plane", "overlay", "upstream_dns"))
     cluster_name = cluster_reader.required_string("name", _LABEL)
     service_cidr = cluster_reader.network("service_cidr", 4)
+    control_plane = cluster_reader.raw("control_plane", required=False)
+    if control_plane is None:
+        control_plane = True
+    if not isinstance(control_plane, bool):
+        raise ScenarioError(f"topology.cluster.control_plane: expected true or false, got {_show(control_plane)}")
+    overlay = cluster_reader.choice("overlay", _OVERLAYS, "vxlan")
 
     underlay_raw = topology.raw("underlay", required=False) or {
         "cidr": DEFAULT_UNDERLAY,
@@ -493,6 +666,9 @@ def build_scenario(document: Any, source: str = "") -> Scenario:  # noqa: PLR091
         nodes.append(node)
     if not nodes:
         raise ScenarioError("topology.nodes: the lab needs at least one node")
+    if control_plane and not any(CONTROL_PLANE_LABEL in node.labels for node in nodes):
+        # As kubeadm labels the node it set up first.
+        nodes[0] = replace(nodes[0], labels={**nodes[0].labels, CONTROL_PLANE_LABEL: ""})
     nodes_by_name = {node.name: node for node in nodes}
 
     cluster_cidr = cluster_reader.network("cluster_cidr", 4, required=False)
@@ -501,7 +677,9 @@ def build_scenario(document: Any, source: str = "") -> Scenario:  # noqa: PLR091
         cluster_cidr = nodes[0].pod_cidr
         while not all(node.pod_cidr.subnet_of(cluster_cidr) for node in nodes):
             cluster_cidr = cluster_cidr.supernet()
-    cluster = Cluster(name=cluster_name, service_cidr=service_cidr, cluster_cidr=cluster_cidr)
+    cluster = Cluster(
+        name=cluster_name, service_cidr=service_cidr, cluster_cidr=cluster_cidr, control_plane=control_plane, overlay=overlay
+    )
     for network, path in ((underlay.cidr, "topology.underlay.cidr"), (service_cidr, "topology.cluster.service_cidr")):
         for other, other_path in pod_cidrs:
             if network.overlaps(other):
@@ -582,6 +760,12 @@ def build_scenario(document: Any, source: str = "") -> Scenario:  # noqa: PLR091
             )
         )
 
+    upstream_dns: Vm | None = None
+    if control_plane:
+        _add_control_plane_objects(cluster, nodes, pods, services, addresses.seen, service_keys.seen)
+        for pod in pods[len(pod_keys.seen) :]:
+            addresses.add(str(pod.ip), f"the lab's {pod.key} pod")
+
     vms: list[Vm] = []
     for reader in topology.items("vms"):
         reader.check_keys(("name", "address", "ipv6", "labels", "ports"))
@@ -596,6 +780,12 @@ def build_scenario(document: Any, source: str = "") -> Scenario:  # noqa: PLR091
                 ports=_ports(reader, "ports"),
             )
         )
+
+    if control_plane:
+        # After the VMs: a default address never takes one a VM names.
+        upstream_dns = _upstream_dns(cluster_reader, underlay, addresses, host_names)
+    elif cluster_reader.has("upstream_dns"):
+        raise ScenarioError("topology.cluster.upstream_dns: only used with control_plane: true")
 
     policy = root.raw("policy", required=False)
     if policy is not None and not isinstance(policy, dict):
@@ -622,6 +812,8 @@ def build_scenario(document: Any, source: str = "") -> Scenario:  # noqa: PLR091
         expect_allow=expect_allow,
         digest=digest,
         path=source,
+        upstream_dns=upstream_dns,
+        vulnerabilities=parse_findings(root.raw("vulnerabilities", required=False), pods),
     )
     if expect_allow is not None:
         # Imported here: probes.py builds on the scenario model.

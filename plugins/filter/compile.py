@@ -23,7 +23,7 @@ def compile_filter(policy: Any, hostvars: Any, options: Optional[dict[str, Any]]
         raise AnsibleFilterError(f"zerotrust.workloads.compile: {error}") from error
     if outline:
         # Storing a whole plan as a fact costs far more than compiling it: a validation pass keeps only this.
-        return {"hosts": {host: {} for host in plan["hosts"]}, "warnings": plan["warnings"]}
+        return {"hosts": {host: {} for host in plan["hosts"]}, "warnings": plan["warnings"], "findings": plan["findings"]}
     return plan
 
 

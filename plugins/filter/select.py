@@ -11,7 +11,8 @@ from collections.abc import Callable
 from typing import Any
 
 from ansible.errors import AnsibleFilterError
-from ansible_collections.zerotrust.workloads.plugins.module_utils._policy.errors import QuerySyntaxError
+from ansible_collections.zerotrust.workloads.plugins.module_utils._describe import type_phrase
+from ansible_collections.zerotrust.workloads.plugins.module_utils._policy.errors import QuerySyntaxError, WorkloadError
 from ansible_collections.zerotrust.workloads.plugins.module_utils._policy.query import Selector, parse_query
 from ansible_collections.zerotrust.workloads.plugins.module_utils._policy.workloads import workloads_from_hostvars
 
@@ -19,12 +20,15 @@ from ansible_collections.zerotrust.workloads.plugins.module_utils._policy.worklo
 def select(query: Any, hostvars: Any) -> list[dict[str, Any]]:
     """The workloads of ``hostvars`` matching ``query``, sorted by inventory hostname."""
     if not isinstance(query, str):
-        raise AnsibleFilterError(f"zerotrust.workloads.select: the input must be a query string, got {type(query).__name__}")
+        raise AnsibleFilterError(f"zerotrust.workloads.select: the input must be a query string, got {type_phrase(query)}")
     try:
         node = parse_query(query)
     except QuerySyntaxError as error:
         raise AnsibleFilterError(f"zerotrust.workloads.select: {error}") from error
-    workloads, _unused_report = workloads_from_hostvars(hostvars)
+    try:
+        workloads, _unused_report = workloads_from_hostvars(hostvars)
+    except WorkloadError as error:
+        raise AnsibleFilterError(f"zerotrust.workloads.select: {error}") from error
     return [
         {
             "host": workload.host,

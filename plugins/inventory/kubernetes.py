@@ -26,12 +26,16 @@ description:
   - Any failure (lost connection, 401/403, timeout, malformed body, missing kind, interrupted pagination)
     fails the whole inventory with an error naming the cluster, the call and the cause; no partial cluster
     is ever returned. Tokens and keys never appear in hostvars, output or errors.
-  - The configuration file name must end in C(.kubernetes.yml) or C(.kubernetes.yaml).
+  - The configuration file name must end in C(.kubernetes.yml) or C(.kubernetes.yaml), or in C(.k8s.yml) or C(.k8s.yaml)
+    as kubernetes.core's files do; a file naming this plugin under another name is refused with a warning that says so.
+  - Annotations are copied into C(workload.annotations) except C(kubectl.kubernetes.io/last-applied-configuration), which
+    C(kubectl apply) fills with the whole object again (see O(drop_annotations) and O(keep_annotations)).
   - Needs only C(urllib3) and C(PyYAML) for static credentials; kubeconfig users with C(exec) or
     C(auth-provider) need the C(kubernetes) Python package.
 notes:
-  - Connecting through an HTTP proxy (kubeconfig C(proxy-url), C(K8S_AUTH_PROXY)) is not supported yet and is refused
-    rather than bypassed. Basic auth and impersonation are not supported.
+  - The connection settings take kubernetes.core's names too, aliases included (C(ssl_ca_cert), C(verify_ssl),
+    C(cert_file), C(key_file)), with its proxy and impersonation settings. Basic authentication (C(username),
+    C(password)) is refused with a clear message, as Kubernetes removed it in 1.19.
   - With ansible-core's default settings a source that fails is reported as a warning and left out; set
     C(inventory_any_unparsed_is_failed) (C(ANSIBLE_INVENTORY_ANY_UNPARSED_IS_FAILED=true)) so that a failure fails the run.
   - Large clusters. The plugin reads and builds 10,000 pods in about a second, but C(ansible-inventory --list) then
@@ -57,7 +61,8 @@ options:
         or the pod's service account.
       - Each setting not given falls back to the variable kubernetes.core reads
         (C(K8S_AUTH_HOST), C(K8S_AUTH_API_KEY), C(K8S_AUTH_KUBECONFIG), C(K8S_AUTH_CONTEXT),
-        C(K8S_AUTH_SSL_CA_CERT), C(K8S_AUTH_CERT_FILE), C(K8S_AUTH_KEY_FILE), C(K8S_AUTH_VERIFY_SSL)),
+        C(K8S_AUTH_SSL_CA_CERT), C(K8S_AUTH_CERT_FILE), C(K8S_AUTH_KEY_FILE), C(K8S_AUTH_VERIFY_SSL),
+        C(K8S_AUTH_PROXY), C(K8S_AUTH_NO_PROXY), C(K8S_AUTH_IMPERSONATE_USER), C(K8S_AUTH_IMPERSONATE_GROUPS)),
         as AWX's "OpenShift or Kubernetes API Bearer Token" credential injects them.
     type: list
     elements: dict
@@ -86,15 +91,43 @@ options:
       client_cert:
         description: Client certificate file for certificate authentication.
         type: path
+        aliases: [cert_file]
       client_key:
         description: Key of O(connections[].client_cert).
         type: path
+        aliases: [key_file]
       validate_certs:
         description:
           - Verify the API server's certificate (the default, unless the kubeconfig says C(insecure-skip-tls-verify)).
             Only turn it off for throw-away test clusters.
         type: bool
         aliases: [verify_ssl]
+      proxy:
+        description:
+          - An HTTP proxy to reach the API through, C(http://HOST:PORT) (HTTPS goes through it with C(CONNECT), and the API
+            server's certificate is still verified end to end). A kubeconfig cluster's C(proxy-url) is used the same way.
+        type: str
+      no_proxy:
+        description:
+          - API hosts reached directly although O(connections[].proxy) is set, as a list or comma-separated text of host
+            names (C(.example.com) matches its subdomains), addresses or CIDRs, or C(*) for every host.
+        type: list
+        elements: str
+      proxy_headers:
+        description:
+          - C(proxy_basic_auth) (C(USER:PASSWORD), sent to the proxy only and never shown) and C(user_agent), as in
+            kubernetes.core.
+        type: dict
+      impersonate_user:
+        description: Act as this user (C(Impersonate-User)); the credentials need the C(impersonate) permission.
+        type: str
+      impersonate_groups:
+        description: Act with these groups too (one C(Impersonate-Group) header each); needs O(connections[].impersonate_user).
+        type: list
+        elements: str
+      persist_config:
+        description: Accepted for kubernetes.core compatibility and ignored; this plugin never writes the kubeconfig.
+        type: bool
       in_cluster:
         description:
           - Use the pod's service account (token and CA under /var/run/secrets/kubernetes.io/serviceaccount).
@@ -124,7 +157,9 @@ options:
     choices: [pods, services, nodes]
     default: [pods, services, nodes]
   label_selectors:
-    description: Label selector per kind (keys C(pods), C(services), C(nodes)), for example C(pods) set to C(app in (wordpress\)).
+    description:
+      - Label selector per kind (keys C(pods), C(services), C(nodes)), in the Kubernetes API's syntax.
+      - For example C(pods) set to V(app=wordpress,tier!=batch) or to a set-based V(tier in (frontend,backend\)).
     type: dict
     default: {}
   field_selectors:
@@ -136,6 +171,23 @@ options:
     type: list
     elements: str
     default: [Pending, Succeeded, Failed]
+  drop_annotations:
+    description:
+      - Annotations left out of C(workload.annotations), by key; shell wildcards (C(*), C(?), C([...])) are allowed.
+      - The default drops C(kubectl.kubernetes.io/last-applied-configuration), the whole object again as JSON on every
+        object created with C(kubectl apply). Set V([]) to keep every annotation.
+      - Applied after O(keep_annotations). Node tunnel addresses are read before either applies.
+    type: list
+    elements: str
+    default: [kubectl.kubernetes.io/last-applied-configuration]
+  keep_annotations:
+    description:
+      - When set, only annotations whose key matches one of these (shell wildcards allowed) are kept, for example
+        V([team, "example.com/*"]) for the annotations the policy filters on (C(annotation.<key>)).
+      - Empty (the default) keeps every annotation not in O(drop_annotations).
+    type: list
+    elements: str
+    default: []
   page_size:
     description: Objects per LIST page (the C(limit) parameter).
     type: int
@@ -144,6 +196,19 @@ options:
     description: Seconds to wait for each API answer.
     type: float
     default: 30
+  vulnerabilities:
+    description:
+      - V(trivy) also lists trivy-operator's C(VulnerabilityReports) (C(aquasecurity.github.io/v1alpha1)) cluster-wide, paginated
+        like every other kind, joins them to pods through owner references and container names, and gives each pod
+        C(workload.vulnerabilities) with C(critical), C(high), C(medium), C(low) and C(unknown) (sums over its containers),
+        C(ids) (sorted, unique) and C(scanned) (whether any of its containers has a report). The policy reads them as
+        C(vuln.critical), C(vuln.high), C(vuln.medium), C(vuln.low), C(vuln.unknown) and C(vuln.id).
+      - The credentials need get/list/watch on C(vulnerabilityreports) of C(aquasecurity.github.io) (docs/rbac.md). A cluster
+        without the CRD gives a warning, not a failure, and its pods no summary.
+      - V(none) (the default) reads no reports. The join rules are in docs/vulnerabilities.md.
+    type: str
+    choices: [none, trivy]
+    default: none
 """
 
 EXAMPLES = r"""
@@ -171,17 +236,31 @@ connections:
 """
 
 import os  # noqa: E402
+import re  # noqa: E402
 from typing import Any  # noqa: E402
 
 from ansible.errors import AnsibleParserError  # noqa: E402
 from ansible.plugins.inventory import BaseInventoryPlugin, Cacheable, Constructable  # noqa: E402
-from ansible_collections.zerotrust.workloads.plugins.module_utils._kubernetes import api, builder  # noqa: E402
+from ansible_collections.zerotrust.workloads.plugins.module_utils._kubernetes import api, builder, vulnerabilities  # noqa: E402
 from ansible_collections.zerotrust.workloads.plugins.module_utils._kubernetes.connection import resolve_connections  # noqa: E402
 from ansible_collections.zerotrust.workloads.plugins.module_utils._kubernetes.errors import KubernetesInventoryError  # noqa: E402
 from ansible_collections.zerotrust.workloads.plugins.module_utils._kubernetes.naming import validate_host_format  # noqa: E402
 from ansible_collections.zerotrust.workloads.plugins.module_utils._memory import collector_paused  # noqa: E402
 
 _KIND_OPTION = {"pods": api.PODS, "services": api.SERVICES, "nodes": api.NODES}
+SUFFIXES = (".kubernetes.yml", ".kubernetes.yaml", ".k8s.yml", ".k8s.yaml")
+
+
+_PLUGIN_LINE = re.compile(r"^plugin:\s*['\"]?zerotrust\.workloads\.kubernetes['\"]?\s*(#.*)?$", re.MULTILINE)
+
+
+def _names_this_plugin(path: str) -> bool:
+    """Does the file (its first 64 KiB) say ``plugin: zerotrust.workloads.kubernetes``?"""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            return bool(_PLUGIN_LINE.search(handle.read(65536)))
+    except OSError:
+        return False
 
 
 def _direct_set_variable(inventory: Any) -> Any:
@@ -205,8 +284,15 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):  # type: i
     NAME = "zerotrust.workloads.kubernetes"
 
     def verify_file(self, path: str) -> bool:
-        """Only ``*.kubernetes.yml`` / ``*.kubernetes.yaml`` files are ours."""
-        return bool(super().verify_file(path)) and path.endswith((".kubernetes.yml", ".kubernetes.yaml"))
+        """Only ``*.kubernetes.y(a)ml`` and ``*.k8s.y(a)ml`` files are ours; another name gets a warning saying so."""
+        if not super().verify_file(path):
+            return False
+        if path.endswith(SUFFIXES):
+            return True
+        # ansible-core would only say "could not be verified": for a file written for this plugin, say why.
+        if _names_this_plugin(path):
+            self.display.warning(f"{self.NAME}: {path} is not read because its name does not end in {', '.join(SUFFIXES)}; rename it")
+        return False
 
     def parse(self, inventory: Any, loader: Any, path: str, cache: bool = True) -> None:
         """Fetch (or read from cache) every cluster's objects, then build hosts and groups."""
@@ -226,6 +312,9 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):  # type: i
                 host_format=validate_host_format(self.get_option("host_format") or {}),
                 kinds=self.get_option("kinds"),
                 skip_pod_phases=self.get_option("skip_pod_phases"),
+                keep_annotations=tuple(self.get_option("keep_annotations") or ()),
+                drop_annotations=tuple(self.get_option("drop_annotations") or ()),
+                vulnerabilities=self.get_option("vulnerabilities") == "trivy",
             )
             cache_key = self.get_cache_key(path)
             use_cache = bool(self.get_option("cache"))
@@ -265,6 +354,8 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):  # type: i
             client = api.ClusterClient(connection, timeout=float(self.get_option("request_timeout")))
             try:
                 snapshots[connection.name] = api.fetch_cluster(client, kinds, options)
+                if self.get_option("vulnerabilities") == "trivy" and "pods" in self.get_option("kinds"):
+                    snapshots[connection.name].update(vulnerabilities.fetch_reports(client, self.get_option("page_size")))
             finally:
                 client.close()
         return snapshots

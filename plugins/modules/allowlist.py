@@ -21,7 +21,11 @@ version_added: 0.1.0
 author: zerotrust.workloads contributors (@zerotrust)
 options:
   ruleset:
-    description: The host's own ruleset in the dictionary form of the ruleset model (the compiled plan's C(ruleset)).
+    description:
+      - The host's own ruleset in the dictionary form of the ruleset model (the compiled plan's C(ruleset)).
+      - Checked whole before anything is written; an error names the chain, rule or address set. Chain names are
+        1-16 ASCII letters, digits and C(_) starting with a letter, and no two chain or set names may become the
+        same iptables, ipset or nft name (C(ingress) and C(INGRESS) would both be C(ZT-INGRESS)).
     type: dict
   pods:
     description:
@@ -29,6 +33,8 @@ options:
       - A pod's namespace is found from C(netns) (a name under /run/netns, a path or a PID), then the CRI
         (C(crictl)), then a search of the named namespaces for one of its C(ips). A pod that is not found is
         skipped with the reason; the others are applied.
+      - A C(netns) hint is used only when that namespace holds one of the pod's C(ips); a hint naming another
+        namespace, a pod without C(ips), or C(ips) that are not all IP addresses skip the pod with the reason.
     type: list
     elements: dict
     default: []
@@ -79,10 +85,43 @@ options:
     description: The C(rollback.token) of a previous run; confirms it and cancels its rollback.
     type: str
   netns:
-    description: Apply the host ruleset inside this named network namespace instead of the root one (tests, benchmarks).
+    description:
+      - Apply the host ruleset inside this named network namespace instead of the root one (tests, benchmarks).
+      - The persisted unit then restores into that namespace (C(NetworkNamespacePath=)).
     type: str
+  persist:
+    description:
+      - After a successful apply, write the host target's rules to O(persist_dir) and install the systemd unit
+        C(zerotrust-workloads.service) in O(unit_dir) that restores them at boot, C(Before=network-pre.target),
+        sets before rules. Pods are not persisted (a rebooted node's pods come back in new namespaces; the
+        event source or the next run applies theirs).
+      - Unset, it persists where systemd runs (C(/run/systemd/system) is a directory) and otherwise writes
+        nothing and warns. V(true) writes the files and the unit even without systemd (another init system
+        or an image loads them); V(false) writes nothing and does not warn.
+      - With O(state=absent) the files, the unit and its C(multi-user.target.wants) link are removed whatever
+        this option says.
+    type: bool
+  boot_policy:
+    description:
+      - What the host enforces from boot until the next run. V(restore) loads the last applied rules.
+        V(closed) loads a ruleset that passes only loopback, established traffic and SSH from
+        O(management_addresses) and the controller (O(keep_ssh)); it needs at least one such address.
+    type: str
+    choices: [restore, closed]
+    default: restore
+  persist_dir:
+    description:
+      - Directory of the persisted restore files (mode 0700, files 0600, written atomically).
+      - An absolute path of letters, digits and C(. _ / @ + -) (it goes into the unit's C(ExecStart) lines).
+    type: path
+    default: /etc/zerotrust-workloads
+  unit_dir:
+    description: Directory the systemd unit is installed in (and its C(multi-user.target.wants) link).
+    type: path
+    default: /etc/systemd/system
 notes:
-  - Supports check mode and diff mode (before and after of our own rules, per namespace).
+  - Supports check mode and diff mode (before and after of our own rules, per namespace, and of every persisted
+    file and the unit).
   - Runs as root on the managed host and needs iptables and ipset, or nft.
 """
 
@@ -102,7 +141,13 @@ EXAMPLES = r"""
     confirm: "{{ applied.rollback.token }}"
   when: applied.rollback is defined
 
-- name: Remove everything the module owns on this host
+- name: Boot closed (SSH from the management network only) until the next run
+  zerotrust.workloads.allowlist:
+    ruleset: "{{ plan[inventory_hostname].ruleset }}"
+    management_addresses: [192.0.2.0/24]
+    boot_policy: closed
+
+- name: Remove everything the module owns on this host (rules, persisted files, unit)
   zerotrust.workloads.allowlist:
     state: absent
 """
@@ -151,6 +196,14 @@ confirmed:
   description: O(confirm) cancelled the pending rollback.
   type: bool
   returned: when O(confirm) is given
+persist:
+  description:
+    - The boot restore of the host target. C(changed), C(files) (the paths written or removed), C(boot_policy),
+      C(unit) (its path), C(systemd) (whether systemd runs here), or C(skipped) with the reason nothing was done.
+  type: dict
+  returned: when the host target was processed
+  sample: {changed: true, files: [/etc/zerotrust-workloads/iptables-v4.restore], boot_policy: restore,
+           unit: /etc/systemd/system/zerotrust-workloads.service, systemd: true}
 rolled_back:
   description: A rollback watchdog restored previous rules since the last run (details in C(rollbacks)).
   type: bool
@@ -173,6 +226,13 @@ from ansible_collections.zerotrust.workloads.plugins.module_utils._netfilter.app
 )
 from ansible_collections.zerotrust.workloads.plugins.module_utils._netfilter.backend import Options  # noqa: E402
 from ansible_collections.zerotrust.workloads.plugins.module_utils._netfilter.errors import NetfilterError  # noqa: E402
+from ansible_collections.zerotrust.workloads.plugins.module_utils._netfilter.netns import namespace_from_hint  # noqa: E402
+from ansible_collections.zerotrust.workloads.plugins.module_utils._netfilter.persist import (  # noqa: E402
+    PERSIST_DIR,
+    UNIT_DIR,
+    PersistOptions,
+    netns_file,
+)
 
 
 def main() -> None:
@@ -191,6 +251,10 @@ def main() -> None:
             "rollback_timeout": {"type": "int", "default": 0},
             "confirm": {"type": "str", "no_log": False},
             "netns": {"type": "str"},
+            "persist": {"type": "bool"},
+            "boot_policy": {"type": "str", "choices": ["restore", "closed"], "default": "restore"},
+            "persist_dir": {"type": "path", "default": PERSIST_DIR},
+            "unit_dir": {"type": "path", "default": UNIT_DIR},
         },
         supports_check_mode=True,
     )
@@ -201,6 +265,17 @@ def main() -> None:
         module.fail_json(msg=str(error))
     if params["rollback_timeout"] < 0:
         module.fail_json(msg="rollback_timeout must be 0 (off) or a number of seconds")
+    try:
+        host_namespace = namespace_from_hint(params["netns"]) if params["netns"] else None
+        persist = PersistOptions(
+            enabled=params["persist"],
+            boot_policy=params["boot_policy"],
+            persist_dir=params["persist_dir"],
+            unit_dir=params["unit_dir"],
+            netns_path=netns_file(host_namespace),
+        )
+    except NetfilterError as error:
+        module.fail_json(msg=str(error))
     run_options = RunOptions(
         state=params["state"],
         backend=params["backend"],
@@ -213,11 +288,14 @@ def main() -> None:
         ssh_from_ancestors=True,
         check_mode=module.check_mode,
         diff_mode=module._diff,
+        persist=persist,
     )
     try:
         result = run(params["ruleset"], params["pods"], run_options, dict(os.environ))
     except NetfilterError as error:
         module.fail_json(msg=str(error), changed=False)
+    for warning in result.pop("warnings", []):
+        module.warn(warning)
     if result.pop("failed", False):
         module.fail_json(**result)
     module.exit_json(**result)

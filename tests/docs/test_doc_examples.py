@@ -14,6 +14,11 @@ Kinds:
   allow|deny``) that are checked against the policy's semantics;
 - ``policy-error``: must be rejected; a following ``<!-- error: TEXT -->`` must be in the message;
 - ``query``: each line is a filter expression that must parse;
+- ``csw`` (a ``json`` block): a Secure Workload workspace that ``zerotrust.workloads.from_csw`` imports; a following
+  ``<!-- flows: ... -->`` comment is checked against the imported policy as for ``policy``;
+- ``csw-result``: the policy (YAML) the nearest ``csw`` block above it imports to, exactly;
+- ``csw-error``: a workspace that must be refused; each line of the following ``<!-- error: ... -->`` comment must be
+  in the message;
 - ``inventory``: read by the inventory plugin (``ansible-inventory --list``) from the lab's
   emulated API with the seed's objects, credentials from ``K8S_AUTH_*``;
 - ``static-inventory``: read by ``ansible-inventory --list``;
@@ -23,8 +28,13 @@ Kinds:
 - ``python`` (a ``python`` block): runs with ``policy``, ``hostvars`` (the seed's) and ``options`` ({})
   defined; a last expression followed by a ``# TEXT`` comment line must have a ``repr`` that
   matches TEXT, where ``...`` stands for anything;
-- ``shell``: each ``$ `` line runs (argv split, no shell) in a fresh copy of the repository;
-- ``shell-api``: like ``shell`` in the repository, with ``K8S_AUTH_*`` pointing at the emulated API;
+- ``shell``: each ``$ `` line runs (argv split, no shell, ``~/`` is HOME) as a user runs it: in an empty
+  directory holding the built tarball, with an empty HOME and no ansible.cfg;
+- ``install`` and ``quickstart`` (the users' page, docs/README.md): each ``$ `` line is a command of
+  the installed collection whose files the page defines (blocks with ``file=PATH``); they run for
+  real, from the built tarball against the lab, in tests/integration/test_collection_install.py;
+- ``shell-api``: each ``$ `` line runs in the AWX project template (awx/project/), with ``K8S_AUTH_*`` pointing at the
+  emulated API;
 - ``k8s-manifests`` (unmarked YAML of Kubernetes objects): every object is well-formed, roles only
   read (get/list/watch) and never touch secrets, and every binding refers to a role of the block
   or of the same page;
@@ -38,6 +48,8 @@ those settings pointed at the emulated API, everything else as written.
 from __future__ import annotations
 
 import ast
+import itertools
+import json
 import os
 import re
 import shlex
@@ -53,6 +65,7 @@ from typing import Any
 import pytest
 import yaml
 from ansible_collections.zerotrust.workloads.plugins.module_utils._policy.compiler import compile_policy
+from ansible_collections.zerotrust.workloads.plugins.module_utils._policy.csw import import_workspace
 from ansible_collections.zerotrust.workloads.plugins.module_utils._policy.errors import ZeroTrustPolicyError
 from ansible_collections.zerotrust.workloads.plugins.module_utils._policy.query import parse_query
 from ansible_collections.zerotrust.workloads.plugins.module_utils._policy.reachability import Flow, check_flow
@@ -66,7 +79,7 @@ REPO = Path(__file__).resolve().parents[2]
 DOCS = REPO / "docs"
 BIN = Path(sys.executable).parent
 sys.path.insert(0, str(REPO / "tests" / "unit" / "plugins" / "module_utils" / "_policy"))
-from policy_seed import seed_hostvars, seed_policy  # noqa: E402  (the seed inventory and policy, kept by the compiler's tests)
+from policy_seed import add_control_plane, seed_hostvars, seed_policy  # noqa: E402  (the seed inventory and policy, kept by the compiler's tests)
 
 # Not examples: contracts.md fixes data shapes (its blocks are schemas, tested by the components' own tests).
 NOT_EXAMPLES = {"contracts.md"}
@@ -167,6 +180,16 @@ def seed_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeApiServer
         yield api
 
 
+@pytest.fixture(scope="module")
+def collection_tarball(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tarball users install (scripts/build-collection.sh), for the ``shell`` examples."""
+    dist = tmp_path_factory.mktemp("zto-docs-dist")
+    built = subprocess.run(["bash", str(REPO / "scripts" / "build-collection.sh"), str(dist)], check=False, capture_output=True, text=True,
+                           timeout=300, env={**os.environ, "ZT_BIN": str(BIN)})
+    assert built.returncode == 0, built.stdout + built.stderr
+    return Path(built.stdout.strip().splitlines()[-1])
+
+
 def _api_env(api: KubeApiServer) -> dict[str, str]:
     assert api.ca_file is not None
     return {
@@ -200,6 +223,7 @@ def run_policy(example: Example, **_: Any) -> None:
     data = yaml.safe_load(example.body)
     options = data.pop("options", None)
     hostvars = seed_hostvars()
+    add_control_plane(hostvars)  # the lab's seed has a control plane: default/kubernetes, CoreDNS, upstream-dns
     plan = compile_policy(data, hostvars, options)
     assert plan["hosts"], "the policy compiled to no enforcement point"
     flows = [line for line in example.comment.removeprefix(" flows:").splitlines() if line.strip()]
@@ -244,6 +268,42 @@ def run_query(example: Example, **_: Any) -> None:
     assert lines
     for line in lines:
         parse_query(line)
+
+
+def _check_flows(policy: Any, comment: str, options: Any = None) -> None:
+    hostvars = seed_hostvars()
+    add_control_plane(hostvars)
+    if comment.strip():
+        assert comment.startswith(" flows:"), f"unknown comment: {comment[:40]!r}"
+    for line in [line for line in comment.removeprefix(" flows:").splitlines() if line.strip()]:
+        match = FLOW.match(line)
+        assert match, f"cannot read the flow {line!r}"
+        flow = Flow(match["src"], match["dst"], match["proto"], int(match["port"]) if match["port"] else None, match["via"] or "direct")
+        verdict = check_flow(policy, hostvars, flow, options)
+        assert verdict.allowed == (match["verdict"] == "allow"), f"{line.strip()}: {verdict.reason} ({', '.join(verdict.decided_by)})"
+
+
+def run_csw(example: Example, **_: Any) -> None:
+    policy = import_workspace(json.loads(example.body))
+    hostvars = seed_hostvars()
+    add_control_plane(hostvars)
+    assert compile_policy(policy, hostvars)["hosts"], "the imported policy compiled to no enforcement point"
+    _check_flows(policy, example.comment)
+
+
+def run_csw_result(example: Example, **_: Any) -> None:
+    before = [other for other in EXAMPLES if other.doc == example.doc and other.kind == "csw" and other.line < example.line]
+    assert before, "a csw-result block needs a csw block above it"
+    assert yaml.safe_load(example.body) == import_workspace(json.loads(before[-1].body))
+
+
+def run_csw_error(example: Example, **_: Any) -> None:
+    expected = [line.strip() for line in example.comment.removeprefix(" error:").splitlines() if line.strip()]
+    assert expected, "a csw-error example needs a following <!-- error: TEXT --> comment"
+    with pytest.raises(ZeroTrustPolicyError) as raised:
+        import_workspace(json.loads(example.body))
+    for line in expected:
+        assert line in str(raised.value)
 
 
 def run_inventory(example: Example, seed_api: KubeApiServer, tmp_path: Path, **_: Any) -> None:
@@ -292,7 +352,8 @@ def run_event(example: Example, **_: Any) -> None:
     assert event["type"] in ("sync", "change") and event["count"] == len(event["changes"])
     for change in event["changes"]:
         assert set(change) == {"kind", "namespace", "name", "action", "fields"}
-        assert change["kind"] in ("Pod", "Service", "EndpointSlice", "Node") and change["action"] in ("added", "modified", "deleted")
+        assert change["kind"] in ("Pod", "Service", "EndpointSlice", "Node", "VulnerabilityReport")
+        assert change["action"] in ("added", "modified", "deleted")
     assert set(event["scope"]) == {"namespaces", "nodes", "pods", "services"}
 
 
@@ -307,24 +368,23 @@ def run_excerpt(example: Example, **_: Any) -> None:
     assert any(textwrap.dedent(window).strip("\n") == wanted for window in windows), f"not an excerpt of {path.relative_to(REPO)}"
 
 
-def run_shell(example: Example, tmp_path: Path, **_: Any) -> None:
-    clone = tmp_path / "repo"
-    listed = subprocess.run(["git", "-C", str(REPO), "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-                            check=True, capture_output=True).stdout.decode().split("\0")
-    for name in filter(None, listed):
-        if (REPO / name).is_file() and not (REPO / name).is_symlink():
-            (clone / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(REPO / name, clone / name)
-    (tmp_path / "ansible.cfg").write_text("[defaults]\n")
-    env = {"PATH": f"{BIN}:/usr/sbin:/usr/bin:/sbin:/bin", "HOME": str(tmp_path), "ANSIBLE_CONFIG": str(tmp_path / "ansible.cfg")}
-    for argv in _commands(example.body):
-        result = _run(argv, clone, env)
+def run_shell(example: Example, tmp_path: Path, collection_tarball: Path, **_: Any) -> None:
+    """A user's commands: in an empty directory holding the collection's tarball, with an empty HOME (``~`` is it)."""
+    home, work = tmp_path / "home", tmp_path / "work"
+    home.mkdir()
+    work.mkdir()
+    shutil.copy(collection_tarball, work / collection_tarball.name)
+    env = {"PATH": f"{BIN}:/usr/sbin:/usr/bin:/sbin:/bin", "HOME": str(home), "LANG": "C.UTF-8"}
+    for written in _commands(example.body):
+        argv = [str(home) + word[1:] if word.startswith("~/") else word for word in written]
+        result = _run(argv, work, env)
         assert result.returncode == 0, f"{shlex.join(argv)}: {result.stdout}\n{result.stderr}"
 
 
 def run_shell_api(example: Example, seed_api: KubeApiServer, **_: Any) -> None:
+    # In the AWX project template (awx/project/), the directory a user's project copies.
     for argv in _commands(example.body):
-        result = _run(argv, REPO, _api_env(seed_api))
+        result = _run(argv, REPO / "awx" / "project", _api_env(seed_api))
         assert result.returncode == 0, f"{shlex.join(argv)}: {result.stdout}\n{result.stderr}"
         assert seed_api.token not in result.stdout + result.stderr
 
@@ -359,12 +419,32 @@ def run_cluster_commands(example: Example, tmp_path: Path, **_: Any) -> None:
         assert helped.returncode == 0, f"kubectl {subcommand}: {helped.stderr}"
 
 
+def run_user_commands(example: Example, **_: Any) -> None:
+    """A users' command block: installed-collection commands only, naming files the page defines."""
+    page = (DOCS / example.doc).read_text()
+    defined = set(re.findall(r"^```\S+ [^\n]*\bfile=(\S+)", page, re.M))
+    for argv in _commands(example.body):
+        assert argv[0] in ("ansible-galaxy", "ansible-inventory", "ansible-playbook", "python3"), f"{shlex.join(argv)}: not a user's"
+        for word in argv:
+            assert not re.match(r"(\.venv|\.lab|lab/|tests/|make$|playbooks/)", word), f"{shlex.join(argv)}: {word} needs a checkout"
+        for option, value in itertools.pairwise(argv):
+            if option == "-i":
+                assert any(name.startswith(value.rstrip("/") + "/") for name in defined), f"-i {value}: no file of the page"
+            if option == "-e" and value.endswith(".yml"):
+                assert value.split("=", 1)[1] in defined, f"-e {value}: no file of the page"
+
+
 RUNNERS: dict[str, Callable[..., None]] = {
+    "install": run_user_commands,
+    "quickstart": run_user_commands,
     "k8s-manifests": run_k8s_manifests,
     "cluster-commands": run_cluster_commands,
     "policy": run_policy,
     "policy-error": run_policy_error,
     "query": run_query,
+    "csw": run_csw,
+    "csw-result": run_csw_result,
+    "csw-error": run_csw_error,
     "python": run_python,
     "inventory": run_inventory,
     "static-inventory": run_static_inventory,
@@ -387,4 +467,6 @@ def test_example(example: Example, request: pytest.FixtureRequest, tmp_path: Pat
     extra: dict[str, Any] = {"tmp_path": tmp_path}
     if example.kind in ("inventory", "shell-api"):
         extra["seed_api"] = request.getfixturevalue("seed_api")
+    if example.kind == "shell":
+        extra["collection_tarball"] = request.getfixturevalue("collection_tarball")
     runner(example, **extra)

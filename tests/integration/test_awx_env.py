@@ -44,40 +44,11 @@ BIN = Path(sys.executable).parent
 AWX = REPO / "awx"
 SEED_POD_HOST = "wordpress-6dfdd9f64f-d75j2.wordpress.pod.prod"
 
-# The options of the awx.awx modules that awx/controller.yml uses (awx.awx 24.x argument specs).
-# An option outside these sets would make the module fail on a real controller.
-AWX_MODULE_OPTIONS: dict[str, set[str]] = {
-    "awx.awx.execution_environment": {"name", "new_name", "image", "description", "organization", "credential", "state", "pull"},
-    "awx.awx.credential": {"name", "new_name", "copy_from", "description", "organization", "team", "user", "credential_type",
-                           "inputs", "update_secrets", "state"},
-    "awx.awx.project": {"name", "new_name", "copy_from", "description", "scm_type", "scm_url", "local_path", "scm_branch", "scm_refspec",
-                        "credential", "scm_clean", "scm_delete_on_update", "scm_track_submodules", "scm_update_on_launch",
-                        "scm_update_cache_timeout", "allow_override", "timeout", "organization", "default_environment", "state",
-                        "notification_templates_started", "notification_templates_success", "notification_templates_error",
-                        "wait", "update_project", "interval", "signature_validation_credential"},
-    "awx.awx.inventory": {"name", "new_name", "copy_from", "description", "organization", "variables", "kind", "host_filter",
-                          "instance_groups", "prevent_instance_group_fallback", "state", "input_inventories"},
-    "awx.awx.inventory_source": {"name", "new_name", "description", "inventory", "organization", "source", "source_path", "source_vars",
-                                 "enabled_var", "enabled_value", "host_filter", "limit", "credential", "execution_environment",
-                                 "custom_virtualenv", "overwrite", "overwrite_vars", "timeout", "verbosity", "update_on_launch",
-                                 "update_cache_timeout", "source_project", "scm_branch", "state", "notification_templates_started",
-                                 "notification_templates_success", "notification_templates_error"},
-    "awx.awx.job_template": {"name", "new_name", "copy_from", "description", "organization", "job_type", "inventory", "project",
-                             "playbook", "credential", "credentials", "execution_environment", "forks", "limit", "verbosity",
-                             "extra_vars", "job_tags", "force_handlers", "skip_tags", "start_at_task", "timeout", "use_fact_cache",
-                             "host_config_key", "ask_scm_branch_on_launch", "ask_diff_mode_on_launch", "ask_variables_on_launch",
-                             "ask_limit_on_launch", "ask_tags_on_launch", "ask_skip_tags_on_launch", "ask_job_type_on_launch",
-                             "ask_verbosity_on_launch", "ask_inventory_on_launch", "ask_credential_on_launch",
-                             "ask_execution_environment_on_launch", "ask_forks_on_launch", "ask_instance_groups_on_launch",
-                             "ask_job_slice_count_on_launch", "ask_labels_on_launch", "ask_timeout_on_launch", "survey_enabled",
-                             "survey_spec", "become_enabled", "allow_simultaneous", "scm_branch", "diff_mode", "job_slice_count",
-                             "webhook_service", "webhook_credential", "instance_groups", "labels", "state",
-                             "prevent_instance_group_fallback",
-                             "notification_templates_started", "notification_templates_success", "notification_templates_error"},
-    "awx.awx.schedule": {"name", "new_name", "description", "extra_data", "inventory", "credentials", "execution_environment", "forks",
-                         "instance_groups", "job_slice_count", "labels", "timeout", "job_type", "job_tags", "limit", "diff_mode",
-                         "scm_branch", "skip_tags", "verbosity", "unified_job_template", "organization", "rrule", "enabled", "state"},
-}
+# The argument specs of the awx.awx modules that awx/controller.yml uses, read from the modules' own source
+# (tests/integration/data/awx_argument_specs.json says which AWX commit): an option outside them, a value
+# outside an option's choices or of the wrong type would make the module fail on a real controller.
+AWX_SPECS: dict[str, dict[str, dict[str, Any]]] = json.loads(
+    (Path(__file__).parent / "data" / "awx_argument_specs.json").read_text())["modules"]
 # Option -> the kind of object it names.
 REFERENCES = (("execution_environment", "awx.awx.execution_environment"), ("default_environment", "awx.awx.execution_environment"),
               ("inventory", "awx.awx.inventory"), ("project", "awx.awx.project"), ("source_project", "awx.awx.project"),
@@ -126,12 +97,26 @@ def _objects() -> list[tuple[str, dict[str, Any]]]:
 def test_every_awx_object_uses_only_options_the_module_has() -> None:
     referenced = set(re.findall(r"\b(zt_\w+)\b", (AWX / "controller.yml").read_text()))
     # Everything else has a default in controller-vars.yml; these four are the -e the header documents.
-    assert referenced - set(_controller_vars()) == {"zt_cluster_api", "zt_cluster_token_file", "zt_cluster_ca_file", "zt_ssh_key_file"}
+    # Everything a site alone knows has no default: where its image and its project live, its secrets.
+    assert referenced - set(_controller_vars()) == {"zt_cluster_api", "zt_cluster_token_file", "zt_cluster_ca_file", "zt_ssh_key_file",
+                                                   "zt_ee_image", "zt_project_url"}
     objects = _objects()
-    assert {module for module, _ in objects} == set(AWX_MODULE_OPTIONS)
+    assert {module for module, _ in objects} == set(AWX_SPECS)
+    types = {"str": str, "bool": bool, "int": int, "list": list, "dict": dict}
     for module, options in objects:
-        unknown = set(options) - AWX_MODULE_OPTIONS[module]
+        spec = AWX_SPECS[module]
+        names = {alias: name for name, entry in spec.items() for alias in [name, *entry.get("aliases", [])]}
+        unknown = set(options) - set(names)
         assert not unknown, f"{module} {options.get('name')!r}: unknown options {sorted(unknown)}"
+        for key, value in options.items():
+            entry = spec[names[key]]
+            templated = isinstance(value, str) and "{{" in value
+            if not templated and entry["type"] in types:
+                assert isinstance(value, types[entry["type"]]), f"{module} {key}: {value!r} is not a {entry['type']}"
+            if "choices" in entry and not templated:
+                assert value in entry["choices"], f"{module} {key}: {value!r} is not one of {entry['choices']}"
+        missing = {name for name, entry in spec.items() if entry.get("required")} - {names[key] for key in options}
+        assert not missing, f"{module} {options.get('name')!r}: required options {sorted(missing)} are not given"
 
 
 def test_awx_objects_reference_each_other_and_files_that_exist() -> None:
@@ -144,15 +129,19 @@ def test_awx_objects_reference_each_other_and_files_that_exist() -> None:
                 assert (target, options[key]) in names, f"{module} {options['name']!r}: {key} {options[key]!r} is not created here"
         for credential in options.get("credentials", []):
             assert ("awx.awx.credential", credential) in names
-    # The project's files: the inventory source file and the playbook must be in this repository.
-    source = next(options for module, options in objects if module == "awx.awx.inventory_source")
-    assert source["source"] == "scm"
-    assert source["source_path"].endswith(".kubernetes.yml")
-    assert (REPO / source["source_path"]).is_file()
-    assert source["credential"] == variables["zt_cluster_credential"]
-    for module, options in objects:
-        if module == "awx.awx.job_template":
-            assert options["playbook"] == "playbooks/enforce.yml"
+    # The project's files: every inventory source file and playbook is in the project template users copy.
+    sources = {options["source_path"]: options for module, options in objects if module == "awx.awx.inventory_source"}
+    assert set(sources) == {"inventory/cluster.kubernetes.yml", "inventory/hosts.yml"}
+    for path, source in sources.items():
+        assert source["source"] == "scm" and (AWX / "project" / path).is_file()
+    assert sources["inventory/cluster.kubernetes.yml"]["credential"] == variables["zt_cluster_credential"]
+    assert "credential" not in sources["inventory/hosts.yml"]
+    playbooks = {options["playbook"] for module, options in objects if module == "awx.awx.job_template"}
+    assert playbooks == {"playbooks/enforce.yml", "playbooks/audit.yml"}
+    for playbook in playbooks:
+        [play] = yaml.safe_load((AWX / "project" / playbook).read_text())
+        assert play["ansible.builtin.import_playbook"] == "zerotrust.workloads." + Path(playbook).stem
+        assert (REPO / playbook).is_file(), f"the collection has no {playbook} to import"
 
 
 def test_the_cluster_credential_is_the_builtin_bearer_token_type_with_verification() -> None:
@@ -185,39 +174,18 @@ def test_enforce_runs_and_audit_only_checks_and_both_are_scheduled() -> None:
 # The built collection, the execution environment
 
 
-def _fresh_clone(target: Path) -> Path:
-    """The files a fresh clone would have (tracked + not ignored), without tool leftovers that are links.
-
-    ansible-lint (ansible-compat) leaves ``collections/ansible_collections/...`` symlink farms in
-    the working tree; CI builds from a clone, so does this test.
-    """
-    listed = subprocess.run(["git", "-C", str(REPO), "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-                            check=True, capture_output=True).stdout.decode().split("\0")
-    for name in filter(None, listed):
-        path = REPO / name
-        if path.is_symlink() or not path.is_file():
-            continue
-        (target / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(path, target / name)
-    return target
-
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """The collection tarball (built as galaxy.yml says) installed offline into a scratch collections path."""
+def built(tmp_path_factory: pytest.TempPathFactory, collection_tarball: Path) -> dict[str, Path]:
+    """The collection tarball (the session's build, tests/integration/conftest.py) installed offline into a scratch collections path."""
     root = tmp_path_factory.mktemp("zto-collection")
-    dist, collections = root / "dist", root / "collections"
-    dist.mkdir()
+    collections = root / "collections"
     (root / "ansible.cfg").write_text("[defaults]\n")  # no settings: not the repository's collections_path
     env = {**os.environ, "ANSIBLE_CONFIG": str(root / "ansible.cfg")}
-    source = _fresh_clone(root / "clone")
-    subprocess.run([str(BIN / "ansible-galaxy"), "collection", "build", str(source), "--output-path", str(dist)],
-                   check=True, capture_output=True, text=True, cwd=root, env=env)
-    tarball = next(dist.glob("zerotrust-workloads-*.tar.gz"))
-    installed = subprocess.run([str(BIN / "ansible-galaxy"), "collection", "install", str(tarball), "--offline", "--force",
+    installed = subprocess.run([str(BIN / "ansible-galaxy"), "collection", "install", str(collection_tarball), "--offline", "--force",
                                 "--collections-path", str(collections)], check=False, capture_output=True, text=True, cwd=root, env=env)
     assert installed.returncode == 0, installed.stdout + installed.stderr
-    return {"tarball": tarball, "collections": collections, "root": root, "config": root / "ansible.cfg"}
+    return {"tarball": collection_tarball, "collections": collections, "root": root, "config": root / "ansible.cfg"}
 
 
 def _requirement_names(lines: list[str]) -> list[str]:
@@ -237,34 +205,61 @@ def test_introspect_lists_exactly_the_collections_python_and_system_dependencies
     assert listed_python == expected_python
     assert listed_system == _requirement_names((REPO / "bindep.txt").read_text().splitlines())
     assert {"kubernetes", "netaddr", "jmespath"} <= {re.split(r"[<>=!~ ]", line)[0] for line in listed_python}
-    assert {"iptables", "ipset", "nftables"} <= {line.split()[0] for line in listed_system}
+    # The execution environment runs the controller side only: the SSH client, no firewall tool.
+    assert {line.split()[0] for line in listed_system} == {"openssh-client", "openssh-clients"}
 
 
-def test_the_execution_environment_definition_builds_a_context_with_the_tarball(built: dict[str, Path], tmp_path: Path) -> None:
-    definition = yaml.safe_load((AWX / "execution-environment.yml").read_text())
-    galaxy = yaml.safe_load((REPO / "galaxy.yml").read_text())
-    expected_tarball = f"zerotrust-workloads-{galaxy['version']}.tar.gz"
-    assert definition["additional_build_files"][0]["src"].endswith("/" + expected_tarball)
-    requirements = yaml.safe_load((AWX / "requirements.yml").read_text())
-    assert requirements["collections"] == [{"name": f"collections/{expected_tarball}", "type": "file"}]
-    # ansible-builder reads the tarball from where the definition says: put the fresh build there.
-    work = tmp_path / "project"
-    (work / "awx").mkdir(parents=True)
-    (work / ".build" / "dist").mkdir(parents=True)
+def _ee_directory(target: Path, tarball: Path) -> Path:
+    """What a user puts in the directory they build the execution environment in: the two files and the tarball."""
+    target.mkdir(parents=True)
     for name in ("execution-environment.yml", "requirements.yml"):
-        shutil.copy(AWX / name, work / "awx" / name)
-    shutil.copy(built["tarball"], work / ".build" / "dist" / expected_tarball)
-    context = tmp_path / "context"
-    subprocess.run([str(BIN / "ansible-builder"), "create", "-f", str(work / "awx" / "execution-environment.yml"), "-c", str(context),
-                    "--output-filename", "Containerfile"], check=True, capture_output=True, text=True)
+        shutil.copy(AWX / name, target / name)
+    shutil.copy(tarball, target / tarball.name)
+    (target / "ansible.cfg").write_text("[defaults]\n")
+    return target
+
+
+def _builder_create(directory: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(BIN / "ansible-builder"), "create", "-f", "execution-environment.yml", "-c", "context",
+                           "--output-filename", "Containerfile"], check=False, capture_output=True, text=True, cwd=directory, timeout=300)
+
+
+def test_the_collection_version_is_written_once_in_the_ee_files() -> None:
+    version = yaml.safe_load((REPO / "galaxy.yml").read_text())["version"]
+    active = yaml.safe_load((AWX / "requirements.yml").read_text())["collections"]
+    assert active == [{"name": f"./zerotrust-workloads-{version}.tar.gz", "type": "file"}]
+    for name in ("execution-environment.yml", "controller-vars.yml", "controller.yml"):
+        assert version not in (AWX / name).read_text(), f"awx/{name} repeats the collection's version"
+
+
+def test_the_execution_environment_builds_a_context_from_the_downloaded_collection(built: dict[str, Path], tmp_path: Path) -> None:
+    directory = _ee_directory(tmp_path / "ee", built["tarball"])
+    env = {**os.environ, "ANSIBLE_CONFIG": str(directory / "ansible.cfg")}
+    downloaded = subprocess.run([str(BIN / "ansible-galaxy"), "collection", "download", "-r", "requirements.yml", "-p", "collections"],
+                                check=False, capture_output=True, text=True, cwd=directory, env=env, timeout=300)
+    assert downloaded.returncode == 0, downloaded.stdout + downloaded.stderr
+    created = _builder_create(directory)
+    assert created.returncode == 0, created.stdout + created.stderr
+    context = directory / "context"
     containerfile = (context / "Containerfile").read_text()
     assert 'ARG EE_BASE_IMAGE="quay.io/centos/centos:stream9"' in containerfile
     assert "ansible-core==2.21.5" in containerfile
-    assert (context / "_build" / "collections" / expected_tarball).is_file()
-    assert (context / "_build" / "requirements.yml").is_file()
-    # The galaxy stage installs the collection, then introspects it for requirements.txt and bindep.txt.
+    # The galaxy stage installs what the download resolved, from the tarball beside its requirements file.
+    requirements = yaml.safe_load((context / "_build" / "requirements.yml").read_text())
+    assert requirements == {"collections": [{"name": built["tarball"].name, "version": built["tarball"].name.split("-")[-1][:-7]}]}
+    assert (context / "_build" / built["tarball"].name).read_bytes() == built["tarball"].read_bytes()
+    assert re.search(r"COPY _build /build\nWORKDIR /build\n", containerfile)
     assert re.search(r"ansible-galaxy collection install .*-r requirements.yml", containerfile)
     assert "introspect" in containerfile
+
+
+def test_ansible_builder_create_fails_when_the_collection_was_not_fetched(built: dict[str, Path], tmp_path: Path) -> None:
+    directory = _ee_directory(tmp_path / "ee", built["tarball"])
+    created = _builder_create(directory)
+    assert created.returncode != 0
+    assert "Dependency file collections/requirements.yml does not exist." in created.stdout + created.stderr
+    assert "Complete!" not in created.stdout + created.stderr
+    assert not (directory / "context" / "Containerfile").exists()
 
 
 # --------------------------------------------------------------------------------------------------
@@ -305,7 +300,7 @@ def _inventory_update(built: dict[str, Path], project: Path, injected: dict[str,
         "ANSIBLE_CONFIG": str(built["config"]),
         **injected,
     }
-    source = project / "awx" / "inventory" / "cluster.kubernetes.yml"
+    source = project / "inventory" / "cluster.kubernetes.yml"
     return subprocess.run([str(BIN / "ansible-inventory"), "-i", str(source), "--list", "--export", "--playbook-dir", str(project)],
                           check=False, capture_output=True, text=True, cwd=project, env=env, timeout=120)
 
@@ -323,9 +318,8 @@ def _plain(value: Any) -> Any:
 
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
-    """A checkout of the project as AWX syncs it: the inventory source file at its source_path."""
-    (tmp_path / "awx" / "inventory").mkdir(parents=True)
-    shutil.copy(AWX / "inventory" / "cluster.kubernetes.yml", tmp_path / "awx" / "inventory" / "cluster.kubernetes.yml")
+    """The user's project as AWX syncs it: the collection's project template (the inventory source files at their source_path)."""
+    shutil.copytree(AWX / "project", tmp_path, dirs_exist_ok=True)
     return tmp_path
 
 
@@ -400,7 +394,7 @@ def test_the_tarball_ships_no_tests_lab_state_or_caches(built: dict[str, Path]) 
                            r"\.ruff_cache|\.pytest_cache|\.hypothesis)(/|$)|\.pyc$|\.tar\.gz$")
     assert [name for name in names if forbidden.search(name)] == []
     for expected in ("MANIFEST.json", "FILES.json", "plugins/inventory/kubernetes.py", "extensions/eda/rulebooks/enforce_on_change.yml",
-                     "extensions/eda/plugins/event_source/kubernetes_workloads.py", "awx/inventory/cluster.kubernetes.yml",
+                     "extensions/eda/plugins/event_source/kubernetes_workloads.py", "awx/project/inventory/cluster.kubernetes.yml",
                      "meta/execution-environment.yml", "requirements.txt", "bindep.txt", "docs/eda.md"):
         assert expected in names, f"{expected} is missing from the tarball"
 

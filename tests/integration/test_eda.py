@@ -117,7 +117,7 @@ def test_initial_sync_then_one_event_per_change_that_matters(cluster: KubeApiSer
     async def scenario(queue: asyncio.Queue[Any]) -> None:
         sync = await _next(queue)
         assert (sync["type"], sync["reason"], sync["count"]) == ("sync", "initial", 0)
-        assert sync["objects"] == {"Pod": 2, "Service": 2, "EndpointSlice": 2, "Node": 4}
+        assert sync["objects"] == {"Pod": 3, "Service": 4, "EndpointSlice": 4, "Node": 4}  # with the control plane
         started = time.monotonic()
         await asyncio.to_thread(_new_ip, cluster, "10.244.2.50")
         change = await _next(queue)
@@ -242,7 +242,7 @@ def test_namespace_bound_rbac_is_watched_namespace_by_namespace(cluster: KubeApi
 
     async def scenario(queue: asyncio.Queue[Any]) -> None:
         sync = await _next(queue)
-        assert sync["objects"] == {"Pod": 2, "Service": 2, "EndpointSlice": 2, "Node": 4}
+        assert sync["objects"] == {"Pod": 2, "Service": 2, "EndpointSlice": 2, "Node": 4}  # the wordpress namespace only
         await _watching(emulator, 4)
         await asyncio.to_thread(_new_ip, cluster, "10.244.2.64")
         assert (await _next(queue))["changes"][0]["name"] == "wordpress-6dfdd9f64f-d75j2"

@@ -28,6 +28,8 @@ KUBECONFIG = LAB_DIR / "kubeconfig"
 SSH_KEY = LAB_DIR / "ssh" / "id_ed25519"
 WP = "pod:wordpress/wordpress-6dfdd9f64f-d75j2"
 DB = "pod:wordpress/wordpress-mysql-5b58bbd695-gxtc4"
+DNS = "pod:kube-system/coredns-7c65d6cfc9-zt5lb"
+INVENTORY = LAB_DIR / "inventory"
 NODEPORT = "vm:haproxy -> nodeport:wordpress/wordpress:tcp/80"
 
 
@@ -135,21 +137,81 @@ def cells(document: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 def test_no_policy_everything_connected(probe_json: dict[str, Any]) -> None:
     table = cells(probe_json)
-    assert len(table) == 20
+    assert len(table) == 44
     assert {probe_id: cell["result"] for probe_id, cell in table.items()} == dict.fromkeys(table, ".")
     assert probe_json["mismatches"] == []
     assert probe_json["elapsed_seconds"] < 5
+    # Cluster DNS answers the matrix's UDP probes as a DNS server (a query, not the listeners' probe line).
+    dns = table[f"{WP} -> svc:kube-system/kube-dns:udp/53"]["detail"][0]
+    assert (dns["address"], dns["connected"]) == ("172.18.192.10", True)
+
+
+def test_health_block_all_connected(probe_json: dict[str, Any]) -> None:
+    """The control plane's own traffic, measured as NEW connections: every cell connected on the open lab."""
+    health = {f"{cell['source']} -> {cell['target']}": cell for cell in probe_json["health"]}
+    assert probe_json["health_failures"] == []
+    assert {cell_id: cell["result"] for cell_id, cell in health.items()} == dict.fromkeys(health, ".")
+    assert len(health) == 17
+    for node in ("k8s-master", "k8s-node1", "k8s-node2", "k8s-node3"):
+        assert f"node:{node} -> apiserver:tcp/6443" in health
+        assert f"apiserver -> node:{node}:tcp/10250" in health
+        assert 0 <= health[f"kubelet:{node} -> apiserver:last-contact"]["detail"]["age_seconds"] < 5
+    lookup = health[f"{WP} -> dns:wordpress.wordpress.svc.cluster.local"]["detail"]
+    assert lookup["answers"] == ["172.18.202.253"]
+    assert health[f"{WP} -> dns:www.example.test"]["detail"]["answers"] == ["192.0.2.80"]
+    assert f"{DNS} -> svc:default/kubernetes:tcp/443" in health
+
+
+def test_api_server_lives_in_the_control_plane_node(seed_lab: dict[str, Any]) -> None:
+    import yaml  # noqa: PLC0415
+
+    state = json.loads(STATE_FILE.read_text())
+    assert (state["kubeapi"]["url"], state["kubeapi"]["netns"]) == ("https://172.18.221.10:6443", f"{PREFIX}node-k8s-master")
+    assert yaml.safe_load(KUBECONFIG.read_text())["clusters"][0]["cluster"]["server"] == "https://172.18.221.10:6443"
+    listening = "\n".join(_lines(["ip", "netns", "exec", f"{PREFIX}node-k8s-master", "ss", "-H", "-l", "-n", "-t"]))
+    assert "172.18.221.10:6443" in listening
+    assert ":6443" not in "\n".join(_lines(["ss", "-H", "-l", "-n", "-t"]))  # nothing on the root namespace's loopback
+    # The certificate names what clients dial: the node address, the ClusterIP, kubernetes.default.svc.
+    san = subprocess.run(
+        ["openssl", "x509", "-noout", "-ext", "subjectAltName", "-in", str(LAB_DIR / "kubeapi" / "server.crt")],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    for name in ("IP Address:172.18.221.10", "IP Address:172.18.192.1", "DNS:kubernetes.default.svc"):
+        assert name in san
+
+
+def _safe(value: Any) -> Any:
+    """ansible-inventory's JSON with its ``{"__ansible_unsafe": text}`` wrappers (cluster data is untrusted) unwrapped."""
+    if isinstance(value, dict):
+        return value["__ansible_unsafe"] if set(value) == {"__ansible_unsafe"} else {key: _safe(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_safe(item) for item in value]
+    return value
+
+
+def test_inventory_has_the_api_service(seed_lab: dict[str, Any]) -> None:
+    completed = subprocess.run(
+        [str(Path(sys.executable).parent / "ansible-inventory"), "-i", str(INVENTORY), "--list"],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=120, check=True,
+    )
+    hostvars = _safe(json.loads(completed.stdout)["_meta"]["hostvars"])
+    api = hostvars["kubernetes.default.service.lab"]["workload"]
+    assert (api["cluster_ips"], api["labels"]) == (["172.18.192.1"], {"component": "apiserver", "provider": "kubernetes"})
+    assert [(e["addresses"], [p["port"] for p in e["ports"]]) for e in api["endpoints"]] == [(["172.18.221.10"], [6443])]
+    assert hostvars["k8s-node1"]["workload"]["annotations"]["flannel.alpha.coreos.com/backend-type"] == "vxlan"
+    assert "upstream-dns" not in hostvars  # the outside resolver is a lab VM, not a host Ansible manages
 
 
 def test_nodeport_through_kube_proxy_masquerades(probe_json: dict[str, Any]) -> None:
     detail = cells(probe_json)[NODEPORT]["detail"]
     seen = {entry["node"]: (entry["connected"], entry["seen_source"]) for entry in detail}
-    # Entering node1 (the pod's node) the pod sees its gateway; elsewhere the entering node's address.
+    # Entering node1 (the pod's node) the pod sees its gateway; elsewhere the entering node's flannel.1
+    # address (its pod CIDR's network address), which masquerade picks for traffic into the VXLAN overlay.
     assert seen == {
-        "k8s-master": (True, "172.18.221.10"),
+        "k8s-master": (True, "10.244.0.0"),
         "k8s-node1": (True, "10.244.1.1"),
-        "k8s-node2": (True, "172.18.221.12"),
-        "k8s-node3": (True, "172.18.221.13"),
+        "k8s-node2": (True, "10.244.2.0"),
+        "k8s-node3": (True, "10.244.3.0"),
     }
     # A direct connection keeps its source.
     direct = cells(probe_json)[f"vm:haproxy -> {WP}:tcp/80"]["detail"]
@@ -167,7 +229,7 @@ def test_ipv6_probes_connect(seed_lab: dict[str, Any], tmp_path: Path) -> None:
 def test_seed_expectation_differs_without_policy(seed_lab: dict[str, Any]) -> None:
     completed = lab("probe", "--expect-from-scenario", check=False)
     assert completed.returncode == 1
-    assert completed.stdout.count("MISMATCH") == 18
+    assert completed.stdout.count("MISMATCH") == 31
     assert "MISMATCH vm:outsider -> nodeport:wordpress/wordpress:tcp/80: observed . expected X" in completed.stdout
 
 
@@ -200,8 +262,14 @@ def test_official_client_lists_the_seed(seed_lab: dict[str, Any]) -> None:
     assert pods == {
         ("wordpress", "wordpress-6dfdd9f64f-d75j2", "10.244.1.94", "k8s-node1"),
         ("wordpress", "wordpress-mysql-5b58bbd695-gxtc4", "10.244.3.18", "k8s-node3"),
+        ("kube-system", "coredns-7c65d6cfc9-zt5lb", "10.244.0.53", "k8s-master"),
     }
-    assert services == {("wordpress", "172.18.202.253", "NodePort"), ("wordpress-mysql", "172.18.195.37", "ClusterIP")}
+    assert services == {
+        ("wordpress", "172.18.202.253", "NodePort"),
+        ("wordpress-mysql", "172.18.195.37", "ClusterIP"),
+        ("kubernetes", "172.18.192.1", "ClusterIP"),
+        ("kube-dns", "172.18.192.10", "ClusterIP"),
+    }
     assert nodes == {
         ("k8s-master", "10.244.0.0/24"),
         ("k8s-node1", "10.244.1.0/24"),
@@ -224,8 +292,11 @@ def test_kubectl_lists_the_seed(seed_lab: dict[str, Any]) -> None:
         [
             ("Pod", "wordpress", "wordpress-6dfdd9f64f-d75j2"),
             ("Pod", "wordpress", "wordpress-mysql-5b58bbd695-gxtc4"),
+            ("Pod", "kube-system", "coredns-7c65d6cfc9-zt5lb"),
             ("Service", "wordpress", "wordpress"),
             ("Service", "wordpress", "wordpress-mysql"),
+            ("Service", "default", "kubernetes"),
+            ("Service", "kube-system", "kube-dns"),
             ("Node", "", "k8s-master"),
             ("Node", "", "k8s-node1"),
             ("Node", "", "k8s-node2"),
@@ -260,6 +331,7 @@ def test_inventory_files(seed_lab: dict[str, Any]) -> None:
     group_vars = yaml.safe_load((inventory / "group_vars" / "all.yml").read_text())
     assert group_vars["ansible_python_interpreter"] == "/usr/bin/python3"
     assert group_vars["ansible_ssh_private_key_file"] == str(SSH_KEY)
+    assert group_vars["enforce_upstream_dns"] == group_vars["audit_upstream_dns"] == ["172.18.221.53"]
 
 
 def test_ansible_reaches_vms_and_nodes(seed_lab: dict[str, Any]) -> None:
@@ -321,7 +393,7 @@ def test_move_pod_rules_follow(seed_lab: dict[str, Any], tmp_path: Path) -> None
         table = cells(json.loads(out.read_text()))
         seen = {entry["node"]: entry["seen_source"] for entry in table[NODEPORT]["detail"]}
         assert seen["k8s-node2"] == "10.244.2.1"
-        assert seen["k8s-node1"] == "172.18.221.11"
+        assert seen["k8s-node1"] == "10.244.1.0"  # node1's flannel.1 address: the pod now lives across the overlay
         assert table[f"vm:haproxy -> {WP}:tcp/80"]["detail"][0]["address"] == "10.244.2.94"
         assert "-A KUBE-SEP-" in "\n".join(_lines(["ip", "netns", "exec", f"{PREFIX}node-k8s-node3", "iptables-save", "-t", "nat"]))
         assert "10.244.1.94" not in "\n".join(_lines(["ip", "netns", "exec", f"{PREFIX}node-k8s-node3", "iptables-save", "-t", "nat"]))
@@ -348,13 +420,15 @@ def test_another_scenario_replaces_the_lab(seed_lab: dict[str, Any], tmp_path: P
     out = tmp_path / "local.json"
     assert "lab up:" in lab("up", "--scenario", str(REPO_ROOT / "lab" / "scenarios" / "udp-local.yml")).stdout
     try:
-        assert snapshot()["netns"] == ["zt-node-n1", "zt-node-n2", "zt-pod-0", "zt-pod-1", "zt-vm-client"]
+        assert snapshot()["netns"] == ["zt-node-n1", "zt-node-n2", "zt-pod-0", "zt-pod-1", "zt-pod-2", "zt-vm-client", "zt-vm-upstream-dns"]
         lab("probe", "--json", str(out))
-        table = cells(json.loads(out.read_text()))
+        document = json.loads(out.read_text())
+        assert document["health_failures"] == []
+        table = cells(document)
         assert table["pod:web/web-b -> svc:kube-system/dns:udp/53"]["result"] == "."
         assert table["pod:web/web-b -> svc:kube-system/dns:udp/53"]["detail"][0]["seen_source"] == "10.244.9.10"
         local = table["vm:client -> nodeport:web/web:tcp/80"]
-        assert local["result"] == "?"
+        assert local["result"] == "."  # the node with the endpoint answers; n1 cannot (shown, not counted)
         assert {entry["node"]: (entry["connected"], entry["seen_source"]) for entry in local["detail"]} == {
             "n1": (False, None),
             "n2": (True, "172.18.221.50"),
@@ -362,7 +436,47 @@ def test_another_scenario_replaces_the_lab(seed_lab: dict[str, Any], tmp_path: P
     finally:
         lab("up", "--scenario", str(SEED))
     lab("probe", "--expect-open", "--json", str(out))
-    assert len(cells(json.loads(out.read_text()))) == 20
+    assert len(cells(json.loads(out.read_text()))) == 44
+
+
+def enforce_seed(*extra_vars: str) -> subprocess.CompletedProcess[str]:
+    """The seed's policy enforced by the enforce playbook (as `make demo` runs it), with extra -e arguments."""
+    playbook = str(REPO_ROOT / "playbooks" / "enforce.yml")
+    argv = [str(Path(sys.executable).parent / "ansible-playbook"), "-f", "10", "-i", str(INVENTORY), playbook,
+            "-e", f"enforce_policy_file={SEED}", *(arg for extra in extra_vars for arg in ("-e", extra))]
+    return subprocess.run(argv, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600, check=False)
+
+
+def health_after(tmp_path: Path, name: str) -> dict[str, str]:
+    out = tmp_path / f"{name}.json"
+    lab("probe", "--json", str(out), check=False)
+    return {f"{cell['source']} -> {cell['target']}": cell["result"] for cell in json.loads(out.read_text())["health"]}
+
+
+def test_without_the_cluster_allowance_the_control_plane_breaks(seed_lab: dict[str, Any], tmp_path: Path) -> None:
+    """Proof that the health block measures something: the seed enforced with implicit `cluster` off, then on again."""
+    lab("up", "--scenario", str(SEED))
+    try:
+        completed = enforce_seed('{"enforce_implicit": {"cluster": false}}')
+        assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+        broken = health_after(tmp_path, "off")
+        workers = ("k8s-node1", "k8s-node2", "k8s-node3")
+        # Kubelets lose the API server and it loses them; NEW connections only (the established ones survive).
+        for node in workers:
+            assert broken[f"node:{node} -> apiserver:tcp/6443"] == "X"
+            assert broken[f"kubelet:{node} -> apiserver:last-contact"] == "X"
+            assert broken[f"apiserver -> node:{node}:tcp/10250"] == "X"
+        # The overlay (udp/8472 between nodes) is gone: pods on other nodes than CoreDNS get no answer;
+        # and CoreDNS cannot reach the upstream resolver.
+        assert broken[f"{WP} -> dns:wordpress.wordpress.svc.cluster.local"] == "X"
+        assert broken[f"{DB} -> dns:wordpress.wordpress.svc.cluster.local"] == "X"
+        assert broken[f"{WP} -> dns:www.example.test"] == "X"
+    finally:
+        # A fresh lab restores it (the controller's own API access goes with `cluster`, so a second run
+        # could not even read the inventory).
+        lab("down")
+        lab("up", "--scenario", str(SEED))
+    assert set(health_after(tmp_path, "restored").values()) == {"."}
 
 
 def test_down_leaves_nothing_behind(seed_lab: dict[str, Any]) -> None:

@@ -13,8 +13,18 @@ permitted     carried it (a reply came)   allows it
 escaped       carried it                  would drop it (switching on enforcement breaks it)
 rejected      did not carry it            drops it
 unanswered    did not carry it            allows it (nothing listens, or drift)
+partial       either                      allows it to some of the service's endpoints only
 unclassified  -                           cannot say: the destination is not in the inventory
 ============  ==========================  =========================================
+
+``partial``: the path to a ClusterIP or NodePort is open but some endpoints' own rules
+refuse the consumer (a quarantined pod still behind the Service), so kube-proxy sends a
+share of the connections to an endpoint that drops them; the flow names those endpoints
+(``refusing``) and the policies that refuse. The answer per endpoint is the oracle's
+(:attr:`Verdict.paths`, entry node x endpoint), kept for the entry point the flow used; a
+future source of per-endpoint answers only has to fill those paths. Flows are grouped by source, destination
+(as named below), protocol and port: connections to the same NodePort on four nodes are
+one line with a count, and when entry points disagree the line is ``partial`` too.
 
 A flow allowed by an implicit allowance (loopback, node to its pods, DNS, management SSH)
 is marked ``implicit`` so a reader can tell it from what the policy's authors wrote.
@@ -36,9 +46,10 @@ from ansible_collections.zerotrust.workloads.plugins.module_utils._policy.worklo
 
 from .observation import Observed
 
-CLASSES = ("permitted", "escaped", "rejected", "unanswered", "unclassified")
+CLASSES = ("permitted", "escaped", "partial", "rejected", "unanswered", "unclassified")
 MEASURED_CONNECTED = "."
 MEASURED_BLOCKED = "X"
+MEASURED_PARTIAL = "~"  # some attempts connected, others not: a service whose paths split
 
 
 def workload_label(workload: Workload) -> str:
@@ -109,13 +120,18 @@ class Classifier:
             return Verdict(False, (), str(error))
 
     def classify(self, observed: Sequence[Observed]) -> list[dict[str, Any]]:
-        """One entry per (source, destination, protocol, port), sorted by class then names."""
+        """One entry per source x destination x protocol x port in inventory terms (the
+        connections to one NodePort on every node are one entry), sorted by class then names."""
         groups: dict[tuple[str, str, str, int], list[Observed]] = {}
         for item in observed:
             connection = item.original
             key = (connection.source, connection.destination, connection.protocol, connection.destination_port)
             groups.setdefault(key, []).append(item)
-        flows = [self._flow(key, items) for key, items in groups.items()]
+        named: dict[tuple[str, str, str, str, int], list[dict[str, Any]]] = {}
+        for key, items in sorted(groups.items()):
+            flow = self._flow(key, items)
+            named.setdefault((flow["source"], flow["destination"], flow["via"], flow["protocol"], flow["port"]), []).append(flow)
+        flows = [group_flows(members) for members in named.values()]
         return sorted(
             flows, key=lambda flow: (CLASSES.index(flow["class"]), flow["source"], flow["destination"], flow["protocol"], flow["port"])
         )
@@ -133,6 +149,8 @@ class Classifier:
             "answered": answered,
             "observed": "carried" if answered else "blocked",
             "seen_at": seen_at,
+            "refusing": [],
+            "endpoints": None,
         }
         source = self.sources.get(source_address)
         flow["source"] = workload_label(source) if source is not None else source_address
@@ -162,11 +180,116 @@ class Classifier:
             reason=verdict.reason,
             implicit=any(origin.startswith("implicit:") for origin in verdict.decided_by),
         )
-        if verdict.allowed:
-            flow["class"] = "permitted" if answered else "unanswered"
-        else:
-            flow["class"] = "escaped" if answered else "rejected"
+        if not verdict.allowed and destination.via != "direct":
+            self._split(flow, verdict, destination, destination_address)
+        flow["class"] = flow_class(flow["policy"], answered)
         return flow
+
+    def _split(self, flow: dict[str, Any], verdict: Verdict, destination: Destination, destination_address: str) -> None:
+        """A service flow the oracle did not allow, narrowed to the entry point actually dialled.
+
+        The oracle answers for every way kube-proxy can send the connection (entry node x
+        endpoint, :attr:`Verdict.paths`); the observed flow entered at one node (NodePort) or
+        the ClusterIP, so only those paths count: ``partial`` when some connect and others
+        fail, ``allow`` when all connect (the refusal was another entry's), ``deny`` when none
+        does, each failing path named in ``refusing`` for the grouped line.
+        """
+        service = destination.workload
+        paths = list(verdict.paths)
+        if not paths:
+            return
+        entry = "the ClusterIP"
+        if destination.via == "node_port":
+            node = self.targets.get(destination_address)
+            entry = workload_label(node) if node is not None else destination_address
+            paths = [path for path in paths if node is not None and path.node == node.name]
+        via = [destination_address]
+        if not paths:
+            reason = f"no endpoint of {service.key} is on {entry} (externalTrafficPolicy: Local): kube-proxy drops the connection"
+            flow.update(policy="deny", decided_by=[], reason=reason, implicit=False)
+            flow["refusing"] = [{"endpoint": f"{entry} (no local endpoint)", "decided_by": [], "reason": reason, "via": via}]
+            return
+        failing = [path for path in paths if not path.allowed]
+        flow["endpoints"] = len(paths)
+        flow["refusing"] = [
+            {
+                "endpoint": _endpoint_label(path.endpoint),
+                "decided_by": [path.decided_by] if path.decided_by else [],
+                "reason": f"refused by {path.decided_by or 'the policy'}",
+                "via": via,
+            }
+            for path in failing
+        ]
+        decided = list(dict.fromkeys(path.decided_by for path in failing if path.decided_by))
+        if not failing:
+            flow.update(policy="allow", decided_by=[], reason=f"every path entering at {entry} connects ({len(paths)} endpoints)")
+            flow["implicit"] = False
+        elif len(failing) == len(paths):
+            if verdict.partial:  # other entry points connect; the oracle's reason speaks of them all
+                reason = f"every path entering at {entry} is refused by {', '.join(decided) or '?'}"
+                flow.update(policy="deny", decided_by=decided, reason=reason)
+        else:
+            named = ", ".join(f"{item['endpoint']} ({', '.join(item['decided_by']) or '-'})" for item in flow["refusing"])
+            flow.update(
+                policy="partial", decided_by=decided, reason=f"{len(failing)} of {len(paths)} endpoints refuse: {named}", implicit=False
+            )
+
+
+def _endpoint_label(name: str) -> str:
+    """The oracle names an endpoint by its pod key (``namespace/name``) or its address."""
+    return f"pod:{name}" if "/" in name else name
+
+
+def flow_class(policy: str, answered: int) -> str:
+    """The class of a flow from the policy's answer (allow, deny, partial, unknown) and what the network did."""
+    if policy == "unknown":
+        return "unclassified"
+    if policy == "partial":
+        return "partial"
+    if policy == "allow":
+        return "permitted" if answered else "unanswered"
+    return "escaped" if answered else "rejected"
+
+
+def group_flows(members: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """One line for the flows between the same source and destination names on one port
+    (a NodePort dialled on every node, a node's several addresses): the counts add up, the
+    addresses and places are listed, and when the members' answers differ (some entry
+    points admit, others refuse) the line is ``partial`` with what refuses, and where."""
+    first = members[0]
+    flow = dict(first)
+    flow["connections"] = sum(int(member["connections"]) for member in members)
+    flow["answered"] = sum(int(member["answered"]) for member in members)
+    flow["observed"] = "carried" if flow["answered"] else "blocked"
+    flow["seen_at"] = sorted({place for member in members for place in member["seen_at"]})
+    flow["source_addresses"] = sorted({str(member["source_address"]) for member in members})
+    flow["destination_addresses"] = sorted({str(member["destination_address"]) for member in members})
+    flow["source_address"], flow["destination_address"] = flow["source_addresses"][0], flow["destination_addresses"][0]
+    merged: dict[tuple[str, tuple[str, ...]], dict[str, Any]] = {}
+    for member in members:
+        if member["policy"] == "allow":
+            continue
+        for item in member["refusing"]:
+            key = (str(item["endpoint"]), tuple(item["decided_by"]))
+            if key in merged:
+                merged[key]["via"] = sorted({*merged[key]["via"], *item["via"]})
+            else:
+                merged[key] = dict(item, via=list(item["via"]))
+    flow["refusing"] = list(merged.values())
+    policies = {str(member["policy"]) for member in members}
+    if len(policies) > 1 and "unknown" not in policies:
+        refused = sum(1 for member in members if member["policy"] != "allow")
+        named = "; ".join(
+            f"{item['endpoint']} ({', '.join(item['decided_by']) or '-'}) via {', '.join(item['via'])}" for item in flow["refusing"]
+        )
+        flow.update(
+            policy="partial",
+            decided_by=list(dict.fromkeys(origin for item in flow["refusing"] for origin in item["decided_by"])),
+            reason=f"{refused} of {len(members)} entry points refuse some or all connections: {named}",
+            implicit=False,
+        )
+    flow["class"] = flow_class(str(flow["policy"]), int(flow["answered"]))
+    return flow
 
 
 # -- conformance: a measured truth table beside the policy ---------------------------------
@@ -196,7 +319,10 @@ def probe_flow(classifier: Classifier, source: str, target: str) -> tuple[Option
 
 
 def conformance(classifier: Classifier, cells: Sequence[Mapping[str, Any]], column_order: Sequence[str] = ()) -> dict[str, Any]:
-    """Measured cells (``{source, target, result}``, result ``.``/``X``/``?``) beside the policy.
+    """Measured cells (``{source, target, result}``, result ``.``/``X``/``~``/``?``) beside the policy.
+
+    The policy's answer is ``~`` where the oracle finds a service partly connected (some of
+    its paths connect, others are refused), so a probe that measures ``~`` there agrees.
 
     Every difference carries the origins that decided it and the reason, so a reader can
     see which rule (or which missing rule) explains it.
@@ -216,8 +342,9 @@ def conformance(classifier: Classifier, cells: Sequence[Mapping[str, Any]], colu
         else:
             try:
                 verdict = classifier.reachability.check(flow)
+                answer = MEASURED_PARTIAL if verdict.partial else MEASURED_BLOCKED
                 expected, decided, reason = (
-                    (MEASURED_CONNECTED if verdict.allowed else MEASURED_BLOCKED),
+                    (MEASURED_CONNECTED if verdict.allowed else answer),
                     list(verdict.decided_by),
                     verdict.reason,
                 )

@@ -15,10 +15,12 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .classify import CLASSES
+from .layout import CHAR_WIDTH, LABEL_PADDING, LINE_HEIGHT, layout_graph
 
 CLASS_COLOURS = {
     "permitted": "#2e7d32",
     "escaped": "#ef6c00",
+    "partial": "#9e6a00",
     "rejected": "#c62828",
     "unanswered": "#6a1b9a",
     "unclassified": "#757575",
@@ -33,6 +35,7 @@ code{font-size:11px;word-break:break-all}.badge{display:inline-block;padding:1px
 .matrix td{width:18px;height:18px;text-align:center;padding:0;font-family:monospace;font-size:12px}
 .c-allow{background:#c8e6c9}.c-deny{background:#e0e0e0}.c-diff{background:#ef9a9a;font-weight:bold}
 .c-pallow{background:#e8f5e9;color:#777}.c-pdeny{background:#f5f5f5;color:#999}.c-none{background:#fff}
+.c-partial{background:#ffe082}.c-ppartial{background:#fff8e1;color:#9e6a00}
 .host-section summary{font-weight:bold;font-size:13px;margin:8px 0;cursor:pointer}
 .cards span{display:inline-block;margin:0 12px 6px 0;padding:6px 10px;border:1px solid #ddd;border-radius:6px}
 """.strip()
@@ -101,88 +104,70 @@ def _class_bar(counts: Mapping[str, int]) -> str:
 
 # -- the policy graph ----------------------------------------------------------------------------
 
-NODE_WIDTH = 190
-NODE_HEIGHT = 46
-COLUMN_GAP = 170
-ROW_GAP = 34
+EDGE_LABEL_CHARS = 40
+NOTE_CHARS = 44
 
 
-def graph_layout(graph: Mapping[str, Any]) -> dict[str, tuple[float, float]]:
-    """Deterministic positions: consumers-only left, both roles in the middle, providers-only right."""
-    consumers = {edge["consumer"] for edge in graph["edges"]}
-    providers = {edge["provider"] for edge in graph["edges"]}
-    columns: dict[int, list[str]] = {0: [], 1: [], 2: []}
-    for node in graph["nodes"]:
-        name = node["id"]
-        if name in consumers and name not in providers:
-            columns[0].append(name)
-        elif name in providers and name not in consumers:
-            columns[2].append(name)
-        else:
-            columns[1].append(name)
-    positions = {}
-    for column, names in columns.items():
-        for row, name in enumerate(names):
-            positions[name] = (20.0 + column * (NODE_WIDTH + COLUMN_GAP), 30.0 + row * (NODE_HEIGHT + ROW_GAP))
-    return positions
+def edge_label_lines(edge: Mapping[str, Any]) -> list[str]:
+    """The lines an edge's label shows: the policy and its ports, then each NodePort (clipped)."""
+    return [_clip(edge["label"], EDGE_LABEL_CHARS), *(_clip(note, NOTE_CHARS) for note in edge["nodeports"])]
 
 
 def render_graph_svg(graph: Mapping[str, Any]) -> str:
-    """The policy as an SVG picture: filters are boxes, policies arrows labelled with ports."""
-    positions = graph_layout(graph)
-    if not positions:
+    """The policy as an SVG picture: filters are boxes, policies arrows labelled with their
+    ports, laid out by :mod:`.layout` (no label over another, no arrow through a box)."""
+    if not graph["nodes"]:
         return '<p class="muted">The policy has no filters.</p>'
-    width = int(max(position[0] for position in positions.values()) + NODE_WIDTH + 40)
-    height = int(max(position[1] for position in positions.values()) + NODE_HEIGHT + 60)
+    layout = layout_graph(graph, [edge_label_lines(edge) for edge in graph["edges"]])
+    width, height = int(layout.width + 0.5), int(layout.height + 0.5)
     out = [
         f'<svg id="policy-graph" xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
         f'viewBox="0 0 {width} {height}" font-size="11">',
         '<defs><marker id="arrow" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="7" markerHeight="7" orient="auto-start-reverse">'
         '<path d="M0,0 L10,5 L0,10 z" fill="#555"/></marker></defs>',
     ]
-    for index, edge in enumerate(graph["edges"]):
-        out.append(_edge_svg(edge, index, positions))
+    # Arrows first, then boxes and labels over them: a label's white ground hides its own arrow.
+    for placed in layout.edges:
+        edge = graph["edges"][placed.index]
+        colour = "#c62828" if edge["action"] == "deny" else "#2e7d32"
+        points = " ".join(f"{x:.1f},{y:.1f}" for x, y in placed.points)
+        marker = "marker-start" if placed.arrow_at_start else "marker-end"
+        out.append(
+            f'<polyline class="policy-edge" points="{points}" fill="none" stroke="{colour}" stroke-width="1.6" '
+            f'stroke-linejoin="round" {marker}="url(#arrow)"><title>{esc(edge["label"])}</title></polyline>'
+        )
     for node in graph["nodes"]:
-        x, y = positions[node["id"]]
+        box = layout.boxes[node["id"]]
         stroke = "#c62828" if node["empty"] else "#1565c0"
         dash = ' stroke-dasharray="5,3"' if node["empty"] else ""
         kinds = ", ".join(node["kinds"]) or "no match"
         out.append(
-            f'<g class="filter-node"><rect x="{x:.0f}" y="{y:.0f}" width="{NODE_WIDTH}" height="{NODE_HEIGHT}" rx="6" '
+            f'<g class="filter-node"><rect x="{box.x:.1f}" y="{box.y:.1f}" width="{box.width:.0f}" height="{box.height:.0f}" rx="6" '
             f'fill="#e3f2fd" stroke="{stroke}"{dash}/>'
-            f'<text x="{x + 8:.0f}" y="{y + 18:.0f}" font-weight="bold" font-size="12">{esc(_clip(node["id"], 26))}</text>'
-            f'<text x="{x + 8:.0f}" y="{y + 35:.0f}" fill="#555">{node["matches"]} match{"es" if node["matches"] != 1 else ""}: '
-            f"{esc(_clip(kinds, 22))}</text>"
+            f'<text x="{box.x + 8:.1f}" y="{box.y + 18:.1f}" font-weight="bold" font-size="12">{esc(_clip(node["id"], 24))}</text>'
+            f'<text x="{box.x + 8:.1f}" y="{box.y + 35:.1f}" fill="#555">{node["matches"]} match{"es" if node["matches"] != 1 else ""}: '
+            f"{esc(_clip(kinds, 20))}</text>"
             f"<title>{esc(node['id'])}</title></g>"
+        )
+    for placed in layout.edges:
+        edge = graph["edges"][placed.index]
+        colour = "#c62828" if edge["action"] == "deny" else "#2e7d32"
+        box = placed.label
+        texts = []
+        for number, line in enumerate(placed.lines):
+            # textLength pins the drawn width to the width the layout reserved, whatever the font.
+            texts.append(
+                f'<text x="{box.x + LABEL_PADDING:.1f}" y="{box.y + LINE_HEIGHT * (number + 1) - 2:.1f}" '
+                f'textLength="{len(line) * CHAR_WIDTH:.1f}" lengthAdjust="spacingAndGlyphs" '
+                f'fill="{colour if number == 0 else "#6a1b9a"}">{esc(line)}</text>'
+            )
+        out.append(
+            f'<g class="edge-label"><rect x="{box.x:.1f}" y="{box.y:.1f}" width="{box.width:.1f}" height="{box.height:.1f}" '
+            f'rx="3" fill="#fff" fill-opacity="0.92" stroke="{colour}" stroke-width="0.6"/>{"".join(texts)}'
+            f"<title>{esc(edge['label'])}</title></g>"
         )
     out.append("</svg>")
     return "".join(out)
-
-
-def _edge_svg(edge: Mapping[str, Any], index: int, positions: Mapping[str, tuple[float, float]]) -> str:
-    colour = "#c62828" if edge["action"] == "deny" else "#2e7d32"
-    cx, cy = positions[edge["consumer"]]
-    px, py = positions[edge["provider"]]
-    label = esc(_clip(edge["label"], 40))
-    if edge["consumer"] == edge["provider"]:
-        x1, y1 = cx + NODE_WIDTH, cy + 14
-        path = f"M{x1:.0f},{y1:.0f} C{x1 + 70:.0f},{y1 - 40:.0f} {x1 + 70:.0f},{y1 + 50:.0f} {x1:.0f},{y1 + 20:.0f}"
-        lx, ly = x1 + 60, y1 - 16
-    else:
-        forward = px >= cx
-        x1 = cx + NODE_WIDTH if forward else cx
-        x2 = px if forward else px + NODE_WIDTH
-        y1, y2 = cy + NODE_HEIGHT / 2, py + NODE_HEIGHT / 2
-        bend = (index % 3 - 1) * 18.0
-        mx, my = (x1 + x2) / 2, (y1 + y2) / 2 + bend
-        path = f"M{x1:.0f},{y1:.0f} Q{mx:.0f},{my:.0f} {x2:.0f},{y2:.0f}"
-        lx, ly = mx - 60, my - 6
-    notes = "".join(f'<tspan x="{lx:.0f}" dy="13" fill="#6a1b9a">{esc(_clip(note, 44))}</tspan>' for note in edge["nodeports"])
-    text = f'<text x="{lx:.0f}" y="{ly:.0f}" fill="{colour}">{label}{notes}</text>'
-    return (
-        f'<g class="policy-edge"><path d="{path}" fill="none" stroke="{colour}" stroke-width="1.6" marker-end="url(#arrow)"/>'
-        f"{text}<title>{esc(edge['label'])}</title></g>"
-    )
 
 
 def _clip(text: Any, limit: int) -> str:
@@ -228,10 +213,11 @@ def _filters_section(report: Mapping[str, Any]) -> str:
 def _cell_class(cell: Mapping[str, Any]) -> tuple[str, str]:
     measured, expected = cell["measured"], cell["expected"]
     if measured == "?":
-        return ("c-pallow", "\u00b7") if expected == "." else ("c-pdeny", "x") if expected == "X" else ("c-none", "?")
+        pale = {".": ("c-pallow", "\u00b7"), "X": ("c-pdeny", "x"), "~": ("c-ppartial", "~")}
+        return pale.get(expected, ("c-none", "?"))
     if cell["agree"] is False:
         return "c-diff", "!"
-    return ("c-allow", ".") if measured == "." else ("c-deny", "X")
+    return {".": ("c-allow", "."), "~": ("c-partial", "~")}.get(measured, ("c-deny", "X"))
 
 
 def _matrix_section(report: Mapping[str, Any]) -> str:
@@ -268,7 +254,8 @@ def _matrix_section(report: Mapping[str, Any]) -> str:
     truncated = '<p class="muted">Truncated: set audit_matrix_limit to see more.</p>' if table.get("truncated") else ""
     return (
         f'<section id="matrix"><h2>Truth table ({esc(table["source"])})</h2>'
-        '<p class="muted">green: connected and allowed; grey: blocked and denied; red "!": measured differs from the policy; '
+        '<p class="muted">green: connected and allowed; grey: blocked and denied; amber "~": partly connected, a service '
+        'some of whose endpoints refuse; red "!": measured differs from the policy; '
         "pale: not measured, the policy's answer.</p>"
         f'<table class="matrix"><tr><th>source \\ target</th>{header}</tr>{"".join(rows)}</table>{truncated}'
         f'<ol class="muted">{legend}</ol>{diff_table}</section>'
@@ -339,7 +326,7 @@ def _flows_section(report: Mapping[str, Any]) -> str:
             f'<tr class="flow flow-{flow["class"]}">'
             f'<td><span class="badge" style="background:{colour}">{flow["class"]}</span>{implicit}</td>'
             f"<td>{esc(flow['source'])}</td>"
-            f'<td>{esc(flow["destination"])}{esc(via)} <span class="muted">{esc(flow["destination_address"])}</span></td>'
+            f'<td>{esc(flow["destination"])}{esc(via)} <span class="muted">{esc(", ".join(flow["destination_addresses"]))}</span></td>'
             f"<td>{esc(flow['protocol'])}/{int(flow['port'])}</td>"
             f"<td>{int(flow['connections'])} / {int(flow['answered'])}</td><td>{esc(', '.join(flow['decided_by']) or '-')}</td>"
             f'<td>{esc(flow["reason"])}</td><td class="muted">{esc(", ".join(flow["seen_at"]))}</td></tr>'
@@ -348,7 +335,9 @@ def _flows_section(report: Mapping[str, Any]) -> str:
     return (
         '<section id="flows"><h2>Flow analysis</h2>'
         '<p class="muted">permitted: carried and allowed; escaped: carried, the policy would drop it; rejected: dropped by the policy; '
-        "unanswered: allowed but no reply; unclassified: destination outside the inventory.</p>"
+        "unanswered: allowed but no reply; partial: the service's path is open but some endpoints refuse the consumer "
+        "(that share of connections fails); unclassified: destination outside the inventory. "
+        "One line per source, destination, protocol and port.</p>"
         f'<p class="muted">Read in: {esc(places) or "nowhere"}</p>'
         f"<table>{_header('class', 'source', 'destination', 'port', 'connections / answered', 'decided by', 'why', 'seen at')}"
         f"{''.join(rows)}</table></section>"

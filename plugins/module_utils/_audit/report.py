@@ -215,8 +215,11 @@ def summary_lines(report: Mapping[str, Any]) -> list[str]:
     ]
     for item in summary["drift_items"][:10]:
         lines.append(f"  drift in {item['section']}: {item['kind']} {item['chain']}: {item['origin']}")
-    for flow in [flow for flow in report["flows"]["items"] if flow["class"] in ("escaped", "rejected")][:10]:
-        lines.append(f"  {flow['class']}: {flow['source']} -> {flow['destination']} {flow['protocol']}/{flow['port']} ({flow['reason']})")
+    for flow in [flow for flow in report["flows"]["items"] if flow["class"] in ("escaped", "partial", "rejected")][:10]:
+        count = f"{flow['connections']} connections, {flow['answered']} answered"
+        lines.append(
+            f"  {flow['class']}: {flow['source']} -> {flow['destination']} {flow['protocol']}/{flow['port']} ({count}; {flow['reason']})"
+        )
     if summary["conformance_measured"]:
         lines.append(f"conformance: {summary['conformance_differences']} measured cells differ from the policy")
     for error in summary["section_errors"]:

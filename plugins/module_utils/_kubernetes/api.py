@@ -17,6 +17,7 @@ import json
 from typing import Any, Optional
 from urllib.parse import urlencode
 
+from ansible_collections.zerotrust.workloads.plugins.module_utils._describe import type_phrase
 from ansible_collections.zerotrust.workloads.plugins.module_utils._kubernetes.connection import ClusterConnection
 from ansible_collections.zerotrust.workloads.plugins.module_utils._kubernetes.errors import ApiCallError, scrub
 
@@ -75,10 +76,10 @@ class ClusterClient:
         self.connection = connection
         self._urllib3 = urllib3
         self.requests_made = 0
-        headers = {"Accept": "application/json", "User-Agent": "zerotrust.workloads-inventory"}
-        if connection.token:
-            headers["Authorization"] = f"Bearer {connection.token}"
-        self._headers = headers
+        # A header dict that can hold one Impersonate-Group header per group.
+        self._headers = urllib3.HTTPHeaderDict()
+        for name, value in connection.headers("zerotrust.workloads-inventory"):
+            self._headers.add(name, value)
         base = connection.server.rstrip("/")
         self._base = base
         pool_options: dict[str, Any] = {
@@ -93,7 +94,7 @@ class ClusterClient:
                 pool_options["assert_hostname"] = False
             elif connection.tls_server_name:
                 pool_options["server_hostname"] = connection.tls_server_name
-        self._pool = urllib3.PoolManager(**pool_options)
+        self._pool = connection.pool_manager(urllib3, **pool_options)
 
     def close(self) -> None:
         """Close pooled connections."""
@@ -129,7 +130,7 @@ class ClusterClient:
         except ValueError as exc:
             raise self._fail(call, f"malformed response body (not JSON: {exc}; first bytes {body[:60]!r})") from None
         if not isinstance(data, dict):
-            raise self._fail(call, f"malformed response body (a JSON {type(data).__name__}, expected an object)")
+            raise self._fail(call, f"malformed response body (JSON holding {type_phrase(data)}, expected an object)")
         return data
 
     @staticmethod

@@ -11,12 +11,14 @@ cluster-qualified form instead, so the outcome does not depend on the order of c
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 import hashlib
+import re
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from typing import Any, Optional
 
-from ansible_collections.zerotrust.workloads.plugins.module_utils._kubernetes import records
+from ansible_collections.zerotrust.workloads.plugins.module_utils._kubernetes import records, vulnerabilities
 from ansible_collections.zerotrust.workloads.plugins.module_utils._kubernetes.naming import (
     QUALIFIED_HOST_FORMAT,
     render_host_name,
@@ -25,6 +27,9 @@ from ansible_collections.zerotrust.workloads.plugins.module_utils._kubernetes.na
 
 LOGICAL_CONNECTION = "zerotrust.workloads.logical"
 DEFAULT_SKIP_PHASES = ("Pending", "Succeeded", "Failed")
+LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
+DEFAULT_DROP_ANNOTATIONS = (LAST_APPLIED,)
+"""Annotations left out of the records by default: ``kubectl apply`` stores the whole object again in this one."""
 KIND_GROUPS = {"pod": "k8s_pods", "service": "k8s_services", "node": "k8s_nodes"}
 
 
@@ -35,6 +40,43 @@ class BuildSettings:
     host_format: Mapping[str, str]
     kinds: Sequence[str] = ("pods", "services", "nodes")
     skip_pod_phases: Sequence[str] = DEFAULT_SKIP_PHASES
+    keep_annotations: Sequence[str] = ()
+    drop_annotations: Sequence[str] = DEFAULT_DROP_ANNOTATIONS
+    vulnerabilities: bool = False
+    """Give pods ``workload.vulnerabilities`` from the snapshots' VulnerabilityReports (the plugin's ``vulnerabilities: trivy``)."""
+
+
+class AnnotationFilter:
+    """Which annotations a record keeps: those matching ``keep`` (all when empty), less those matching ``drop``.
+
+    Patterns are annotation keys, with shell wildcards (``*``, ``?``, ``[...]``) allowed. Matching is
+    cached per key: a cluster has few distinct annotation keys and many objects carrying them.
+    """
+
+    def __init__(self, keep: Sequence[str], drop: Sequence[str]) -> None:
+        self.keep = _pattern(keep)
+        self.drop = _pattern(drop)
+        self._verdicts: dict[str, bool] = {}
+
+    def wanted(self, key: str) -> bool:
+        """Does a record keep the annotation ``key``?"""
+        verdict = self._verdicts.get(key)
+        if verdict is None:
+            verdict = (self.keep is None or bool(self.keep.match(key))) and not (self.drop is not None and self.drop.match(key))
+            self._verdicts[key] = verdict
+        return verdict
+
+    def apply(self, record: dict[str, Any]) -> None:
+        """Filter ``record["annotations"]`` in place (after anything derived from them, such as tunnel addresses)."""
+        annotations = record["annotations"]
+        if annotations and not all(self.wanted(key) for key in annotations):
+            record["annotations"] = {key: value for key, value in annotations.items() if self.wanted(key)}
+
+
+def _pattern(patterns: Sequence[str]) -> Optional[re.Pattern[str]]:
+    if not patterns:
+        return None
+    return re.compile("|".join(f"(?:{fnmatch.translate(pattern)})" for pattern in patterns))
 
 
 @dataclasses.dataclass
@@ -144,6 +186,7 @@ class _Builder:
     def __init__(self, snapshots: Mapping[str, Mapping[str, list[dict[str, Any]]]], settings: BuildSettings,
                  nodes: dict[tuple[str, str], _Candidate]) -> None:
         self.settings = settings
+        self.annotations = AnnotationFilter(settings.keep_annotations, settings.drop_annotations)
         self.groups = _Groups()
         self.node_hosts = {key: candidate.host for key, candidate in nodes.items()}
         self.node_addresses = {key: records.node_internal_ips(candidate.obj) for key, candidate in nodes.items()}
@@ -151,6 +194,13 @@ class _Builder:
         self.pod_index: dict[tuple[str, str, str, str], set[str]] = defaultdict(set)
         self.pods_by_namespace: dict[tuple[str, str], list[str]] = defaultdict(list)
         self.slices_by_service = _slices_by_service(snapshots)
+        # Per cluster; None where the cluster does not serve the reports (the pods then carry no summary).
+        self.reports: dict[str, Optional[vulnerabilities.ReportIndex]] = {}
+        if settings.vulnerabilities:
+            for cluster, snapshot in snapshots.items():
+                absent = vulnerabilities.absent_warning(cluster, snapshot)
+                reports = snapshot.get(vulnerabilities.VULNERABILITY_REPORTS.name, [])
+                self.reports[cluster] = None if absent else vulnerabilities.ReportIndex(reports)
 
     def pod(self, candidate: _Candidate) -> dict[str, Any]:
         """A pod's hostvars: its record, its node's inventory name and address.
@@ -163,6 +213,10 @@ class _Builder:
         cluster, host = candidate.cluster, candidate.host
         ips = records.pod_ips(candidate.obj)
         record = records.pod_record(candidate.obj, cluster, ips)
+        self.annotations.apply(record)
+        reports = self.reports.get(cluster)
+        if reports is not None:
+            record["vulnerabilities"] = reports.summary(candidate.obj)
         node_key = (cluster, candidate.node)
         enforce_host = self.node_hosts.get(node_key)
         if enforce_host is None and candidate.node:
@@ -187,13 +241,14 @@ class _Builder:
         """A service's hostvars: a logical host whose connection explains what to target instead."""
         slices = self.slices_by_service.get((candidate.cluster, candidate.namespace, candidate.name), [])
         record = records.service_record(candidate.obj, candidate.cluster, slices)
+        self.annotations.apply(record)
         hint = f"target its pods (group {safe_group_name(f'service_{candidate.namespace}_{candidate.name}')}) or its nodes"
         return {"workload": record, "ansible_connection": LOGICAL_CONNECTION, "zt_logical_hint": hint}
 
-    @staticmethod
-    def node(candidate: _Candidate) -> dict[str, Any]:
+    def node(self, candidate: _Candidate) -> dict[str, Any]:
         """A node's hostvars: reached on its first InternalIP."""
         record = records.node_record(candidate.obj, candidate.cluster)
+        self.annotations.apply(record)
         hostvars: dict[str, Any] = {"workload": record}
         if record["addresses"]:
             hostvars["ansible_host"] = record["addresses"][0]
@@ -232,6 +287,9 @@ def build(snapshots: Mapping[str, Mapping[str, list[dict[str, Any]]]], settings:
     """Hosts and groups for every cluster snapshot (``{cluster: {kind: [objects]}}``)."""
     model = InventoryModel()
     candidates, nodes = _collect(snapshots, settings)
+    if settings.vulnerabilities:
+        model.warnings.extend(warning for cluster, snapshot in snapshots.items()
+                              if (warning := vulnerabilities.absent_warning(cluster, snapshot)) is not None)
     _assign_names(candidates, settings.host_format, model.warnings)
     for candidate in nodes.values():
         if not candidate.host:  # nodes read for their addresses only, not hosts themselves

@@ -8,7 +8,10 @@ account (``in_cluster``). Every field not set in the inventory file falls back t
 ``K8S_AUTH_*`` variables that kubernetes.core and AWX's "OpenShift or Kubernetes API Bearer
 Token" credential inject. Static kubeconfig users (token, token file, client certificate) are
 read here; ``exec`` and ``auth-provider`` users are handed to the ``kubernetes`` package's
-loader, imported only then.
+loader, imported only then. kubernetes.core's names are accepted too: its aliases
+(``ssl_ca_cert``, ``verify_ssl``, ``cert_file``, ``key_file``), an HTTP proxy (``proxy``,
+``no_proxy``, ``proxy_headers``, the kubeconfig's ``proxy-url``) and impersonation
+(``impersonate_user``, ``impersonate_groups``).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 import base64
 import binascii
 import dataclasses
+import ipaddress
 import os
 import ssl
 import tempfile
@@ -24,6 +28,7 @@ from pathlib import Path
 from typing import Any, Optional
 from urllib.parse import urlsplit
 
+from ansible_collections.zerotrust.workloads.plugins.module_utils._describe import type_phrase
 from ansible_collections.zerotrust.workloads.plugins.module_utils._kubernetes.errors import ConnectionConfigError
 
 # Guarded so that importing this module never fails; reading a kubeconfig without PyYAML
@@ -47,11 +52,24 @@ ENV_FALLBACKS: dict[str, str] = {
     "client_cert": "K8S_AUTH_CERT_FILE",
     "client_key": "K8S_AUTH_KEY_FILE",
     "validate_certs": "K8S_AUTH_VERIFY_SSL",
+    "proxy": "K8S_AUTH_PROXY",
+    "no_proxy": "K8S_AUTH_NO_PROXY",
+    "impersonate_user": "K8S_AUTH_IMPERSONATE_USER",
+    "impersonate_groups": "K8S_AUTH_IMPERSONATE_GROUPS",
+}
+# kubernetes.core's other names for the same settings (its inventory and module documentation list them).
+ALIASES: dict[str, str] = {
+    "ssl_ca_cert": "ca_cert",
+    "verify_ssl": "validate_certs",
+    "cert_file": "client_cert",
+    "key_file": "client_key",
 }
 CONNECTION_KEYS = frozenset({
     "name", "kubeconfig", "context", "host", "api_key", "ca_cert", "client_cert", "client_key",
-    "validate_certs", "in_cluster", "namespaces",
+    "validate_certs", "in_cluster", "namespaces", "proxy", "no_proxy", "proxy_headers", "impersonate_user",
+    "impersonate_groups", "username", "password", "persist_config", *ALIASES,
 })
+_PROXY_HEADER_KEYS = frozenset({"proxy_basic_auth", "user_agent", "basic_auth"})
 _TRUE = frozenset({"1", "true", "yes", "on", "y"})
 _FALSE = frozenset({"0", "false", "no", "off", "n"})
 
@@ -73,17 +91,59 @@ class ClusterConnection:
     tls_server_name: Optional[str] = None
     namespaces: tuple[str, ...] = ()
     source: str = ""
+    proxy: Optional[str] = None
+    no_proxy: tuple[str, ...] = ()
+    proxy_basic_auth: Optional[str] = None
+    user_agent: Optional[str] = None
+    impersonate_user: Optional[str] = None
+    impersonate_groups: tuple[str, ...] = ()
 
     def __repr__(self) -> str:
         # The default dataclass repr would print the token.
         return f"ClusterConnection(name={self.name!r}, server={self.server!r}, source={self.source!r})"
 
     def secrets(self) -> list[str]:
-        """What must never appear in output: the token and inline key material."""
+        """What must never appear in output: the token, inline key material and the proxy's credentials."""
         found = [self.token or ""]
         if self.client_key_data:
             found.append(self.client_key_data.decode(errors="replace"))
+        if self.proxy_basic_auth:
+            found.extend((self.proxy_basic_auth, self.proxy_basic_auth.partition(":")[2]))
+        password = urlsplit(self.proxy).password if self.proxy else None
+        if password:
+            found.append(password)
         return [secret for secret in found if secret]
+
+    def headers(self, user_agent: str) -> list[tuple[str, str]]:
+        """Request headers: JSON, the bearer token and impersonation (one Impersonate-Group header per group)."""
+        headers = [("Accept", "application/json"), ("User-Agent", self.user_agent or user_agent)]
+        if self.token:
+            headers.append(("Authorization", f"Bearer {self.token}"))
+        if self.impersonate_user:
+            headers.append(("Impersonate-User", self.impersonate_user))
+        headers.extend(("Impersonate-Group", group) for group in self.impersonate_groups)
+        return headers
+
+    def proxy_for_server(self) -> Optional[str]:
+        """The proxy URL to reach the API server through, or None (no proxy, or the server is in ``no_proxy``)."""
+        if not self.proxy:
+            return None
+        host = (urlsplit(self.server).hostname or "").lower()
+        for raw_entry in self.no_proxy:
+            entry = raw_entry.strip().lower()
+            if not entry:
+                continue
+            if entry == "*" or host == entry.lstrip(".") or host.endswith("." + entry.lstrip(".")) or _in_network(host, entry):
+                return None
+        return self.proxy
+
+    def pool_manager(self, urllib3: Any, **options: Any) -> Any:
+        """A urllib3 pool manager for this cluster: through the proxy when one applies (CONNECT for https)."""
+        proxy = self.proxy_for_server()
+        if proxy is None:
+            return urllib3.PoolManager(**options)
+        proxy_headers = urllib3.make_headers(proxy_basic_auth=self.proxy_basic_auth) if self.proxy_basic_auth else None
+        return urllib3.ProxyManager(proxy, proxy_headers=proxy_headers, **options)
 
     def ssl_context(self) -> ssl.SSLContext:
         """A client TLS context: verification on unless ``validate_certs`` is false."""
@@ -119,6 +179,14 @@ class ClusterConnection:
                 context.load_cert_chain(str(cert_path), str(key_path) if self.client_key_data else None)
             except (OSError, ssl.SSLError) as exc:
                 raise ConnectionConfigError(f"cluster {self.name!r}: cannot load the inline client certificate: {exc}") from None
+
+
+def _in_network(host: str, entry: str) -> bool:
+    """Is ``host`` an address inside the CIDR or address ``entry`` (a no_proxy entry)?"""
+    try:
+        return ipaddress.ip_address(host.strip("[]")) in ipaddress.ip_network(entry, strict=False)
+    except ValueError:
+        return False
 
 
 def _as_bool(value: Any, what: str) -> bool:
@@ -196,12 +264,8 @@ def _from_kubeconfig(settings: Mapping[str, Any], kubeconfig: str) -> ClusterCon
     user = _named(config["users"], str(context.get("user")), "user", kubeconfig) if context.get("user") else {}
     if not cluster.get("server"):
         raise ConnectionConfigError(f"kubeconfig {kubeconfig}: cluster {context.get('cluster')!r} has no server")
-    if cluster.get("proxy-url"):
-        # Connecting directly would bypass a proxy the operator relies on: refuse rather than guess.
-        raise ConnectionConfigError(
-            f"kubeconfig {kubeconfig}: cluster {context.get('cluster')!r} sets proxy-url, which is not supported yet"
-        )
     connection = ClusterConnection(
+        proxy=str(cluster["proxy-url"]) if cluster.get("proxy-url") else None,
         name=str(settings.get("name") or context_name),
         server=str(cluster["server"]),
         ca_file=_resolve_path(cluster.get("certificate-authority"), base),
@@ -311,16 +375,71 @@ def _base_connection(merged: Mapping[str, Any], environ: Mapping[str, str]) -> C
     )
 
 
-def resolve_connection(settings: Mapping[str, Any], environ: Mapping[str, str]) -> ClusterConnection:
-    """One connection from its inventory settings, unset fields taken from ``K8S_AUTH_*``."""
-    unknown = set(settings) - CONNECTION_KEYS
+def _canonical_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """Settings under their canonical names (kubernetes.core's aliases accepted); refuses an alias that contradicts its name."""
+    unknown = {str(key) for key in settings} - CONNECTION_KEYS
     if unknown:
         raise ConnectionConfigError(f"unknown connection settings {sorted(unknown)}; known: {sorted(CONNECTION_KEYS)}")
-    merged: dict[str, Any] = {key: value for key, value in settings.items() if value is not None}
-    if environ.get("K8S_AUTH_PROXY"):
+    merged: dict[str, Any] = {}
+    for key, value in settings.items():
+        if value is None:
+            continue
+        name = ALIASES.get(key, key)
+        if name in merged and merged[name] != value:
+            alias = next(alias for alias, target in ALIASES.items() if target == name)
+            raise ConnectionConfigError(f"{name} and its alias {alias} are both set, to different values: keep one")
+        merged[name] = value
+    for key in ("username", "password"):
+        if merged.get(key):
+            raise ConnectionConfigError(
+                f"{key} is set, but Kubernetes removed basic authentication (1.19): use api_key (a token) or a kubeconfig"
+            )
+    merged.pop("persist_config", None)  # kubernetes.core writes refreshed tokens back to the kubeconfig; nothing here writes
+    return merged
+
+
+def _proxy_settings(connection: ClusterConnection, merged: Mapping[str, Any]) -> None:
+    """proxy, no_proxy and proxy_headers (kubernetes.core's names) onto the connection."""
+    if merged.get("proxy"):
+        connection.proxy = str(merged["proxy"])
+    if connection.proxy and urlsplit(connection.proxy).scheme not in ("http", "https"):
+        # The URL itself is not echoed: it may carry the proxy's password.
+        scheme = urlsplit(connection.proxy).scheme or "one without a scheme"
+        raise ConnectionConfigError(f"proxy must be an http:// or https:// URL, not {scheme}")
+    no_proxy = merged.get("no_proxy") or ()
+    connection.no_proxy = tuple(part for part in (no_proxy.split(",") if isinstance(no_proxy, str) else map(str, no_proxy)) if part.strip())
+    headers = merged.get("proxy_headers") or {}
+    if not isinstance(headers, Mapping) or set(headers) - _PROXY_HEADER_KEYS:
+        raise ConnectionConfigError(f"proxy_headers must be a mapping with {', '.join(sorted(_PROXY_HEADER_KEYS))}")
+    if headers.get("basic_auth"):
         raise ConnectionConfigError(
-            "K8S_AUTH_PROXY is set, but connecting through a proxy is not supported yet; unset it to connect directly"
+            "proxy_headers.basic_auth is set, but Kubernetes removed basic authentication (1.19): use api_key (a token) or a kubeconfig"
         )
+    if headers.get("proxy_basic_auth"):
+        if ":" not in str(headers["proxy_basic_auth"]):
+            raise ConnectionConfigError("proxy_headers.proxy_basic_auth must be USER:PASSWORD")
+        connection.proxy_basic_auth = str(headers["proxy_basic_auth"])
+    if headers.get("user_agent"):
+        connection.user_agent = str(headers["user_agent"])
+
+
+def _impersonation(connection: ClusterConnection, merged: Mapping[str, Any]) -> None:
+    """impersonate_user and impersonate_groups (a list, or comma-separated text as in K8S_AUTH_IMPERSONATE_GROUPS)."""
+    if merged.get("impersonate_user"):
+        connection.impersonate_user = str(merged["impersonate_user"])
+    groups = merged.get("impersonate_groups") or []
+    if isinstance(groups, str):
+        groups = [group.strip() for group in groups.split(",")]
+    if not isinstance(groups, (list, tuple)) or not all(isinstance(group, str) for group in groups):
+        raise ConnectionConfigError("impersonate_groups must be a list of group names")
+    connection.impersonate_groups = tuple(group for group in groups if group)
+    if connection.impersonate_groups and not connection.impersonate_user:
+        raise ConnectionConfigError("impersonate_groups needs impersonate_user: Kubernetes impersonates groups only for a user")
+
+
+def resolve_connection(settings: Mapping[str, Any], environ: Mapping[str, str]) -> ClusterConnection:
+    """One connection from its inventory settings, unset fields taken from ``K8S_AUTH_*``."""
+    merged = _canonical_settings(settings)
     for option, variable in ENV_FALLBACKS.items():
         if option not in merged and environ.get(variable):
             merged[option] = environ[variable]
@@ -339,6 +458,8 @@ def resolve_connection(settings: Mapping[str, Any], environ: Mapping[str, str]) 
         connection.client_key_file = str(merged["client_key"])
     if "validate_certs" in merged:
         connection.validate_certs = _as_bool(merged["validate_certs"], "validate_certs")
+    _proxy_settings(connection, merged)
+    _impersonation(connection, merged)
     connection.namespaces = tuple(namespaces)
     scheme = urlsplit(connection.server).scheme
     if scheme not in ("https", "http"):
@@ -352,7 +473,7 @@ def resolve_connections(connections: Optional[list[Mapping[str, Any]]], environ:
     resolved: list[ClusterConnection] = []
     for index, settings in enumerate(entries):
         if not isinstance(settings, Mapping):
-            raise ConnectionConfigError(f"connections[{index}] must be a mapping, got {type(settings).__name__}")
+            raise ConnectionConfigError(f"connections[{index}] must be a mapping, got {type_phrase(settings)}")
         try:
             resolved.append(resolve_connection(settings, environ))
         except ConnectionConfigError as exc:

@@ -9,6 +9,7 @@ values instead of failing, as a real cluster has many optional fields.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Mapping, Sequence
 from typing import Any, Optional
 
@@ -19,6 +20,8 @@ TUNNEL_ANNOTATIONS = (
     "projectcalico.org/IPv6VXLANTunnelAddr",
     "projectcalico.org/IPv4WireguardInterfaceAddr",
 )
+FLANNEL_BACKEND = "flannel.alpha.coreos.com/backend-type"
+FLANNEL_BACKEND_V6_DATA = "flannel.alpha.coreos.com/backend-v6-data"
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 
 
@@ -108,9 +111,33 @@ def node_record(node: Mapping[str, Any], cluster: str) -> dict[str, Any]:
     record.update(
         addresses=node_internal_ips(node),
         pod_cidrs=cidrs,
-        tunnel_addresses=[annotations[key].split("/")[0] for key in TUNNEL_ANNOTATIONS if annotations.get(key)],
+        tunnel_addresses=[annotations[key].split("/")[0] for key in TUNNEL_ANNOTATIONS if annotations.get(key)]
+        + flannel_tunnel_addresses(annotations, cidrs),
     )
     return record
+
+
+def flannel_tunnel_addresses(annotations: Mapping[str, Any], pod_cidrs: Sequence[str]) -> list[str]:
+    """flannel's VXLAN device addresses on a node: its pod CIDRs' network addresses.
+
+    flannel gives ``flannel.1`` the IPv4 pod CIDR's network address (/32) and, on a dual-stack
+    node (``backend-v6-data`` present), ``flannel-v6.1`` the IPv6 pod CIDR's (/128). Traffic the
+    node sends into the overlay (to a pod on another node, or a NodePort it masquerades there)
+    leaves with these addresses, so pods see them as node addresses. flannel publishes no
+    annotation holding them.
+    """
+    if annotations.get(FLANNEL_BACKEND) != "vxlan":
+        return []
+    dual_stack = bool(annotations.get(FLANNEL_BACKEND_V6_DATA))
+    addresses = []
+    for cidr in pod_cidrs:
+        try:
+            network = ipaddress.ip_network(str(cidr), strict=False)
+        except ValueError:
+            continue  # the node record's own validation reports a bad pod CIDR
+        if network.version == 4 or dual_stack:
+            addresses.append(str(network.network_address))
+    return addresses
 
 
 def service_ports(service: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -160,6 +187,15 @@ def endpoints_from_slices(slices: Sequence[Mapping[str, Any]]) -> list[dict[str,
     return endpoints
 
 
+def _health_check_port(value: Any) -> Optional[int]:
+    """``spec.healthCheckNodePort`` as a port number, or None when absent or not a port."""
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        return None
+    return number if 0 < number < 65536 else None
+
+
 def service_record(service: Mapping[str, Any], cluster: str, slices: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """A service's workload record, its endpoints from its EndpointSlices."""
     record = base_record("service", service, cluster)
@@ -183,6 +219,10 @@ def service_record(service: Mapping[str, Any], cluster: str, slices: Sequence[Ma
         ports=service_ports(service),
         endpoints=endpoints_from_slices(slices),
     )
+    health_check = _health_check_port(spec.get("healthCheckNodePort"))
+    if health_check is not None:
+        # kube-proxy answers the load balancer's health checks there (LoadBalancer with Local only).
+        record["health_check_node_port"] = health_check
     if service_type == "ExternalName":
         record["external_name"] = spec.get("externalName")
     return record

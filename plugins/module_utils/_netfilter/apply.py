@@ -20,6 +20,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Optional
 
 from . import lockout
+from . import persist as persistence
 from .backend import Backend, LiveState, Options, Step
 from .counts import count_changes
 from .errors import ApplyError, BackendUnavailableError, CommandError, NamespaceNotFoundError, NetfilterError
@@ -49,6 +50,8 @@ class RunOptions:
     check_mode: bool = False
     diff_mode: bool = False
     state_dir: str = lockout.STATE_DIR
+    persist: Optional[persistence.PersistOptions] = None
+    """Boot persistence of the host target (``None``: not managed, as in tests of the apply alone)."""
 
 
 @dataclasses.dataclass
@@ -81,7 +84,12 @@ def backend_class(name: str) -> type[Backend]:
 
 
 def detect_backend(runner: Runner) -> str:
-    """``backend: auto``: follow kube-proxy's flavour, else the host's ``iptables`` alternative."""
+    """``backend: auto``: follow kube-proxy's flavour, else the host's ``iptables`` alternative.
+
+    kube-proxy's own nftables tables come first: the kubelet creates ``KUBE-`` chains in iptables
+    (``KUBE-KUBELET-CANARY``) whatever the proxy mode, so those chains alone do not say that
+    kube-proxy runs in iptables mode.
+    """
 
     def kube_chains(save: str) -> bool:
         if not tool_exists(save):
@@ -91,12 +99,6 @@ def detect_backend(runner: Runner) -> str:
         except CommandError:
             return False
 
-    in_legacy = kube_chains("iptables-legacy-save")
-    in_nft = kube_chains("iptables-nft-save")
-    if in_nft:
-        return "iptables-nft"
-    if in_legacy:
-        return "iptables-legacy"
     if tool_exists("nft"):
         try:
             tables = runner.run(["nft", "list", "tables"]).stdout
@@ -104,6 +106,12 @@ def detect_backend(runner: Runner) -> str:
             tables = ""
         if any(line.strip() in ("table ip kube-proxy", "table ip6 kube-proxy") for line in tables.splitlines()):
             return "nftables"
+    in_legacy = kube_chains("iptables-legacy-save")
+    in_nft = kube_chains("iptables-nft-save")
+    if in_nft:
+        return "iptables-nft"
+    if in_legacy:
+        return "iptables-legacy"
     default = shutil.which("iptables", path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin")
     real = os.path.realpath(default) if default else ""
     if "legacy" in os.path.basename(real):
@@ -118,23 +126,47 @@ def namespace_lock(namespace: Namespace, state_dir: str) -> Iterator[str]:
     """Hold our per-namespace lock (a second run waits, then sees the first run's result)."""
     os.makedirs(state_dir, mode=0o700, exist_ok=True)
     path = os.path.join(state_dir, f"{namespace.lock_id}.lock")
-    with open(path, "a", encoding="utf-8") as handle:
-        deadline = time.monotonic() + LOCK_TIMEOUT_SECONDS
-        while True:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise NetfilterError(
-                        f"namespace {namespace.label}: another allowlist run held {path} for {LOCK_TIMEOUT_SECONDS:.0f}s; "
-                        "wait for it to finish or remove a stale lock holder"
-                    ) from None
-                time.sleep(0.05)
+    deadline = time.monotonic() + LOCK_TIMEOUT_SECONDS
+    while True:
+        handle = open(path, "a", encoding="utf-8")  # noqa: SIM115  (closed below, after the unlink)
         try:
-            yield path
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+            while True:
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        raise NetfilterError(
+                            f"namespace {namespace.label}: another allowlist run held {path} for {LOCK_TIMEOUT_SECONDS:.0f}s; "
+                            "wait for it to finish or remove a stale lock holder"
+                        ) from None
+                    time.sleep(0.05)
+        except BaseException:
+            handle.close()
+            raise
+        if _same_file(path, handle.fileno()):
+            break
+        # The previous holder removed the file as it finished: a lock on a removed file guards nothing.
+        handle.close()
+    try:
+        yield path
+    finally:
+        # Remove the lock file while still holding it, so /run does not collect one file per namespace
+        # ever seen; a waiter that opened the old file notices above and opens the path again.
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        handle.close()
+
+
+def _same_file(path: str, descriptor: int) -> bool:
+    """Whether ``path`` still names the open file ``descriptor``."""
+    try:
+        found = os.stat(path)
+    except FileNotFoundError:
+        return False
+    opened = os.fstat(descriptor)
+    return (found.st_dev, found.st_ino) == (opened.st_dev, opened.st_ino)
 
 
 def build_targets(ruleset: Optional[Mapping[str, Any]], pods: Sequence[Mapping[str, Any]], run: RunOptions,
@@ -150,13 +182,7 @@ def build_targets(ruleset: Optional[Mapping[str, Any]], pods: Sequence[Mapping[s
             host_namespace = found
         host_ruleset = _parse_ruleset(ruleset, "the host ruleset") if run.state == "present" else None
         if host_ruleset is not None and run.keep_ssh:
-            addresses = list(run.management_addresses)
-            client = lockout.ssh_client_address(environ)
-            if client is None and run.ssh_from_ancestors:
-                client = lockout.ssh_client_from_process_tree()
-            if client:
-                addresses.append(client)
-            host_ruleset = lockout.with_management_access(host_ruleset, addresses)
+            host_ruleset = lockout.with_management_access(host_ruleset, management_addresses(run, environ))
         targets.append(Target("host", host_namespace, host_ruleset, is_host=True))
     index = AddressIndex()
     for pod in pods:
@@ -169,6 +195,17 @@ def build_targets(ruleset: Optional[Mapping[str, Any]], pods: Sequence[Mapping[s
             continue
         targets.append(Target(label, namespace, pod_ruleset))
     return targets
+
+
+def management_addresses(run: RunOptions, environ: Mapping[str, str]) -> list[str]:
+    """The addresses SSH stays open from: ``management_addresses`` and the SSH client this run came from."""
+    addresses = list(run.management_addresses)
+    client = lockout.ssh_client_address(environ)
+    if client is None and run.ssh_from_ancestors:
+        client = lockout.ssh_client_from_process_tree()
+    if client:
+        addresses.append(client)
+    return addresses
 
 
 def _parse_ruleset(data: Optional[Mapping[str, Any]], what: str) -> Optional[Ruleset]:
@@ -213,6 +250,8 @@ def run(ruleset: Optional[Mapping[str, Any]], pods: Sequence[Mapping[str, Any]],
     cls = backend_class(backend_name)
     result["backend"] = backend_name
     rollback_targets, errors = _apply_targets(cls, targets, run_options, result)
+    if run_options.persist is not None:
+        _persist_host(cls, targets, run_options, environ, result)
     if run_options.diff_mode:
         # Ansible's --diff shows a list of before/after pairs, one per namespace.
         result["diff"] = [
@@ -220,13 +259,38 @@ def run(ruleset: Optional[Mapping[str, Any]], pods: Sequence[Mapping[str, Any]],
              "before": entry["diff"]["before"], "after": entry["diff"]["after"]}
             for entry in result["results"]
             if "diff" in entry
-        ]
+        ] + result.pop("persist_diff", [])
     if run_options.rollback_timeout > 0 and rollback_targets and not run_options.check_mode:
         result["rollback"] = lockout.start_watchdog(rollback_targets, run_options.rollback_timeout, run_options.state_dir, host_id)
     if errors:
         result["failed"] = True
         result["msg"] = "; ".join(errors)
     return result
+
+
+def _persist_host(cls: type[Backend], targets: Sequence[Target], run_options: RunOptions, environ: Mapping[str, str],
+                  result: dict[str, Any]) -> None:
+    """Write (or remove) the host target's boot restore once its apply succeeded; see ``persist.py``."""
+    options = run_options.persist
+    host = next((target for target in targets if target.is_host), None)
+    if options is None or host is None or host.namespace is None:
+        return
+    entry: dict[str, Any] = next((item for item in result["results"] if item.get("target") == host.label), {})
+    if entry.get("failed"):
+        result["persist"] = {"changed": False, "skipped": "the host apply failed; the persisted rules were left as they were"}
+        return
+    present = run_options.state == "present"
+    backend = cls(Runner(host.namespace), run_options.options) if present else None
+    management = management_addresses(run_options, environ) if run_options.keep_ssh else list(run_options.management_addresses)
+    outcome = persistence.persist(backend, host.ruleset, management, options, present=present, check_mode=run_options.check_mode)
+    warnings = outcome.pop("warnings")
+    diffs = outcome.pop("diff")
+    if warnings:
+        result.setdefault("warnings", []).extend(warnings)
+    if run_options.diff_mode and diffs:
+        result.setdefault("persist_diff", []).extend(diffs)
+    result["persist"] = outcome
+    result["changed"] = result["changed"] or outcome["changed"]
 
 
 def _apply_targets(cls: type[Backend], targets: Sequence[Target], run_options: RunOptions,

@@ -46,7 +46,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Optional
 
 from .errors import ApplyError, CommandError
-from .model import Ruleset
+from .model import Ruleset, iptables_chain_name
 from .runner import Runner
 
 LOG_RATES = ("second", "minute", "hour", "day")
@@ -261,8 +261,11 @@ def deny_action(options: Options, protocol: Optional[str]) -> str:
 
 
 def object_chain_name(model_chain: str) -> str:
-    """Firewall name of a model chain: ``nodeport_guard`` -> ``ZT-NODEPORT-GUARD``."""
-    return "ZT-" + model_chain.upper().replace("_", "-")
+    """Firewall name of a model chain: ``nodeport_guard`` -> ``ZT-NODEPORT-GUARD``.
+
+    The model refuses two chain names that would share one (``ingress`` and ``INGRESS``).
+    """
+    return iptables_chain_name(model_chain)
 
 
 def family_ruleset_sets(ruleset: Ruleset, family: int) -> Mapping[str, tuple[str, ...]]:

@@ -52,13 +52,25 @@ with open(claimed) as handle:
     plan = json.load(handle)
 outcome = {"restored_at": time.time(), "errors": [], "host": plan.get("host", "")}
 for target in plan["targets"]:
-    with open(target["lock"], "a") as lock:
+    while True:
+        lock = open(target["lock"], "a")
         fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            if os.path.samestat(os.stat(target["lock"]), os.fstat(lock.fileno())):
+                break
+        except FileNotFoundError:
+            pass
+        lock.close()  # the previous holder removed it: lock the path anew
+    with lock:
         for step in target["steps"]:
             argv = list(target["prefix"]) + list(step["argv"])
             done = subprocess.run(argv, input=step["stdin"], capture_output=True, text=True, check=False)
             if done.returncode != 0:
                 outcome["errors"].append({"namespace": target["namespace"], "what": step["what"], "stderr": done.stderr[-2000:]})
+        try:
+            os.unlink(target["lock"])
+        except FileNotFoundError:
+            pass
 result = path[: -len(".json")] + ".rolledback"
 with open(result + ".tmp", "w") as handle:
     json.dump(outcome, handle)

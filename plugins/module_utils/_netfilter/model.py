@@ -31,6 +31,7 @@ import dataclasses
 import hashlib
 import ipaddress
 import json
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any, Optional
 
@@ -41,11 +42,22 @@ HOOKS = ("input", "output", "forward", "prerouting")
 sees a NodePort connection before kube-proxy's nat PREROUTING rewrites it."""
 
 VERDICTS = ("accept", "deny", "drop", "return")
-PROTOCOLS = ("tcp", "udp", "sctp", "icmp", "icmpv6")
+PROTOCOLS = ("tcp", "udp", "sctp", "icmp", "icmpv6", "ipip")
 """``icmp`` matches IPv4 only and ``icmpv6`` IPv6 only; a rule without a protocol
-matches every protocol."""
+matches every protocol. ``ipip`` is IPv4-in-IPv4 encapsulation (IP protocol 4, Calico's
+IP-in-IP overlay), IPv4 only; the backends write it as the number 4 because
+/etc/protocols calls protocol 4 ``ipencap`` and gives the name ``ipip`` to 94."""
 CONNTRACK_STATES = ("new", "established", "related", "invalid")
 PORTED_PROTOCOLS = ("tcp", "udp", "sctp")
+_CHAIN_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,15}\Z")
+_SET_NAME = re.compile(r"^[A-Za-z0-9_-]{1,24}\Z")
+_INTERFACE = re.compile(r"^(?=.{1,15}\Z)[A-Za-z0-9_.@:-]+\+?\Z")
+"""What both backends take as an interface name (with iptables' and nft's trailing ``+`` wildcard)."""
+
+
+def iptables_chain_name(model_chain: str) -> str:
+    """iptables name of a model chain: ``nodeport_guard`` -> ``ZT-NODEPORT-GUARD``."""
+    return "ZT-" + model_chain.upper().replace("_", "-")
 
 
 class ModelError(ValueError):
@@ -68,13 +80,28 @@ class PortRange:
 
     @classmethod
     def parse(cls, text: str | int) -> PortRange:
-        """Read ``80`` or ``"8000-8080"``."""
+        """Read ``80`` or ``"8000-8080"``; the error says what is wrong (not a number, 0, reversed...)."""
+        if isinstance(text, int) and not isinstance(text, bool):
+            if not 0 < text <= 65535:
+                raise ModelError(f"port {_show(text)} is outside 1-65535")
+            return cls(text, text)
         value = str(text)
-        first, _unused_separator, last = value.partition("-")
-        try:
-            return cls(int(first), int(last or first))
-        except ValueError as error:
-            raise ModelError(f"port {value!r} is not a number or a range like 8000-8080") from error
+        first_text, separator, last_text = value.partition("-")
+        # ASCII digits only: int() would also take " 80", "+80", "٨٠" or "8_0".
+        if not (first_text.isascii() and first_text.isdigit()) or (separator and not (last_text.isascii() and last_text.isdigit())):
+            raise ModelError(f"port {_show(value)} is not a number or a range like 8000-8080")
+        # More than 6 digits is out of range whatever they say (and int() refuses thousands of them).
+        first, last = (int(part) if len(part) <= 7 else 9999999 for part in (first_text, last_text or first_text))
+        if not separator:
+            if not 0 < first <= 65535:
+                raise ModelError(f"port {first} is outside 1-65535")
+        elif not 0 < first <= 65535:
+            raise ModelError(f"port range {first}-{last} starts outside 1-65535")
+        elif not 0 < last <= 65535:
+            raise ModelError(f"port range {first}-{last} ends outside 1-65535")
+        elif first > last:
+            raise ModelError(f"port range {first}-{last} is reversed: write {last}-{first}")
+        return cls(first, last)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,11 +118,16 @@ class AddressSet:
     comment: str = ""
 
     def __post_init__(self) -> None:
-        if not self.name or not all(ch.isalnum() or ch in "-_" for ch in self.name) or len(self.name) > 24:
-            raise ModelError(f"address set name {self.name!r} must be 1-24 characters of [A-Za-z0-9_-]")
+        if not isinstance(self.name, str) or not _SET_NAME.match(self.name):
+            raise ModelError(f"address set name {_show(self.name)} must be 1-24 ASCII characters of [A-Za-z0-9_-]")
+        if not isinstance(self.comment, str):
+            raise ModelError(f"address set {_show(self.name)}: comment must be a string, got {_kind(self.comment)}")
         # One parse per member gives both its canonical text and its sort key (the main fixed cost of
         # building a large ruleset, e.g. in a no-op module run over 10k peers).
-        entries = {canonical_entry(member) for member in self.members}
+        try:
+            entries = {canonical_entry(member) for member in self.members}
+        except ModelError as error:
+            raise ModelError(f"address set {_show(self.name)}: member {error}") from None
         canonical = tuple(text for text, _unused_key in sorted(entries, key=lambda entry: entry[1]))
         object.__setattr__(self, "members", canonical)
 
@@ -136,33 +168,59 @@ class Rule:
     match key when empty, so rules without it keep their identity."""
 
     def __post_init__(self) -> None:
+        self._check_types()
         if self.verdict not in VERDICTS:
-            raise ModelError(f"rule verdict {self.verdict!r} is not one of {', '.join(VERDICTS)}")
+            raise ModelError(f"rule verdict {_show(self.verdict)} is not one of {', '.join(VERDICTS)}")
         if self.protocol is not None and self.protocol not in PROTOCOLS:
-            raise ModelError(f"rule protocol {self.protocol!r} is not one of {', '.join(PROTOCOLS)}")
+            raise ModelError(f"rule protocol {_show(self.protocol)} is not one of {', '.join(PROTOCOLS)}")
         if self.ports and self.protocol not in PORTED_PROTOCOLS:
-            raise ModelError(f"rule {self.origin!r} has ports but protocol {self.protocol!r} has none")
+            raise ModelError(f"rule {_show(self.origin)} has ports but protocol {_show(self.protocol)} has none")
         if self.source_ports and self.protocol not in PORTED_PROTOCOLS:
-            raise ModelError(f"rule {self.origin!r} has source ports but protocol {self.protocol!r} has none")
+            raise ModelError(f"rule {_show(self.origin)} has source ports but protocol {_show(self.protocol)} has none")
         if self.icmp_types and self.protocol not in ("icmp", "icmpv6"):
-            raise ModelError(f"rule {self.origin!r} has ICMP types but protocol {self.protocol!r}")
+            raise ModelError(f"rule {_show(self.origin)} has ICMP types but protocol {_show(self.protocol)}")
         for state in self.conntrack:
             if state not in CONNTRACK_STATES:
-                raise ModelError(f"conntrack state {state!r} is not one of {', '.join(CONNTRACK_STATES)}")
+                raise ModelError(f"conntrack state {_show(state)} is not one of {', '.join(CONNTRACK_STATES)}")
         if self.family not in (None, 4, 6):
-            raise ModelError(f"rule family {self.family!r} must be 4, 6 or unset")
-        if (self.protocol == "icmp" and self.family == 6) or (self.protocol == "icmpv6" and self.family == 4):
-            raise ModelError(f"rule {self.origin!r}: protocol {self.protocol} does not exist in IPv{self.family}")
+            raise ModelError(f"rule family {_show(self.family)} must be 4, 6 or unset")
+        if (self.protocol in ("icmp", "ipip") and self.family == 6) or (self.protocol == "icmpv6" and self.family == 4):
+            raise ModelError(f"rule {_show(self.origin)}: protocol {self.protocol} does not exist in IPv{self.family}")
         object.__setattr__(self, "ports", tuple(sorted(set(self.ports))))
         object.__setattr__(self, "source_ports", tuple(sorted(set(self.source_ports))))
         object.__setattr__(self, "conntrack", tuple(sorted(set(self.conntrack))))
         object.__setattr__(self, "icmp_types", tuple(sorted(set(self.icmp_types))))
 
+    def _check_types(self) -> None:
+        """Refuse values of the wrong kind before anything renders them (they come from JSON)."""
+        if not isinstance(self.origin, str):
+            raise ModelError(f"rule origin must be a string, got {_kind(self.origin)}")
+        for field in ("verdict", "protocol", "peer_set", "interface"):
+            value = getattr(self, field)
+            if value is not None and not isinstance(value, str):
+                raise ModelError(f"rule {_show(self.origin)}: {field} must be a string, got {_kind(value)}")
+        if self.interface is not None and not _INTERFACE.match(self.interface):
+            raise ModelError(f"rule {_show(self.origin)}: interface {_show(self.interface)} is not an interface name "
+                             "(1-15 characters of letters, digits, . _ - @ : and a trailing + wildcard)")
+        if not isinstance(self.local_destination, bool):
+            raise ModelError(f"rule {_show(self.origin)}: local_destination must be true or false, got {_kind(self.local_destination)}")
+        if isinstance(self.family, bool) or not isinstance(self.family, (int, type(None))):
+            raise ModelError(f"rule family {_show(self.family)} must be 4, 6 or unset")
+        for icmp_type in self.icmp_types:
+            if isinstance(icmp_type, bool) or not isinstance(icmp_type, int) or not 0 <= icmp_type <= 255:
+                raise ModelError(f"rule {_show(self.origin)}: ICMP type {_show(icmp_type)} must be a number 0-255")
+        for port in (*self.ports, *self.source_ports):
+            if not isinstance(port, PortRange):
+                raise ModelError(f"rule {_show(self.origin)}: port {_show(port)} is not a port range")
+        for state in self.conntrack:
+            if not isinstance(state, str):
+                raise ModelError(f"rule {_show(self.origin)}: conntrack state {_show(state)} must be a string")
+
     def families(self) -> tuple[int, ...]:
         """The IP families this rule exists in."""
         if self.family is not None:
             return (self.family,)
-        if self.protocol == "icmp":
+        if self.protocol in ("icmp", "ipip"):
             return (4,)
         if self.protocol == "icmpv6":
             return (6,)
@@ -191,11 +249,13 @@ class Chain:
 
     def __post_init__(self) -> None:
         if self.hook not in HOOKS:
-            raise ModelError(f"chain {self.name!r}: hook {self.hook!r} is not one of {', '.join(HOOKS)}")
+            raise ModelError(f"chain {_show(self.name)}: hook {_show(self.hook)} is not one of {', '.join(HOOKS)}")
         if self.default_verdict not in VERDICTS:
-            raise ModelError(f"chain {self.name!r}: default verdict {self.default_verdict!r} is not one of {', '.join(VERDICTS)}")
-        if not self.name or not all(ch.isalnum() or ch == "_" for ch in self.name) or len(self.name) > 16:
-            raise ModelError(f"chain name {self.name!r} must be 1-16 characters of [a-z0-9_]")
+            raise ModelError(f"chain {_show(self.name)}: default verdict {_show(self.default_verdict)} is not one of {', '.join(VERDICTS)}")
+        if not isinstance(self.name, str) or not _CHAIN_NAME.match(self.name):
+            # What both backends take: iptables makes it ZT-<NAME> (case-folded), nft uses it as an identifier
+            # (ASCII, starting with a letter). str.isalnum() would let "ingréss" through.
+            raise ModelError(f"chain name {_show(self.name)} must be 1-16 ASCII letters, digits and _, starting with a letter")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -209,13 +269,35 @@ class Ruleset:
         names = [chain.name for chain in self.chains]
         if len(set(names)) != len(names):
             raise ModelError(f"chain names repeat: {', '.join(sorted(names))}")
+        kernel_names: dict[str, str] = {}
+        for name in names:
+            # iptables chains are ZT-<name upper-cased, _ as ->: two names must not share one.
+            kernel = iptables_chain_name(name)
+            if kernel in kernel_names:
+                first, second = sorted((kernel_names[kernel], name))
+                raise ModelError(f"chain names {_show(first)} and {_show(second)} both become the iptables chain {kernel}; "
+                                 "rename one of them")
+            kernel_names[kernel] = name
         set_names = {address_set.name for address_set in self.address_sets}
         if len(set_names) != len(self.address_sets):
-            raise ModelError("address set names repeat")
+            repeated = sorted({name for name in (item.name for item in self.address_sets)
+                               if sum(1 for other in self.address_sets if other.name == name) > 1})
+            raise ModelError(f"address set names repeat: {', '.join(repeated)}")
+        kernel_sets: dict[str, str] = {}
+        for name in sorted(set_names):
+            # ipset names get a zt- prefix when they lack it, nft set names an s when they start with no letter.
+            ipset = name if name.startswith("zt-") else "zt-" + name
+            nft = name if name[:1].isalpha() else "s" + name
+            for kernel in (f"ipsets {ipset}-4/-6", f"nft sets {nft}_4/_6"):
+                if kernel in kernel_sets:
+                    raise ModelError(f"address set names {_show(kernel_sets[kernel])} and {_show(name)} both become the {kernel}; "
+                                     "rename one of them")
+                kernel_sets[kernel] = name
         for chain in self.chains:
             for rule in chain.rules:
                 if rule.peer_set is not None and rule.peer_set not in set_names:
-                    raise ModelError(f"chain {chain.name!r}: rule {rule.origin!r} refers to unknown address set {rule.peer_set!r}")
+                    raise ModelError(f"chain {_show(chain.name)}: rule {_show(rule.origin)} refers to unknown address set "
+                                     f"{_show(rule.peer_set)}")
 
     def address_set(self, name: str) -> AddressSet:
         """The set called ``name``."""
@@ -242,42 +324,93 @@ class Ruleset:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Ruleset:
-        """Build a ruleset from its dictionary form, raising ModelError on anything off."""
+        """Build a ruleset from its dictionary form, raising ModelError naming the place of anything off."""
         if not isinstance(data, Mapping):
-            raise ModelError(f"a ruleset must be a mapping, got {type(data).__name__}")
+            raise ModelError(f"a ruleset must be a mapping, got {_kind(data)}")
+        _refuse_unknown(data, ("version", "chains", "address_sets"), "ruleset")
         version = data.get("version", MODEL_VERSION)
-        if version != MODEL_VERSION:
-            raise ModelError(f"ruleset model version {version!r} is not supported (this collection speaks {MODEL_VERSION})")
-        try:
-            sets = tuple(
-                AddressSet(name=item["name"], members=tuple(item.get("members", ())), comment=item.get("comment", ""))
-                for item in data.get("address_sets", ())
-            )
-            chains = tuple(
-                Chain(
-                    name=chain["name"],
-                    hook=chain["hook"],
-                    default_verdict=chain["default_verdict"],
-                    default_origin=chain.get("default_origin", "catch_all"),
-                    rules=tuple(_rule_from_dict(rule) for rule in chain.get("rules", ())),
-                )
-                for chain in data.get("chains", ())
-            )
-        except (KeyError, TypeError) as error:
-            raise ModelError(f"ruleset is missing or mistypes a field: {error}") from error
+        if version != MODEL_VERSION or isinstance(version, bool):
+            raise ModelError(f"ruleset model version {_show(version)} is not supported (this collection speaks {MODEL_VERSION})")
+        set_items = _list(data.get("address_sets", ()), "ruleset field address_sets")
+        sets = tuple(_set_from_dict(item, index) for index, item in enumerate(set_items))
+        chains = tuple(_chain_from_dict(item, index) for index, item in enumerate(_list(data.get("chains", ()), "ruleset field chains")))
         return cls(chains=chains, address_sets=sets)
 
 
-def _rule_from_dict(data: Mapping[str, Any]) -> Rule:
-    unknown = set(data) - {field.name for field in dataclasses.fields(Rule)}
+def _list(value: Any, where: str) -> Sequence[Any]:
+    """``value`` when it is a list (a string or a mapping is not one)."""
+    if not isinstance(value, (list, tuple)):
+        raise ModelError(f"{where} must be a list, got {_kind(value)}")
+    return value
+
+
+def _refuse_unknown(data: Mapping[str, Any], known: Sequence[str], where: str) -> None:
+    unknown = sorted(key if isinstance(key, str) and len(key) <= 40 else _show(key, 40) for key in data if key not in known)
     if unknown:
-        raise ModelError(f"rule has unknown fields: {', '.join(sorted(unknown))}")
+        raise ModelError(f"{where} has unknown fields: {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+
+
+def _required(data: Mapping[str, Any], key: str, where: str) -> Any:
+    if key not in data:
+        raise ModelError(f"{where} has no {_show(key)}")
+    return data[key]
+
+
+def _set_from_dict(data: Any, index: int) -> AddressSet:
+    where = f"address set {index + 1}"
+    if not isinstance(data, Mapping):
+        raise ModelError(f"{where} must be a mapping, got {_kind(data)}")
+    _refuse_unknown(data, ("name", "members", "comment"), where)
+    name = _required(data, "name", where)
+    if isinstance(name, str):
+        where = f"address set {_show(name)}"
+    members = _list(data.get("members", ()), f"{where}: members")
+    return AddressSet(name=name, members=tuple(members), comment=data.get("comment", ""))
+
+
+def _chain_from_dict(data: Any, index: int) -> Chain:
+    where = f"chain {index + 1}"
+    if not isinstance(data, Mapping):
+        raise ModelError(f"{where} must be a mapping, got {_kind(data)}")
+    _refuse_unknown(data, ("name", "hook", "default_verdict", "default_origin", "rules"), where)
+    name = _required(data, "name", where)
+    if isinstance(name, str):
+        where = f"chain {_show(name)}"
+    hook = _required(data, "hook", where)
+    default_verdict = _required(data, "default_verdict", where)
+    default_origin = data.get("default_origin", "catch_all")
+    for field, value in (("hook", hook), ("default_verdict", default_verdict), ("default_origin", default_origin)):
+        if not isinstance(value, str):
+            raise ModelError(f"{where}: {field} must be a string, got {_kind(value)}")
+    rules: list[Rule] = []
+    for number, item in enumerate(_list(data.get("rules", ()), f"{where}: rules"), start=1):
+        origin = item.get("origin") if isinstance(item, Mapping) else None
+        place = f"{where} rule {number}" + (f" ({_show(origin)})" if isinstance(origin, str) else "")
+        try:
+            rules.append(_rule_from_dict(item))
+        except ModelError as error:
+            raise ModelError(f"{place}: {error}") from None
+    return Chain(name=name, hook=hook, default_verdict=default_verdict, default_origin=default_origin, rules=tuple(rules))
+
+
+def _rule_from_dict(data: Any) -> Rule:
+    if not isinstance(data, Mapping):
+        raise ModelError(f"a rule must be a mapping, got {_kind(data)}")
+    _refuse_unknown(data, [field.name for field in dataclasses.fields(Rule)], "rule")
     values = dict(data)
-    values["ports"] = tuple(PortRange.parse(port) for port in values.get("ports", ()))
-    values["source_ports"] = tuple(PortRange.parse(port) for port in values.get("source_ports", ()))
+    for field in ("verdict", "origin"):
+        _required(data, field, "rule")
+    for name in ("ports", "source_ports"):
+        values[name] = tuple(PortRange.parse(_port_text(port)) for port in _list(values.get(name, ()), name))
     for name in ("conntrack", "icmp_types"):
-        values[name] = tuple(values.get(name, ()))
+        values[name] = tuple(_list(values.get(name, ()), name))
     return Rule(**values)
+
+
+def _port_text(port: Any) -> str | int:
+    if isinstance(port, bool) or not isinstance(port, (str, int)):
+        raise ModelError(f"port {_show(port)} is not a number or a range like 8000-8080")
+    return port
 
 
 def to_dict(value: Any) -> Any:
@@ -303,7 +436,15 @@ def canonical_network(text: str) -> str:
 
 def canonical_entry(text: str) -> tuple[str, tuple[int, int, int]]:
     """The canonical text of an address or network and its sort key (family, first address, prefix), from one parse."""
-    stripped = str(text).strip()
+    if not isinstance(text, str):
+        raise ModelError(f"{_show(text)} is not an IP address or network: {_kind(text)}, not a string")
+    stripped = text.strip()
+    if len(stripped) > 64:
+        raise ModelError(f"{_show(text)} is not an IP address or network: too long")
+    if "%" in stripped:
+        # Python takes fe80::1%eth0 (an address with a zone); no firewall set or match does.
+        zone = stripped.partition("%")[2].partition("/")[0]
+        raise ModelError(f"{_show(text)} has a zone (%{zone}); a firewall matches addresses without zones")
     try:
         if "/" not in stripped:
             # A plain address: ip_address is cheaper than ip_network and means the same /32 or /128.
@@ -311,9 +452,29 @@ def canonical_entry(text: str) -> tuple[str, tuple[int, int, int]]:
             return str(address), (address.version, int(address), address.max_prefixlen)
         network = ipaddress.ip_network(stripped, strict=True)
     except ValueError as error:
-        raise ModelError(f"{text!r} is not an IP address or network: {error}") from error
+        raise ModelError(f"{_show(text)} is not an IP address or network: {error}") from error
     key = (network.version, int(network.network_address), network.prefixlen)
     return (str(network.network_address) if network.num_addresses == 1 else str(network)), key
+
+
+def _show(value: Any, limit: int = 80) -> str:
+    """``repr`` of a value for a message, cut to ``limit`` characters: input may be huge or hostile."""
+    try:
+        text = repr(value)
+    except (ValueError, RecursionError):  # an integer of thousands of digits, a structure nested too deep
+        return _kind(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _kind(value: Any) -> str:
+    """Plain words for a value's type in messages ("a string", "a list"), never an internal class name."""
+    if value is None:
+        return "null"
+    for types, word in ((bool, "a boolean"), (int, "an integer"), (float, "a number"), (str, "a string"),
+                        (Mapping, "a mapping"), ((list, tuple), "a list")):
+        if isinstance(value, types):
+            return word
+    return "a value of another kind"
 
 
 def stable_name(prefix: str, *parts: str, length: int = 10) -> str:

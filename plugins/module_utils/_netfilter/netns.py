@@ -78,6 +78,27 @@ class AddressIndex:
                 return namespace
         return None
 
+    def addresses_of(self, namespace: Namespace) -> set[IPAddress]:
+        """Every local address of one namespace (a name under /run/netns or a path), to verify a hint."""
+        if namespace.name is not None:
+            held = self._addresses(namespace.name)
+            # The in-process read misses interfaces that are down: ask ip as well before calling it a mismatch.
+            return held | (self._addresses_by_ip(namespace.name) if self.in_process else set())
+        path = namespace.path or ""
+        if _is_root_namespace(path):
+            return set()
+        if self.in_process:
+            try:
+                return addresses_in_namespace(path)
+            except OSError:
+                self.in_process = False
+        try:
+            interfaces = json.loads(Runner(namespace).run(["ip", "-j", "addr", "show"]).stdout or "[]")
+        except (CommandError, ValueError):
+            return set()
+        return {ipaddress.ip_address(address["local"]) for interface in interfaces for address in interface.get("addr_info", [])
+                if _is_address(address.get("local"))}
+
     def _addresses(self, name: str) -> set[IPAddress]:
         path = os.path.join(NETNS_DIRS[0], name)
         if _is_root_namespace(path):
@@ -106,6 +127,14 @@ class AddressIndex:
                 except ValueError:
                     continue
         return found
+
+
+def _is_address(text: Any) -> bool:
+    try:
+        ipaddress.ip_address(str(text))
+    except ValueError:
+        return False
+    return True
 
 
 CLONE_NEWNET = 0x40000000
@@ -183,11 +212,20 @@ def resolve_pod_namespace(pod: Mapping[str, Any], runner: Optional[Runner] = Non
     """
     host_runner = runner or Runner(Namespace())
     tried: list[str] = []
+    wanted = pod_addresses(pod)
     hint = pod.get("netns")
     if hint:
         found = namespace_from_hint(str(hint))
         if found is not None:
-            return found
+            # A hint is a hostvar, not the CRI's word: trust it only when the namespace holds the pod's address.
+            if not wanted:
+                raise NamespaceNotFoundError(f"netns hint {hint!r} cannot be verified: the pod has no IPs to look for in it")
+            if wanted & (index or AddressIndex(host_runner)).addresses_of(found):
+                return found
+            raise NamespaceNotFoundError(
+                f"netns hint {hint!r} holds none of the pod's addresses ({', '.join(str(ip) for ip in sorted(wanted, key=str))}): "
+                "it is another namespace; fix or remove the pod's zt_netns"
+            )
         tried.append(f"netns hint {hint!r} does not exist")
     if tool_exists("crictl") and pod.get("name") and pod.get("namespace"):
         try:
@@ -207,6 +245,27 @@ def resolve_pod_namespace(pod: Mapping[str, Any], runner: Optional[Runner] = Non
     else:
         tried.append("the pod has no IPs to search for")
     raise NamespaceNotFoundError("network namespace not found (the pod is gone or not on this node): " + "; ".join(tried))
+
+
+def pod_addresses(pod: Mapping[str, Any]) -> set[IPAddress]:
+    """The pod's ``ips`` as addresses; NamespaceNotFoundError (the pod is skipped) when they are not all addresses."""
+    ips = pod.get("ips") or []
+    if not isinstance(ips, (list, tuple)):
+        kind = "a string" if isinstance(ips, str) else type(ips).__name__
+        raise NamespaceNotFoundError(f"the pod's ips must be a list of addresses, got {kind}")
+    found: set[IPAddress] = set()
+    bad: list[str] = []
+    for ip in ips:
+        text = str(ip).split("/", 1)[0]
+        try:
+            if "%" in text:
+                raise ValueError("zone")  # fe80::1%eth0: no namespace holds an address with a zone
+            found.add(ipaddress.ip_address(text))
+        except ValueError:
+            bad.append(repr(ip))
+    if bad:
+        raise NamespaceNotFoundError(f"the pod's ips are not all IP addresses: {', '.join(bad)}")
+    return found
 
 
 def namespace_from_hint(hint: str) -> Optional[Namespace]:

@@ -283,7 +283,7 @@ def _render_rule(rule: Rule, hook: str, options: Options) -> list[NftRule]:
         variants = list(rule.families())
     elif rule.family is not None:
         variants = [rule.family]
-    elif rule.protocol == "icmp":
+    elif rule.protocol in ("icmp", "ipip"):
         variants = [4]
     elif rule.protocol == "icmpv6":
         variants = [6]
@@ -322,6 +322,8 @@ def _matches(rule: Rule, hook: str, family: Optional[int]) -> list[str]:
             parts.append(f"{keyword} type " + (types[0] if len(types) == 1 else "{ " + ", ".join(types) + " }"))
         else:
             parts.append("meta l4proto " + ("icmp" if rule.protocol == "icmp" else "ipv6-icmp"))
+    elif rule.protocol == "ipip":
+        parts.append("meta l4proto 4")  # by number: nft reads 4 back as "ipencap"; "ipip" would be 94
     return parts
 
 
@@ -635,7 +637,10 @@ def compare(table: NftTable, live: Optional[LiveTable]) -> tuple[ChangeSet, list
             foreign = sum(1 for rule in live_chain.rules if rule.hash is None)
             drift.append(f"chain {chain.name}: rules changed by hand ({_rule_delta(chain.hashes, live_chain.hashes, foreign)})")
         live_digest = live_chain.rules[-1].chain_digest if live_chain.rules else None
-        if live_chain.hashes != chain.hashes or live_chain.policy != "accept" or live_digest != chain.rules[-1].chain_digest:
+        # Comments too: a rule whose origin changed keeps its hash but must say its new origin (the audit reads it).
+        comments_differ = tuple(rule.comment for rule in live_chain.rules) != tuple(rule.comment for rule in chain.rules)
+        digest_differs = live_digest != chain.rules[-1].chain_digest
+        if live_chain.hashes != chain.hashes or live_chain.policy != "accept" or digest_differs or comments_differ:
             write_chains.append(chain.name)
     delete_chains = tuple(sorted(name for name in live.chains if table.chain(name) is None))
     wanted_sets = table.set_names()

@@ -22,10 +22,18 @@ from typing import Any, Optional, Union
 
 from ansible_collections.zerotrust.workloads.plugins.module_utils._memory import collector_paused
 from ansible_collections.zerotrust.workloads.plugins.module_utils._netfilter import model
+from ansible_collections.zerotrust.workloads.plugins.module_utils._policy.cluster import ClusterFlow, ClusterFlows
 from ansible_collections.zerotrust.workloads.plugins.module_utils._policy.options import Options, parse_options
-from ansible_collections.zerotrust.workloads.plugins.module_utils._policy.policy import Policy, PolicyRule, PortSpec, parse_policy
+from ansible_collections.zerotrust.workloads.plugins.module_utils._policy.policy import (
+    Policy,
+    PolicyRule,
+    PortSpec,
+    merge_options,
+    parse_policy,
+)
 from ansible_collections.zerotrust.workloads.plugins.module_utils._policy.query import Selector
 from ansible_collections.zerotrust.workloads.plugins.module_utils._policy.services import (
+    ServicePort,
     container_port,
     match_service_ports,
     resolve_target_port,
@@ -102,6 +110,10 @@ class Compiler:
         self._cluster_nodes: dict[Optional[str], list[Workload]] = {}
         for (cluster, _unused_name), node in sorted(self.nodes.items(), key=lambda item: (str(item[0][0]), item[0][1])):
             self._cluster_nodes.setdefault(cluster, []).append(node)
+        self.cluster_flows: list[ClusterFlow] = []
+        self.cluster_egress: dict[str, list[ClusterFlow]] = {}
+        self.cluster_ingress: dict[str, list[ClusterFlow]] = {}
+        self._derive_cluster_flows()
         in_scope = self.workloads if options.scope is None else self.selector.select(options.scope)
         self.points: dict[str, _Point] = {}
         for workload in in_scope:
@@ -122,6 +134,29 @@ class Compiler:
         self._rule_cache: dict[tuple[Any, ...], tuple[model.Rule, dict[str, Any]]] = {}
         self._set_dicts: dict[str, dict[str, Any]] = {}
         self._guard_drops: dict[Optional[str], list[_Entry]] = {}
+
+    def _derive_cluster_flows(self) -> None:
+        """The ``cluster`` allowance's flows, indexed by the hosts whose egress or ingress they open."""
+        self.nodes_by_address: dict[tuple[Optional[str], str], Workload] = {}
+        for node in self.nodes.values():
+            for address in node.addresses:
+                self.nodes_by_address.setdefault((node.cluster, address), node)
+        if not self.options.enabled("cluster"):
+            return
+        self.cluster_flows = ClusterFlows(
+            self._cluster_nodes,
+            self.workloads,
+            self.options,
+            select=self.selector.select,
+            dns_service=self.dns_service,
+            endpoint_pod=self.endpoint_pod,
+            warn=self.warn,
+        ).flows
+        for flow in self.cluster_flows:
+            for source in flow.sources:
+                self.cluster_egress.setdefault(source.host, []).append(flow)
+            for target in flow.destinations:
+                self.cluster_ingress.setdefault(target.host, []).append(flow)
 
     # -- helpers ---------------------------------------------------------------------
 
@@ -154,6 +189,20 @@ class Compiler:
         for address in addresses:
             if address in self.pods_by_address:
                 return self.pods_by_address[address]
+        return None
+
+    def endpoint_node(self, service: Workload, pod: Optional[Workload], addresses: Sequence[str]) -> Optional[Workload]:
+        """The node that receives an endpoint's traffic when no pod namespace does.
+
+        An endpoint on a node address (the API server's, a host-network pod's) is enforced
+        by that node's own rules.
+        """
+        if pod is not None and not pod.record.get("host_network"):
+            return None
+        for address in addresses:
+            node = self.nodes_by_address.get((service.cluster, address))
+            if node is not None:
+                return node
         return None
 
     @staticmethod
@@ -296,6 +345,11 @@ class Compiler:
                 destination("in", port.protocol, target_ports, endpoint.addresses)
                 point = None if pod is None else self.points.get(pod.host)
                 if pod is None or point is None:
+                    node = self.endpoint_node(service, pod, endpoint.addresses)
+                    node_point = None if node is None else self.points.get(node.host)
+                    if node_point is not None:
+                        # Toward a node-address endpoint kube-proxy does not masquerade: the node sees the consumer.
+                        node_point.ingress.add(_Entry(rule.order, port.protocol, target_ports, from_in, verdict, rule.origin(spec)))
                     continue
                 origin = rule.origin(spec)
                 point.ingress.add(_Entry(rule.order, port.protocol, target_ports, from_in, verdict, origin))
@@ -313,24 +367,76 @@ class Compiler:
                             )
             if port.node_port is not None and service_type in ("NodePort", "LoadBalancer"):
                 reachable_outside = True
-                node_ports = (model.PortRange(port.node_port, port.node_port),)
-                nodes = self.cluster_nodes(service.cluster)
-                destination("out", port.protocol, node_ports, (address for node in nodes for address in node.addresses))
-                for node in nodes:
-                    point = self.points.get(node.host)
-                    if point is not None and has_outside:
-                        guard_verdict = "return" if verdict == "accept" else "drop"
-                        point.guard.add(
-                            _Entry(rule.order, port.protocol, node_ports, from_out, guard_verdict, rule.origin(spec), ("new",), True)
-                        )
+                self._node_port(
+                    rule, spec, service, port, verdict=verdict, from_out=from_out, has_outside=has_outside, destination=destination
+                )
             if outside_ips:
                 reachable_outside = True
                 destination("out", port.protocol, one, outside_ips)
+        health_check = record.get("health_check_node_port")
+        if has_outside and local and service_type == "LoadBalancer" and isinstance(health_check, int) and verdict == "accept":
+            self._health_check(rule, service, health_check, from_out, destination)
         if has_outside and not reachable_outside:
             self.warn(
                 f"policy {rule.label}: service {service.key} (type {service_type}) has no NodePort, LoadBalancer ingress or external IP; "
                 "its out-of-cluster consumers cannot reach it"
             )
+
+    def _node_port(
+        self,
+        rule: PolicyRule,
+        spec: PortSpec,
+        service: Workload,
+        port: ServicePort,
+        *,
+        verdict: str,
+        from_out: SetKey,
+        has_outside: bool,
+        destination: Any,
+    ) -> None:
+        """Out-of-cluster consumers to the nodes on a NodePort: their egress and the nodes' guard."""
+        node_ports = (model.PortRange(port.node_port, port.node_port),) if port.node_port is not None else ()
+        # With Local, kube-proxy drops outside traffic on nodes without a ready local endpoint:
+        # the consumers are allowed only to the nodes that serve it.
+        local = str(service.record.get("external_traffic_policy") or "Cluster") == "Local"
+        nodes = self.local_endpoint_nodes(service) if local else self.cluster_nodes(service.cluster)
+        if local and has_outside and not nodes:
+            self.warn(
+                f"policy {rule.label}: service {service.key} has externalTrafficPolicy Local and no ready endpoint on a node "
+                "of the inventory; its out-of-cluster consumers reach no node"
+            )
+        destination("out", port.protocol, node_ports, (address for node in nodes for address in node.addresses))
+        for node in nodes:
+            point = self.points.get(node.host)
+            if point is not None and has_outside:
+                guard_verdict = "return" if verdict == "accept" else "drop"
+                point.guard.add(_Entry(rule.order, port.protocol, node_ports, from_out, guard_verdict, rule.origin(spec), ("new",), True))
+
+    def local_endpoint_nodes(self, service: Workload) -> list[Workload]:
+        """The nodes of a service's cluster that hold a ready endpoint of it (``externalTrafficPolicy: Local``)."""
+        names = set()
+        for endpoint in service_endpoints(service.record):
+            if not endpoint.ready:
+                continue
+            pod = self.endpoint_pod(service, endpoint.pod, endpoint.addresses)
+            name = endpoint.node or (pod.node if pod is not None else None)
+            if name is not None:
+                names.add(name)
+        return [node for node in self.cluster_nodes(service.cluster) if node.name in names]
+
+    def _health_check(self, rule: PolicyRule, service: Workload, port: int, from_out: SetKey, destination: Any) -> None:
+        """A LoadBalancer with Local: its balancer checks kube-proxy's healthCheckNodePort on every node.
+
+        Every node answers (200 where a local endpoint is ready, 503 elsewhere), which is how the
+        balancer learns where to send traffic; blocked, it would mark every node down.
+        """
+        ports = (model.PortRange(port, port),)
+        nodes = self.cluster_nodes(service.cluster)
+        destination("out", "tcp", ports, (address for node in nodes for address in node.addresses))
+        for node in nodes:
+            point = self.points.get(node.host)
+            if point is not None:
+                point.ingress.add(_Entry(rule.order, "tcp", ports, from_out, "accept", f"{rule.origin()} health check {service.key}"))
 
     def _consumer_egress(
         self,
@@ -410,7 +516,24 @@ class Compiler:
         if self.options.enabled("dns") and workload.kind == "pod":
             egress.extend(self._dns_rules(workload))
             ingress.extend(self._dns_server_rules(workload))
+        if self.cluster_flows:
+            self._cluster_rules(workload, ingress, egress)
         return ingress, egress
+
+    def _cluster_rules(self, workload: Workload, ingress: list[RuleSpec], egress: list[RuleSpec]) -> None:
+        """The ``cluster`` allowance at one enforcement point: its end of every control-plane flow."""
+        for flow in self.cluster_egress.get(workload.host, ()):
+            to_key = self._cluster_set(flow, "to", flow.destination_addresses)
+            egress.append(("accept", flow.origin, flow.protocol, flow.egress_ports, to_key, None, (), ()))
+        for flow in self.cluster_ingress.get(workload.host, ()):
+            from_key = None if flow.source_addresses is None else self._cluster_set(flow, "from", flow.source_addresses)
+            ingress.append(("accept", flow.origin, flow.protocol, flow.ingress_ports, from_key, None, (), ()))
+
+    def _cluster_set(self, flow: ClusterFlow, side: str, addresses: Sequence[str]) -> SetKey:
+        # Peer-to-peer flows (overlay, etcd) have the same addresses at both ends: one set.
+        if flow.source_addresses == flow.destination_addresses:
+            side = "peers"
+        return self.add_members(("cluster", str(flow.cluster), flow.what, side), f"{flow.what} ({side}, cluster {flow.cluster})", addresses)
 
     def dns_service(self, cluster: Optional[str]) -> Optional[Workload]:
         """The cluster DNS service named by the ``dns_service`` option, if in the inventory."""
@@ -657,14 +780,24 @@ def compile_policy(
 ) -> dict[str, Any]:
     """Compile a policy over an inventory's hostvars into the plan of contracts.md section 3.
 
-    Returns ``{"hosts": {inventory_hostname: {"ruleset": dict|None, "pods": [...]}}, "warnings": [...]}``.
+    Returns ``{"hosts": {inventory_hostname: {"ruleset": dict|None, "pods": [...]}}, "warnings": [...], "findings": [...]}``;
+    ``findings`` holds the coded warnings with their data (``{"code": "partial_service", "text", ...}``).
     Raises PolicyError (every problem at once) for an invalid policy or options.
     """
     parsed = policy if isinstance(policy, Policy) else parse_policy(policy)
-    parsed_options = options if isinstance(options, Options) else parse_options(options)
+    # The policy's own options: apply, the given ones winning (policy.merge_options); an Options object is taken as is.
+    parsed_options = options if isinstance(options, Options) else parse_options(merge_options(parsed.options, options))
+    # partial imports this module (the oracle is built on the compiler's lookups): imported here, not at the top.
+    from ansible_collections.zerotrust.workloads.plugins.module_utils._policy.partial import findings_of  # noqa: PLC0415
+
     with collector_paused():
         workloads, warnings = workloads_from_hostvars(hostvars)
-        return Compiler(parsed, workloads, parsed_options, warnings).plan()
+        compiler = Compiler(parsed, workloads, parsed_options, warnings)
+        plan = compiler.plan()
+        # Coded findings (partial services) with their data; their texts join the warnings.
+        plan["findings"] = findings_of(compiler)
+        plan["warnings"] = list(compiler.warnings)
+        return plan
 
 
 __all__ = ["Compiler", "compile_policy"]

@@ -13,6 +13,11 @@ import dataclasses
 from collections.abc import Sequence
 from typing import Optional
 
+from ansible_collections.zerotrust.workloads.plugins.module_utils._describe import BRIEF_LENGTH, window
+
+MAX_SHOWN = 50
+"""Problems a PolicyError's message lists (it keeps all of them in ``problems``)."""
+
 
 class ZeroTrustPolicyError(Exception):
     """Base of every error raised by ``_policy``."""
@@ -33,9 +38,15 @@ class Problem:
     position: Optional[int] = None
 
     def __str__(self) -> str:
-        located = f" at position {self.position}" if self.position is not None else ""
-        quoted = f" (in {self.text!r}{located})" if self.text else located
-        return f"{self.where}: {self.message}{quoted}"
+        return f"{self.where}: {self.message}{_quote(self.text, self.position)}"
+
+
+def _quote(text: str, position: Optional[int]) -> str:
+    """`` (in 'text' at position N)``; a long text shows only a window around the position (issue 15, item 10)."""
+    located = "" if position is None else f" at position {position}"
+    if position is not None and len(text) > BRIEF_LENGTH:
+        located += f" of {len(text)} characters"
+    return f" (in {window(text, position)}{located})" if text else located
 
 
 class PolicyError(ZeroTrustPolicyError):
@@ -44,8 +55,10 @@ class PolicyError(ZeroTrustPolicyError):
     def __init__(self, problems: Sequence[Problem]) -> None:
         self.problems: tuple[Problem, ...] = tuple(problems)
         count = len(self.problems)
-        lines = "\n".join(f"  - {problem}" for problem in self.problems)
-        super().__init__(f"the policy has {count} problem{'s' if count != 1 else ''}:\n{lines}")
+        # Hostile input can hold 100,000 bad ports: all are kept in ``problems``, the message shows the first ones.
+        lines = "\n".join(f"  - {problem}" for problem in self.problems[:MAX_SHOWN])
+        more = f"\n  - ... and {count - MAX_SHOWN} more" if count > MAX_SHOWN else ""
+        super().__init__(f"the policy has {count} problem{'s' if count != 1 else ''}:\n{lines}{more}")
 
 
 class QuerySyntaxError(ZeroTrustPolicyError):
@@ -55,7 +68,9 @@ class QuerySyntaxError(ZeroTrustPolicyError):
         self.message = message
         self.text = text
         self.position = position
-        super().__init__(f"{message} at position {position} in {text!r}")
+        shown = window(text, position)
+        size = f" of {len(text)} characters" if len(text) > BRIEF_LENGTH else ""
+        super().__init__(f"{message} at position {position}{size} in {shown}")
 
 
 class ServiceError(ZeroTrustPolicyError):

@@ -9,20 +9,26 @@ Grammar (``not`` binds tighter than ``and``, which binds tighter than ``or``)::
     and       := not ("and" not)*
     not       := "not" not | "(" query ")" | condition
     condition := ATTRIBUTE ("=" VALUE | "!=" VALUE | "contains" VALUE
+                            | ("<" | "<=" | ">" | ">=") NUMBER
                             | "in" "(" VALUE ("," VALUE)* ")" | "exists")
 
 Values are bare words or single/double quoted strings (a backslash escapes the quote).
-``address = CIDR`` means an address inside the subnet. A query made only of address
+``address = CIDR`` means an address inside the subnet. ``<``, ``<=``, ``>``, ``>=`` compare
+numbers: the value must be one (``-3``, ``9.8``), a workload value that is not a number never matches. A query made only of address
 conditions stands also for those networks themselves as external peers.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import decimal
 import ipaddress
+import re
 from collections.abc import Callable, Sequence
 from typing import Any, Optional, Union
 
+from ansible_collections.zerotrust.workloads.plugins.module_utils._describe import brief, type_phrase
+from ansible_collections.zerotrust.workloads.plugins.module_utils._policy import vulns
 from ansible_collections.zerotrust.workloads.plugins.module_utils._policy.errors import QuerySyntaxError, ZeroTrustPolicyError
 from ansible_collections.zerotrust.workloads.plugins.module_utils._policy.workloads import KINDS, Workload
 
@@ -48,11 +54,21 @@ def _require(package: str, present: bool) -> None:
         raise ZeroTrustPolicyError(f"the Python package {package!r} is required on the controller; install it with: pip install {package}")
 
 
-PLAIN_ATTRIBUTES = ("kind", "name", "pod_name", "service_name", "namespace", "node", "cluster", "address", "group")
+PLAIN_ATTRIBUTES = ("kind", "name", "pod_name", "service_name", "namespace", "node", "cluster", "address", "group", *vulns.ATTRIBUTES)
 PREFIX_ATTRIBUTES = ("label.", "annotation.", "var.")
-OPERATORS = ("=", "!=", "contains", "in", "exists")
+COMPARISONS = ("<", "<=", ">", ">=")
+OPERATORS = ("=", "!=", *COMPARISONS, "contains", "in", "exists")
 KEYWORDS = ("and", "or", "not", "contains", "in", "exists")
-_SPECIAL = "()=!,\"'"
+_SPECIAL = "()=!<>,\"'"
+_NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)")
+"""A number as a query value and as a workload value to compare: decimal notation only, so
+``inf``, ``nan``, ``1e3`` and ``0x10`` are text (CSW and trivy counts and scores are all decimal)."""
+NOT_NUMERIC = ("kind", "address", vulns.ID_ATTRIBUTE)
+"""Attributes that are never numbers: ``<``, ``<=``, ``>``, ``>=`` on them is an error."""
+MAX_DEPTH = 32
+"""Deepest nesting of parentheses and ``not`` a query may have: far more than a person writes, far below
+Python's recursion limit (the parser takes three frames per level), so hostile input gets a clear error."""
+_CLIP = 40
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,6 +128,11 @@ def tokenize(text: str) -> list[Token]:  # noqa: PLR0912 - a lexer is one branch
         elif char == "=":
             tokens.append(Token("op", "=", index))
             index += 1
+        elif char in "<>":
+            # "<=" and ">=" are one token; a lone "<" or ">" is one too.
+            width = 2 if text[index + 1 : index + 2] == "=" else 1
+            tokens.append(Token("op", text[index : index + width], index))
+            index += width
         elif char == "!":
             if text[index + 1 : index + 2] != "=":
                 raise QuerySyntaxError("'!' must be followed by '=' (the operator is '!=')", text, index)
@@ -148,6 +169,7 @@ class _Parser:
         self.text = text
         self.tokens = tokenize(text)
         self.index = 0
+        self.depth = 0
 
     def peek(self) -> Token:
         return self.tokens[self.index]
@@ -188,17 +210,28 @@ class _Parser:
             items.append(self.parse_not())
         return items[0] if len(items) == 1 else And(tuple(items))
 
+    def nest(self, token: Token) -> None:
+        """Enter one more level of ``not`` or ``(``; refuse to go deeper than MAX_DEPTH."""
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            raise self.fail(f"the query nests parentheses and 'not' more than {MAX_DEPTH} levels deep; write it flatter", token)
+
     def parse_not(self) -> Node:
-        if self.keyword("not"):
-            return Not(self.parse_not())
         token = self.peek()
+        if self.keyword("not"):
+            self.nest(token)
+            node: Node = Not(self.parse_not())
+            self.depth -= 1
+            return node
         if token.kind == "lparen":
+            self.nest(token)
             self.take()
             node = self.parse_or()
             closing = self.peek()
             if closing.kind != "rparen":
                 raise self.fail(f"expected ')' to close the '(' at position {token.position}, found {_describe(closing)}", closing)
             self.take()
+            self.depth -= 1
             return node
         return self.parse_condition()
 
@@ -213,8 +246,11 @@ class _Parser:
             operator = op_token.text
         else:
             raise self.fail(
-                f"expected an operator (=, !=, contains, in, exists) after {attribute!r}, found {_describe(op_token)}", op_token
+                f"expected an operator (=, !=, <, <=, >, >=, contains, in, exists) after {_clip(attribute)}, found {_describe(op_token)}",
+                op_token,
             )
+        if operator in COMPARISONS and attribute in NOT_NUMERIC:
+            raise self.fail(f"{operator!r} compares numbers and {attribute!r} is never a number; use =, !=, in or contains", op_token)
         values: tuple[str, ...]
         if operator == "exists":
             values = ()
@@ -239,12 +275,56 @@ class _Parser:
     def value(self, operator: str) -> str:
         token = self.take()
         if token.kind == "string" or (token.kind == "word" and token.text not in ("and", "or", "not")):
+            if operator in COMPARISONS and _number(token.text) is None:
+                # The position is the value's own, so the message points at the text to fix.
+                raise self.fail(f"{operator!r} compares numbers, and {_describe(token)} is not a number such as 3 or 9.8", token)
             return token.text
         raise self.fail(f"expected a value after {operator!r}, found {_describe(token)}", token)
 
 
+def _number(value: Any) -> Optional[decimal.Decimal]:
+    """``value`` as an exact decimal when it is a number (an int, a finite float, decimal text), else None.
+
+    Floats go through their shortest text so that a hostvar 9.8 equals the query's 9.8 exactly."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return decimal.Decimal(value)
+    if isinstance(value, float):
+        text = repr(value)
+        return decimal.Decimal(text) if _NUMBER.fullmatch(text) else None
+    if isinstance(value, str) and len(value) <= 64 and _NUMBER.fullmatch(value.strip()):
+        return decimal.Decimal(value.strip())
+    return None
+
+
+_COMPARE: dict[str, Callable[[decimal.Decimal, decimal.Decimal], bool]] = {
+    "<": lambda left, right: left < right,
+    "<=": lambda left, right: left <= right,
+    ">": lambda left, right: left > right,
+    ">=": lambda left, right: left >= right,
+}
+
+
+def _compares(compiled: _Compiled, values: Sequence[Any]) -> bool:
+    """Is any of ``values`` a number that stands in the condition's relation to its number?"""
+    compare = _COMPARE[compiled.condition.operator]
+    bound = compiled.number
+    assert bound is not None  # noqa: S101 - the parser admits only numbers after a comparison
+    for value in values:
+        number = _number(value)
+        if number is not None and compare(number, bound):
+            return True
+    return False
+
+
 def _describe(token: Token) -> str:
-    return "the end of the query" if token.kind == "end" else repr(token.text)
+    return "the end of the query" if token.kind == "end" else _clip(token.text)
+
+
+def _clip(text: str) -> str:
+    """A quoted piece of the query for a message, cut short: a token may be a megabyte long."""
+    return repr(text) if len(text) <= _CLIP else repr(text[: _CLIP - 3]) + "..."
 
 
 def _check_attribute(attribute: str, text: str, position: int) -> None:
@@ -261,11 +341,14 @@ def _check_attribute(attribute: str, text: str, position: int) -> None:
                     jmespath.compile(rest)
                 except jmespath.exceptions.JMESPathError as error:
                     raise QuerySyntaxError(
-                        f"attribute {attribute!r}: {rest!r} is not a valid hostvar path ({error})", text, position
-                    ) from error
+                        f"attribute {_clip(attribute)}: {_clip(rest)} is not a valid hostvar path ({brief(str(error))})", text, position
+                    ) from None
+                except Exception:  # a third-party parser on untrusted text: RecursionError and the like become ours
+                    message = f"attribute {_clip(attribute)}: {_clip(rest)} is not a valid hostvar path"
+                    raise QuerySyntaxError(message, text, position) from None
             return
     known = ", ".join((*PLAIN_ATTRIBUTES, *(prefix + "<key>" for prefix in PREFIX_ATTRIBUTES)))
-    raise QuerySyntaxError(f"unknown attribute {attribute!r}; known attributes: {known}", text, position)
+    raise QuerySyntaxError(f"unknown attribute {_clip(attribute)}; known attributes: {known}", text, position)
 
 
 def _check_values(condition: Condition, text: str) -> None:
@@ -273,15 +356,23 @@ def _check_values(condition: Condition, text: str) -> None:
         _require("netaddr", HAS_NETADDR)
         for value in condition.values:
             try:
-                _network(value)
+                network = _network(value)
             except (netaddr.AddrFormatError, ValueError, TypeError):
                 raise QuerySyntaxError(
-                    f"address value {value!r} is not an IP address or CIDR such as 10.0.0.0/8", text, condition.position
+                    f"address value {_clip(value)} is not an IP address or CIDR such as 10.0.0.0/8", text, condition.position
                 ) from None
+            if network.ip != network.network:
+                # Widening 10.1.2.3/8 to 10.0.0.0/8 in silence would allow a whole /8 where one address was meant.
+                raise QuerySyntaxError(
+                    f"address value {value!r} has host bits set (the subnet is {network.cidr}): write {network.cidr} for the subnet"
+                    f" or {network.ip} for the address",
+                    text,
+                    condition.position,
+                )
     if condition.attribute == "kind" and condition.operator in ("=", "!=", "in"):
         for value in condition.values:
             if value not in KINDS:
-                raise QuerySyntaxError(f"kind {value!r} is not one of {', '.join(KINDS)}", text, condition.position)
+                raise QuerySyntaxError(f"kind {_clip(value)} is not one of {', '.join(KINDS)}", text, condition.position)
 
 
 def _network(value: str) -> netaddr.IPNetwork:
@@ -295,7 +386,7 @@ def _network(value: str) -> netaddr.IPNetwork:
 def parse_query(text: str) -> Node:
     """Parse a query; raises QuerySyntaxError (message, text, position)."""
     if not isinstance(text, str):
-        raise QuerySyntaxError(f"a filter must be a query string, got {type(text).__name__}", str(text), 0)
+        raise QuerySyntaxError(f"a filter must be a query string, got {type_phrase(text)}", brief(text), 0)
     return _Parser(text).parse()
 
 
@@ -338,6 +429,7 @@ class _Compiled:
         self.ranges: tuple[tuple[int, int, int], ...] = ()
         if condition.attribute == "address" and condition.operator in ("=", "!=", "in"):
             self.ranges = tuple(_range(value) for value in condition.values)
+        self.number = _number(condition.values[0]) if condition.operator in COMPARISONS else None
         self.path = None
         if condition.attribute.startswith("var."):
             _require("jmespath", HAS_JMESPATH)
@@ -371,6 +463,8 @@ def _field_values(condition: Condition, workload: Workload) -> Optional[tuple[st
     if attribute.startswith("annotation."):
         value = workload.annotations.get(attribute[11:])
         return None if value is None else (value,)
+    if attribute in vulns.ATTRIBUTES:
+        return vulns.attribute_values(attribute, workload.vulnerabilities)
     raise AssertionError(attribute)
 
 
@@ -408,6 +502,8 @@ def _matches(compiled: _Compiled, workload: Workload) -> bool:  # noqa: PLR0911,
         found = compiled.path.search(workload.hostvars)
         if operator == "exists":
             return found is not None
+        if operator in COMPARISONS:
+            return _compares(compiled, (found,))
         if operator == "contains":
             if isinstance(found, (list, tuple)):
                 return condition.values[0] in {_scalar_text(item) for item in found}
@@ -430,6 +526,8 @@ def _matches(compiled: _Compiled, workload: Workload) -> bool:  # noqa: PLR0911,
         return False
     if operator == "contains":
         return any(condition.values[0] in value for value in values)
+    if operator in COMPARISONS:
+        return _compares(compiled, values)
     return any(value in compiled.values for value in values)
 
 

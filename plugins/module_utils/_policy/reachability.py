@@ -26,11 +26,19 @@ import ipaddress
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Optional, Union
 
+from ansible_collections.zerotrust.workloads.plugins.module_utils._policy.cluster import ClusterFlow
 from ansible_collections.zerotrust.workloads.plugins.module_utils._policy.compiler import Compiler
 from ansible_collections.zerotrust.workloads.plugins.module_utils._policy.errors import ZeroTrustPolicyError
 from ansible_collections.zerotrust.workloads.plugins.module_utils._policy.options import Options, parse_options
-from ansible_collections.zerotrust.workloads.plugins.module_utils._policy.policy import Policy, PolicyRule, PortSpec, parse_policy
+from ansible_collections.zerotrust.workloads.plugins.module_utils._policy.policy import (
+    Policy,
+    PolicyRule,
+    PortSpec,
+    merge_options,
+    parse_policy,
+)
 from ansible_collections.zerotrust.workloads.plugins.module_utils._policy.services import (
+    Endpoint,
     ServicePort,
     container_port,
     match_service_ports,
@@ -70,6 +78,33 @@ class Verdict:
     allowed: bool
     decided_by: tuple[str, ...]
     reason: str
+    partial: bool = False
+    """Some paths through the service connect and others fail (``allowed`` is then False)."""
+    paths: tuple[ServicePath, ...] = ()
+    """For a service: one entry per way kube-proxy can send the connection (entry node x endpoint)."""
+
+
+KUBE_PROXY_LOCAL = "kube-proxy: Local NodePort from a pod, reply bypasses the entry node"
+"""The origin named when kube-proxy itself breaks a path (pod -> another node's Local NodePort, no SNAT)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ServicePath:
+    """One way a connection to a service can go: the node entered (NodePorts) and the endpoint chosen.
+
+    ``endpoint`` is the endpoint's pod key (``namespace/name``) or its address; ``decided_by``
+    names what refuses the path (empty when it connects).
+    """
+
+    endpoint: str
+    address: str
+    node: Optional[str]
+    allowed: bool
+    decided_by: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe form."""
+        return dataclasses.asdict(self)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,10 +140,16 @@ class Reachability:
     """Answers flows for one policy over one inventory."""
 
     def __init__(
-        self, policy: Policy, workloads: Sequence[Workload], options: Optional[Options] = None, warnings: Optional[list[str]] = None
+        self,
+        policy: Policy,
+        workloads: Sequence[Workload],
+        options: Optional[Options] = None,
+        warnings: Optional[list[str]] = None,
+        compiler: Optional[Compiler] = None,
     ) -> None:
-        # The compiler is used for its lookups only (matches, nodes, endpoint pods, scope), never its rules.
-        self.compiler = Compiler(policy, workloads, options or Options(), warnings)
+        # The compiler is used for its lookups only (matches, nodes, endpoint pods, scope), never its rules;
+        # a compile run passes its own (``compiler``) so the lookups are not built twice.
+        self.compiler = compiler if compiler is not None else Compiler(policy, workloads, options or Options(), warnings)
         self.policy = policy
         self.options = self.compiler.options
         self.rules = policy.ordered_rules()
@@ -116,6 +157,7 @@ class Reachability:
         # Answers repeat across the many flows of a truth table or an audit: cache the lookups.
         self._endpoint_cache: dict[str, list[Workload]] = {}
         self._network_cache: dict[str, _Addresses] = {}
+        self._cluster_sets: dict[tuple[int, str], _Addresses] = {}
 
     @classmethod
     def from_hostvars(
@@ -123,7 +165,7 @@ class Reachability:
     ) -> Reachability:
         """Build from a policy dict (or Policy), hostvars and options, as ``compile`` takes them."""
         parsed = policy if isinstance(policy, Policy) else parse_policy(policy)
-        parsed_options = options if isinstance(options, Options) else parse_options(options)
+        parsed_options = options if isinstance(options, Options) else parse_options(merge_options(parsed.options, options))
         workloads, warnings = workloads_from_hostvars(hostvars)
         return cls(parsed, workloads, parsed_options, warnings)
 
@@ -176,6 +218,16 @@ class Reachability:
         found = self._network_cache.get(filter_name)
         if found is None:
             found = self._network_cache[filter_name] = _Addresses(self.networks(filter_name))
+        return found
+
+    def _endpoint_nodes(self, service: Workload, port: ServicePort) -> list[tuple[Workload, Optional[int]]]:
+        """Nodes that receive a service's endpoints themselves (node-address endpoints), with the target port."""
+        found = []
+        for endpoint in service_endpoints(service.record):
+            pod = self.compiler.endpoint_pod(service, endpoint.pod, endpoint.addresses)
+            node = self.compiler.endpoint_node(service, pod, endpoint.addresses)
+            if node is not None:
+                found.append((node, resolve_target_port(port, endpoint, pod)))
         return found
 
     def _target(self, service: Workload, port: ServicePort, pod: Workload) -> Optional[int]:
@@ -253,11 +305,18 @@ class Reachability:
 
     def _reaches_outside(self, service: Workload, service_port: ServicePort, destination: str, port: Optional[int]) -> bool:
         record = service.record
+        local = str(record.get("external_traffic_policy") or "Cluster") == "Local"
+        # With Local only the nodes holding a ready endpoint serve outside consumers, and only they are allowed.
+        nodes = self.compiler.local_endpoint_nodes(service) if local else self.compiler.cluster_nodes(service.cluster)
         if (
             str(record.get("type")) in NODEPORT_TYPES
             and service_port.node_port is not None
             and port == service_port.node_port
-            and any(destination in node.addresses for node in self.compiler.cluster_nodes(service.cluster))
+            and any(destination in node.addresses for node in nodes)
+        ):
+            return True
+        if port is not None and port == _health_check_port(service) and any(
+            destination in node.addresses for node in self.compiler.cluster_nodes(service.cluster)
         ):
             return True
         outside_ips = [*(record.get("load_balancer_ingress") or ()), *(record.get("external_ips") or ())]
@@ -272,6 +331,8 @@ class Reachability:
         def matches(rule: PolicyRule) -> Optional[str]:
             for spec in rule.ports:
                 origin = self._ingress_spec(rule, spec, destination, source=source, protocol=protocol, port=port)
+                if origin is None:
+                    origin = self._node_endpoint_spec(rule, spec, destination, source=source, protocol=protocol, port=port)
                 if origin is not None:
                     return origin
             return None
@@ -282,6 +343,18 @@ class Reachability:
         self, rule: PolicyRule, spec: PortSpec, destination: Workload, *, source: str, protocol: str, port: Optional[int]
     ) -> Optional[str]:
         for provider in self.matched(rule.provider):
+            if (
+                destination.kind == "node"
+                and provider.kind == "service"
+                and rule.action == "allow"
+                and protocol == "tcp"
+                and port is not None
+                and port == _health_check_port(provider)
+                and provider.cluster == destination.cluster
+                and self._service_ports(spec, provider, "tcp")
+                and source in self.consumer_addresses(rule, "out")
+            ):
+                return f"{rule.origin()} health check {provider.key}"
             if provider is destination and provider.kind != "service":
                 if self._direct_port(spec, provider, protocol, port) and source in self.consumer_addresses(rule, "all"):
                     return rule.origin(spec)
@@ -300,6 +373,20 @@ class Reachability:
                         return rule.origin(spec)
                 elif rule.action == "allow" and source in self._masquerade(destination):
                     return rule.origin(spec) + " via nodeport"
+        return None
+
+    def _node_endpoint_spec(
+        self, rule: PolicyRule, spec: PortSpec, node: Workload, *, source: str, protocol: str, port: Optional[int]
+    ) -> Optional[str]:
+        """A node that is itself a service endpoint (the API server's) admits the in-cluster consumers, unmasqueraded."""
+        if node.kind != "node" or source not in self.consumer_addresses(rule, "in"):
+            return None
+        for service in self.matched(rule.provider):
+            if service.kind != "service":
+                continue
+            for service_port in self._service_ports(spec, service, protocol):
+                if port in [target for found, target in self._endpoint_nodes(service, service_port) if found is node]:
+                    return rule.origin(spec)
         return None
 
     def _masquerade(self, pod: Workload) -> _Addresses:
@@ -346,6 +433,30 @@ class Reachability:
 
     # -- implicit allowances -------------------------------------------------------
 
+    def _cluster_addresses(self, flow: ClusterFlow, side: str) -> _Addresses:
+        key = (id(flow), side)
+        found = self._cluster_sets.get(key)
+        if found is None:
+            members = flow.destination_addresses if side == "to" else flow.source_addresses
+            found = self._cluster_sets[key] = _Addresses(members or ())
+        return found
+
+    def _cluster_egress(self, source: Workload, destination: str, protocol: str, port: Optional[int]) -> Optional[str]:
+        """The ``cluster`` allowance at a source's egress (the compiler's own flows)."""
+        for flow in self.compiler.cluster_egress.get(source.host, ()):
+            if _flow_port(flow, flow.egress_ports, protocol, port) and destination in self._cluster_addresses(flow, "to"):
+                return flow.origin
+        return None
+
+    def _cluster_ingress(self, destination: Workload, source: str, protocol: str, port: Optional[int]) -> Optional[str]:
+        """The ``cluster`` allowance at a destination's ingress."""
+        for flow in self.compiler.cluster_ingress.get(destination.host, ()):
+            if not _flow_port(flow, flow.ingress_ports, protocol, port):
+                continue
+            if flow.source_addresses is None or source in self._cluster_addresses(flow, "from"):
+                return flow.origin
+        return None
+
     def _implicit_egress(self, source: Workload, destination: str, protocol: str, port: Optional[int]) -> Optional[str]:
         options = self.options
         if options.enabled("node_to_pods") and source.kind == "node" and destination in _Addresses(source.pod_cidrs):
@@ -362,7 +473,8 @@ class Reachability:
                             ports.add(resolve_target_port(service_port, endpoint, pod))
                 if port in ports:
                     return "implicit:dns"
-        return None
+        # The cluster allowance's rules come after the other implicit ones in every chain.
+        return self._cluster_egress(source, destination, protocol, port)
 
     def _implicit_ingress(self, destination: Workload, source: str, protocol: str, port: Optional[int]) -> Optional[str]:
         options = self.options
@@ -380,7 +492,7 @@ class Reachability:
                 targets = {self._target(dns, item, destination) for item in service_ports(dns.record) if item.protocol == protocol}
                 if port in targets and source in cidrs:
                     return "implicit:dns"
-        return None
+        return self._cluster_ingress(destination, source, protocol, port)
 
     # -- the question --------------------------------------------------------------
 
@@ -447,35 +559,99 @@ class Reachability:
             raise ZeroTrustPolicyError("a service is reached via cluster_ip or node_port, not directly")
         if not service_endpoints(service.record):
             return Verdict(False, (), f"service {service.key} has no endpoints")
-        # Endpoints whose pods are not in the inventory are not enforced: only the consumer side decides for them.
-        pods = self._endpoint_pods(service)
-        ends: list[Optional[_End]] = []
+        # One path per way kube-proxy can send the connection; endpoints whose pods are not in the
+        # inventory are not enforced, so only the consumer side decides for them.
+        paths: list[tuple[str, str, Optional[str], list[Optional[_End]], bool]] = []  # endpoint, address, node, ends, kube-proxy ok
         if flow.via == "cluster_ip":
             if outside or not service.addresses:
                 return Verdict(False, (), "the ClusterIP is not reachable from outside the cluster")
-            ends.append(self._egress(source, service.addresses[0], protocol, port.port))
-            for pod in pods:
-                ends.append(self._ingress(pod, self._seen_from(source, source_address, pod), protocol, self._target(service, port, pod)))
-            return self._combine(ends)
+            egress = self._egress(source, service.addresses[0], protocol, port.port)
+            for endpoint, pod, node, target in self._endpoint_receivers(service, port):
+                ends: list[Optional[_End]] = [egress]
+                if pod is not None:
+                    ends.append(self._ingress(pod, self._seen_from(source, source_address, pod), protocol, target))
+                if node is not None:
+                    ends.append(self._ingress(node, source_address, protocol, target))
+                paths.append((_endpoint_name(endpoint, pod), endpoint.addresses[0] if endpoint.addresses else "", None, ends, True))
+            return self._paths_verdict(service, paths)
         if port.node_port is None or str(service.record.get("type")) not in NODEPORT_TYPES:
             return Verdict(False, (), f"service {service.key} port {port.port} has no NodePort")
         nodes = [node for node in self.compiler.cluster_nodes(service.cluster) if node.addresses]
         if not nodes:
             return Verdict(False, (), f"no node of service {service.key}'s cluster is in the inventory")
         local = str(service.record.get("external_traffic_policy") or "Cluster") == "Local"
+        # kube-proxy treats pod traffic as subject to neither traffic policy: cluster-wide endpoints, no SNAT.
+        from_pod = source is not None and source.kind == "pod"
+        receivers = self._endpoint_receivers(service, port)
         for node in nodes:
-            ends.append(self._egress(source, node.addresses[0], protocol, port.node_port))
+            common = [self._egress(source, node.addresses[0], protocol, port.node_port)]
             if node.host in self.compiler.points:
-                ends.append(self.guard_end(node, source_address, protocol, port.node_port))
-            for pod in pods:
-                if local:
-                    seen = source_address
-                elif self.compiler.node_of(pod) is node:
-                    seen = node.gateways()[0] if node.gateways() else node.addresses[0]
-                else:
-                    seen = node.addresses[0]
-                ends.append(self._ingress(pod, seen, protocol, self._target(service, port, pod)))
-        return self._combine(ends)
+                common.append(self.guard_end(node, source_address, protocol, port.node_port))
+            for endpoint, pod, _unused_node, target in receivers:
+                endpoint_node = endpoint.node or (pod.node if pod is not None else None)
+                if local and not from_pod and endpoint_node != node.name:
+                    continue  # outside traffic to a Local NodePort goes to the entry node's own endpoints only
+                # Unmasqueraded, the reply leaves the endpoint straight for the pod: it passes the entry
+                # node's conntrack only when the endpoint or the source pod lives there. A pod sent back
+                # to itself is masqueraded (kube-proxy's hairpin rule), so that path works anywhere.
+                kube_ok = (
+                    not (local and from_pod)
+                    or node.name in (endpoint_node, source.node if source is not None else None)
+                    or (pod is not None and pod is source)
+                )
+                ends = list(common)
+                if pod is not None:
+                    if local:
+                        seen = source_address
+                    elif self.compiler.node_of(pod) is node:
+                        seen = node.gateways()[0] if node.gateways() else node.addresses[0]
+                    else:
+                        seen = node.addresses[0]
+                    ends.append(self._ingress(pod, seen, protocol, target))
+                paths.append((_endpoint_name(endpoint, pod), endpoint.addresses[0] if endpoint.addresses else "", node.name, ends, kube_ok))
+        if not paths:
+            return Verdict(False, (), f"service {service.key} has no ready local endpoint on any node (externalTrafficPolicy: Local)")
+        return self._paths_verdict(service, paths)
+
+    def _endpoint_receivers(
+        self, service: Workload, port: ServicePort
+    ) -> list[tuple[Endpoint, Optional[Workload], Optional[Workload], Optional[int]]]:
+        """Each endpoint with its pod, the node that enforces it when no pod namespace does, and its target port."""
+        found = []
+        for endpoint in service_endpoints(service.record):
+            pod = self.compiler.endpoint_pod(service, endpoint.pod, endpoint.addresses)
+            node = self.compiler.endpoint_node(service, pod, endpoint.addresses)
+            found.append((endpoint, pod, node, resolve_target_port(port, endpoint, pod)))
+        return found
+
+    def _paths_verdict(self, service: Workload, paths: Sequence[tuple[str, str, Optional[str], list[Optional[_End]], bool]]) -> Verdict:
+        """All paths connect: allowed; none: denied (by the first refusing end); some: partial."""
+        answers: list[ServicePath] = []
+        every_end: list[Optional[_End]] = []
+        for endpoint, address, node, ends, kube_ok in paths:
+            every_end.extend(ends)
+            verdict = self._combine(ends)
+            if not kube_ok:
+                answers.append(ServicePath(endpoint, address, node, False, KUBE_PROXY_LOCAL))
+            elif not verdict.allowed:
+                answers.append(ServicePath(endpoint, address, node, False, verdict.decided_by[0] if verdict.decided_by else ""))
+            else:
+                answers.append(ServicePath(endpoint, address, node, True))
+        combined = self._combine(every_end)
+        failing = [answer for answer in answers if not answer.allowed]
+        if not failing:
+            return dataclasses.replace(combined, paths=tuple(answers))
+        if len(failing) == len(answers):
+            if combined.allowed:  # kube-proxy alone breaks every path
+                return Verdict(False, (KUBE_PROXY_LOCAL,), f"denied by {KUBE_PROXY_LOCAL}", paths=tuple(answers))
+            return dataclasses.replace(combined, paths=tuple(answers))
+        refusing = sorted({answer.endpoint for answer in failing})
+        decided = tuple(dict.fromkeys(answer.decided_by for answer in failing))
+        reason = (
+            f"partly connected: {len(failing)} of {len(answers)} paths to service {service.key} fail "
+            f"(refused at {', '.join(refusing)} by {', '.join(decided)})"
+        )
+        return Verdict(False, decided, reason, partial=True, paths=tuple(answers))
 
     @staticmethod
     def _combine(ends: Sequence[Optional[_End]]) -> Verdict:
@@ -494,6 +670,29 @@ class Reachability:
 
 
 _NOBODY = Workload(host="", kind="vm", name="", addresses=())
+
+
+def _health_check_port(service: Workload) -> Optional[int]:
+    """A LoadBalancer service's healthCheckNodePort when its traffic policy is Local, else None."""
+    record = service.record
+    port = record.get("health_check_node_port")
+    if str(record.get("type")) != "LoadBalancer" or str(record.get("external_traffic_policy") or "Cluster") != "Local":
+        return None
+    return port if isinstance(port, int) else None
+
+
+def _endpoint_name(endpoint: Endpoint, pod: Optional[Workload]) -> str:
+    """How a path names its endpoint: the pod's key, else the endpoint's pod reference or address."""
+    if pod is not None:
+        return pod.key
+    return endpoint.pod or (endpoint.addresses[0] if endpoint.addresses else "?")
+
+
+def _flow_port(flow: ClusterFlow, ports: Sequence[Any], protocol: str, port: Optional[int]) -> bool:
+    """Does a cluster flow's protocol and port list cover ``protocol``/``port``? (no ports: every port)"""
+    if flow.protocol != protocol:
+        return False
+    return not ports or (port is not None and any(item.first <= port <= item.last for item in ports))
 
 
 def check_flow(

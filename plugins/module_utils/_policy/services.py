@@ -14,6 +14,7 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any, Optional, Union
 
+from ansible_collections.zerotrust.workloads.plugins.module_utils._describe import type_phrase
 from ansible_collections.zerotrust.workloads.plugins.module_utils._policy.errors import ServiceError
 from ansible_collections.zerotrust.workloads.plugins.module_utils._policy.policy import PortSpec
 from ansible_collections.zerotrust.workloads.plugins.module_utils._policy.workloads import Workload
@@ -131,8 +132,8 @@ def node_port(record: Mapping[str, Any], port: Union[int, str], protocol: Option
     if isinstance(record, Mapping) and "workload" in record and "kind" not in record:
         record = record["workload"]
     if not isinstance(record, Mapping) or record.get("kind") != "service":
-        kind = record.get("kind") if isinstance(record, Mapping) else type(record).__name__
-        raise ServiceError(f"nodeport needs a service's hostvars (workload.kind service), got kind {kind!r}")
+        got = f"kind {record.get('kind')!r}" if isinstance(record, Mapping) else type_phrase(record)
+        raise ServiceError(f"nodeport needs a service's hostvars (workload.kind service), got {got}")
     label = f"service {record.get('namespace')}/{record.get('name')}"
     wanted_protocol = protocol.lower() if protocol else None
     ports = [candidate for candidate in service_ports(record) if wanted_protocol in (None, candidate.protocol)]

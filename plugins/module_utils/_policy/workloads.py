@@ -15,7 +15,10 @@ import ipaddress
 from collections.abc import Mapping
 from typing import Any, Optional
 
+from ansible_collections.zerotrust.workloads.plugins.module_utils._describe import type_phrase
+from ansible_collections.zerotrust.workloads.plugins.module_utils._policy import vulns
 from ansible_collections.zerotrust.workloads.plugins.module_utils._policy.errors import WorkloadError
+from ansible_collections.zerotrust.workloads.plugins.module_utils._policy.vulns import Vulnerabilities
 
 KINDS = ("pod", "service", "node", "vm")
 
@@ -40,6 +43,7 @@ class Workload:
     ports: tuple[Mapping[str, Any], ...] = ()
     pod_cidrs: tuple[str, ...] = ()
     tunnel_addresses: tuple[str, ...] = ()
+    vulnerabilities: Optional[Vulnerabilities] = None
     record: Mapping[str, Any] = dataclasses.field(default_factory=dict, compare=False)
     hostvars: Mapping[str, Any] = dataclasses.field(default_factory=dict, compare=False, repr=False)
 
@@ -75,7 +79,7 @@ def _str_map(value: Any, where: str) -> dict[str, str]:
     if value is None:
         return {}
     if not isinstance(value, Mapping):
-        raise WorkloadError(f"{where} must be a mapping, got {type(value).__name__}")
+        raise WorkloadError(f"{where} must be a mapping, got {type_phrase(value)}")
     return {str(key): "" if item is None else str(item) for key, item in value.items()}
 
 
@@ -105,7 +109,7 @@ def _networks(value: Any, where: str) -> tuple[str, ...]:
 def workload_from_record(host: str, record: Mapping[str, Any], hostvars: Mapping[str, Any]) -> Workload:
     """Build a workload from a ``workload`` hostvar (contracts.md section 1)."""
     if not isinstance(record, Mapping):
-        raise WorkloadError(f"host {host}: workload must be a mapping, got {type(record).__name__}")
+        raise WorkloadError(f"host {host}: workload must be a mapping, got {type_phrase(record)}")
     kind = record.get("kind")
     if kind not in KINDS:
         raise WorkloadError(f"host {host}: workload.kind {kind!r} is not one of {', '.join(KINDS)}")
@@ -133,6 +137,7 @@ def workload_from_record(host: str, record: Mapping[str, Any], hostvars: Mapping
         ports=tuple(dict(port) for port in ports),
         pod_cidrs=_networks(record.get("pod_cidrs"), f"host {host}: workload.pod_cidrs"),
         tunnel_addresses=_addresses(record.get("tunnel_addresses"), f"host {host}: workload.tunnel_addresses"),
+        vulnerabilities=vulns.from_record(record.get("vulnerabilities"), f"host {host}: workload.vulnerabilities"),
         record=record,
         hostvars=hostvars,
     )
@@ -167,14 +172,22 @@ def vm_from_hostvars(host: str, hostvars: Mapping[str, Any]) -> tuple[Optional[W
     )
 
 
+SKIP_MALFORMED_VAR = "zt_skip_malformed"
+"""Host variable: when true, a malformed record leaves that host out with a warning instead of failing."""
+
+
 def workloads_from_hostvars(hostvars: Mapping[str, Mapping[str, Any]]) -> tuple[list[Workload], list[str]]:
     """All workloads of an inventory, sorted by inventory hostname, and the warnings.
 
-    A host whose record is malformed is left out with a warning rather than failing the
-    whole compile: one bad object from the cluster must not stop enforcement everywhere.
+    A malformed record (``workload``, ``zt_addresses``, ``zt_labels``) is an error naming the
+    host and the variable, every such host at once: a host silently left out of the policy
+    would lose its allowances and the rules that protect it. A host with ``zt_skip_malformed:
+    true`` (for instance a group of hosts from a source the user does not control) is left
+    out with a warning instead.
     """
     workloads: list[Workload] = []
     warnings: list[str] = []
+    errors: list[str] = []
     for host in sorted(hostvars):
         variables = hostvars[host]
         if not isinstance(variables, Mapping):
@@ -185,10 +198,18 @@ def workloads_from_hostvars(hostvars: Mapping[str, Mapping[str, Any]]) -> tuple[
                 continue
             workload, warning = vm_from_hostvars(str(host), variables)
         except WorkloadError as error:
-            warnings.append(f"{error}; the host is left out of the policy")
+            if variables.get(SKIP_MALFORMED_VAR) is True:
+                warnings.append(f"{error}; the host is left out of the policy ({SKIP_MALFORMED_VAR})")
+            else:
+                errors.append(str(error))
             continue
         if warning:
             warnings.append(warning)
         if workload is not None:
             workloads.append(workload)
+    if errors:
+        raise WorkloadError(
+            f"malformed host records: {'; '.join(errors)}; fix them, or set {SKIP_MALFORMED_VAR}: true on a host "
+            "to leave it out of the policy with a warning"
+        )
     return workloads, warnings

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import copy
+import json
 from typing import Any
 
 import pytest
@@ -53,6 +54,12 @@ def test_exactly_the_seed_objects(objects: dict[tuple[str, str], dict[str, Any]]
             ("Service", "wordpress/wordpress-mysql"),
             ("EndpointSlice", "wordpress/wordpress-f7292"),
             ("EndpointSlice", "wordpress/wordpress-mysql-7a294"),
+            # The control plane: the API server's Service and slice, cluster DNS.
+            ("Pod", "kube-system/coredns-7c65d6cfc9-zt5lb"),
+            ("Service", "default/kubernetes"),
+            ("EndpointSlice", "default/kubernetes"),
+            ("Service", "kube-system/kube-dns"),
+            ("EndpointSlice", "kube-system/kube-dns-30b8f"),
         ]
     )
 
@@ -102,14 +109,41 @@ FIELDS = [
     ("EndpointSlice", "wordpress/wordpress-f7292", "ports", [{"port": 80, "protocol": "TCP", "name": "http"}]),
     # The named target port "mysql" resolves to the pod's container port.
     ("EndpointSlice", "wordpress/wordpress-mysql-7a294", "ports", [{"port": 3306, "protocol": "TCP", "name": "mysql"}]),
+    # default/kubernetes as a real API server keeps it: the service CIDR's first address, 443 -> 6443, no selector.
+    ("Service", "default/kubernetes", "spec.clusterIP", "172.18.192.1"),
+    ("Service", "default/kubernetes", "spec.ports", [{"port": 443, "targetPort": 6443, "protocol": "TCP", "name": "https"}]),
+    ("Service", "default/kubernetes", "metadata.labels", {"component": "apiserver", "provider": "kubernetes"}),
+    ("EndpointSlice", "default/kubernetes", "metadata.labels", {"kubernetes.io/service-name": "kubernetes"}),
+    ("EndpointSlice", "default/kubernetes", "endpoints", [{"addresses": ["172.18.221.10"], "conditions": {"ready": True}}]),
+    ("EndpointSlice", "default/kubernetes", "ports", [{"name": "https", "port": 6443, "protocol": "TCP"}]),
+    # Cluster DNS: a CoreDNS-like pod on the control-plane node behind kube-system/kube-dns (.10 of the service CIDR).
+    ("Service", "kube-system/kube-dns", "spec.clusterIP", "172.18.192.10"),
+    ("Service", "kube-system/kube-dns", "spec.selector", {"k8s-app": "kube-dns"}),
+    (
+        "Service",
+        "kube-system/kube-dns",
+        "spec.ports",
+        [
+            {"port": 53, "targetPort": "dns", "protocol": "UDP", "name": "dns"},
+            {"port": 53, "targetPort": "dns-tcp", "protocol": "TCP", "name": "dns-tcp"},
+        ],
+    ),
+    ("Pod", "kube-system/coredns-7c65d6cfc9-zt5lb", "spec.nodeName", "k8s-master"),
+    ("Pod", "kube-system/coredns-7c65d6cfc9-zt5lb", "status.podIP", "10.244.0.53"),
+    ("EndpointSlice", "kube-system/kube-dns-30b8f", "endpoints.0.addresses", ["10.244.0.53"]),
+    # flannel's annotations (vxlan): what the `cluster` allowance reads to open udp/8472 between nodes.
+    ("Node", "k8s-node1", "metadata.annotations.flannel.alpha.coreos.com/backend-type", "vxlan"),
+    ("Node", "k8s-node1", "metadata.annotations.flannel.alpha.coreos.com/public-ip", "172.18.221.11"),
+    ("Node", "k8s-node1", "metadata.annotations.flannel.alpha.coreos.com/kube-subnet-manager", "true"),
 ]
 
 
 @pytest.mark.parametrize(("kind", "name", "path", "expected"), FIELDS, ids=[f"{k}:{n}:{p}" for k, n, p, _ in FIELDS])
 def test_manifest_fields(objects: dict[tuple[str, str], dict[str, Any]], kind: str, name: str, path: str, expected: Any) -> None:
     manifest = objects[kind, name]
-    if path.startswith("metadata.labels."):
-        assert manifest["metadata"]["labels"][path.removeprefix("metadata.labels.")] == expected
+    if path.startswith(("metadata.labels.", "metadata.annotations.")):
+        section, _, key = path.removeprefix("metadata.").partition(".")
+        assert manifest["metadata"][section][key] == expected
     else:
         assert dig(manifest, path) == expected
 
@@ -123,6 +157,35 @@ def test_every_manifest_parses_with_the_official_client(objects: dict[tuple[str,
 def test_deterministic() -> None:
     seed = load_scenario(SEED)
     assert scenario_objects(seed) == scenario_objects(load_scenario(SEED))
+
+
+def test_vxlan_backend_data_names_the_vtep_mac() -> None:
+    from lab.overlay import vtep_mac  # noqa: PLC0415
+
+    node = next(m for m in scenario_objects(load_scenario(SEED)) if m["kind"] == "Node" and m["metadata"]["name"] == "k8s-node2")
+    data = json.loads(node["metadata"]["annotations"]["flannel.alpha.coreos.com/backend-data"])
+    assert data == {"VNI": 1, "VtepMAC": vtep_mac("k8s-node2")}
+
+
+@pytest.mark.parametrize(
+    ("cluster", "backend_type", "control_plane_objects"),
+    [
+        ({"overlay": "routed"}, "host-gw", True),  # flannel's host-gw: direct routes, no encapsulation
+        ({"control_plane": False}, None, False),  # the lab before the control plane: no annotations, no API objects
+    ],
+)
+def test_overlay_and_control_plane_switches(cluster: dict[str, Any], backend_type: str | None, control_plane_objects: bool) -> None:
+    document = yaml.safe_load(SEED.read_text())
+    document["topology"]["cluster"].update(cluster)
+    if cluster.get("control_plane") is False:
+        del document["topology"]["cluster"]["upstream_dns"]
+        del document["expect"]
+    manifests = scenario_objects(build_scenario(document))
+    node = next(m for m in manifests if m["kind"] == "Node")
+    assert (node["metadata"].get("annotations") or {}).get("flannel.alpha.coreos.com/backend-type") == backend_type
+    names = {(m["kind"], m["metadata"]["name"]) for m in manifests}
+    assert (("Service", "kubernetes") in names) is control_plane_objects
+    assert (("Service", "kube-dns") in names) is control_plane_objects
 
 
 def test_named_port_missing_on_a_pod_leaves_it_out_of_the_slice() -> None:

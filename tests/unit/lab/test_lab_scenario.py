@@ -32,7 +32,7 @@ def test_seed_matches_design() -> None:
         ("k8s-node2", "172.18.221.12", "10.244.2.0/24"),
         ("k8s-node3", "172.18.221.13", "10.244.3.0/24"),
     ]
-    frontend, mysql = seed.pods
+    frontend, mysql, coredns = seed.pods
     assert (frontend.key, frontend.node, str(frontend.ip), dict(frontend.labels)) == (
         "wordpress/wordpress-6dfdd9f64f-d75j2",
         "k8s-node1",
@@ -47,13 +47,14 @@ def test_seed_matches_design() -> None:
         ("haproxy", "172.18.221.1", {"role": "loadbalancer"}),
         ("outsider", "172.18.221.99", {"role": "outsider"}),
     ]
-    assert seed.expect_allow == (
+    assert seed.expect_allow is not None
+    assert seed.expect_allow[:2] == (
         "vm:haproxy -> nodeport:wordpress/wordpress:tcp/80",
         "pod:wordpress/wordpress-6dfdd9f64f-d75j2 -> pod:wordpress/wordpress-mysql-5b58bbd695-gxtc4:tcp/3306",
     )
     assert seed.policy is not None and seed.policy["policies"]["catch_all"] == "deny"
     assert all(node.ipv6 is not None for node in seed.nodes)
-    assert all(pod.ipv6 is not None for pod in seed.pods)
+    assert all(pod.ipv6 is not None for pod in seed.pods if pod is not coredns)
     assert all(vm.ipv6 is not None for vm in seed.vms)
     assert [p.key for p in seed.service_endpoints(wordpress)] == ["wordpress/wordpress-6dfdd9f64f-d75j2"]
 
@@ -152,6 +153,37 @@ BAD = [
         "expect.allow[0]: 'vm:haproxy -> svc:wordpress/wordpress:tcp/80' is not a probe of this lab",
     ),
     ("policy not a mapping", _set("policy", ["allow all"]), 'policy: expected a mapping (filters, policies), got ["allow all"]'),
+    (
+        "control_plane not a bool",
+        _set("topology.cluster.control_plane", "yes"),
+        'topology.cluster.control_plane: expected true or false, got "yes"',
+    ),
+    ("unknown overlay", _set("topology.cluster.overlay", "geneve"), 'topology.cluster.overlay: "geneve" is not one of vxlan, routed'),
+    (
+        "upstream on a taken address",
+        _set("topology.cluster.upstream_dns", {"name": "resolver", "address": "172.18.221.1"}),
+        "topology.cluster.upstream_dns.address: duplicate address '172.18.221.1' (already used by topology.vms[0].address)",
+    ),
+    (
+        "upstream named like a VM",
+        _set("topology.cluster.upstream_dns", {"name": "haproxy", "address": "172.18.221.60"}),
+        "topology.cluster.upstream_dns.name: duplicate node/VM name 'haproxy' (already used by topology.vms[0].name)",
+    ),
+    (
+        "upstream off the underlay",
+        _set("topology.cluster.upstream_dns", {"name": "resolver", "address": "10.1.1.1"}),
+        "topology.cluster.upstream_dns.address: 10.1.1.1 is not a host address of the underlay 172.18.221.0/24",
+    ),
+    (
+        "the API's ClusterIP taken",
+        _set("topology.services.1.cluster_ip", "172.18.192.1"),
+        "topology.services[1].cluster_ip: 172.18.192.1 is the ClusterIP of default/kubernetes (the service CIDR's first address)",
+    ),
+    (
+        "default/kubernetes in the scenario",
+        _append("topology.services", {"name": "kubernetes", "namespace": "default", "cluster_ip": "172.18.192.2", "ports": [{"port": 1}]}),
+        "topology.services[2].name: default/kubernetes is the API server's Service, which the lab adds itself",
+    ),
 ]
 
 
@@ -177,6 +209,80 @@ def test_digest_follows_content() -> None:
     assert build_scenario(copy.deepcopy(document)).digest == first
     document["topology"]["vms"][1]["labels"]["role"] = "other"
     assert build_scenario(document).digest != first
+
+
+def test_seed_control_plane() -> None:
+    seed = load_scenario(SEED)
+    assert (seed.cluster.control_plane, seed.cluster.overlay, str(seed.cluster.api_cluster_ip)) == (True, "vxlan", "172.18.192.1")
+    assert seed.control_plane_node is not None and seed.control_plane_node.name == "k8s-master"
+    api = seed.api_service
+    assert api is not None and not api.selector
+    assert [(str(e.address), e.node) for e in api.static_endpoints] == [("172.18.221.10", "k8s-master")]
+    assert [(p.port, p.target_port, p.name) for p in api.ports] == [(443, 6443, "https")]
+    dns = seed.dns_service
+    assert dns is not None and (str(dns.cluster_ip), dict(dns.selector)) == ("172.18.192.10", {"k8s-app": "kube-dns"})
+    assert [(p.key, p.node, str(p.ip)) for p in seed.dns_pods()] == [("kube-system/coredns-7c65d6cfc9-zt5lb", "k8s-master", "10.244.0.53")]
+    assert seed.upstream_dns is not None and (seed.upstream_dns.name, str(seed.upstream_dns.address)) == ("upstream-dns", "172.18.221.53")
+    assert seed.upstream_dns not in seed.vms  # not a workload of the inventory
+
+
+def _without_control_plane_keys(document: dict[str, Any]) -> None:
+    cluster = document["topology"]["cluster"]
+    for key in ("control_plane", "overlay", "upstream_dns"):
+        cluster.pop(key, None)
+    nodes = document["topology"]["nodes"]
+    nodes[0].pop("labels", None)
+
+
+def test_control_plane_defaults() -> None:
+    """On by default: vxlan, the first node as control plane (labelled as kubeadm does), the upstream at the underlay's .53."""
+    document = seed_document()
+    _without_control_plane_keys(document)
+    scenario = build_scenario(document)
+    assert (scenario.cluster.control_plane, scenario.cluster.overlay) == (True, "vxlan")
+    assert scenario.nodes[0].labels == {"node-role.kubernetes.io/control-plane": ""}
+    assert scenario.control_plane_node == scenario.nodes[0]
+    assert scenario.upstream_dns is not None and str(scenario.upstream_dns.address) == "172.18.221.53"
+
+
+def test_labelled_control_plane_node_wins() -> None:
+    document = seed_document()
+    _without_control_plane_keys(document)
+    document["topology"]["nodes"][2]["labels"] = {"node-role.kubernetes.io/control-plane": ""}
+    scenario = build_scenario(document)
+    assert scenario.control_plane_node is not None and scenario.control_plane_node.name == "k8s-node2"
+    assert scenario.nodes[0].labels == {}
+    assert [str(e.address) for e in scenario.api_service.static_endpoints] == ["172.18.221.12"]  # type: ignore[union-attr]
+    assert [p.node for p in scenario.dns_pods()] == ["k8s-node2"]
+
+
+def test_control_plane_off_is_the_lab_without_it() -> None:
+    document = seed_document()
+    _without_control_plane_keys(document)
+    document["topology"]["cluster"]["control_plane"] = False
+    del document["expect"]
+    scenario = build_scenario(document)
+    assert scenario.control_plane_node is None and scenario.upstream_dns is None
+    assert [service.key for service in scenario.services] == ["wordpress/wordpress", "wordpress/wordpress-mysql"]
+    assert len(scenario.pods) == 2
+
+
+def test_scenario_with_its_own_kube_dns_keeps_it() -> None:
+    document = seed_document()
+    document["topology"]["pods"][1]["labels"] = {"k8s-app": "kube-dns"}
+    document["topology"]["pods"][1]["namespace"] = "kube-system"
+    document["topology"]["services"][1].update(name="kube-dns", namespace="kube-system", selector={"k8s-app": "kube-dns"})
+    del document["expect"]
+    scenario = build_scenario(document)
+    assert [pod.key for pod in scenario.dns_pods()] == ["kube-system/wordpress-mysql-5b58bbd695-gxtc4"]
+    assert len(scenario.pods) == 2  # no CoreDNS pod added
+
+
+def test_free_addresses_are_picked_for_the_added_objects() -> None:
+    """udp-local's own DNS Service holds .10: kube-dns gets the next free ClusterIP."""
+    scenario = load_scenario(REPO_ROOT / "lab" / "scenarios" / "udp-local.yml")
+    assert scenario.dns_service is not None and str(scenario.dns_service.cluster_ip) == "172.18.192.11"
+    assert [(p.node, str(p.ip)) for p in scenario.dns_pods()] == [("n1", "10.244.8.53")]
 
 
 def test_cluster_cidr_defaults_to_the_pod_cidrs_supernet() -> None:

@@ -39,10 +39,26 @@ options:
     type: list
     elements: dict
   kinds:
-    description: What to watch, any of pods, services, endpointslices, nodes.
+    description:
+      - What to watch, any of pods, services, endpointslices, nodes, vulnerabilityreports.
+      - C(vulnerabilityreports) (trivy-operator's, for policies that use C(vuln.*); not watched by default) reports a
+        change when a report's counts or IDs change, appear or vanish, so a new critical finding re-runs enforcement.
+        A cluster without the CRD gets a warning and is listed again every O(reconnect_max) seconds.
     type: list
     elements: str
     default: [pods, services, endpointslices, nodes]
+  drop_annotations:
+    description:
+      - Annotations left out of the views (and so never reported as changes), as the inventory plugin's option of that name.
+        The default drops C(kubectl.kubernetes.io/last-applied-configuration).
+    type: list
+    elements: str
+    default: [kubectl.kubernetes.io/last-applied-configuration]
+  keep_annotations:
+    description: When set, only these annotations are kept, as the inventory plugin's option of that name.
+    type: list
+    elements: str
+    default: []
   debounce:
     description: Seconds of quiet that close a burst of changes.
     type: float
@@ -97,7 +113,7 @@ def _import_collection() -> None:
 
 _import_collection()
 
-from ansible_collections.zerotrust.workloads.plugins.module_utils._kubernetes import api, records  # noqa: E402
+from ansible_collections.zerotrust.workloads.plugins.module_utils._kubernetes import api, builder, records, vulnerabilities  # noqa: E402
 from ansible_collections.zerotrust.workloads.plugins.module_utils._kubernetes.connection import (  # noqa: E402
     ClusterConnection,
     resolve_connections,
@@ -109,7 +125,9 @@ from ansible_collections.zerotrust.workloads.plugins.module_utils._kubernetes.er
 )
 
 LOG = logging.getLogger("zerotrust.workloads.kubernetes_workloads")
-KINDS: dict[str, api.Kind] = {"pods": api.PODS, "services": api.SERVICES, "endpointslices": api.ENDPOINT_SLICES, "nodes": api.NODES}
+KINDS: dict[str, api.Kind] = {"pods": api.PODS, "services": api.SERVICES, "endpointslices": api.ENDPOINT_SLICES, "nodes": api.NODES,
+                              "vulnerabilityreports": vulnerabilities.VULNERABILITY_REPORTS}
+DEFAULT_KINDS = ("pods", "services", "endpointslices", "nodes")
 DEFAULTS: dict[str, Any] = {"debounce": 1.0, "max_delay": 5.0, "watch_timeout": 300, "reconnect_min": 0.5, "reconnect_max": 30.0,
                             "request_timeout": 30.0}
 Key = tuple[str, str]  # (namespace or "", name)
@@ -127,15 +145,33 @@ class RelistNeededError(Exception):
 # What matters to the policy
 
 
-def policy_view(kind: api.Kind, obj: Mapping[str, Any], cluster: str) -> dict[str, Any]:
-    """The fields of an object the policy can see: its workload record (services without endpoints, which come from slices)."""
-    if kind is api.PODS:
-        return records.pod_record(obj, cluster, records.pod_ips(obj))
-    if kind is api.NODES:
-        return records.node_record(obj, cluster)
-    if kind is api.SERVICES:
-        return records.service_record(obj, cluster, [])
+def policy_view(kind: api.Kind, obj: Mapping[str, Any], cluster: str,
+                annotations: Optional[builder.AnnotationFilter] = None) -> dict[str, Any]:
+    """The fields of an object the policy can see: its workload record (services without endpoints, which come from slices).
+
+    ``annotations`` filters the record's annotations as the inventory does (kubectl's last-applied-configuration
+    would otherwise double every view and report each ``kubectl apply`` as a change of its own).
+    """
+    if kind in (api.PODS, api.NODES, api.SERVICES):
+        if kind is api.PODS:
+            record = records.pod_record(obj, cluster, records.pod_ips(obj))
+        elif kind is api.NODES:
+            record = records.node_record(obj, cluster)
+        else:
+            record = records.service_record(obj, cluster, [])
+        if annotations is not None:
+            annotations.apply(record)
+        return record
     metadata = obj.get("metadata") or {}
+    if kind is vulnerabilities.VULNERABILITY_REPORTS:
+        # What the join and the vuln.* attributes read; a rescan that finds the same (a new updateTimestamp) is no change.
+        labels: Mapping[str, Any] = metadata["labels"] if isinstance(metadata.get("labels"), dict) else {}
+        found = vulnerabilities.finding(obj)
+        view: dict[str, Any] = {"workload": f"{labels.get(vulnerabilities.KIND_LABEL)}/{labels.get(vulnerabilities.NAME_LABEL)}",
+                                "container": labels.get(vulnerabilities.CONTAINER_LABEL)}
+        view.update(zip(vulnerabilities.SEVERITIES, found.counts, strict=True))
+        view["ids"] = sorted(found.ids)
+        return view
     return {
         "service": (metadata.get("labels") or {}).get(records.SERVICE_NAME_LABEL),
         "labels": dict(metadata.get("labels") or {}),
@@ -256,11 +292,16 @@ class Watcher:
         self.namespace = namespace
         self.path = kind.list_path(namespace)
         self.settings = settings
+        self.annotations = builder.AnnotationFilter(settings.get("keep_annotations", ()),
+                                                    settings.get("drop_annotations", builder.DEFAULT_DROP_ANNOTATIONS))
         self.emit = emit
         self.views: dict[Key, dict[str, Any]] = {}
         self.resource_version: Optional[str] = None
         self.listed = False
+        self.absent = False  # the API does not serve the kind (a CRD not installed)
         self.stopping = threading.Event()
+        self.clock: Callable[[], float] = time.monotonic
+        self.delivered = False  # did the current watch deliver an event?
         self.thread = threading.Thread(target=self.run, name=f"zt-watch-{connection.name}-{kind.plural}-{namespace or ''}", daemon=True)
         self._response: Any = None
         import urllib3  # noqa: PLC0415 - dependency of the collection (via kubernetes); imported here to keep loading cheap
@@ -278,7 +319,7 @@ class Watcher:
                 options.update(cert_reqs="CERT_NONE", assert_hostname=False)
             elif self.connection.tls_server_name:
                 options["server_hostname"] = self.connection.tls_server_name
-        return self._urllib3.PoolManager(**options)
+        return self.connection.pool_manager(self._urllib3, **options)
 
     def start(self) -> None:
         """Start the thread."""
@@ -292,27 +333,41 @@ class Watcher:
             with contextlib.suppress(Exception):  # the stream may already be closed
                 response.shutdown()
 
+    def healthy(self, started: Optional[float]) -> bool:
+        """Was the watch begun at ``started`` a working one: it delivered an event or lasted past its first second?"""
+        return started is not None and (self.delivered or self.clock() - started >= 1.0)
+
     def run(self) -> None:
         """List, watch, re-list on 410, back off on errors, until stopped."""
-        delay = float(self.settings["reconnect_min"])
+        minimum = float(self.settings["reconnect_min"])
+        delay = minimum
         while not self.stopping.is_set():
+            started: Optional[float] = None
             try:
                 if not self.listed or self.resource_version is None:
                     self.relist("initial" if not self.listed else "relist")
-                started = time.monotonic()
+                if self.absent:
+                    self.stopping.wait(float(self.settings["reconnect_max"]))  # look again later: the CRD may be installed
+                    continue
+                started = self.clock()
+                self.delivered = False
                 self.watch()
-                if time.monotonic() - started < 1.0 and not self.stopping.is_set():
+                if self.clock() - started < 1.0 and not self.stopping.is_set():
                     # A stream that ends at once, again and again, must not become a busy loop.
                     self.stopping.wait(delay)
-                    delay = min(delay * 2, float(self.settings["reconnect_max"]))
+                    delay = minimum if self.delivered else min(delay * 2, float(self.settings["reconnect_max"]))
                 else:
-                    delay = float(self.settings["reconnect_min"])  # a watch that lasted resets the backoff
+                    delay = minimum  # a watch that lasted resets the backoff
             except RelistNeededError:
                 self.resource_version = None
                 continue
             except Exception as exc:  # every failure (API, TLS, decoding) reconnects after a backoff
                 if self.stopping.is_set():
                     return
+                if self.healthy(started):
+                    # Whatever ended a working watch (an API server restart breaks the stream), this is a new outage:
+                    # it starts from the shortest delay, not from where the previous outage's backoff had grown to.
+                    delay = minimum
                 message = scrub(str(exc), self.connection.secrets())
                 LOG.warning("cluster %r %s: %s; retrying in %.1f s", self.connection.name, self.path, message, delay)
                 self.emit("error", {"cluster": self.connection.name, "kind": self.kind.name, "message": message})
@@ -328,14 +383,24 @@ class Watcher:
 
     def relist(self, reason: str) -> None:
         """LIST every page, compare with the known views, report the differences (none on the first list)."""
-        objects, version = self._list()
+        try:
+            objects, version = self._list()
+            self.absent = False
+        except ApiCallError as exc:
+            if exc.status != 404 or self.kind is not vulnerabilities.VULNERABILITY_REPORTS:
+                raise
+            if not self.absent:
+                cause = f"GET {self.path} answered 404 Not Found"
+                LOG.warning("%s", vulnerabilities.ABSENT_WARNING.format(cluster=self.connection.name, cause=cause))
+            self.absent = True
+            objects, version = [], ""
         fresh: dict[Key, dict[str, Any]] = {}
         for obj in objects:
             metadata = obj.get("metadata") or {}
             if not self._asked_for(metadata):
                 continue
             key = (str(metadata.get("namespace") or ""), str(metadata.get("name") or ""))
-            fresh[key] = policy_view(self.kind, obj, self.connection.name)
+            fresh[key] = policy_view(self.kind, obj, self.connection.name, self.annotations)
         first = not self.listed
         changes: list[Change] = []
         if not first:
@@ -344,6 +409,8 @@ class Watcher:
                 if change is not None:
                     changes.append(change)
         self.views, self.resource_version, self.listed = fresh, version, True
+        if self.absent:
+            self.resource_version = None  # nothing to watch: list again after a while
         if first:
             self.emit("listed", {"cluster": self.connection.name, "kind": self.kind.name, "namespace": self.namespace, "count": len(fresh)})
         for change in changes:
@@ -370,14 +437,14 @@ class Watcher:
         query = {"watch": "true", "allowWatchBookmarks": "true", "timeoutSeconds": str(int(self.settings["watch_timeout"])),
                  "resourceVersion": self.resource_version or ""}
         url = f"{self.connection.server.rstrip('/')}{self.path}?" + "&".join(f"{key}={value}" for key, value in query.items())
-        headers = {"Accept": "application/json", "User-Agent": "zerotrust.workloads-eda"}
-        if self.connection.token:
-            headers["Authorization"] = f"Bearer {self.connection.token}"
+        headers = self._urllib3.HTTPHeaderDict()
+        for name, value in self.connection.headers("zerotrust.workloads-eda"):
+            headers.add(name, value)
         response = self._pool.request("GET", url, headers=headers, preload_content=False)
         self._response = response
         try:
-            if response.status == 410:
-                raise RelistNeededError()
+            if response.status == 410 or (response.status == 404 and self.kind is vulnerabilities.VULNERABILITY_REPORTS):
+                raise RelistNeededError()  # 404: the CRD was removed; the list notices and says so
             if response.status >= 400:
                 body = response.read(2048)
                 raise ApiCallError(self.connection.name, f"WATCH {self.path}", self.client._explain(response.status, body),
@@ -386,6 +453,7 @@ class Watcher:
                 if self.stopping.is_set():
                     return
                 self.apply(json.loads(line))
+                self.delivered = True
         finally:
             self._response = None
             response.release_conn()
@@ -408,7 +476,7 @@ class Watcher:
             return
         key = (str(metadata.get("namespace") or ""), str(metadata.get("name") or ""))
         before = self.views.get(key)
-        after = None if event_type == "DELETED" else policy_view(self.kind, obj, self.connection.name)
+        after = None if event_type == "DELETED" else policy_view(self.kind, obj, self.connection.name, self.annotations)
         if after is None:
             self.views.pop(key, None)
         else:
@@ -435,7 +503,7 @@ def _lines(chunks: Iterator[bytes]) -> Iterator[bytes]:
 
 def parse_args(args: Mapping[str, Any]) -> dict[str, Any]:
     """Validate the source's arguments; EventSourceError says which one and why."""
-    known = {"connections", "kinds", *DEFAULTS}
+    known = {"connections", "kinds", "keep_annotations", "drop_annotations", *DEFAULTS}
     unknown = sorted(set(args) - known)
     if unknown:
         raise EventSourceError(f"unknown arguments {unknown}; known: {sorted(known)}")
@@ -448,10 +516,17 @@ def parse_args(args: Mapping[str, Any]) -> dict[str, Any]:
                 raise EventSourceError(f"{key} must be a number of seconds, got {args[key]!r}") from None
             if settings[key] <= 0:
                 raise EventSourceError(f"{key} must be positive, got {args[key]!r}")
-    kinds = args.get("kinds") or list(KINDS)
+    kinds = args.get("kinds") or list(DEFAULT_KINDS)
     if isinstance(kinds, str) or not all(kind in KINDS for kind in kinds):
         raise EventSourceError(f"kinds must be a list of {', '.join(KINDS)}, got {kinds!r}")
     settings["kinds"] = [KINDS[kind] for kind in kinds]
+    for key, default in (("keep_annotations", ()), ("drop_annotations", builder.DEFAULT_DROP_ANNOTATIONS)):
+        patterns = args.get(key)
+        if patterns is None:
+            patterns = default
+        if isinstance(patterns, str) or not isinstance(patterns, (list, tuple)) or not all(isinstance(item, str) for item in patterns):
+            raise EventSourceError(f"{key} must be a list of annotation keys (shell wildcards allowed), got {patterns!r}")
+        settings[key] = tuple(patterns)
     settings["connections"] = args.get("connections")
     return settings
 

@@ -61,6 +61,21 @@ def test_select() -> None:
         select_plugin.select("colour = red", seed_hostvars())
 
 
+@pytest.mark.parametrize("name", ["select", "compile"])
+def test_a_malformed_host_record_fails_the_filter_naming_host_and_variable(name: str) -> None:
+    hostvars = {**seed_hostvars(), "db1": {"ansible_host": "db1.example.org", "zt_addresses": ["db1.example.org"]}}
+    with pytest.raises(AnsibleFilterError) as caught:
+        if name == "select":
+            select_plugin.select("kind = vm", hostvars)
+        else:
+            compile_plugin.compile_filter(seed_policy(), hostvars)
+    assert str(caught.value) == (
+        f"zerotrust.workloads.{name}: malformed host records: host db1: zt_addresses holds something that is not an IP address: "
+        "'db1.example.org' does not appear to be an IPv4 or IPv6 address; fix them, or set zt_skip_malformed: true on a host "
+        "to leave it out of the policy with a warning"
+    )
+
+
 def test_compile() -> None:
     plan = compile_plugin.compile_filter(seed_policy(), seed_hostvars(), {"management_addresses": ["172.18.221.254"]})
     golden = json.loads((REPO / "tests/unit/plugins/module_utils/_policy/golden/seed.json").read_text())
@@ -77,7 +92,7 @@ def test_compile() -> None:
 def test_compile_outline_keeps_the_hosts_and_warnings_only() -> None:
     plan = compile_plugin.compile_filter(seed_policy(), seed_hostvars(), {"management_addresses": ["172.18.221.254"]})
     outline = compile_plugin.compile_filter(seed_policy(), seed_hostvars(), {"management_addresses": ["172.18.221.254"]}, outline=True)
-    assert outline == {"hosts": {host: {} for host in plan["hosts"]}, "warnings": plan["warnings"]}
+    assert outline == {"hosts": {host: {} for host in plan["hosts"]}, "warnings": plan["warnings"], "findings": plan["findings"]}
     assert sorted(outline["hosts"]) == ["haproxy", "k8s-master", "k8s-node1", "k8s-node2", "k8s-node3", "outsider"]
     with pytest.raises(AnsibleFilterError, match="the policy has 1 problem"):
         compile_plugin.compile_filter({"filters": {"a": "kind ="}, "policies": {"default": []}}, {}, outline=True)

@@ -71,7 +71,7 @@ def kubeconfig(kube_api: KubeApiServer, tmp_path: Path) -> Path:
 
 @pytest.mark.parametrize(
     ("name", "ours"),
-    [("lab.kubernetes.yml", True), ("lab.kubernetes.yaml", True), ("kubernetes.yml", False), ("lab.k8s.yml", False), ("lab.yml", False)],
+    [("lab.kubernetes.yml", True), ("lab.kubernetes.yaml", True), ("kubernetes.yml", False), ("lab.k8s.yml", True), ("lab.yml", False)],
 )
 def test_verify_file_checks_the_suffix(tmp_path: Path, name: str, ours: bool) -> None:
     (tmp_path / name).write_text("plugin: zerotrust.workloads.kubernetes\n")

@@ -118,3 +118,33 @@ def synthetic(pods: int, *, nodes: int = 50, namespaces: int = 20, services_rati
                                cluster_ip=f"10.96.{index // 250}.{index % 250 + 1}"))
         objects.append(endpoint_slice(f"svc-{index:05d}", ns, [], [{"name": "http", "port": 8080, "protocol": "TCP"}]))
     return objects
+
+
+def owned_by(manifest: Manifest, kind: str, name: str, *, uid: str | None = None, api_version: str = "apps/v1") -> Manifest:
+    """The manifest with a controller owner reference (``uid`` derived from kind and name unless given)."""
+    metadata = manifest["metadata"]
+    metadata["ownerReferences"] = [{"apiVersion": api_version, "kind": kind, "name": name, "controller": True, "blockOwnerDeletion": True,
+                                    "uid": uid or str(uuid.uuid5(uuid.NAMESPACE_URL, f"{metadata.get('namespace')}/{kind}/{name}"))}]
+    return manifest
+
+
+def vulnerability_report(ns: str, kind: str, name: str, container: str, *, critical: int = 0, high: int = 0, medium: int = 0,
+                         low: int = 0, unknown: int = 0, ids: tuple[str, ...] = (), owner_uid: str | None = None) -> Manifest:
+    """A trivy-operator VulnerabilityReport for one workload's container, as the operator names, labels and owns it."""
+    severities = ["CRITICAL"] * critical + ["HIGH"] * high + ["MEDIUM"] * medium + ["LOW"] * low + ["UNKNOWN"] * unknown
+    report_name = f"{kind.lower()}-{name}-{container}"
+    manifest: Manifest = {
+        "apiVersion": "aquasecurity.github.io/v1alpha1",
+        "kind": "VulnerabilityReport",
+        "metadata": {"name": report_name, "namespace": ns, "labels": {
+            "trivy-operator.resource.kind": kind, "trivy-operator.resource.name": name, "trivy-operator.resource.namespace": ns,
+            "trivy-operator.container.name": container}},
+        "report": {
+            "artifact": {"repository": "library/app", "tag": "1"},
+            "scanner": {"name": "Trivy", "vendor": "Aqua Security", "version": "0.57.0"},
+            "summary": {"criticalCount": critical, "highCount": high, "mediumCount": medium, "lowCount": low, "unknownCount": unknown},
+            "vulnerabilities": [{"vulnerabilityID": vid, "severity": severity, "score": 9.8, "resource": "openssl"}
+                                for vid, severity in zip(ids, severities, strict=False)],
+        },
+    }
+    return owned_by(manifest, kind, name, uid=owner_uid, api_version="v1" if kind == "Pod" else "apps/v1")

@@ -101,7 +101,7 @@ FAULTS = [
     ({"status": 404}, "the API does not serve this resource (404 Not Found)"),
     ({"status": 500}, "the API answered HTTP 500"),
     ({"body": b"{not json"}, "malformed response body (not JSON"),
-    ({"body": b"[1, 2]"}, "malformed response body (a JSON list, expected an object)"),
+    ({"body": b"[1, 2]"}, "malformed response body (JSON holding a list, expected an object)"),
     ({"body": b'{"metadata": {}}'}, "malformed response body (no 'items' list)"),
     ({"delay": 2.0}, "timed out (ReadTimeoutError)"),
     ({"disconnect": True}, "connection failed (ProtocolError"),

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from ansible_collections.zerotrust.workloads.plugins.module_utils._kubernetes import builder, naming
+from ansible_collections.zerotrust.workloads.plugins.module_utils._kubernetes import builder, naming, records
 
 from tests.unit.plugins.module_utils._kubernetes import k8s_factories as k8s
 
@@ -92,6 +92,39 @@ def test_node_hostvars() -> None:
         "kind": "node", "name": "n1", "namespace": None, "cluster": "lab", "addresses": ["192.0.2.7"],
         "labels": {"kubernetes.io/hostname": "n1"}, "annotations": calico, "pod_cidrs": ["10.244.7.0/24"],
         "tunnel_addresses": ["10.244.7.1"]}}
+
+
+@pytest.mark.parametrize(
+    ("annotations", "tunnel_addresses"),
+    [
+        ({"flannel.alpha.coreos.com/backend-type": "vxlan"}, ["10.244.7.0"]),  # flannel.1 holds the pod CIDR's network address
+        ({"flannel.alpha.coreos.com/backend-type": "host-gw"}, []),  # no tunnel device: the node address itself
+        ({}, []),
+    ],
+)
+def test_flannel_vxlan_tunnel_address(annotations: dict[str, str], tunnel_addresses: list[str]) -> None:
+    node = k8s.node("n1", "192.0.2.7", "10.244.7.0/24", annotations=annotations)
+    assert build(snapshot([node])).hosts["n1"]["workload"]["tunnel_addresses"] == tunnel_addresses
+
+
+DUAL_STACK_VXLAN = {
+    "flannel.alpha.coreos.com/backend-type": "vxlan",
+    "flannel.alpha.coreos.com/backend-v6-data": '{"VNI":1,"VtepMAC":"0a:58:0a:f4:07:00"}',
+}
+
+
+@pytest.mark.parametrize(
+    ("annotations", "pod_cidrs", "tunnel_addresses"),
+    [
+        # flannel-v6.1 holds the IPv6 pod CIDR's network address; CIDRs as written by the API (not canonical) still work.
+        (DUAL_STACK_VXLAN, ["10.244.7.0/24", "fd00:10:244:0007::/64"], ["10.244.7.0", "fd00:10:244:7::"]),
+        # no backend-v6-data: flannel carries no IPv6 over the overlay, so there is no IPv6 tunnel address
+        ({"flannel.alpha.coreos.com/backend-type": "vxlan"}, ["10.244.7.0/24", "fd00:10:244:7::/64"], ["10.244.7.0"]),
+        ({"flannel.alpha.coreos.com/backend-type": "host-gw"}, ["10.244.7.0/24", "fd00:10:244:7::/64"], []),
+    ],
+)
+def test_flannel_dual_stack_tunnel_addresses(annotations: dict[str, str], pod_cidrs: list[str], tunnel_addresses: list[str]) -> None:
+    assert records.flannel_tunnel_addresses(annotations, pod_cidrs) == tunnel_addresses
 
 
 @pytest.mark.parametrize(

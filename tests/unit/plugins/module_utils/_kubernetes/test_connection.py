@@ -88,8 +88,7 @@ def test_explicit_settings_beat_the_environment(tmp_path: Path) -> None:
         ({"host": "https://x", "validate_certs": "maybe"}, {}, "validate_certs must be a boolean"),
         ({"host": "https://x", "namespaces": "default"}, {}, "namespaces must be a list"),
         ({"in_cluster": True}, {}, "KUBERNETES_SERVICE_HOST is not"),
-        ({"host": "https://x"}, {"K8S_AUTH_PROXY": "http://proxy:3128"},
-         "K8S_AUTH_PROXY is set, but connecting through a proxy is not supported"),
+        ({"host": "https://x"}, {"K8S_AUTH_PROXY": "ftp://proxy:3128"}, "proxy must be an http:// or https:// URL, not ftp"),
     ],
 )
 def test_invalid_settings(settings: dict[str, Any], environ: dict[str, str], message: str) -> None:
@@ -98,10 +97,9 @@ def test_invalid_settings(settings: dict[str, Any], environ: dict[str, str], mes
     assert message in str(caught.value)
 
 
-def test_kubeconfig_proxy_is_refused_not_bypassed(tmp_path: Path) -> None:
+def test_kubeconfig_proxy_url_is_used_not_bypassed(tmp_path: Path) -> None:
     config = kubeconfig(tmp_path, {"token": TOKEN}, {"server": "https://127.0.0.1:6443", "proxy-url": "http://proxy:3128"})
-    with pytest.raises(ConnectionConfigError, match="sets proxy-url, which is not supported yet"):
-        resolve_connection({"kubeconfig": config}, {})
+    assert resolve_connection({"kubeconfig": config}, {}).proxy_for_server() == "http://proxy:3128"
 
 
 def test_missing_context_is_named(tmp_path: Path) -> None:

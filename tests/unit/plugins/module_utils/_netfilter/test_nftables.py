@@ -24,7 +24,14 @@ from ansible_collections.zerotrust.workloads.plugins.module_utils._netfilter.bac
     members_hash,
 )
 from ansible_collections.zerotrust.workloads.plugins.module_utils._netfilter.backend import rule_hash as backend_rule_hash
-from ansible_collections.zerotrust.workloads.plugins.module_utils._netfilter.model import AddressSet, Chain, PortRange, Rule, Ruleset
+from ansible_collections.zerotrust.workloads.plugins.module_utils._netfilter.model import (
+    AddressSet,
+    Chain,
+    ModelError,
+    PortRange,
+    Rule,
+    Ruleset,
+)
 from ansible_collections.zerotrust.workloads.plugins.module_utils._netfilter.runner import Namespace, Runner
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -238,15 +245,14 @@ def test_a_member_that_is_no_address_is_refused() -> None:
 
 
 def test_set_names_that_collide_are_refused() -> None:
-    ruleset = Ruleset(chains=(), address_sets=(AddressSet("1a", ()), AddressSet("s1a", ())))
-    with pytest.raises(nftables.NftablesError, match=r"address set names collide once made nft names: s1a_4, s1a_4, s1a_6, s1a_6"):
-        nftables.render_table(ruleset, DROP)
+    # The model refuses them now (issue #15), before any backend renders them.
+    with pytest.raises(ModelError, match=r"address set names '1a' and 's1a' both become the nft sets s1a_4/_6; rename one of them"):
+        Ruleset(chains=(), address_sets=(AddressSet("1a", ()), AddressSet("s1a", ())))
 
 
 def test_an_interface_name_that_is_not_one_is_refused() -> None:
-    ruleset = Ruleset(chains=(Chain("ingress", "input", (Rule("accept", "bad", interface='lo" accept; drop'),), "deny"),))
-    with pytest.raises(nftables.NftablesError, match=r"rule 'bad': interface 'lo\" accept; drop' is not an interface name"):
-        nftables.render_table(ruleset, DROP)
+    with pytest.raises(ModelError, match=r"rule 'bad': interface 'lo\" accept; drop' is not an interface name"):
+        Ruleset(chains=(Chain("ingress", "input", (Rule("accept", "bad", interface='lo" accept; drop'),), "deny"),))
 
 
 @pytest.mark.parametrize(("options", "name"), [(DROP, "nft_basic_drop.nft"), (REJECT, "nft_basic_reject.nft")])

@@ -50,7 +50,8 @@ def _node(name: str) -> dict[str, Any]:
             "cluster": "lab",
             "addresses": [address],
             "labels": {"kubernetes.io/hostname": name},
-            "annotations": {},
+            # flannel's VXLAN backend, as the lab's default overlay and a flannel node show it
+            "annotations": {"flannel.alpha.coreos.com/backend-type": "vxlan", "flannel.alpha.coreos.com/public-ip": address},
             "pod_cidrs": [pod_cidr],
             "tunnel_addresses": [],
         },
@@ -166,3 +167,97 @@ def add_dns(hostvars: dict[str, Any]) -> None:
             ],
         }
     }
+
+
+API_SERVICE = "kubernetes.default.service.lab"
+DNS_POD = "coredns-7c65d6cfc9-zt5lb.kube-system.pod.lab"
+DNS_SERVICE = "kube-dns.kube-system.service.lab"
+UPSTREAM_DNS = "172.18.221.53"
+
+
+def add_control_plane(hostvars: dict[str, Any]) -> None:
+    """What the lab adds with its control plane, shaped as the inventory plugin reports it.
+
+    k8s-master is labelled control-plane and serves the API on 172.18.221.10:6443 behind
+    ``default/kubernetes`` (ClusterIP 172.18.192.1:443, an EndpointSlice endpoint without a
+    pod targetRef); a CoreDNS pod on k8s-master behind ``kube-system/kube-dns``; the
+    upstream resolver VM ``upstream-dns``.
+    """
+    hostvars["k8s-master"]["workload"]["labels"]["node-role.kubernetes.io/control-plane"] = ""
+    hostvars[API_SERVICE] = {
+        "ansible_host": "172.18.192.1",
+        "group_names": ["k8s_services", "namespace_default"],
+        "workload": {
+            "kind": "service",
+            "name": "kubernetes",
+            "namespace": "default",
+            "cluster": "lab",
+            "addresses": ["172.18.192.1"],
+            "labels": {"component": "apiserver", "provider": "kubernetes"},
+            "annotations": {},
+            "type": "ClusterIP",
+            "cluster_ips": ["172.18.192.1"],
+            "external_ips": [],
+            "load_balancer_ingress": [],
+            "external_traffic_policy": None,
+            "selector": {},
+            "ports": [{"name": "https", "port": 443, "target_port": 6443, "node_port": None, "protocol": "TCP"}],
+            "endpoints": [
+                {
+                    "addresses": ["172.18.221.10"],
+                    "node": "k8s-master",
+                    "pod": None,
+                    "ready": True,
+                    "ports": [{"name": "https", "port": 6443, "protocol": "TCP"}],
+                }
+            ],
+        },
+    }
+    hostvars[DNS_POD] = {
+        "ansible_host": "172.18.221.10",
+        "group_names": ["k8s_pods", "namespace_kube_system"],
+        "zt_enforce_host": "k8s-master",
+        "workload": {
+            "kind": "pod",
+            "name": "coredns-7c65d6cfc9-zt5lb",
+            "namespace": "kube-system",
+            "cluster": "lab",
+            "addresses": ["10.244.0.53"],
+            "labels": {"k8s-app": "kube-dns", "pod-template-hash": "7c65d6cfc9"},
+            "annotations": {},
+            "node": "k8s-master",
+            "uid": "5f0c1d2e-0000-4000-8000-000000000053",
+            "phase": "Running",
+            "host_network": False,
+            "container_ids": ["containerd://5f0c1d2e000040008000000000000053"],
+            "ports": [{"name": "dns", "port": 53, "protocol": "UDP"}, {"name": "dns-tcp", "port": 53, "protocol": "TCP"}],
+        },
+    }
+    hostvars[DNS_SERVICE] = {
+        "ansible_host": "172.18.192.10",
+        "group_names": ["k8s_services", "namespace_kube_system"],
+        "workload": {
+            "kind": "service",
+            "name": "kube-dns",
+            "namespace": "kube-system",
+            "cluster": "lab",
+            "addresses": ["172.18.192.10"],
+            "labels": {"k8s-app": "kube-dns"},
+            "annotations": {},
+            "type": "ClusterIP",
+            "ports": [
+                {"name": "dns", "port": 53, "target_port": "dns", "protocol": "UDP"},
+                {"name": "dns-tcp", "port": 53, "target_port": "dns-tcp", "protocol": "TCP"},
+            ],
+            "endpoints": [
+                {
+                    "addresses": ["10.244.0.53"],
+                    "node": "k8s-master",
+                    "pod": "kube-system/coredns-7c65d6cfc9-zt5lb",
+                    "ready": True,
+                    "ports": [{"name": "dns", "port": 53, "protocol": "UDP"}, {"name": "dns-tcp", "port": 53, "protocol": "TCP"}],
+                }
+            ],
+        },
+    }
+    hostvars["upstream-dns"] = {"ansible_host": UPSTREAM_DNS, "group_names": ["vms"], "zt_labels": {"role": "upstream-dns"}}

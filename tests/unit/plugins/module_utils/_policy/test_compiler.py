@@ -238,7 +238,9 @@ def implicit_origins(ruleset: dict[str, Any], chain: str) -> list[str]:
 
 def test_implicit_allowances_are_switchable() -> None:
     off = {
-        "implicit": dict.fromkeys(["established", "loopback", "icmpv6_neighbour_discovery", "management_ssh", "node_to_pods", "dns"], False)
+        "implicit": dict.fromkeys(
+            ["established", "loopback", "icmpv6_neighbour_discovery", "management_ssh", "node_to_pods", "dns", "cluster"], False
+        )
     }
     plan = compile_policy(seed_policy(), seed_hostvars(), off)
     for host in ("haproxy", "k8s-node1", WORDPRESS_POD):

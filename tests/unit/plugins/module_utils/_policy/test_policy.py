@@ -37,7 +37,7 @@ PORT_ERRORS = [
     ("ftp/21", "protocol 'ftp' is not one of tcp, udp, sctp (or write icmp or any)"),
     ("tcp", "'tcp' needs a port after the protocol, such as tcp/80, tcp/8000-8080 or tcp/http"),
     ("tcp/Web_Port", "port name 'web_port' is not a Kubernetes port name (1-15 of a-z, 0-9, '-', with a letter)"),
-    (80, "a port must be text such as tcp/80, got int 80"),
+    (80, "a port must be text such as tcp/80, got an integer 80"),
 ]
 
 
@@ -81,19 +81,19 @@ def test_every_problem_is_listed_at_once() -> None:
     with pytest.raises(PolicyError) as caught:
         parse_policy(broken)
     assert list(caught.value.problems) == [
-        Problem("policy", "unknown key 'extra'; a policy has 'filters' and 'policies'", "extra"),
+        Problem("policy", "unknown key 'extra'; a policy has 'filters', 'policies' and 'options'", "extra"),
         Problem("filters.bad", "expected a value after '=', found '('", "label.app = (", 12),
         Problem(
             "filters.colour",
             "unknown attribute 'colour'; known attributes: kind, name, pod_name, service_name, namespace, node, cluster, address, group, "
-            "label.<key>, annotation.<key>, var.<key>",
+            "vuln.critical, vuln.high, vuln.medium, vuln.low, vuln.unknown, vuln.id, label.<key>, annotation.<key>, var.<key>",
             "colour = red",
             0,
         ),
         Problem(
             "filters.net", "address value '10.1.2.300/24' is not an IP address or CIDR such as 10.0.0.0/8", "address = 10.1.2.300/24", 0
         ),
-        Problem("policies.absolute[0].provider", "unknown filter (known filters: frontend)", "nowhere"),
+        Problem("policies.absolute[0].provider", "unknown filter (known filters: bad, colour, frontend, net)", "nowhere"),
         Problem("policies.absolute[0].action", "must be allow or deny", "quarantine"),
         Problem("policies.default[0].ports[0]", "port '0' is outside 1-65535", "tcp/0"),
         Problem("policies.default[0].ports[1]", "port range '90-80' is reversed; write 80-90", "tcp/90-80"),
@@ -102,7 +102,7 @@ def test_every_problem_is_listed_at_once() -> None:
         Problem("policies.default[1].ports", "must be a non-empty list such as [tcp/80, udp/53]", "[]"),
         Problem("policies.default[2]", "unknown key 'port'; expected action, consumer, description, name, ports, provider", "port"),
         Problem("policies.default[2].ports", "missing; write a list such as [tcp/80] (or [any])"),
-        Problem("policies.default[3]", "must be a mapping with consumer, provider and ports, got str", "frontend -> frontend"),
+        Problem("policies.default[3]", "must be a mapping with consumer, provider and ports, got text", "frontend -> frontend"),
         Problem("policies.catch_all", "must be deny or allow", "maybe"),
     ]
     text = str(caught.value)
@@ -113,15 +113,18 @@ def test_every_problem_is_listed_at_once() -> None:
 @pytest.mark.parametrize(
     ("data", "problem"),
     [
-        ([], Problem("policy", "the policy must be a mapping with 'filters' and 'policies', got list")),
+        ([], Problem("policy", "the policy must be a mapping with 'filters' and 'policies', got a list")),
         ({"filters": {}}, Problem("policies", "missing; write policies: {absolute: [], default: [...], catch_all: deny}")),
-        ({"filters": [], "policies": {}}, Problem("filters", "must be a mapping of name: query, got list")),
-        ({"filters": {"a": 5}, "policies": {}}, Problem("filters.a", "must be a query string such as 'label.app = web', got int", "5")),
+        ({"filters": [], "policies": {}}, Problem("filters", "must be a mapping of name: query, got a list")),
+        (
+            {"filters": {"a": 5}, "policies": {}},
+            Problem("filters.a", "must be a query string such as 'label.app = web', got an integer", "5"),
+        ),
         (
             {"filters": {"-a": "kind = vm"}, "policies": {}},
             Problem("filters", "a filter name must start with a letter or digit and hold only letters, digits, '_', '.', '-'", "-a"),
         ),
-        ({"policies": {"default": {}}}, Problem("policies.default", "must be a list of policies, got dict")),
+        ({"policies": {"default": {}}}, Problem("policies.default", "must be a list of policies, got a mapping")),
         ({"policies": {"defaults": []}}, Problem("policies", "unknown key 'defaults'; expected absolute, default, catch_all", "defaults")),
     ],
 )

@@ -37,6 +37,13 @@ PARSE_CASES = [
     ("address = 2001:db8::/32", cond("address", "=", "2001:db8::/32")),
     ("var.ansible_facts.packages.nginx[0].version = 1.22", cond("var.ansible_facts.packages.nginx[0].version", "=", "1.22")),
     ("kind=pod", cond("kind", "=", "pod")),
+    # numeric comparisons (issue 17): one- and two-character operators, with or without spaces
+    ("label.replicas < 3", cond("label.replicas", "<", "3")),
+    ("label.replicas<=3", cond("label.replicas", "<=", "3")),
+    ("var.score > 9.8", cond("var.score", ">", "9.8")),
+    ("annotation.weight >= -1.5", cond("annotation.weight", ">=", "-1.5")),
+    ("label.x>'7'", cond("label.x", ">", "7")),
+    ("label.x > .5", cond("label.x", ">", ".5")),
     # precedence: not > and > or
     (
         "kind = pod or kind = vm and name = a",
@@ -63,7 +70,7 @@ def test_parse(text: str, expected: object) -> None:
 ERROR_CASES = [
     ("", 0, "the query is empty"),
     ("   ", 3, "the query is empty"),
-    ("kind", 4, "expected an operator (=, !=, contains, in, exists) after 'kind', found the end of the query"),
+    ("kind", 4, "expected an operator (=, !=, <, <=, >, >=, contains, in, exists) after 'kind', found the end of the query"),
     ("colour = red", 0, "unknown attribute 'colour'"),
     ("label. = x", 0, "attribute 'label.' needs a key after 'label.'"),
     ("kind = pod and", 14, "expected an attribute such as 'label.app' or 'namespace', found the end of the query"),
@@ -82,6 +89,18 @@ ERROR_CASES = [
     ("and = x", 0, "expected an attribute such as 'label.app' or 'namespace', found 'and'"),
     ("var.a[ = 1", 0, "attribute 'var.a[': 'a[' is not a valid hostvar path"),
     ("kind = pod or = x", 14, "expected an attribute such as 'label.app' or 'namespace', found '='"),
+    # numeric comparisons: the position is the value's (or the operator's for an attribute that is never a number)
+    ("label.replicas > three", 17, "'>' compares numbers, and 'three' is not a number such as 3 or 9.8"),
+    ("label.a = x and label.b <= '1 0'", 27, "'<=' compares numbers, and '1 0' is not a number such as 3 or 9.8"),
+    ("label.a >= inf", 11, "'>=' compares numbers, and 'inf' is not a number"),
+    ("label.a < 1e3", 10, "'<' compares numbers, and '1e3' is not a number"),
+    ("label.a < ''", 10, "'<' compares numbers, and '' is not a number"),
+    ("label.a > and", 10, "expected a value after '>', found 'and'"),
+    ("label.a >", 9, "expected a value after '>', found the end of the query"),
+    ("address < 10.0.0.0/8", 8, "'<' compares numbers and 'address' is never a number; use =, !=, in or contains"),
+    ("kind >= 1", 5, "'>=' compares numbers and 'kind' is never a number"),
+    ("label.a in (1 < 2)", 14, "expected ',' or ')' in the 'in' list, found '<'"),
+    ("label.a = x<y", 11, "expected 'and', 'or' or the end of the query, found '<'"),
 ]
 
 
@@ -135,6 +154,13 @@ SELECT_CASES = [
     ("var.workload.kind != pod and kind = service", {SERVICE}),
     ("kind = vm or kind = node and name = k8s-node2", {"haproxy", "outsider", "k8s-node2"}),
     ("(kind = vm or kind = node) and name = k8s-node2", {"k8s-node2"}),
+    # numeric comparisons on hostvars that are integers
+    ("var.workload.ports[0].port > 80", {MYSQL}),
+    ("var.workload.ports[0].port >= 80 and kind = pod", {WORDPRESS, MYSQL}),
+    ("var.workload.ports[0].port < 3306.5 and var.workload.ports[0].port > 79.9", {WORDPRESS, MYSQL, SERVICE}),
+    ("var.workload.ports[0].port <= 80", {WORDPRESS, SERVICE}),
+    ("label.tier > 0", set()),
+    ("not label.tier > 0 and kind = pod", {WORDPRESS, MYSQL}),
 ]
 
 
@@ -155,3 +181,39 @@ def test_ipv6_address_containment() -> None:
     assert [w.host for w in selector.select(parse_query("address = 2001:db8::/64"))] == ["v6"]
     assert [w.host for w in selector.select(parse_query("address = 2001:DB8::10"))] == ["v6"]
     assert selector.select(parse_query("address = 2001:db9::/64")) == []
+
+
+# Numeric comparison semantics on VMs whose zt_labels and hostvars hold numbers, text and other types.
+NUMERIC_HOSTVARS = {
+    "a": {"zt_addresses": ["192.0.2.1"], "zt_labels": {"n": "3"}, "score": 9.8, "flag": True},
+    "b": {"zt_addresses": ["192.0.2.2"], "zt_labels": {"n": "10"}, "score": 7, "flag": 1},
+    "c": {"zt_addresses": ["192.0.2.3"], "zt_labels": {"n": "-2.50"}, "score": "9.80", "flag": "1"},
+    "d": {"zt_addresses": ["192.0.2.4"], "zt_labels": {"n": "three"}, "score": [10], "flag": None},
+    "e": {"zt_addresses": ["192.0.2.5"], "score": float("nan")},
+}
+
+NUMERIC_CASES = [
+    # numbers compare as numbers, not as text ("10" < "3" as text)
+    ("label.n > 3", {"b"}),
+    ("label.n >= 3", {"a", "b"}),
+    ("label.n < 3", {"c"}),
+    ("label.n <= -2.5", {"c"}),
+    ("label.n < +100", {"a", "b", "c"}),
+    # text that is not a number and a missing label never match; `not` turns that round
+    ("not label.n < 100", {"d", "e"}),
+    # a float hostvar equals its decimal text exactly; a list or NaN is not a number
+    ("var.score >= 9.8", {"a", "c"}),
+    ("var.score > 9.8", set()),
+    ("var.score < 9.8", {"b"}),
+    ("var.score > 0", {"a", "b", "c"}),
+    # booleans are not numbers (true is not 1)
+    ("var.flag >= 1", {"b", "c"}),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), NUMERIC_CASES)
+def test_numeric_comparisons(text: str, expected: set[str]) -> None:
+    workloads, _ = workloads_from_hostvars(NUMERIC_HOSTVARS)
+    node = parse_query(text)
+    assert {workload.host for workload in Selector(workloads).select(node)} == expected
+    assert {workload.host for workload in workloads if evaluate(node, workload)} == expected

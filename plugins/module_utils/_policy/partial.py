@@ -1,0 +1,198 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+# Copyright: contributors to zerotrust.workloads
+"""Partial services: a consumer allowed to a Service while some of its endpoints refuse it.
+
+kube-proxy spreads connections to a ClusterIP or a NodePort over every endpoint. When a
+policy allows a consumer to a Service but an endpoint's own ingress refuses that consumer (an
+absolute deny on a quarantined pod still matching the selector, a default deny ranked first,
+an endpoint the policy's provider filter leaves out under a deny catch-all), that share of the
+connections fails and the rest succeed: intermittent failures nobody asked for.
+
+:func:`partial_service_findings` asks the reachability oracle (the policy's semantics, not the
+compiled rules) for each allowed consumer x service x port x way in, and reports once per
+consumer x service with a stable code, the refusing endpoints, the deciding policies, the
+share of connections that fail and the fix. Pure: no Ansible imports.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+from collections.abc import Mapping
+from typing import Any
+
+from ansible_collections.zerotrust.workloads.plugins.module_utils._policy.compiler import Compiler
+from ansible_collections.zerotrust.workloads.plugins.module_utils._policy.reachability import (
+    KUBE_PROXY_LOCAL,
+    NODEPORT_TYPES,
+    Flow,
+    Reachability,
+    ServicePath,
+)
+from ansible_collections.zerotrust.workloads.plugins.module_utils._policy.services import (
+    match_service_ports,
+    service_endpoints,
+)
+from ansible_collections.zerotrust.workloads.plugins.module_utils._policy.workloads import Workload
+
+PARTIAL_SERVICE = "partial_service"
+"""The warning code of a partly reachable service (docs/semantics.md, "Partial services")."""
+ANALYSIS_LIMIT = "partial_service_analysis_limited"
+"""The warning code when the analysis stopped at :data:`MAX_CHECKS` flows."""
+MAX_CHECKS = 20_000
+"""Flows checked at most per compile: each costs one oracle question over every endpoint."""
+VIA_TEXT = {"cluster_ip": "ClusterIP", "node_port": "NodePort"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Finding:
+    """A coded compiler warning: ``text`` for people, ``data`` for the role and the audit."""
+
+    code: str
+    text: str
+    data: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """``{"code", "text", ...data}``: the plan's ``findings`` entry."""
+        return {"code": self.code, "text": self.text, **self.data}
+
+
+@dataclasses.dataclass
+class _Partial:
+    """What is known so far about one consumer x service."""
+
+    consumer: str
+    service: Workload
+    allowed_by: dict[str, None] = dataclasses.field(default_factory=dict)
+    ways: dict[str, None] = dataclasses.field(default_factory=dict)
+    refusing: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    share: float = 0.0
+    failing: int = 0
+    paths: int = 0
+
+
+def _consumer_sources(reachability: Reachability, filter_name: str) -> list[tuple[str, str, bool]]:
+    """(label, flow source, inside the cluster) for each consumer of a filter; a network stands for itself by one address."""
+    found = []
+    covered: set[str] = set()
+    for consumer in reachability.matched(filter_name):
+        covered.update(consumer.addresses)
+        if consumer.kind in ("pod", "node") and consumer.addresses:
+            found.append((f"{consumer.kind} {consumer.key}", consumer.host, True))
+        elif consumer.kind == "vm" and consumer.addresses:
+            found.append((f"vm {consumer.host}", consumer.host, False))
+    for network in reachability.networks(filter_name):
+        parsed = ipaddress.ip_network(network, strict=False)
+        address = str(parsed.network_address if parsed.num_addresses <= 2 else next(parsed.hosts()))
+        if address not in covered:  # ``address = <a VM's address>`` names that VM, already asked about
+            found.append((f"network {network}", address, False))
+    return found
+
+
+def partial_service_findings(compiler: Compiler) -> list[Finding]:
+    """Every consumer x service the policy allows while some endpoints refuse (code ``partial_service``)."""
+    reachability = Reachability(compiler.policy, compiler.workloads, compiler.options, compiler=compiler)
+    partials: dict[tuple[str, str], _Partial] = {}
+    questions = []
+    for rule in compiler.policy.ordered_rules():
+        if rule.action != "allow":
+            continue
+        services = [
+            provider
+            for provider in reachability.matched(rule.provider)
+            if provider.kind == "service" and len(service_endpoints(provider.record)) > 1
+        ]
+        consumers = _consumer_sources(reachability, rule.consumer) if services else []
+        for service in services:
+            for spec in rule.ports:
+                ports = [] if spec.protocol == "icmp" else match_service_ports(service, spec)
+                for port in ports:
+                    for label, source, inside in consumers:
+                        via = "cluster_ip" if inside else "node_port"
+                        if via == "node_port" and (port.node_port is None or str(service.record.get("type")) not in NODEPORT_TYPES):
+                            continue
+                        if via == "cluster_ip" and not service.addresses:
+                            continue
+                        questions.append((rule.origin(spec), label, service, Flow(source, service.host, port.protocol, port.port, via)))
+    for checks, (allowed_by, label, service, flow) in enumerate(questions):
+        if checks >= MAX_CHECKS:
+            compiler.warn(
+                f"{ANALYSIS_LIMIT}: the partial-service analysis stopped after {MAX_CHECKS} of {len(questions)} flows; "
+                "the others were not checked"
+            )
+            break
+        verdict = reachability.check(flow)
+        failing = [path for path in verdict.paths if not path.allowed and path.decided_by != KUBE_PROXY_LOCAL]
+        if not verdict.partial or not failing:
+            continue
+        entry = partials.setdefault((label, service.host), _Partial(label, service))
+        entry.allowed_by[allowed_by] = None
+        entry.ways[f"{flow.protocol}/{flow.port} via {VIA_TEXT[flow.via]}"] = None
+        _note_refusing(entry, failing)
+        share = len(failing) / len(verdict.paths)
+        if share > entry.share:
+            entry.share, entry.failing, entry.paths = share, len(failing), len(verdict.paths)
+    return _findings(partials)
+
+
+def _note_refusing(entry: _Partial, failing: list[ServicePath]) -> None:
+    for path in failing:
+        found = entry.refusing.setdefault(path.endpoint, {"endpoint": path.endpoint, "address": path.address, "decided_by": []})
+        if path.decided_by and path.decided_by not in found["decided_by"]:
+            found["decided_by"].append(path.decided_by)
+        if path.node is not None:
+            found.setdefault("entry_nodes", [])
+            if path.node not in found["entry_nodes"]:
+                found["entry_nodes"].append(path.node)
+
+
+def _findings(partials: Mapping[tuple[str, str], _Partial]) -> list[Finding]:
+    findings = []
+    for (_unused_consumer, _unused_service), entry in sorted(partials.items()):
+        service = entry.service
+        refusing = sorted(entry.refusing.values(), key=lambda item: str(item["endpoint"]))
+        names = ", ".join(str(item["endpoint"]) for item in refusing)
+        decided = list(dict.fromkeys(origin for item in refusing for origin in item["decided_by"]))
+        percent = round(entry.share * 100)
+        fix = (
+            f"take {names} out of service {service.key}'s selector (change its labels) so it stops receiving traffic, "
+            f"or narrow the policy so that {entry.consumer} is no longer allowed to service {service.key}"
+        )
+        text = (
+            f"{PARTIAL_SERVICE}: service {service.key} is only partly reachable for {entry.consumer} "
+            f"({', '.join(entry.ways)}; allowed by {', '.join(entry.allowed_by)}): endpoint{'s' if len(refusing) > 1 else ''} "
+            f"{names} refuse{'' if len(refusing) > 1 else 's'} it ({', '.join(decided) or 'not enforced'}), so about {percent}% of its "
+            f"connections fail ({entry.failing} of {entry.paths} paths). Fix: {fix}."
+        )
+        data: dict[str, Any] = {
+            "service": service.key,
+            "service_host": service.host,
+            "consumer": entry.consumer,
+            "ways": list(entry.ways),
+            "allowed_by": list(entry.allowed_by),
+            "refusing": refusing,
+            "decided_by": decided,
+            "failing_share": round(entry.share, 3),
+            "failing_paths": entry.failing,
+            "paths": entry.paths,
+            "fix": fix,
+        }
+        findings.append(Finding(PARTIAL_SERVICE, text, data))
+    return findings
+
+
+def findings_of(compiler: object) -> list[dict[str, Any]]:
+    """The coded findings of a compile run, as the plan carries them; their texts join the compiler's warnings.
+
+    Takes ``object``: the compiler module imports this one lazily, and a type checker may know that
+    module under two names.
+    """
+    if not isinstance(compiler, Compiler):
+        raise TypeError(f"findings_of needs a Compiler, got {type(compiler).__name__}")
+    findings = partial_service_findings(compiler)
+    for finding in findings:
+        compiler.warn(finding.text)
+    return [finding.to_dict() for finding in findings]
+
+
+__all__ = ["ANALYSIS_LIMIT", "MAX_CHECKS", "PARTIAL_SERVICE", "Finding", "findings_of", "partial_service_findings"]
