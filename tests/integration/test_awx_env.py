@@ -44,11 +44,9 @@ BIN = Path(sys.executable).parent
 AWX = REPO / "awx"
 SEED_POD_HOST = "wordpress-6dfdd9f64f-d75j2.wordpress.pod.prod"
 
-# The argument specs of the awx.awx modules that awx/controller.yml uses, read from the modules' own source
-# (tests/integration/data/awx_argument_specs.json says which AWX commit): an option outside them, a value
-# outside an option's choices or of the wrong type would make the module fail on a real controller.
-AWX_SPECS: dict[str, dict[str, dict[str, Any]]] = json.loads(
-    (Path(__file__).parent / "data" / "awx_argument_specs.json").read_text())["modules"]
+# The awx.awx collection (24.6.1, from the `ansible` 10.7.0 wheel) that `make awx-collection` (scripts/awx_collection.py)
+# extracts; its modules' documented options are what awx/controller.yml is checked against.
+AWX_COLLECTIONS = REPO / ".cache" / "awx-collection"
 # Option -> the kind of object it names.
 REFERENCES = (("execution_environment", "awx.awx.execution_environment"), ("default_environment", "awx.awx.execution_environment"),
               ("inventory", "awx.awx.inventory"), ("project", "awx.awx.project"), ("source_project", "awx.awx.project"),
@@ -94,6 +92,23 @@ def _objects() -> list[tuple[str, dict[str, Any]]]:
     return found
 
 
+def _awx_module_options(modules: set[str]) -> dict[str, dict[str, dict[str, Any]]]:
+    """Each module's options as ``ansible-doc`` shows them from the awx.awx collection (its modules' DOCUMENTATION).
+
+    They match each module's argument_spec (awx.awx's own sanity tests hold them together) and add the
+    controller_* connection options every awx.awx module takes. A module awx.awx does not have is left out.
+    """
+    manifest = AWX_COLLECTIONS / "ansible_collections" / "awx" / "awx" / "MANIFEST.json"
+    assert manifest.is_file(), f"no awx.awx collection in {AWX_COLLECTIONS}: run `make awx-collection` (`make integration` runs it)"
+    assert json.loads(manifest.read_text())["collection_info"]["version"] == "24.6.1"
+    env = {**os.environ, "ANSIBLE_COLLECTIONS_PATH": f"{AWX_COLLECTIONS}:{REPO / '.collections'}",
+           "ANSIBLE_CONFIG": str(REPO / "ansible.cfg")}
+    shown = subprocess.run([str(BIN / "ansible-doc"), "--json", "-t", "module", *sorted(modules)], check=False, capture_output=True,
+                           text=True, env=env, cwd=REPO, timeout=120)
+    assert shown.returncode == 0, shown.stderr
+    return {module: data["doc"]["options"] for module, data in json.loads(shown.stdout).items()}
+
+
 def test_every_awx_object_uses_only_options_the_module_has() -> None:
     referenced = set(re.findall(r"\b(zt_\w+)\b", (AWX / "controller.yml").read_text()))
     # Everything else has a default in controller-vars.yml; these four are the -e the header documents.
@@ -101,18 +116,23 @@ def test_every_awx_object_uses_only_options_the_module_has() -> None:
     assert referenced - set(_controller_vars()) == {"zt_cluster_api", "zt_cluster_token_file", "zt_cluster_ca_file", "zt_ssh_key_file",
                                                    "zt_ee_image", "zt_project_url"}
     objects = _objects()
-    assert {module for module, _ in objects} == set(AWX_SPECS)
+    used = {module for module, _ in objects}
+    specs = _awx_module_options(used)
+    # An option outside a module's options, a value outside its choices or of the wrong type would make the module
+    # fail on a real controller; a module awx.awx lacks would fail before that.
+    assert set(specs) == used, f"awx.awx has no module {sorted(used - set(specs))}"
     types = {"str": str, "bool": bool, "int": int, "list": list, "dict": dict}
     for module, options in objects:
-        spec = AWX_SPECS[module]
+        spec = specs[module]
         names = {alias: name for name, entry in spec.items() for alias in [name, *entry.get("aliases", [])]}
         unknown = set(options) - set(names)
         assert not unknown, f"{module} {options.get('name')!r}: unknown options {sorted(unknown)}"
         for key, value in options.items():
             entry = spec[names[key]]
             templated = isinstance(value, str) and "{{" in value
-            if not templated and entry["type"] in types:
-                assert isinstance(value, types[entry["type"]]), f"{module} {key}: {value!r} is not a {entry['type']}"
+            kind = entry.get("type", "str")  # an option documented without a type is a string, as in an argument_spec
+            if not templated and kind in types:
+                assert isinstance(value, types[kind]), f"{module} {key}: {value!r} is not a {kind}"
             if "choices" in entry and not templated:
                 assert value in entry["choices"], f"{module} {key}: {value!r} is not one of {entry['choices']}"
         missing = {name for name, entry in spec.items() if entry.get("required")} - {names[key] for key in options}
@@ -391,7 +411,7 @@ def test_the_tarball_ships_no_tests_lab_state_or_caches(built: dict[str, Path]) 
         links = [member.name for member in archive.getmembers() if member.issym() or member.islnk()]
     assert not links, f"the tarball contains links: {links[:5]}"
     forbidden = re.compile(r"(^|/)(tests|lab|benchmarks|molecule|collections|\.lab|\.venv[^/]*|\.build|\.git|__pycache__|\.mypy_cache|"
-                           r"\.ruff_cache|\.pytest_cache|\.hypothesis)(/|$)|\.pyc$|\.tar\.gz$")
+                           r"\.ruff_cache|\.pytest_cache|\.hypothesis|\.cache)(/|$)|\.pyc$|\.tar\.gz$")
     assert [name for name in names if forbidden.search(name)] == []
     for expected in ("MANIFEST.json", "FILES.json", "plugins/inventory/kubernetes.py", "extensions/eda/rulebooks/enforce_on_change.yml",
                      "extensions/eda/plugins/event_source/kubernetes_workloads.py", "awx/project/inventory/cluster.kubernetes.yml",

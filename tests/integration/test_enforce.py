@@ -207,6 +207,13 @@ def run_on_fresh_lab(seed_lab: None) -> Callable[[Callable[[], None]], None]:
     return runner
 
 
+def persisted_files(host: str) -> dict[str, str]:
+    """The boot-persistence files the lab's inventory has ``host`` write (below .lab/hosts/HOST), by path."""
+    root = LAB_DIR / "hosts" / host
+    return {str(path.relative_to(root)): os.readlink(path) if path.is_symlink() else path.read_text()
+            for path in sorted(root.rglob("*")) if path.is_file() or path.is_symlink()}
+
+
 def enforce_seed(*args: str, extra: dict[str, Any] | None = None) -> subprocess.CompletedProcess[str]:
     """The demo's enforce run: the scenario file itself as the policy file."""
     return playbook("enforce.yml", *args, extra={"enforce_policy_file": str(SEED), **(extra or {})})
@@ -318,6 +325,8 @@ def test_lockout_is_rolled_back_and_reported(run_on_fresh_lab: Callable[[Callabl
         seeded = enforce_seed()
         assert seeded.returncode == 0, explain(seeded)
         before = firewall_snapshot()
+        persisted = persisted_files("outsider")
+        assert persisted, "the seed's enforcement persisted nothing for the outsider"
         extra = {
             "enforce_policy": CATCH_ALL_DENY_ONLY,
             "enforce_implicit": {"management_ssh": False},
@@ -331,6 +340,8 @@ def test_lockout_is_rolled_back_and_reported(run_on_fresh_lab: Callable[[Callabl
         assert "outsider: rolled back" in "\n".join(summary_lines(locked))
         assert recap(locked)["outsider"]["failed"] == 1
         assert firewall_snapshot() == before, "the outsider did not come back to exactly its previous rules"
+        # The boot restore follows the rollback: a reboot now must not bring back the rules it refused.
+        assert persisted_files("outsider") == persisted, "the outsider's persisted boot rules were not rolled back"
         reconnect = enforce_seed("--limit", "outsider")
         assert reconnect.returncode == 0, explain(reconnect)
         assert recap(reconnect)["outsider"]["changed"] == 0

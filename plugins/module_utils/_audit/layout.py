@@ -181,7 +181,7 @@ def layout_graph(graph: Mapping[str, Any], labels: Sequence[Sequence[str]]) -> L
     count = 1 + max(layer.values(), default=0)
 
     # Column slots: the boxes, then one pass slot per edge per layer it crosses.
-    columns: list[list[_Slot]] = [[] for _ in range(count)]
+    columns: list[list[_Slot]] = [[] for _column in range(count)]
     for name in names:
         columns[layer[name]].append(_Slot(("node", index_of[name], 0), NODE_HEIGHT, NODE_WIDTH))
     for index, (low, high) in enumerate(spans):
@@ -227,10 +227,10 @@ def layout_graph(graph: Mapping[str, Any], labels: Sequence[Sequence[str]]) -> L
                 linked = [rank[key] for key in neighbours(slot, towards) if key in rank]
                 return (sum(linked) / len(linked) if linked else float(position), position)
 
-            columns[column] = [slot for _, slot in sorted(enumerate(columns[column]), key=centre)]
+            columns[column] = [slot for _position, slot in sorted(enumerate(columns[column]), key=centre)]
 
     # Lanes: gap g lies right of column g; every edge crossing it owns a row, loops too.
-    lanes: list[list[_Slot]] = [[] for _ in range(count)]
+    lanes: list[list[_Slot]] = [[] for _gap in range(count)]
     for index, (low, high) in enumerate(spans):
         width, height = label_size(labels[index])
         if low == high:
@@ -304,7 +304,7 @@ def layout_graph(graph: Mapping[str, Any], labels: Sequence[Sequence[str]]) -> L
     for (number, side), attached in sides.items():
         box_y = placed[("node", number, 0)].y
         attached.sort()
-        for position, (_, index) in enumerate(attached):
+        for position, (_order, index) in enumerate(attached):
             anchor[(index, side)] = box_y + NODE_HEIGHT * (position + 1) / (len(attached) + 1)
 
     def end_y(index: int, column: int) -> float:

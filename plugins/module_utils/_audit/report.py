@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Optional
 
 from ansible_collections.zerotrust.workloads.plugins.module_utils._policy.errors import ZeroTrustPolicyError
+from ansible_collections.zerotrust.workloads.plugins.module_utils._policy.partial import findings_of
 from ansible_collections.zerotrust.workloads.plugins.module_utils._policy.policy import PolicyRule
 from ansible_collections.zerotrust.workloads.plugins.module_utils._policy.reachability import Reachability
 from ansible_collections.zerotrust.workloads.plugins.module_utils._policy.services import match_service_ports
@@ -56,6 +57,9 @@ def build_report(
     else:
         table = policy_matrix(classifier, matrix_limit)
         table["source"] = "implied by the policy (nothing measured)"
+    # The compiler's coded findings (partial services): the same analysis the enforce run warns with;
+    # their texts join the warnings below.
+    findings = findings_of(reachability.compiler)
     report: dict[str, Any] = {
         "version": REPORT_VERSION,
         "title": title,
@@ -66,6 +70,7 @@ def build_report(
         "flows": flows,
         "conformance": table,
         "warnings": list(reachability.compiler.warnings),
+        "findings": findings,
     }
     report["summary"] = summarise(report)
     return report
@@ -197,6 +202,7 @@ def summarise(report: Mapping[str, Any]) -> dict[str, Any]:
         "flows": dict(report["flows"]["counts"]),
         "conformance_differences": report["conformance"]["differences"],
         "conformance_measured": report["conformance"]["measured"],
+        "partial_services": [finding["text"] for finding in report.get("findings", ()) if finding.get("code") == "partial_service"],
     }
 
 
@@ -213,6 +219,8 @@ def summary_lines(report: Mapping[str, Any]) -> list[str]:
         + f"; drift: {summary['drift']}",
         "flows: " + ", ".join(f"{flows[name]} {name}" for name in CLASSES) + f" ({flows['implicit']} by implicit allowances)",
     ]
+    for text in summary["partial_services"][:10]:
+        lines.append(f"  {text}")
     for item in summary["drift_items"][:10]:
         lines.append(f"  drift in {item['section']}: {item['kind']} {item['chain']}: {item['origin']}")
     for flow in [flow for flow in report["flows"]["items"] if flow["class"] in ("escaped", "partial", "rejected")][:10]:

@@ -129,7 +129,7 @@ class ReportIndex:
             if template_hash and name.endswith(f"-{template_hash}"):
                 result.append((None, "Deployment", name[: -len(template_hash) - 1]))
         elif kind == "Job":
-            base, _, minute = name.rpartition("-")
+            base, _separator, minute = name.rpartition("-")
             if base and minute.isdigit():
                 result.append((None, "CronJob", base))
         return result

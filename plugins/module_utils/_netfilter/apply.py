@@ -251,7 +251,7 @@ def run(ruleset: Optional[Mapping[str, Any]], pods: Sequence[Mapping[str, Any]],
     result["backend"] = backend_name
     rollback_targets, errors = _apply_targets(cls, targets, run_options, result)
     if run_options.persist is not None:
-        _persist_host(cls, targets, run_options, environ, result)
+        _persist_host(cls, targets, run_options, environ, result, rollback_targets=rollback_targets)
     if run_options.diff_mode:
         # Ansible's --diff shows a list of before/after pairs, one per namespace.
         result["diff"] = [
@@ -269,8 +269,12 @@ def run(ruleset: Optional[Mapping[str, Any]], pods: Sequence[Mapping[str, Any]],
 
 
 def _persist_host(cls: type[Backend], targets: Sequence[Target], run_options: RunOptions, environ: Mapping[str, str],
-                  result: dict[str, Any]) -> None:
-    """Write (or remove) the host target's boot restore once its apply succeeded; see ``persist.py``."""
+                  result: dict[str, Any], *, rollback_targets: Sequence[lockout.RollbackTarget]) -> None:
+    """Write (or remove) the host target's boot restore once its apply succeeded; see ``persist.py``.
+
+    When the host's rules are under a rollback watchdog, the watchdog also puts the persisted files
+    back: a host that restores its previous rules must not boot into the ones it rolled back.
+    """
     options = run_options.persist
     host = next((target for target in targets if target.is_host), None)
     if options is None or host is None or host.namespace is None:
@@ -285,6 +289,10 @@ def _persist_host(cls: type[Backend], targets: Sequence[Target], run_options: Ru
     outcome = persistence.persist(backend, host.ruleset, management, options, present=present, check_mode=run_options.check_mode)
     warnings = outcome.pop("warnings")
     diffs = outcome.pop("diff")
+    previous = outcome.pop("previous", [])
+    host_rollback = next((item for item in rollback_targets if item.namespace == host.namespace), None)
+    if previous and host_rollback is not None:
+        host_rollback.steps.append(persistence.restore_step(previous, options))
     if warnings:
         result.setdefault("warnings", []).extend(warnings)
     if run_options.diff_mode and diffs:

@@ -452,9 +452,16 @@ def canonical_entry(text: str) -> tuple[str, tuple[int, int, int]]:
             return str(address), (address.version, int(address), address.max_prefixlen)
         network = ipaddress.ip_network(stripped, strict=True)
     except ValueError as error:
-        raise ModelError(f"{_show(text)} is not an IP address or network: {error}") from error
+        # ipaddress repeats the whole text in its message: say the text once (shortened), then only the reason.
+        reason = str(error).replace(repr(stripped), "it").replace(stripped, "it")
+        raise ModelError(f"{_show(text)} is not an IP address or network: {_show_reason(reason)}") from error
     key = (network.version, int(network.network_address), network.prefixlen)
     return (str(network.network_address) if network.num_addresses == 1 else str(network)), key
+
+
+def _show_reason(reason: str, limit: int = 120) -> str:
+    """A library's error reason, cut to ``limit`` characters."""
+    return reason if len(reason) <= limit else reason[: limit - 3] + "..."
 
 
 def _show(value: Any, limit: int = 80) -> str:

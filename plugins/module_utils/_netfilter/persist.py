@@ -36,11 +36,12 @@ root-only permissions (directory 0700, files 0600; the unit, which holds no addr
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import re
 import shlex
 import shutil
-import subprocess
+import sys
 import tempfile
 from collections.abc import Sequence
 from typing import Any, Optional
@@ -49,7 +50,7 @@ from .backend import Backend, Step
 from .errors import NetfilterError
 from .lockout import with_management_access
 from .model import Chain, Rule, Ruleset
-from .runner import NETNS_DIRS, Namespace
+from .runner import NETNS_DIRS, Namespace, Runner
 
 PERSIST_DIR = "/etc/zerotrust-workloads"
 UNIT_DIR = "/etc/systemd/system"
@@ -299,6 +300,47 @@ def plan_files(files: Sequence[PersistFile], options: PersistOptions) -> tuple[l
     return changes, diffs
 
 
+def previous_files(changes: Sequence[PersistFile], options: PersistOptions) -> list[PersistFile]:
+    """What the changed files are now (content and mode; ``None``: absent): what a rollback puts back."""
+    previous = []
+    for change in changes:
+        if change.path == options.wants_link:
+            target = os.readlink(change.path) if os.path.islink(change.path) else None
+            previous.append(PersistFile(change.path, target, 0))
+        else:
+            previous.append(PersistFile(change.path, _read(change.path), max(_mode(change.path), 0) or change.mode))
+    return previous
+
+
+# Run by the rollback watchdog (argv, never a shell): puts persisted files back as they were before an
+# apply the controller did not confirm, so a host that rolled back does not boot into the rules it refused.
+# stdin: a JSON list of {"path", "content" (null: remove), "mode", "link" (content is a symlink target)}.
+RESTORE_FILES_SCRIPT = r"""
+import json, os, sys, tempfile
+for entry in json.load(sys.stdin):
+    path, content = entry["path"], entry["content"]
+    if content is None or entry["link"]:
+        if os.path.lexists(path):
+            os.unlink(path)
+        if content is not None:
+            os.symlink(content, path)
+        continue
+    handle, temporary = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", dir=os.path.dirname(path))
+    os.fchmod(handle, entry["mode"])
+    with os.fdopen(handle, "w", encoding="utf-8") as stream:
+        stream.write(content)
+    os.replace(temporary, path)
+"""
+
+
+def restore_step(previous: Sequence[PersistFile], options: PersistOptions) -> Step:
+    """The watchdog step that writes ``previous`` back (see RESTORE_FILES_SCRIPT)."""
+    entries = [
+        {"path": item.path, "content": item.content, "mode": item.mode, "link": item.path == options.wants_link} for item in previous
+    ]
+    return Step((sys.executable, "-c", RESTORE_FILES_SCRIPT), json.dumps(entries), "restore the persisted boot rules")
+
+
 def write_atomic(path: str, content: str, mode: int) -> None:
     """Replace ``path`` with ``content`` in one rename (never a half-written file), created with ``mode``."""
     directory = os.path.dirname(path)
@@ -359,7 +401,8 @@ def reload_systemd(options: PersistOptions) -> Optional[str]:
     systemctl = shutil.which("systemctl", path=os.environ.get("PATH", "") + ":" + TOOL_PATH)
     if systemctl is None:
         return "persist: systemd runs but systemctl was not found; run `systemctl daemon-reload` to load the changed unit"
-    done = subprocess.run([systemctl, "daemon-reload"], capture_output=True, text=True, check=False)
+    # The root namespace's runner: the one place library code runs commands (and says why it is not run_command).
+    done = Runner(Namespace()).run([systemctl, "daemon-reload"], check=False, write=True)
     if done.returncode != 0:
         return f"persist: systemctl daemon-reload failed ({done.stderr.strip()}); the unit is written and applies at the next boot"
     return None
@@ -371,7 +414,8 @@ def persist(backend: Optional[Backend], ruleset: Optional[Ruleset], management: 
 
     ``present`` with a ``ruleset`` persists it (or the closed ruleset); ``present=False``
     removes everything persisted. The result has ``changed``, ``files`` (paths changed),
-    ``diff`` (diff-mode entries), ``warnings`` and, when nothing was done, ``skipped`` with why.
+    ``diff`` (diff-mode entries), ``warnings``, ``previous`` (after a write: the changed files as they
+    were, for :func:`restore_step`) and, when nothing was done, ``skipped`` with why.
     """
     result: dict[str, Any] = {"changed": False, "files": [], "diff": [], "warnings": []}
     systemd = systemd_running(options.systemd_marker)
@@ -402,6 +446,7 @@ def persist(backend: Optional[Backend], ruleset: Optional[Ruleset], management: 
     result["unit"] = options.unit_path
     result["systemd"] = systemd
     if changes and not check_mode:
+        result["previous"] = previous_files(changes, options)
         write_changes(changes, options)
         if any(change.path in (options.unit_path, options.wants_link) for change in changes):
             warning = reload_systemd(options)

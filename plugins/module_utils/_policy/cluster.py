@@ -12,7 +12,9 @@ pods) and the compiler options, never from a hand-kept list of ports opened to e
   publish (or stated with ``options.overlay``);
 - the DNS service's pods -> the API server and -> ``options.upstream_dns``;
 - the pods ``options.api_access`` selects -> ``default/kubernetes`` (ClusterIP and endpoints);
-- the Ansible controller (``options.management_addresses``) -> the API server's node(s).
+- the Ansible controller (``options.management_addresses``) -> the API server's node(s); this one
+  belongs to the never-lock-out allowance ``management_ssh`` (origin ``implicit:management_ssh ...``),
+  so switching ``cluster`` off never cuts the controller from the API its inventory reads.
 
 Each :class:`ClusterFlow` names both ends, so the compiler opens the sources' egress and the
 destinations' ingress from the same record the reachability oracle answers from.
@@ -81,11 +83,13 @@ class ClusterFlow:
     source_addresses: Optional[tuple[str, ...]]
     destinations: tuple[Workload, ...]
     destination_addresses: tuple[str, ...]
+    allowance: str = "cluster"
+    """The implicit allowance the flow belongs to (its switch): ``cluster``, or ``management_ssh`` for the controller's."""
 
     @property
     def origin(self) -> str:
-        """The rule origin: ``implicit:cluster <what>``."""
-        return f"implicit:cluster {self.what}"
+        """The rule origin: ``implicit:<allowance> <what>``."""
+        return f"implicit:{self.allowance} {self.what}"
 
 
 def _ports(numbers: Iterable[Optional[int]]) -> tuple[PortRange, ...]:
@@ -140,6 +144,7 @@ class ClusterFlows:
         warn: Callable[[str], None],
     ) -> None:
         self.options = options
+        cluster_on = options.enabled("cluster")
         self._warn = warn
         self._endpoint_pod = endpoint_pod
         self.flows: list[ClusterFlow] = []
@@ -157,8 +162,12 @@ class ClusterFlows:
             api = self._api_server(services.get(cluster), nodes)
             dns = dns_service(cluster)
             dns_pods = () if dns is None else self._endpoint_pods(dns)
-            if api is not None:
+            if api is not None and cluster_on:
                 self._api_flows(cluster, api, nodes, dns_pods, [pod for pod in api_pods if pod.cluster == cluster])
+            if api is not None and options.enabled("management_ssh"):
+                self._controller_flow(cluster, api)
+            if not cluster_on:
+                continue
             self._etcd(cluster, nodes)
             self._overlay(cluster, nodes, cluster_pods)
             if self.options.upstream_dns and dns_pods:
@@ -204,6 +213,7 @@ class ClusterFlows:
         destinations: Iterable[Workload],
         destination_addresses: Iterable[str],
         ingress_ports: Optional[tuple[PortRange, ...]] = None,
+        allowance: str = "cluster",
     ) -> None:
         self.flows.append(
             ClusterFlow(
@@ -216,6 +226,7 @@ class ClusterFlows:
                 source_addresses=None if source_addresses is None else _addresses(source_addresses),
                 destinations=_unique(destinations),
                 destination_addresses=_addresses(destination_addresses),
+                allowance=allowance,
             )
         )
 
@@ -242,9 +253,15 @@ class ClusterFlows:
                 pod_addresses = [address for pod in pods for address in pod.addresses]
                 ports = _ports(port.first for port in service_side)
                 self._add(cluster, what, "tcp", ports, pods, pod_addresses, api.nodes, to_api, api.target_ports)
-        if self.options.enabled("management_ssh") or self.options.management_addresses:
-            management = self.options.management_addresses or None
-            self._add(cluster, "controller to API server", "tcp", api.target_ports, (), management, api.nodes, api.endpoint_addresses)
+
+    def _controller_flow(self, cluster: Optional[str], api: ApiServer) -> None:
+        # Never lock out: the controller's inventory reads this API. Without management addresses
+        # it is open to every address, as the SSH allowance is.
+        management = self.options.management_addresses or None
+        self._add(
+            cluster, "controller to API server", "tcp", api.target_ports, (), management, api.nodes, api.endpoint_addresses,
+            allowance="management_ssh",
+        )
 
     def _etcd(self, cluster: Optional[str], nodes: Sequence[Workload]) -> None:
         control_plane = [node for node in nodes if any(label in node.labels for label in CONTROL_PLANE_LABELS)]

@@ -6,7 +6,9 @@ Enforcement points are VMs, nodes (their own rules plus the NodePort guard) and 
 (their network namespace, applied from their node). Semantics follow design.md:
 both ends (consumer egress, provider ingress), stateful, services resolved for
 in-cluster and out-of-cluster consumers, absolute before default before catch-all,
-deny before allow at the same rank, implicit allowances first.
+deny before allow at the same rank, implicit allowances first (except in a pod's
+ingress, where the absolute denies precede ``node_to_pods``: see
+:meth:`Compiler.ingress_specs`).
 
 Peers are address sets named after their logical key (``model.stable_name``), never
 after their members, so a pod IP change rewrites a set and never a chain. Sets,
@@ -25,6 +27,7 @@ from ansible_collections.zerotrust.workloads.plugins.module_utils._netfilter imp
 from ansible_collections.zerotrust.workloads.plugins.module_utils._policy.cluster import ClusterFlow, ClusterFlows
 from ansible_collections.zerotrust.workloads.plugins.module_utils._policy.options import Options, parse_options
 from ansible_collections.zerotrust.workloads.plugins.module_utils._policy.policy import (
+    RANKS,
     Policy,
     PolicyRule,
     PortSpec,
@@ -141,8 +144,8 @@ class Compiler:
         for node in self.nodes.values():
             for address in node.addresses:
                 self.nodes_by_address.setdefault((node.cluster, address), node)
-        if not self.options.enabled("cluster"):
-            return
+        if not (self.options.enabled("cluster") or self.options.enabled("management_ssh")):
+            return  # management_ssh alone still derives the controller's flow to the API server
         self.cluster_flows = ClusterFlows(
             self._cluster_nodes,
             self.workloads,
@@ -651,6 +654,29 @@ class Compiler:
                 result.append((spec, entry.local_destination))
         return result
 
+    def ingress_specs(self, point: _Point, implicit_in: Sequence[RuleSpec]) -> list[tuple[tuple[Any, ...], bool]]:
+        """The ingress chain's specs: implicit allowances, then the policy entries in chain order.
+
+        In a pod's ingress the absolute denies come before ``implicit:node_to_pods``, which is
+        last of the pod's implicit allowances: the node reaches its pods from the pod-CIDR
+        gateway, and that is also where kube-proxy masquerades a NodePort connection entering on
+        the pod's own node, so the allowance first would let that connection past a quarantine
+        (``everyone -> quarantined``). A quarantine thus also stops the kubelet's probes. The
+        stateful, loopback, neighbour-discovery and DNS-server rules stay ahead; nodes and VMs
+        (management SSH, the controller's API flow) keep every implicit allowance first.
+        """
+        entries = self.entry_specs(point.ingress)
+        implicit = [(spec, False) for spec in implicit_in]
+        if point.workload.kind != "pod":
+            return implicit + entries
+        # Sorted entries start with the absolute denies (order (0, 0, index)), so they are a prefix.
+        denies = len(self.entry_specs(entry for entry in point.ingress if _absolute_deny(entry)))
+        if not denies:
+            return implicit + entries  # accepts commute: without a deny to place, the usual order
+        node = [item for item in implicit if item[0][1] == "implicit:node_to_pods"]
+        others = [item for item in implicit if item[0][1] != "implicit:node_to_pods"]
+        return others + entries[:denies] + node + entries[denies:]
+
     def build_chain(
         self, name: str, hook: str, specs: Sequence[tuple[tuple[Any, ...], bool]], default_verdict: str, used: set[SetKey]
     ) -> tuple[model.Chain, dict[str, Any]]:
@@ -691,7 +717,7 @@ class Compiler:
         implicit_in, implicit_out = self.implicit_rules(point)
         used: set[SetKey] = set()
         chains = [
-            self.build_chain("ingress", "input", [(spec, False) for spec in implicit_in] + self.entry_specs(point.ingress), default, used),
+            self.build_chain("ingress", "input", self.ingress_specs(point, implicit_in), default, used),
             self.build_chain("egress", "output", [(spec, False) for spec in implicit_out] + self.entry_specs(point.egress), default, used),
         ]
         if point.workload.kind == "node":
@@ -750,6 +776,11 @@ class Compiler:
 
 
 _CANONICAL: dict[str, tuple[str, tuple[int, int, int]]] = {}
+
+
+def _absolute_deny(entry: _Entry) -> bool:
+    """Is the entry an absolute deny (its order starts with the absolute rank and the deny action)?"""
+    return entry.order[0] == RANKS.index("absolute") and entry.verdict == "deny"
 
 
 def _canonical_members(members: Iterable[str]) -> tuple[str, ...]:

@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ansible_collections.zerotrust.workloads.plugins.module_utils._policy.compiler import Compiler
+from ansible_collections.zerotrust.workloads.plugins.module_utils._policy.policy import PolicyRule
 from ansible_collections.zerotrust.workloads.plugins.module_utils._policy.reachability import (
     KUBE_PROXY_LOCAL,
     NODEPORT_TYPES,
@@ -38,9 +39,10 @@ from ansible_collections.zerotrust.workloads.plugins.module_utils._policy.worklo
 PARTIAL_SERVICE = "partial_service"
 """The warning code of a partly reachable service (docs/semantics.md, "Partial services")."""
 ANALYSIS_LIMIT = "partial_service_analysis_limited"
-"""The warning code when the analysis stopped at :data:`MAX_CHECKS` flows."""
-MAX_CHECKS = 20_000
-"""Flows checked at most per compile: each costs one oracle question over every endpoint."""
+"""The warning code when the analysis stopped at :data:`MAX_PATHS`."""
+MAX_PATHS = 200_000
+"""Paths (entry node x endpoint) the oracle evaluates at most per compile, a few seconds' work; the
+screen leaves only the flows an earlier deny can touch, so real policies stay far below it."""
 VIA_TEXT = {"cluster_ip": "ClusterIP", "node_port": "NodePort"}
 
 
@@ -89,21 +91,72 @@ def _consumer_sources(reachability: Reachability, filter_name: str) -> list[tupl
     return found
 
 
-def partial_service_findings(compiler: Compiler) -> list[Finding]:
-    """Every consumer x service the policy allows while some endpoints refuse (code ``partial_service``)."""
-    reachability = Reachability(compiler.policy, compiler.workloads, compiler.options, compiler=compiler)
-    partials: dict[tuple[str, str], _Partial] = {}
+class _Screen:
+    """Which questions can have a partial answer at all, cheaply, before the oracle is asked.
+
+    An allow policy R admits its consumers at every endpoint of its Service unless a deny policy
+    ordered before R (absolute, or a default deny) covers that endpoint pod and the address the
+    endpoint sees: implicit allowances only ever admit, and R's own rule is placed at every endpoint.
+    So only consumers whose seen address is in such an earlier deny's consumers need the oracle;
+    with ``externalTrafficPolicy: Cluster`` the endpoint sees node addresses for a NodePort.
+    """
+
+    def __init__(self, reachability: Reachability) -> None:
+        self.reachability = reachability
+        self.rules = reachability.policy.ordered_rules()
+        self._providers: dict[str, set[str]] = {}
+
+    def provider_pods(self, rule: PolicyRule) -> set[str]:
+        """The hosts of the pods a rule's provider covers: matched pods and the endpoint pods of matched services."""
+        found = self._providers.get(rule.label)
+        if found is None:
+            found = set()
+            for provider in self.reachability.matched(rule.provider):
+                if provider.kind == "service":
+                    found.update(pod.host for pod in _endpoint_pods(self.reachability, provider))
+                else:
+                    found.add(provider.host)
+            self._providers[rule.label] = found
+        return found
+
+    def denies(self, rule: PolicyRule, service: Workload) -> list[PolicyRule]:
+        """The deny policies ordered before ``rule`` that cover an endpoint pod of ``service``."""
+        pods = {pod.host for pod in _endpoint_pods(self.reachability, service)}
+        return [
+            deny for deny in self.rules if deny.order < rule.order and deny.action == "deny" and pods & self.provider_pods(deny)
+        ]
+
+    def may_refuse(self, denies: list[PolicyRule], source: str, service: Workload, via: str) -> bool:
+        """Could one of ``denies`` see this consumer (or, masqueraded, a node) at an endpoint?"""
+        masqueraded = via == "node_port" and str(service.record.get("external_traffic_policy") or "Cluster") != "Local"
+        compiler = self.reachability.compiler
+        if masqueraded:
+            seen = [address for node in compiler.cluster_nodes(service.cluster) for address in compiler.peer_addresses(node)]
+        else:
+            workload = compiler.by_host.get(source)
+            seen = list(compiler.peer_addresses(workload)) if workload is not None else [source]
+        return any(address in self.reachability.consumer_addresses(deny, "all") for deny in denies for address in seen)
+
+
+def _endpoint_pods(reachability: Reachability, service: Workload) -> list[Workload]:
+    pods = [reachability.compiler.endpoint_pod(service, endpoint.pod, endpoint.addresses) for endpoint in service_endpoints(service.record)]
+    return [pod for pod in pods if pod is not None]
+
+
+def _questions(reachability: Reachability) -> list[tuple[str, str, Workload, Flow]]:
+    """(allowing origin, consumer label, service, flow) for every flow that may be partial."""
+    screen = _Screen(reachability)
     questions = []
-    for rule in compiler.policy.ordered_rules():
+    for rule in screen.rules:
         if rule.action != "allow":
             continue
-        services = [
-            provider
-            for provider in reachability.matched(rule.provider)
-            if provider.kind == "service" and len(service_endpoints(provider.record)) > 1
-        ]
-        consumers = _consumer_sources(reachability, rule.consumer) if services else []
-        for service in services:
+        for service in reachability.matched(rule.provider):
+            if service.kind != "service" or len(service_endpoints(service.record)) < 2:
+                continue
+            denies = screen.denies(rule, service)
+            if not denies:
+                continue
+            consumers = _consumer_sources(reachability, rule.consumer)
             for spec in rule.ports:
                 ports = [] if spec.protocol == "icmp" else match_service_ports(service, spec)
                 for port in ports:
@@ -111,14 +164,25 @@ def partial_service_findings(compiler: Compiler) -> list[Finding]:
                         via = "cluster_ip" if inside else "node_port"
                         if via == "node_port" and (port.node_port is None or str(service.record.get("type")) not in NODEPORT_TYPES):
                             continue
-                        if via == "cluster_ip" and not service.addresses:
+                        if (via == "cluster_ip" and not service.addresses) or not screen.may_refuse(denies, source, service, via):
                             continue
                         questions.append((rule.origin(spec), label, service, Flow(source, service.host, port.protocol, port.port, via)))
-    for checks, (allowed_by, label, service, flow) in enumerate(questions):
-        if checks >= MAX_CHECKS:
+    return questions
+
+
+def partial_service_findings(compiler: Compiler) -> list[Finding]:
+    """Every consumer x service the policy allows while some endpoints refuse (code ``partial_service``)."""
+    reachability = Reachability(compiler.policy, compiler.workloads, compiler.options, compiler=compiler)
+    partials: dict[tuple[str, str], _Partial] = {}
+    questions = _questions(reachability)
+    budget = MAX_PATHS
+    for checked, (allowed_by, label, service, flow) in enumerate(questions):
+        nodes = len(compiler.cluster_nodes(service.cluster)) if flow.via == "node_port" else 1
+        budget -= nodes * len(service_endpoints(service.record))
+        if budget < 0:
             compiler.warn(
-                f"{ANALYSIS_LIMIT}: the partial-service analysis stopped after {MAX_CHECKS} of {len(questions)} flows; "
-                "the others were not checked"
+                f"{ANALYSIS_LIMIT}: the partial-service analysis stopped after {checked} of {len(questions)} flows "
+                f"({MAX_PATHS} paths); the others were not checked"
             )
             break
         verdict = reachability.check(flow)
@@ -195,4 +259,4 @@ def findings_of(compiler: object) -> list[dict[str, Any]]:
     return [finding.to_dict() for finding in findings]
 
 
-__all__ = ["ANALYSIS_LIMIT", "MAX_CHECKS", "PARTIAL_SERVICE", "Finding", "findings_of", "partial_service_findings"]
+__all__ = ["ANALYSIS_LIMIT", "MAX_PATHS", "PARTIAL_SERVICE", "Finding", "findings_of", "partial_service_findings"]

@@ -310,7 +310,8 @@ def _compares(compiled: _Compiled, values: Sequence[Any]) -> bool:
     """Is any of ``values`` a number that stands in the condition's relation to its number?"""
     compare = _COMPARE[compiled.condition.operator]
     bound = compiled.number
-    assert bound is not None  # noqa: S101 - the parser admits only numbers after a comparison
+    if bound is None:
+        return False  # unreachable: the parser admits only numbers after a comparison
     for value in values:
         number = _number(value)
         if number is not None and compare(number, bound):

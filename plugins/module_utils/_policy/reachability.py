@@ -11,7 +11,8 @@ truth table and for the audit. It follows the packet as the firewalls see it:
   address that arrives (the consumer, or with ``externalTrafficPolicy: Cluster`` the
   masquerading node), and a node's NodePort guard sees the consumer before DNAT;
 - at each end the first matching policy in chain order decides (implicit allowances,
-  absolute deny, absolute allow, default deny, default allow), else the catch-all; a
+  absolute deny, absolute allow, default deny, default allow; in a pod's ingress the
+  absolute denies come before ``node_to_pods``), else the catch-all; a
   policy matches when the peer address belongs to one of its filter's workloads or
   networks, exactly as the address sets the compiler builds;
 - a flow is allowed when every enforced end on its path allows it (an end outside the
@@ -158,6 +159,7 @@ class Reachability:
         self._endpoint_cache: dict[str, list[Workload]] = {}
         self._network_cache: dict[str, _Addresses] = {}
         self._cluster_sets: dict[tuple[int, str], _Addresses] = {}
+        self._targets_cache: dict[str, set[str]] = {}
 
     @classmethod
     def from_hostvars(
@@ -324,11 +326,10 @@ class Reachability:
 
     def ingress_end(self, destination: Workload, source: str, protocol: str, port: Optional[int]) -> _End:
         """The provider's ingress chain for a connection arriving from ``source`` (address)."""
-        implicit = self._implicit_ingress(destination, source, protocol, port)
-        if implicit is not None:
-            return _End("provider", True, implicit)
 
         def matches(rule: PolicyRule) -> Optional[str]:
+            if destination.host not in self._ingress_targets(rule):
+                return None  # the rule places nothing in this destination's ingress
             for spec in rule.ports:
                 origin = self._ingress_spec(rule, spec, destination, source=source, protocol=protocol, port=port)
                 if origin is None:
@@ -337,7 +338,45 @@ class Reachability:
                     return origin
             return None
 
+        if destination.kind == "pod":
+            # As the compiler orders a pod's ingress: its other implicit allowances, its absolute
+            # denies, then the node-to-pod allowance (a quarantine also refuses the node's gateway,
+            # where kubelet probes and NodePort connections entering on the pod's own node come from).
+            denies = [rule for rule in self.rules if rule.rank == "absolute" and rule.action == "deny"]
+            denies = [rule for rule in denies if destination.host in self._ingress_targets(rule)]
+            if denies:
+                implicit = self._implicit_ingress(destination, source, protocol, port, node_to_pods=False)
+                if implicit is not None:
+                    return _End("provider", True, implicit)
+                for rule in denies:
+                    origin = matches(rule)
+                    if origin is not None:
+                        return _End("provider", False, origin)
+        implicit = self._implicit_ingress(destination, source, protocol, port)
+        if implicit is not None:
+            return _End("provider", True, implicit)
         return self._first("provider", matches)
+
+    def _ingress_targets(self, rule: PolicyRule) -> set[str]:
+        """The hosts whose ingress a rule can decide: its non-service providers, its services' endpoint pods and
+        endpoint nodes, and, for a load balancer's health check, its cluster's nodes (an index: a truth table asks often)."""
+        found = self._targets_cache.get(rule.label)
+        if found is None:
+            found = set()
+            for provider in self.matched(rule.provider):
+                if provider.kind != "service":
+                    found.add(provider.host)
+                    continue
+                found.update(pod.host for pod in self._endpoint_pods(provider))
+                for endpoint in service_endpoints(provider.record):
+                    pod = self.compiler.endpoint_pod(provider, endpoint.pod, endpoint.addresses)
+                    node = self.compiler.endpoint_node(provider, pod, endpoint.addresses)
+                    if node is not None:
+                        found.add(node.host)
+                if _health_check_port(provider) is not None:
+                    found.update(node.host for node in self.compiler.cluster_nodes(provider.cluster))
+            self._targets_cache[rule.label] = found
+        return found
 
     def _ingress_spec(
         self, rule: PolicyRule, spec: PortSpec, destination: Workload, *, source: str, protocol: str, port: Optional[int]
@@ -476,12 +515,14 @@ class Reachability:
         # The cluster allowance's rules come after the other implicit ones in every chain.
         return self._cluster_egress(source, destination, protocol, port)
 
-    def _implicit_ingress(self, destination: Workload, source: str, protocol: str, port: Optional[int]) -> Optional[str]:
+    def _implicit_ingress(
+        self, destination: Workload, source: str, protocol: str, port: Optional[int], *, node_to_pods: bool = True
+    ) -> Optional[str]:
         options = self.options
         ssh = options.enabled("management_ssh") and destination.kind in ("vm", "node") and protocol == "tcp" and port == 22
         if ssh and (not options.management_addresses or source in _Addresses(options.management_addresses)):
             return "implicit:management_ssh"
-        if options.enabled("node_to_pods") and destination.kind == "pod":
+        if node_to_pods and options.enabled("node_to_pods") and destination.kind == "pod":
             node = self.compiler.node_of(destination)
             if node is not None and source in (*node.gateways(), *node.tunnel_addresses):
                 return "implicit:node_to_pods"

@@ -15,7 +15,7 @@ from lab.errors import ScenarioError
 from lab.expected import expected_from_policy, scenario_hostvars
 from lab.kubeapi import start_server
 from lab.objects import pod_manifest, scenario_objects
-from lab.probes import BLOCKED, CONNECTED, PARTIAL, expected_from_allow, mismatches, probe_matrix
+from lab.probes import BLOCKED, CONNECTED, expected_from_allow, mismatches, probe_matrix
 from lab.scenario import build_scenario, load_scenario
 from lab.system import REPO_ROOT
 from lab.vulns import Finding, parse_findings, pod_owner, report_manifest
@@ -102,10 +102,9 @@ def test_a_new_critical_finding_quarantines_the_frontend_too() -> None:
         *scenario.vulnerabilities[:1], Finding(pod=FRONTEND, container="wordpress", counts={"critical": 1, "high": 0, "medium": 1, "low": 0,
                                                                                              "unknown": 0}, ids=("CVE-2024-3094",))))
     table = expected_from_policy(rescanned, probe_matrix(rescanned))
-    # Through three of the four nodes HAProxy is cut off; entering on the pod's own node the connection is
-    # masqueraded to the node's gateway, which the implicit node-to-pods allowance (kubelet probes) admits
-    # before any policy rule (docs/vulnerabilities.md, "Limits").
-    assert table["vm:haproxy -> nodeport:wordpress/wordpress:tcp/80"] == PARTIAL
+    # HAProxy is cut off through every node, the pod's own node too: the connection masqueraded there to the
+    # node's gateway meets the absolute deny before the implicit node-to-pods allowance (docs/semantics.md).
+    assert table["vm:haproxy -> nodeport:wordpress/wordpress:tcp/80"] == BLOCKED
     assert table[f"pod:{DB} -> pod:{FRONTEND}:tcp/80"] == BLOCKED
     assert report_manifest(rescanned, rescanned.vulnerabilities[1])["report"]["summary"]["criticalCount"] == 1
 

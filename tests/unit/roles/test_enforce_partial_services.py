@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from tests.unit.plugins.module_utils._policy.policy_seed import seed_hostvars, seed_policy
-from tests.unit.plugins.module_utils._policy.test_partial import quarantine_policy, with_second_endpoint
+from tests.unit.plugins.module_utils._policy.test_partial_services import quarantine_policy, with_second_endpoint
 from tests.unit.roles.test_enforce_role_inputs import compile_facts
 
 WARNING = "partial_service: service wordpress/wordpress is only partly reachable for vm haproxy"

@@ -99,7 +99,7 @@ COMMIT
 @pytest.mark.parametrize(("member", "message"), [
     ("fe80::1%eth0", "address set 'zt-peers': member 'fe80::1%eth0' has a zone (%eth0); a firewall matches addresses without zones"),
     ("fe80::%1/64", "address set 'zt-peers': member 'fe80::%1/64' has a zone (%1); a firewall matches addresses without zones"),
-    ("10.1.2.3/8", "address set 'zt-peers': member '10.1.2.3/8' is not an IP address or network: 10.1.2.3/8 has host bits set"),
+    ("10.1.2.3/8", "address set 'zt-peers': member '10.1.2.3/8' is not an IP address or network: it has host bits set"),
 ])
 def test_bad_members_are_refused_naming_the_set(member: str, message: str) -> None:
     with pytest.raises(ModelError) as raised:

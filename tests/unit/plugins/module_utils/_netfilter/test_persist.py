@@ -5,6 +5,7 @@ the ExecStart reader, option validation, atomic writes, modes and removal (in tm
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -168,3 +169,33 @@ def test_persist_unset_with_systemd_writes(tmp_path: Path) -> None:
     written = persist.persist(backend, RULESET, [], opts, present=True, check_mode=False)
     assert written["changed"] is True and written["systemd"] is True
     assert (tmp_path / "etc" / "zerotrust.nft").exists()
+
+
+def _tree(root: Path) -> dict[str, tuple[str, int]]:
+    """Every file and link below ``root``: content (a link's target) and mode."""
+    found = {}
+    for path in sorted(root.rglob("*")):
+        if path.is_symlink():
+            found[str(path.relative_to(root))] = (os.readlink(path), 0)
+        elif path.is_file():
+            found[str(path.relative_to(root))] = (path.read_text(), path.stat().st_mode & 0o7777)
+    return found
+
+
+@pytest.mark.parametrize("first_write", [True, False], ids=["over-earlier-files", "over-nothing"])
+def test_rollback_step_puts_the_persisted_files_back(tmp_path: Path, first_write: bool) -> None:
+    """The watchdog's step (run as the watchdog runs it: argv, JSON on stdin) restores every file, mode and the link."""
+    opts = options(tmp_path)
+    backend = NftablesBackend(Runner(Namespace()), Options())
+    if first_write:
+        persist.write_changes(persist.plan_files(persist.desired_files(backend, RULESET, opts), opts)[0], opts)
+    (tmp_path / "etc").mkdir(exist_ok=True)
+    (tmp_path / "unit" / f"{persist.WANTED_BY}.wants").mkdir(parents=True, exist_ok=True)
+    before = _tree(tmp_path)
+    refused = persist.closed_ruleset(["192.0.2.254"])
+    result = persist.persist(backend, refused, ["192.0.2.254"], opts, present=True, check_mode=False)
+    assert result["changed"] and _tree(tmp_path) != before
+    step = persist.restore_step(result["previous"], opts)
+    done = subprocess.run(list(step.argv), input=step.stdin, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert _tree(tmp_path) == before

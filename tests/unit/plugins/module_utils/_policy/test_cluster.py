@@ -44,13 +44,21 @@ Rule = tuple[str, str, Optional[str], list[str], list[str]]
 
 def cluster_rules(plan: dict[str, Any], host: str) -> list[Rule]:
     """(chain, origin, protocol, ports, peer members or ["*"]) of every ``implicit:cluster`` rule of a host."""
+    return origin_rules(plan, host, "implicit:cluster")
+
+
+CONTROLLER_RULE = ("ingress", "implicit:management_ssh controller to API server", "tcp", ["6443"], [CONTROLLER])
+
+
+def origin_rules(plan: dict[str, Any], host: str, prefix: str) -> list[Rule]:
+    """(chain, origin, protocol, ports, peer members or ["*"]) of every rule of a host whose origin starts with ``prefix``."""
     ruleset = ruleset_of(plan, host)
     sets = {item["name"]: item["members"] for item in ruleset["address_sets"]}
     return [
         (chain["name"], rule["origin"], rule["protocol"], rule["ports"], sets.get(rule["peer_set"], ["*"]))
         for chain in ruleset["chains"]
         for rule in chain["rules"]
-        if rule["origin"].startswith("implicit:cluster")
+        if rule["origin"].startswith(prefix)
     ]
 
 
@@ -99,7 +107,6 @@ FLANNEL_EXPECTED: dict[str, list[Rule]] = {
         ("ingress", "implicit:cluster nodes to API server", "tcp", ["6443"], NODES),
         ("ingress", "implicit:cluster API server to kubelets", "tcp", ["10250"], [MASTER]),
         ("ingress", "implicit:cluster DNS pods to API server", "tcp", ["6443"], ["10.244.0.53"]),
-        ("ingress", "implicit:cluster controller to API server", "tcp", ["6443"], [CONTROLLER]),
         ("ingress", "implicit:cluster overlay flannel-vxlan", "udp", ["8472"], NODES),
         ("egress", "implicit:cluster nodes to API server", "tcp", ["6443"], [MASTER]),
         ("egress", "implicit:cluster API server to kubelets", "tcp", ["10250"], NODES),
@@ -142,7 +149,22 @@ def test_switched_off_removes_every_cluster_rule() -> None:
         assert cluster_rules(plan, host) == []
     comments = [item["comment"] for entry in plan["hosts"].values() if entry["ruleset"] for item in entry["ruleset"]["address_sets"]]
     assert comments
-    assert not [comment for comment in comments if comment.endswith("cluster lab)")]
+    assert [comment for comment in comments if comment.endswith("cluster lab)")] == ["controller to API server (from, cluster lab)"]
+
+
+@pytest.mark.parametrize(
+    ("implicit", "controller_rules"),
+    [
+        ({}, [CONTROLLER_RULE]),
+        # Never lock out: the controller's API access belongs to management_ssh, not to cluster.
+        ({"cluster": False}, [CONTROLLER_RULE]),
+        ({"management_ssh": False}, []),
+        ({"cluster": False, "management_ssh": False}, []),
+    ],
+)
+def test_the_controller_keeps_the_api_unless_management_ssh_is_off(implicit: dict[str, bool], controller_rules: list[Rule]) -> None:
+    plan = compile_policy(seed_policy(), control_plane_cluster(), {**OPTIONS, "implicit": implicit})
+    assert origin_rules(plan, "k8s-master", "implicit:management_ssh controller") == controller_rules
 
 
 @pytest.mark.parametrize(
@@ -363,9 +385,11 @@ def test_api_access_selects_the_pods_that_reach_the_api() -> None:
 
 def test_without_management_addresses_the_api_port_stays_open_like_ssh() -> None:
     plan = compile_policy(seed_policy(), control_plane_cluster(), {"upstream_dns": [UPSTREAM_DNS]})
-    assert ("ingress", "implicit:cluster controller to API server", "tcp", ["6443"], ["*"]) in cluster_rules(plan, "k8s-master")
+    assert ("ingress", "implicit:management_ssh controller to API server", "tcp", ["6443"], ["*"]) in origin_rules(
+        plan, "k8s-master", "implicit:"
+    )
     plan = compile_policy(seed_policy(), control_plane_cluster(), {"implicit": {"management_ssh": False}})
-    assert not any("controller" in rule[1] for rule in cluster_rules(plan, "k8s-master"))
+    assert not any("controller" in rule[1] for rule in origin_rules(plan, "k8s-master", "implicit:"))
 
 
 def test_a_policy_to_default_kubernetes_opens_the_api_server_node() -> None:
@@ -401,7 +425,7 @@ ORACLE = [
     (Flow(DNS_POD, "upstream-dns", "udp", 53), True, "implicit:cluster DNS pods to upstream DNS"),
     (Flow(DNS_POD, "upstream-dns", "tcp", 53), True, "implicit:cluster DNS pods to upstream DNS"),
     (Flow(WORDPRESS_POD, "upstream-dns", "udp", 53), False, "catch_all"),
-    (Flow(CONTROLLER, "k8s-master", "tcp", 6443), True, "implicit:cluster controller to API server"),
+    (Flow(CONTROLLER, "k8s-master", "tcp", 6443), True, "implicit:management_ssh controller to API server"),
     (Flow("outsider", "k8s-master", "tcp", 6443), False, "catch_all"),
     (Flow(CONTROLLER, "k8s-node1", "tcp", 6443), False, "catch_all"),
 ]
@@ -413,7 +437,7 @@ def test_oracle_knows_the_cluster_allowance(flow: Flow, allowed: bool, origin: s
     assert (verdict.allowed, verdict.decided_by) == (allowed, (origin,)), verdict.reason
 
 
-@pytest.mark.parametrize("flow", [flow for flow, allowed, _origin in ORACLE if allowed])
+@pytest.mark.parametrize("flow", [flow for flow, allowed, origin in ORACLE if allowed and origin.startswith("implicit:cluster")])
 def test_oracle_without_the_allowance_denies(flow: Flow) -> None:
     options = {**OPTIONS, "implicit": {"cluster": False}}
     verdict = Reachability.from_hostvars(seed_policy(), control_plane_cluster(), options).check(flow)

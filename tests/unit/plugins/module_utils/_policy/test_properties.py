@@ -163,12 +163,16 @@ def nodeport_allowed(plan: dict[str, Any], source: str, service_port: int, node_
     """A VM (or external address) reaching the seed's wordpress service through each node's NodePort.
 
     Allowed only if it is allowed whichever node it enters: consumer egress to that node,
-    the node's guard, then the endpoint pod's ingress from the address it sees.
+    the node's guard, then the endpoint pod's ingress from the address it sees. With
+    ``externalTrafficPolicy: Local`` only the nodes with a local endpoint are entry points
+    (kube-proxy drops the NodePort on the others, so no policy is asked there).
     """
     source_address = ADDRESS.get(source, source)
     source_ruleset = ruleset_of(plan, source)
     pod_node, gateway = POD_NODE[WORDPRESS_POD]
     for node, node_address in NODE_ADDRESSES_ITEMS:
+        if local and node != pod_node:
+            continue
         if not chain_allows(source_ruleset, "egress", node_address, "tcp", node_port):
             return False
         guard = ruleset_of(plan, node)

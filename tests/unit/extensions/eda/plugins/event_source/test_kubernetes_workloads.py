@@ -138,7 +138,8 @@ def test_watch_stream_lines_are_split_across_chunk_boundaries() -> None:
 @pytest.mark.parametrize(("args", "message"), [
     ({"debounce": "soon"}, "debounce must be a number of seconds, got 'soon'"),
     ({"max_delay": 0}, "max_delay must be positive, got 0"),
-    ({"kinds": ["pods", "secrets"]}, "kinds must be a list of pods, services, endpointslices, nodes, vulnerabilityreports, got ['pods', 'secrets']"),
+    ({"kinds": ["pods", "secrets"]},
+     "kinds must be a list of pods, services, endpointslices, nodes, vulnerabilityreports, got ['pods', 'secrets']"),
     ({"kinds": "pods"}, "kinds must be a list of pods, services, endpointslices, nodes, vulnerabilityreports, got 'pods'"),
     ({"debounse": 1}, "unknown arguments ['debounse']"),
 ])

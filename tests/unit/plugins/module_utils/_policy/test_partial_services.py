@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any, Optional
 
 import pytest
+from ansible_collections.zerotrust.workloads.plugins.module_utils._policy import partial
 from ansible_collections.zerotrust.workloads.plugins.module_utils._policy.compiler import compile_policy
 from ansible_collections.zerotrust.workloads.plugins.module_utils._policy.reachability import (
     KUBE_PROXY_LOCAL,
@@ -74,14 +75,14 @@ def refused(paths: tuple[ServicePath, ...]) -> list[tuple[Optional[str], str, st
 # -- the oracle's `~` ---------------------------------------------------------------------------
 
 PARTIAL_FLOWS = [
-    # haproxy through the NodePort: entering on k8s-node2, the quarantined pod's own node, the masqueraded
-    # connection arrives from node2's gateway (implicit:node_to_pods admits it); through any other node it is refused.
+    # haproxy through the NodePort: refused at the quarantined pod through every entry node, its own k8s-node2
+    # included (masqueraded to node2's gateway, the absolute deny comes before implicit:node_to_pods).
     (
         "quarantined endpoint behind a NodePort",
         quarantine_policy(),
         Flow("haproxy", WORDPRESS_SERVICE, "tcp", 80, "node_port"),
         (False, True, (QUARANTINE,)),
-        [(node, "wordpress/wordpress-6dfdd9f64f-q7x2k", QUARANTINE) for node in ("k8s-master", "k8s-node1", "k8s-node3")],
+        [(node, "wordpress/wordpress-6dfdd9f64f-q7x2k", QUARANTINE) for node in ("k8s-master", "k8s-node1", "k8s-node2", "k8s-node3")],
     ),
     (
         "quarantined endpoint behind a ClusterIP",
@@ -122,7 +123,7 @@ def test_partial_reason_names_the_share_and_the_endpoint() -> None:
         Flow("haproxy", WORDPRESS_SERVICE, "tcp", 80, "node_port")
     )
     assert answer.reason == (
-        "partly connected: 3 of 8 paths to service wordpress/wordpress fail "
+        "partly connected: 4 of 8 paths to service wordpress/wordpress fail "
         f"(refused at wordpress/wordpress-6dfdd9f64f-q7x2k by {QUARANTINE})"
     )
 
@@ -189,12 +190,12 @@ def test_partial_service_warning_once_per_consumer_and_service() -> None:
                     "endpoint": "wordpress/wordpress-6dfdd9f64f-q7x2k",
                     "address": "10.244.2.77",
                     "decided_by": [QUARANTINE],
-                    "entry_nodes": ["k8s-master", "k8s-node1", "k8s-node3"],
+                    "entry_nodes": ["k8s-master", "k8s-node1", "k8s-node2", "k8s-node3"],
                 }
             ],
             "decided_by": [QUARANTINE],
-            "failing_share": 0.375,
-            "failing_paths": 3,
+            "failing_share": 0.5,
+            "failing_paths": 4,
             "paths": 8,
             "fix": (
                 "take wordpress/wordpress-6dfdd9f64f-q7x2k out of service wordpress/wordpress's selector (change its labels) so it "
@@ -206,7 +207,7 @@ def test_partial_service_warning_once_per_consumer_and_service() -> None:
     assert text.startswith(
         "partial_service: service wordpress/wordpress is only partly reachable for vm haproxy (tcp/80 via NodePort; allowed by "
         "default[0] haproxy->wordpress tcp/80, default[2] haproxy->wordpress tcp/http): endpoint wordpress/wordpress-6dfdd9f64f-q7x2k "
-        f"refuses it ({QUARANTINE}), so about 38% of its connections fail (3 of 8 paths). Fix: take "
+        f"refuses it ({QUARANTINE}), so about 50% of its connections fail (4 of 8 paths). Fix: take "
     )
     assert plan["warnings"].count(text) == 1
 
@@ -316,3 +317,29 @@ def test_health_check_nodeport_allowed_for_a_local_load_balancer(service_type: s
     expected = (True, ("default[0] haproxy->wordpress tcp/80", origin)) if health_check else (False, ("catch_all",))
     assert (verdict.allowed, verdict.decided_by) == expected
     assert not oracle.check(Flow("outsider", "k8s-node2", "tcp", HEALTH_CHECK)).allowed
+
+
+def questions(policy: dict[str, Any]) -> list[tuple[str, str]]:
+    oracle = Reachability.from_hostvars(policy, with_second_endpoint(seed_hostvars()))
+    return [(label, f"{flow.via} {flow.protocol}/{flow.port}") for _origin, label, _service, flow in partial._questions(oracle)]
+
+
+def test_only_flows_an_earlier_deny_can_touch_are_asked() -> None:
+    assert questions(quarantine_policy()) == [("vm haproxy", "node_port tcp/80")]
+    # A deny whose consumers the endpoint never sees (neither haproxy nor, masqueraded, a node): nothing to ask.
+    elsewhere = quarantine_policy()
+    elsewhere["filters"]["everyone"] = "address = 192.0.2.0/24"
+    assert questions(elsewhere) == []
+    # A deny ranked after the allow (an absolute allow, a default deny) cannot refuse what the allow admitted first.
+    later = quarantine_policy()
+    later["policies"]["absolute"], later["policies"]["default"] = later["policies"]["default"][:1], later["policies"]["absolute"]
+    assert questions(later) == []
+    assert compile_policy(later, with_second_endpoint(seed_hostvars()))["findings"] == []
+
+
+def test_the_analysis_stops_at_its_budget(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(partial, "MAX_PATHS", 7)  # the one flow has 8 paths (4 nodes x 2 endpoints)
+    plan = compile_policy(quarantine_policy(), with_second_endpoint(seed_hostvars()))
+    assert plan["findings"] == []
+    stopped = "partial_service_analysis_limited: the partial-service analysis stopped after 0 of 1 flows (7 paths)"
+    assert f"{stopped}; the others were not checked" in plan["warnings"]
