@@ -37,11 +37,16 @@ def _addresses(v4: Any, v6: Any) -> list[str]:
     return [str(v4)] + ([str(v6)] if v6 is not None else [])
 
 
-def _tunnel_addresses(annotations: Mapping[str, str], pod_cidrs: list[str]) -> list[str]:
-    """A node's tunnel addresses, derived by the inventory plugin's own code from the same annotations."""
+def _collection_on_path() -> None:
+    """Make the collection importable from this tree (``make collection`` links .collections to it)."""
     collections = str(REPO_ROOT / ".collections")
     if collections not in sys.path:
         sys.path.insert(0, collections)
+
+
+def _tunnel_addresses(annotations: Mapping[str, str], pod_cidrs: list[str]) -> list[str]:
+    """A node's tunnel addresses, derived by the inventory plugin's own code from the same annotations."""
+    _collection_on_path()
     from ansible_collections.zerotrust.workloads.plugins.module_utils._kubernetes.records import (  # noqa: PLC0415
         flannel_tunnel_addresses,
     )
@@ -175,9 +180,7 @@ def api_access_pods(scenario: Scenario) -> list[Pod]:
     fallback = [pod for pod in scenario.pods if pod.namespace == "kube-system"]
     if not isinstance(text, str):
         return fallback
-    collections = str(REPO_ROOT / ".collections")
-    if collections not in sys.path:
-        sys.path.insert(0, collections)
+    _collection_on_path()
     try:
         from ansible_collections.zerotrust.workloads.plugins.module_utils._policy.errors import (  # noqa: PLC0415
             ZeroTrustPolicyError,
@@ -210,9 +213,7 @@ def expected_open(scenario: Scenario, probes: list[Probe]) -> dict[str, str]:
 
 def expected_from_policy(scenario: Scenario, probes: list[Probe], policy: Mapping[str, Any] | None = None) -> dict[str, str]:
     """The cell the policy implies for every probe; LabError when the oracle is missing or the policy is invalid."""
-    collections = str(REPO_ROOT / ".collections")
-    if collections not in sys.path:
-        sys.path.insert(0, collections)
+    _collection_on_path()
     try:
         from ansible_collections.zerotrust.workloads.plugins.module_utils._policy.errors import (  # noqa: PLC0415
             ZeroTrustPolicyError,

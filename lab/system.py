@@ -53,7 +53,7 @@ def run(argv: list[str], input_text: str | None = None, check: bool = True, time
     try:
         completed = subprocess.run(argv, input=input_text, capture_output=True, text=True, timeout=timeout, check=False)
     except FileNotFoundError:
-        raise LabError(f"{argv[0]} is not installed; install it (see bindep.txt) and retry") from None
+        raise LabError(f"{argv[0]} is not installed; run `make setup` (it installs what the lab needs) and retry") from None
     except subprocess.TimeoutExpired:
         raise LabError(f"{' '.join(argv)} did not finish within {timeout:.0f} s") from None
     if check and completed.returncode != 0:

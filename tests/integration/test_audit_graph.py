@@ -2,11 +2,12 @@
 """The audit page's policy graph in headless Chromium: measured, no label overlaps another or a box.
 
 The report of a 13-filter policy (chains, a cycle, a filter that is its own provider, parallel
-policies, NodePort notes) is opened in Chromium with a small script added to a copy of the page
-(the page itself forbids scripts); the script reads ``getBoundingClientRect`` of every filter box,
-every edge label and every line of text, and every arrow's points, and writes them into the DOM,
-which ``--dump-dom`` returns. The assertions are on those coordinates, as the browser laid them
-out with its own fonts. A screenshot is taken too, for a reader. No lab and no network needed.
+policies, NodePort notes), and the report of the lab's partial-services scenario, are each opened
+in Chromium with a small script added to a copy of the page (the page itself forbids scripts);
+the script reads ``getBoundingClientRect`` of every filter box, every edge label and every line of
+text, and every arrow's points, and writes them into the DOM, which ``--dump-dom`` returns. The
+assertions are on those coordinates, as the browser laid them out with its own fonts. A screenshot
+is taken too, for a reader. No lab and no network needed.
 """
 
 from __future__ import annotations
@@ -66,14 +67,30 @@ def _chromium() -> str:
     return chromium
 
 
-def _page(tmp_path: Path) -> tuple[Path, Path]:
+def _thirteen_filters() -> tuple[dict[str, Any], dict[str, Any]]:
     sys.path.insert(0, str(REPO_ROOT / "tests" / "unit" / "plugins" / "module_utils" / "_audit"))
-    from ansible_collections.zerotrust.workloads.plugins.module_utils._audit.html import render_html  # noqa: PLC0415
-    from ansible_collections.zerotrust.workloads.plugins.module_utils._audit.report import build_report  # noqa: PLC0415
     from audit_seed import seed_hostvars  # noqa: PLC0415
     from partial_seed import thirteen_filter_policy  # noqa: PLC0415
 
-    page = render_html(build_report(thirteen_filter_policy(), seed_hostvars(), title="13 filters"))
+    return thirteen_filter_policy(), seed_hostvars()
+
+
+def _partial_scenario() -> tuple[dict[str, Any], dict[str, Any]]:
+    """The lab's partial-services scenario: its policy and the records the inventory gives for it."""
+    sys.path.insert(0, str(REPO_ROOT))
+    from lab.expected import scenario_hostvars  # noqa: PLC0415
+    from lab.scenario import load_scenario  # noqa: PLC0415
+
+    scenario = load_scenario(REPO_ROOT / "lab" / "scenarios" / "partial.yml")
+    assert scenario.policy is not None
+    return dict(scenario.policy), scenario_hostvars(scenario)
+
+
+def _page(tmp_path: Path, policy: dict[str, Any], hostvars: dict[str, Any], title: str) -> tuple[Path, Path]:
+    from ansible_collections.zerotrust.workloads.plugins.module_utils._audit.html import render_html  # noqa: PLC0415
+    from ansible_collections.zerotrust.workloads.plugins.module_utils._audit.report import build_report  # noqa: PLC0415
+
+    page = render_html(build_report(policy, hostvars, title=title))
     report = tmp_path / "audit.html"
     report.write_text(page)
     # The copy that measures: the same page with scripts allowed and the measuring script at the end.
@@ -136,16 +153,25 @@ def geometry_problems(geometry: dict[str, Any]) -> list[str]:
     return problems
 
 
-def test_policy_graph_of_thirteen_filters_has_no_overlaps(tmp_path: Path) -> None:
+def _policy_count(policy: dict[str, Any]) -> int:
+    return sum(len(policy["policies"].get(rank) or []) for rank in ("absolute", "default"))
+
+
+@pytest.mark.parametrize("case", ["thirteen-filters", "partial-scenario"])
+def test_policy_graph_has_no_overlaps(tmp_path: Path, case: str) -> None:
     chromium = _chromium()
-    report, probe = _page(tmp_path)
+    policy, hostvars = _thirteen_filters() if case == "thirteen-filters" else _partial_scenario()
+    report, probe = _page(tmp_path, policy, hostvars, case)
     base = [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1600,1400"]
     dom = subprocess.run([*base, "--dump-dom", probe.as_uri()], capture_output=True, text=True, timeout=120, check=False)
     assert dom.returncode == 0, dom.stderr[-2000:]
     found = re.search(r'<pre id="geometry">(.*?)</pre>', dom.stdout, re.DOTALL)
     assert found is not None, "the measuring script did not run: " + dom.stdout[-500:]
     geometry = json.loads(html.unescape(found.group(1)))
-    assert (len(geometry["boxes"]), len(geometry["labels"]), len(geometry["edges"])) == (13, 17, 17)
+    expected = (len(policy["filters"]), _policy_count(policy), _policy_count(policy))
+    assert (len(geometry["boxes"]), len(geometry["labels"]), len(geometry["edges"])) == expected
+    if case == "thirteen-filters":
+        assert expected == (13, 17, 17)
     assert all(item["box"][2] > 100 and item["box"][3] > 30 for item in geometry["boxes"])  # laid out, not collapsed
     assert all(text[2] > 20 for item in geometry["labels"] for text in item["texts"])  # the labels' text was drawn
     assert geometry_problems(geometry) == []
@@ -158,7 +184,7 @@ def test_policy_graph_of_thirteen_filters_has_no_overlaps(tmp_path: Path) -> Non
 def test_the_measurement_sees_an_overlap(tmp_path: Path) -> None:
     """The same measurement on a page where two labels are moved onto one another and one onto a box: caught."""
     chromium = _chromium()
-    _, probe = _page(tmp_path)
+    _, probe = _page(tmp_path, *_thirteen_filters(), "13 filters")
     text = probe.read_text()
     labels = [match.start() for match in re.finditer(r'<g class="edge-label"><rect x="', text)]
     assert len(labels) == 17

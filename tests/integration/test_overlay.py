@@ -64,9 +64,18 @@ class Cluster:
     backend: str = ""
 
     def connect(self, source: str, address: str, device: str = "eth0") -> str:
-        """What the listener at address:PORT echoes to a connection from ``source`` (or ``FAILED ...``)."""
+        """The source address the listener at address:PORT saw for a connection from ``source`` (or ``FAILED ...``).
+
+        The lab's listener answers ``PEER LOCAL`` (who connected, and which of its addresses took the
+        connection, for the probe's per-endpoint detail); the overlay tests look at the peer.
+        """
         assert_route_into(source, address, device)
-        return in_ns(source, [sys.executable, "-c", CLIENT, address, str(PORT)]).stdout.strip()
+        echoed = in_ns(source, [sys.executable, "-c", CLIENT, address, str(PORT)]).stdout.strip()
+        if echoed.startswith("FAILED"):
+            return echoed
+        peer, _separator, local = echoed.partition(" ")
+        assert local == address, f"the listener took the connection on {local!r}, not on {address!r}"
+        return peer
 
 
 def _wait_udp(namespace: str, port: int, processes: list[subprocess.Popen[bytes]], timeout: float = 10) -> None:

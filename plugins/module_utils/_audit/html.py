@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .classify import CLASSES
-from .layout import CHAR_WIDTH, LABEL_PADDING, LINE_HEIGHT, layout_graph
+from .layout import CHAR_WIDTH, LABEL_PADDING, LINE_HEIGHT, NODE_WIDTH, layout_graph
 
 CLASS_COLOURS = {
     "permitted": "#2e7d32",
@@ -106,6 +106,15 @@ def _class_bar(counts: Mapping[str, int]) -> str:
 
 EDGE_LABEL_CHARS = 40
 NOTE_CHARS = 44
+NODE_TEXT_INSET = 8.0
+TITLE_CHAR_WIDTH = 7.6  # per character at font-size 12, bold (pinned with textLength like the labels)
+NODE_TITLE_CHARS = int((NODE_WIDTH - 2 * NODE_TEXT_INSET) // TITLE_CHAR_WIDTH)
+NODE_LINE_CHARS = int((NODE_WIDTH - 2 * NODE_TEXT_INSET) // CHAR_WIDTH)
+
+
+def _pinned(text: str, char_width: float) -> str:
+    """textLength attributes that make the browser draw ``text`` exactly as wide as the layout reserved."""
+    return f'textLength="{len(text) * char_width:.1f}" lengthAdjust="spacingAndGlyphs"'
 
 
 def edge_label_lines(edge: Mapping[str, Any]) -> list[str]:
@@ -141,12 +150,16 @@ def render_graph_svg(graph: Mapping[str, Any]) -> str:
         stroke = "#c62828" if node["empty"] else "#1565c0"
         dash = ' stroke-dasharray="5,3"' if node["empty"] else ""
         kinds = ", ".join(node["kinds"]) or "no match"
+        # Both lines are clipped to the box and pinned to their reserved width, as the edge labels are,
+        # so a long filter name or a filter matching every kind never sticks out of its box.
+        title = _clip(node["id"], NODE_TITLE_CHARS)
+        matches = _clip(f'{node["matches"]} match{"es" if node["matches"] != 1 else ""}: {kinds}', NODE_LINE_CHARS)
         out.append(
             f'<g class="filter-node"><rect x="{box.x:.1f}" y="{box.y:.1f}" width="{box.width:.0f}" height="{box.height:.0f}" rx="6" '
             f'fill="#e3f2fd" stroke="{stroke}"{dash}/>'
-            f'<text x="{box.x + 8:.1f}" y="{box.y + 18:.1f}" font-weight="bold" font-size="12">{esc(_clip(node["id"], 24))}</text>'
-            f'<text x="{box.x + 8:.1f}" y="{box.y + 35:.1f}" fill="#555">{node["matches"]} match{"es" if node["matches"] != 1 else ""}: '
-            f"{esc(_clip(kinds, 20))}</text>"
+            f'<text x="{box.x + NODE_TEXT_INSET:.1f}" y="{box.y + 18:.1f}" font-weight="bold" font-size="12" '
+            f"{_pinned(title, TITLE_CHAR_WIDTH)}>{esc(title)}</text>"
+            f'<text x="{box.x + NODE_TEXT_INSET:.1f}" y="{box.y + 35:.1f}" fill="#555" {_pinned(matches, CHAR_WIDTH)}>{esc(matches)}</text>'
             f"<title>{esc(node['id'])}</title></g>"
         )
     for placed in layout.edges:
@@ -158,7 +171,7 @@ def render_graph_svg(graph: Mapping[str, Any]) -> str:
             # textLength pins the drawn width to the width the layout reserved, whatever the font.
             texts.append(
                 f'<text x="{box.x + LABEL_PADDING:.1f}" y="{box.y + LINE_HEIGHT * (number + 1) - 2:.1f}" '
-                f'textLength="{len(line) * CHAR_WIDTH:.1f}" lengthAdjust="spacingAndGlyphs" '
+                f"{_pinned(line, CHAR_WIDTH)} "
                 f'fill="{colour if number == 0 else "#6a1b9a"}">{esc(line)}</text>'
             )
         out.append(

@@ -176,5 +176,6 @@ def test_layout_is_deterministic_and_rendered_with_pinned_text_widths() -> None:
     svg = render_graph_svg(graph)
     assert svg == render_graph_svg(graph)
     assert svg.count('class="filter-node"') == 13 and svg.count('class="edge-label"') == 17 and svg.count('class="policy-edge"') == 17
-    assert svg.count('lengthAdjust="spacingAndGlyphs"') == 17 + 2  # one text per label line, two NodePort notes
+    # One text per label line (17 labels, two NodePort notes) and both lines of every filter box.
+    assert svg.count('lengthAdjust="spacingAndGlyphs"') == 17 + 2 + 2 * 13
     assert svg.count('marker-start="url(#arrow)"') == sum(1 for edge in _lay(graph).edges if edge.arrow_at_start) > 0
