@@ -24,6 +24,8 @@ from typing import Any
 
 import pytest
 
+from tests.unit.plugins.module_utils._audit.geometry import segment_crosses
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM_FLAGS = (
     "--headless",
@@ -111,27 +113,6 @@ def _inside(inner: list[float], outer: list[float], tolerance: float = 1.0) -> b
     return x1 >= x2 - tolerance and y1 >= y2 - tolerance and x1 + w1 <= x2 + w2 + tolerance and y1 + h1 <= y2 + h2 + tolerance
 
 
-def _crosses(start: list[float], end: list[float], box: list[float], inset: float = 1.0) -> bool:
-    """Does the segment enter the rectangle's interior (shrunk by ``inset``)? Liang-Barsky clipping."""
-    (x1, y1), (x2, y2) = start, end
-    left, top, width, height = box
-    dx, dy = x2 - x1, y2 - y1
-    low, high = 0.0, 1.0
-    for p, q in ((-dx, x1 - left - inset), (dx, left + width - inset - x1), (-dy, y1 - top - inset), (dy, top + height - inset - y1)):
-        if p == 0:
-            if q < 0:
-                return False
-            continue
-        ratio = q / p
-        if p < 0:
-            low = max(low, ratio)
-        else:
-            high = min(high, ratio)
-        if low > high:
-            return False
-    return high - low > 1e-9
-
-
 def geometry_problems(geometry: dict[str, Any]) -> list[str]:
     """Overlapping boxes or labels, text outside its box or label, arrows through boxes or other edges' labels."""
     problems = []
@@ -148,7 +129,7 @@ def geometry_problems(geometry: dict[str, Any]) -> list[str]:
     for index, points in enumerate(geometry["edges"]):
         for start, end in itertools.pairwise(points):
             for name, shape in shapes:
-                if not name.startswith(f"label {index} ") and _crosses(start, end, shape):
+                if not name.startswith(f"label {index} ") and segment_crosses(start, end, shape):
                     problems.append(f"edge {index} crosses {name}")
     return problems
 

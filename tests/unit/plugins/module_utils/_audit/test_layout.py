@@ -19,6 +19,7 @@ from ansible_collections.zerotrust.workloads.plugins.module_utils._audit.layout 
 )
 from ansible_collections.zerotrust.workloads.plugins.module_utils._audit.report import build_report
 from audit_seed import seed_hostvars
+from geometry import segment_crosses
 from partial_seed import thirteen_filter_policy
 
 
@@ -37,23 +38,8 @@ def _lay(graph: dict[str, Any]) -> Layout:
 
 
 def crosses(start: tuple[float, float], end: tuple[float, float], box: Box, inset: float = 1.0) -> bool:
-    """Does the segment enter the box's interior (shrunk by ``inset``)? Liang-Barsky clipping."""
-    (x1, y1), (x2, y2) = start, end
-    dx, dy = x2 - x1, y2 - y1
-    low, high = 0.0, 1.0
-    for p, q in ((-dx, x1 - box.x - inset), (dx, box.right - inset - x1), (-dy, y1 - box.y - inset), (dy, box.bottom - inset - y1)):
-        if p == 0:
-            if q < 0:
-                return False
-            continue
-        ratio = q / p
-        if p < 0:
-            low = max(low, ratio)
-        else:
-            high = min(high, ratio)
-        if low > high:
-            return False
-    return high - low > 1e-9
+    """Does the segment enter the box's interior (shrunk by ``inset``)?"""
+    return segment_crosses(start, end, (box.x, box.y, box.width, box.height), inset)
 
 
 def geometry_problems(graph: dict[str, Any], layout: Layout) -> list[str]:
