@@ -46,6 +46,8 @@ from ansible_collections.zerotrust.workloads.plugins.module_utils._policy.servic
 from ansible_collections.zerotrust.workloads.plugins.module_utils._policy.workloads import Workload, workloads_from_hostvars
 
 ENFORCED_KINDS = ("vm", "node", "pod")
+HOST_NETWORK_NAMED = 5
+"""How many host-network pods the one warning about them names."""
 ND_TYPES = (133, 134, 135, 136)
 SetKey = tuple[str, ...]
 RuleSpec = tuple[Any, ...]
@@ -119,17 +121,19 @@ class Compiler:
         self._derive_cluster_flows()
         in_scope = self.workloads if options.scope is None else self.selector.select(options.scope)
         self.points: dict[str, _Point] = {}
+        host_network: list[str] = []
         for workload in in_scope:
             if workload.kind not in ENFORCED_KINDS:
                 continue
             if workload.kind == "pod" and workload.record.get("host_network"):
                 # A hostNetwork pod shares its node's namespace: rules "in the pod" would be
                 # the node's. It stays a peer; the node's own ruleset is where it is enforced.
-                self.warn(f"pod {workload.key} uses the host network; it is a peer but not an enforcement point (its node is)")
+                host_network.append(workload.key)
                 continue
             if workload.kind == "pod" and workload.record.get("phase") in ("Succeeded", "Failed"):
                 continue  # finished pods have no network namespace left to apply rules in
             self.points[workload.host] = _Point(workload)
+        self._warn_host_network(host_network)
         self.matched = {name: self.selector.select(flt.query) for name, flt in sorted(policy.filters.items())}
         self.sets: dict[SetKey, model.AddressSet] = {}
         self._set_members: dict[SetKey, set[str]] = {}
@@ -162,6 +166,16 @@ class Compiler:
                 self.cluster_ingress.setdefault(target.host, []).append(flow)
 
     # -- helpers ---------------------------------------------------------------------
+
+    def _warn_host_network(self, pods: Sequence[str]) -> None:
+        # One line for all of them: a real cluster runs a CNI agent and kube-proxy with the host
+        # network on every node, and a warning per pod would bury the ones that matter.
+        if len(pods) == 1:
+            self.warn(f"pod {pods[0]} uses the host network; it is a peer but not an enforcement point (its node is)")
+        elif pods:
+            more = len(pods) - HOST_NETWORK_NAMED
+            shown = ", ".join(pods[:HOST_NETWORK_NAMED]) + (f" and {more} more" if more > 0 else "")
+            self.warn(f"{len(pods)} pods use the host network ({shown}); they are peers but not enforcement points (their nodes are)")
 
     def warn(self, text: str) -> None:
         """Record a warning once."""

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import random
@@ -371,6 +372,26 @@ def test_host_network_and_finished_pods_are_peers_not_enforcement_points() -> No
     assert plan["warnings"] == [
         "pod wordpress/wordpress-mysql-5b58bbd695-gxtc4 uses the host network; it is a peer but not an enforcement point (its node is)"
     ]
+
+
+@pytest.mark.parametrize(
+    ("count", "warning"),
+    [
+        (2, "2 pods use the host network (kube-system/agent-0, kube-system/agent-1); they are peers but not enforcement points "
+            "(their nodes are)"),
+        (7, "7 pods use the host network (kube-system/agent-0, kube-system/agent-1, kube-system/agent-2, kube-system/agent-3, "
+            "kube-system/agent-4 and 2 more); they are peers but not enforcement points (their nodes are)"),
+    ],
+)
+def test_host_network_pods_get_one_warning(count: int, warning: str) -> None:
+    """A CNI agent or kube-proxy on every node: one line, not one per pod."""
+    hostvars = seed_hostvars()
+    for index in range(count):
+        agent = copy.deepcopy(hostvars[MYSQL_POD])
+        agent["workload"].update(name=f"agent-{index}", namespace="kube-system", host_network=True, labels={})
+        hostvars[f"agent-{index}.kube-system.pod.lab"] = agent
+    plan = compile_policy(seed_policy(), hostvars, OPTIONS)
+    assert plan["warnings"] == [warning]
 
 
 def test_icmp_any_and_vm_providers() -> None:
