@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Optional, Union
 
 from .errors import CommandError, NamespaceNotFoundError, NetfilterError
-from .runner import NETNS_DIRS, Namespace, Runner, tool_exists
+from .runner import NETNS_DIRS, CommandResult, Namespace, Runner, tool_exists
 
 IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
 _PLAIN_NAME = re.compile(r"^[A-Za-z0-9_.][A-Za-z0-9_.-]{0,254}$")
@@ -84,23 +84,13 @@ class AddressIndex:
             held = self._addresses(namespace.name)
             # The in-process read misses interfaces that are down: ask ip as well before calling it a mismatch.
             return held | (self._addresses_by_ip(namespace.name) if self.in_process else set())
-        path = namespace.path or ""
-        if _is_root_namespace(path):
-            return set()
-        if self.in_process:
-            try:
-                return addresses_in_namespace(path)
-            except OSError:
-                self.in_process = False
-        try:
-            interfaces = json.loads(Runner(namespace).run(["ip", "-j", "addr", "show"]).stdout or "[]")
-        except (CommandError, ValueError):
-            return set()
-        return {ipaddress.ip_address(address["local"]) for interface in interfaces for address in interface.get("addr_info", [])
-                if _is_address(address.get("local"))}
+        return self._read(namespace.path or "", lambda: Runner(namespace).run(["ip", "-j", "addr", "show"]))
 
     def _addresses(self, name: str) -> set[IPAddress]:
-        path = os.path.join(NETNS_DIRS[0], name)
+        return self._read(os.path.join(NETNS_DIRS[0], name), lambda: self._ip_addr_show(name))
+
+    def _read(self, path: str, ip_addr_show: Callable[[], CommandResult]) -> set[IPAddress]:
+        """The addresses of the namespace at ``path``: in-process (setns) while that works, else ``ip -j addr show``."""
         if _is_root_namespace(path):
             return set()
         if self.in_process:
@@ -109,32 +99,31 @@ class AddressIndex:
             except OSError:
                 # No setns here (no privilege, no libc): read with ip from now on.
                 self.in_process = False
-        return self._addresses_by_ip(name)
+        return _addresses_from_ip(ip_addr_show)
 
     def _addresses_by_ip(self, name: str) -> set[IPAddress]:
         if _is_root_namespace(os.path.join(NETNS_DIRS[0], name)):
             return set()
-        try:
-            result = self.runner.run(["ip", "-n", name, "-j", "addr", "show"])
-            interfaces = json.loads(result.stdout or "[]")
-        except (CommandError, ValueError):
-            return set()
-        found = set()
-        for interface in interfaces:
-            for address in interface.get("addr_info", []):
-                try:
-                    found.add(ipaddress.ip_address(address.get("local", "")))
-                except ValueError:
-                    continue
-        return found
+        return _addresses_from_ip(lambda: self._ip_addr_show(name))
+
+    def _ip_addr_show(self, name: str) -> CommandResult:
+        return self.runner.run(["ip", "-n", name, "-j", "addr", "show"])
 
 
-def _is_address(text: Any) -> bool:
+def _addresses_from_ip(ip_addr_show: Callable[[], CommandResult]) -> set[IPAddress]:
+    """The local addresses in ``ip -j addr show`` output; none when ip fails or prints no JSON."""
     try:
-        ipaddress.ip_address(str(text))
-    except ValueError:
-        return False
-    return True
+        interfaces = json.loads(ip_addr_show().stdout or "[]")
+    except (CommandError, ValueError):
+        return set()
+    found = set()
+    for interface in interfaces:
+        for address in interface.get("addr_info", []):
+            try:
+                found.add(ipaddress.ip_address(address.get("local", "")))
+            except ValueError:
+                continue
+    return found
 
 
 CLONE_NEWNET = 0x40000000
