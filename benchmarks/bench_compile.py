@@ -163,10 +163,13 @@ def main() -> None:
         start = time.perf_counter()
         size = len(json.dumps(plan))
         serialise = time.perf_counter() - start
+        # What one host's module run is handed: its entry (ruleset, pods, shared sets).
+        busiest = max(len(json.dumps(entry)) for entry in plan["hosts"].values())
         results[total] = seconds
         print(
             f"workloads={total} compile_s={seconds:.2f} enforcement_points={len(rulesets)} rules={rules} "
-            f"distinct_sets={len(set_names)} json_mb={size / 1e6:.1f} json_s={serialise:.2f} warnings={len(plan['warnings'])}"
+            f"distinct_sets={len(set_names)} json_mb={size / 1e6:.1f} json_s={serialise:.2f} busiest_host_kb={busiest / 1e3:.0f} "
+            f"warnings={len(plan['warnings'])}"
         )
     growth = results[20_000] / results[10_000]
     print(

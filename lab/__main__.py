@@ -2,7 +2,8 @@
 """``python -m lab``: up, down, status, probe, move-pod.
 
 python -m lab up [--scenario lab/scenarios/seed.yml]
-python -m lab probe [--json FILE] [--expect-from-scenario | --expect-open] [--ipv6] [--no-health]
+python -m lab generate --nodes 20 --pods 2000 [--vms 5] [--seed 1] -o FILE
+python -m lab probe [--json FILE] [--expect-from-scenario | --expect-open] [--ipv6] [--no-health] [--sample [--seed N] | --full]
 python -m lab move-pod wordpress/wordpress-6dfdd9f64f-d75j2 --node k8s-node2 --ip 10.244.2.94
 python -m lab reboot haproxy | k8s-node1 [--new-pod-ips]
 python -m lab vuln-report wordpress/wordpress-6dfdd9f64f-d75j2 --critical 1 [--high N ...] [--id CVE-2024-3094 ...]
@@ -13,6 +14,7 @@ python -m lab down
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 import time
@@ -25,6 +27,15 @@ from lab.system import REPO_ROOT, lab_lock
 DEFAULT_SCENARIO = REPO_ROOT / "lab" / "scenarios" / "seed.yml"
 
 
+@functools.cache
+def _lab_hostvars() -> dict[str, dict[str, Any]]:
+    """The running lab's inventory records (``.lab/inventory``), read once per command: the sample, the expected table
+    and the health block all use them."""
+    from lab.expected import lab_hostvars  # noqa: PLC0415
+
+    return lab_hostvars()
+
+
 def _expected_from_policy(scenario: Any, probes: Any) -> tuple[dict[str, str] | None, str]:
     """The table the scenario's policy implies (the collection's reachability oracle), or why there is none."""
     from lab.expected import expected_from_policy  # noqa: PLC0415
@@ -32,7 +43,7 @@ def _expected_from_policy(scenario: Any, probes: Any) -> tuple[dict[str, str] | 
     if scenario.policy is None:
         return None, "unavailable: the scenario has neither expect.allow nor a policy"
     try:
-        return expected_from_policy(scenario, probes), "from the policy"
+        return expected_from_policy(scenario, probes, hostvars=_lab_hostvars()), "from the policy"
     except LabError as exc:
         return None, f"unavailable: {exc}"
 
@@ -42,7 +53,7 @@ def _expected_open(scenario: Any, probes: Any) -> tuple[dict[str, str] | None, s
     from lab.expected import expected_open  # noqa: PLC0415
 
     try:
-        return expected_open(scenario, probes), "no policy: kube-proxy's behaviour, from the oracle"
+        return expected_open(scenario, probes, hostvars=_lab_hostvars()), "no policy: kube-proxy's behaviour, from the oracle"
     except LabError as exc:
         return None, f"unavailable: {exc}"
 
@@ -61,6 +72,22 @@ def cmd_up(args: argparse.Namespace) -> int:
     api = state.get("kubeapi") or {}
     print(f"kubeconfig: {state.get('kubeconfig') or 'none (' + api.get('reason', 'API not started') + ')'}")
     print(f"inventory:  {state['inventory']}")
+    return 0
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    import yaml  # noqa: PLC0415
+
+    from lab.generate import generate, header  # noqa: PLC0415
+    from lab.scenario import build_scenario  # noqa: PLC0415
+
+    document = generate(args.nodes, args.pods, args.vms, args.seed)
+    scenario = build_scenario(document, source=args.output)  # what `lab up` would refuse, refused here
+    Path(args.output).write_text(header(args.nodes, args.pods, args.vms, args.seed) + yaml.safe_dump(document, sort_keys=False, width=200))
+    print(
+        f"{args.output}: {len(scenario.nodes)} nodes, {len(scenario.pods)} pods, {len(scenario.services)} services, "
+        f"{len(scenario.vms)} VMs (with the lab's control plane objects)"
+    )
     return 0
 
 
@@ -97,7 +124,7 @@ def _load_live() -> tuple[Any, dict[str, Any]]:
     return scenario, state
 
 
-def cmd_probe(args: argparse.Namespace) -> int:  # noqa: PLR0912 - one pass: measure, print, compare
+def cmd_probe(args: argparse.Namespace) -> int:  # noqa: PLR0912, PLR0915 - one pass: measure, print, compare
     from lab.prober import run_probes  # noqa: PLC0415
     from lab.probes import CONNECTED, expected_from_allow, mismatches, probe_matrix, render_tables  # noqa: PLC0415
 
@@ -105,9 +132,10 @@ def cmd_probe(args: argparse.Namespace) -> int:  # noqa: PLR0912 - one pass: mea
     scenario, state = _load_live()
     # Probes follow the live lab (a moved pod changes addresses), not only the file.
     scenario = _apply_moves(scenario, state)
-    probes = probe_matrix(scenario, ipv6=args.ipv6)
+    sample = _sample(scenario, args)
+    probes = sample.probes if sample is not None else probe_matrix(scenario, ipv6=args.ipv6)
     started = time.monotonic()
-    results = run_probes(scenario, state, probes, timeout=args.timeout)
+    results = run_probes(scenario, state, probes, timeout=args.timeout, max_attempts=None if sample is None else sample.max_attempts)
     elapsed = time.monotonic() - started
     health = [] if args.no_health else _measure_health(scenario, state, args.timeout)
     observed = {result.probe.id: result.result for result in results}
@@ -123,7 +151,12 @@ def cmd_probe(args: argparse.Namespace) -> int:  # noqa: PLR0912 - one pass: mea
                 print(f"warning: expect.allow and the policy disagree on {len(disagree)} probes: {', '.join(disagree)}", file=sys.stderr)
     else:
         expected, note = _expected_from_policy(scenario, probes)
-    print(render_tables(scenario, probes, observed, expected, note), file=out)
+    if sample is not None:
+        from lab.sampling import render_sample  # noqa: PLC0415
+
+        print(render_sample(sample, observed, expected, note), file=out)
+    else:
+        print(render_tables(scenario, probes, observed, expected, note), file=out)
     for result in results:
         if result.result in ("?", "~") or args.verbose:
             print(f"  {result.probe.id}: {result.result} {json.dumps(result.detail)}", file=out)
@@ -152,6 +185,7 @@ def cmd_probe(args: argparse.Namespace) -> int:  # noqa: PLR0912 - one pass: mea
             "cells": [result.to_dict() for result in results],
             "expected": expected,
             "expected_note": note,
+            "sampled": None if sample is None else sample.describe(),
             "mismatches": wrong,
             "health": [result.to_dict() for result in health],
             "health_failures": [result.cell.id for result in unhealthy],
@@ -167,12 +201,25 @@ def cmd_probe(args: argparse.Namespace) -> int:  # noqa: PLR0912 - one pass: mea
     return 1 if compare and (wrong or unhealthy) else 0
 
 
+def _sample(scenario: Any, args: argparse.Namespace) -> Any:
+    """The sampled cells when asked for (``--sample``) or when the matrix is too large to measure whole; else None."""
+    from lab.probes import probe_targets  # noqa: PLC0415
+    from lab.sampling import FULL_MATRIX_MAX_CELLS, sample_matrix, total_cells  # noqa: PLC0415
+
+    if args.full or (not args.sample and total_cells(scenario, probe_targets(scenario, args.ipv6)) <= FULL_MATRIX_MAX_CELLS):
+        return None
+    hostvars = None
+    if scenario.policy is not None:
+        hostvars = _lab_hostvars()  # the policy's cells: its filters over the running lab's inventory
+    return sample_matrix(scenario, hostvars, seed=args.seed, ipv6=args.ipv6)
+
+
 def _measure_health(scenario: Any, state: dict[str, Any], timeout: float) -> list[Any]:
     """The cluster-health block (empty without a control plane)."""
     from lab.expected import api_access_pods  # noqa: PLC0415
     from lab.health import health_cells, measure_health  # noqa: PLC0415
 
-    cells = health_cells(scenario, api_access_pods(scenario))
+    cells = health_cells(scenario, api_access_pods(scenario, _lab_hostvars()))
     return measure_health(scenario, state, cells, timeout=timeout) if cells else []
 
 
@@ -224,6 +271,13 @@ def main(argv: list[str] | None = None) -> int:
     up = commands.add_parser("up", help="build the lab (idempotent)")
     up.add_argument("--scenario", default=str(DEFAULT_SCENARIO), help="scenario YAML (default: the seed)")
     up.set_defaults(func=cmd_up)
+    generate = commands.add_parser("generate", help="write a scenario of any size (Deployments behind Services, VMs, a policy)")
+    generate.add_argument("--nodes", type=int, required=True, help="nodes, one of them the control plane (2-40)")
+    generate.add_argument("--pods", type=int, required=True, help="pods on the workers (besides cluster DNS)")
+    generate.add_argument("--vms", type=int, default=4, help="VMs: haproxy, the outsider and batch VMs (2-8, default 4)")
+    generate.add_argument("--seed", type=int, default=1, help="names and placement follow it (default 1)")
+    generate.add_argument("-o", "--output", required=True, help="the scenario file to write")
+    generate.set_defaults(func=cmd_generate)
     commands.add_parser("down", help="remove everything the lab made").set_defaults(func=cmd_down)
     commands.add_parser("status", help="show the lab and its health").set_defaults(func=cmd_status)
     probe = commands.add_parser("probe", help="measure connectivity and print the truth table")
@@ -235,6 +289,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     probe.add_argument("--ipv6", action="store_true", help="also probe pods and VMs over IPv6")
     probe.add_argument("--timeout", type=float, default=0.8, help="connect timeout per probe in seconds (default 0.8)")
+    size = probe.add_mutually_exclusive_group()
+    size.add_argument("--sample", action="store_true", help="measure a seeded sample of the matrix (the default above 20,000 cells)")
+    size.add_argument("--full", action="store_true", help="measure the whole matrix however large")
+    probe.add_argument("--seed", type=int, default=1, help="the sample's seed (default 1): the same seed, the same cells")
     probe.add_argument("-v", "--verbose", action="store_true", help="print every cell's detail")
     probe.add_argument("--no-health", action="store_true", help="skip the cluster-health block (control plane cells)")
     probe.set_defaults(func=cmd_probe)

@@ -68,13 +68,14 @@ def host_dirs(host: str) -> tuple[Path, Path]:
     return base / "etc" / "zerotrust-workloads", base / "systemd"
 
 
-def write_inventory(scenario: Scenario) -> None:
-    """Write .lab/inventory/: the Kubernetes plugin config, the VMs, and the SSH settings of every host."""
-    (INVENTORY_DIR / "group_vars").mkdir(parents=True, exist_ok=True)
-    CONTROL_DIR.mkdir(parents=True, exist_ok=True)
+def inventory_sources(scenario: Scenario, kubeconfig: Path = KUBECONFIG) -> dict[str, dict[str, Any]]:
+    """The lab's inventory sources, file name -> document: the Kubernetes plugin config (on ``kubeconfig``) and the VMs.
+
+    lab/expected.py reads the same two sources (against its own in-process API when no lab is up).
+    """
     kubernetes: dict[str, Any] = {
         "plugin": "zerotrust.workloads.kubernetes",
-        "connections": [{"kubeconfig": str(KUBECONFIG), "context": scenario.cluster.name}],
+        "connections": [{"kubeconfig": str(kubeconfig), "context": scenario.cluster.name}],
     }
     if scenario.vulnerabilities:
         # The scenario's findings are served as trivy-operator's VulnerabilityReports (lab/vulns.py).
@@ -83,7 +84,13 @@ def write_inventory(scenario: Scenario) -> None:
     for vm in scenario.vms:
         addresses = [str(vm.address)] + ([str(vm.ipv6)] if vm.ipv6 is not None else [])
         hosts[vm.name] = {"ansible_host": str(vm.address), "zt_addresses": addresses, "zt_labels": dict(vm.labels)}
-    vms = {"all": {"children": {"vms": {"hosts": hosts}}}}
+    return {"lab.kubernetes.yml": kubernetes, "vms.yml": {"all": {"children": {"vms": {"hosts": hosts}}}}}
+
+
+def write_inventory(scenario: Scenario) -> None:
+    """Write .lab/inventory/: the Kubernetes plugin config, the VMs, and the SSH settings of every host."""
+    (INVENTORY_DIR / "group_vars").mkdir(parents=True, exist_ok=True)
+    CONTROL_DIR.mkdir(parents=True, exist_ok=True)
     group_vars = {
         "ansible_user": "root",
         "ansible_ssh_private_key_file": str(CLIENT_KEY),
@@ -103,5 +110,5 @@ def write_inventory(scenario: Scenario) -> None:
         persist_dir, unit_dir = host_dirs(host)
         persist = {"enforce_persist": True, "enforce_persist_dir": str(persist_dir), "enforce_unit_dir": str(unit_dir)}
         (INVENTORY_DIR / "host_vars" / f"{host}.yml").write_text(header + yaml.safe_dump(persist, sort_keys=False))
-    for name, data in (("lab.kubernetes.yml", kubernetes), ("vms.yml", vms), ("group_vars/all.yml", group_vars)):
+    for name, data in (*inventory_sources(scenario).items(), ("group_vars/all.yml", group_vars)):
         (INVENTORY_DIR / name).write_text(header + yaml.safe_dump(data, sort_keys=False, default_flow_style=False))

@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from lab import access
+from lab import access, podbuild
 from lab.errors import LabError
 from lab.kubeproxy import FILTER_JUMPS, NAT_JUMPS, render_node_rules
 from lab.objects import scenario_objects
@@ -54,6 +54,7 @@ from lab.system import (
 )
 
 STATE_VERSION = 1
+LARGE_STATE_WORKLOADS = 200
 RUN_DIR = LAB_DIR / "run"
 LOG_DIR = LAB_DIR / "logs"
 KUBEAPI_DIR = LAB_DIR / "kubeapi"
@@ -93,7 +94,10 @@ def write_state(state: dict[str, Any]) -> None:
     """Record the state atomically (a crash mid-write never leaves half a file)."""
     LAB_DIR.mkdir(exist_ok=True)
     tmp = STATE_FILE.with_suffix(".tmp")
-    tmp.write_text(json.dumps(state, indent=2, sort_keys=False) + "\n")
+    # Indented for people to read while small; at thousands of pods the state is rewritten often
+    # and only the C encoder (no indent) keeps that cheap.
+    indent = 2 if len(state.get("workloads", ())) < LARGE_STATE_WORKLOADS else None
+    tmp.write_text(json.dumps(state, indent=indent, sort_keys=False) + "\n")
     tmp.replace(STATE_FILE)
 
 
@@ -313,6 +317,8 @@ def build(scenario: Scenario) -> dict[str, Any]:  # noqa: PLR0912, PLR0915 - one
     write_state(state)
     access.ensure_keys()
     _ensure_privsep_dir(state)
+    state["root"]["neigh_limits"] = podbuild.raise_neigh_limits(scenario)
+    write_state(state)
 
     # Root: the underlay bridge and the controller's address, nothing else.
     ip("link", "add", ROOT_BRIDGE, "type", "bridge")
@@ -362,9 +368,13 @@ def build(scenario: Scenario) -> dict[str, Any]:  # noqa: PLR0912, PLR0915 - one
     for netns in _start_overlay(scenario, state):
         listeners[netns] = {("UDP", 8472)}
 
-    for index, pod in enumerate(scenario.pods):
-        _build_pod(scenario, pod, index, state)
-        listeners[pod_netns(index)] = {(port.protocol, port.port) for port in pod.ports}
+    shared_listeners: dict[Path, str] = {}
+    if len(scenario.pods) >= podbuild.SHARED_LISTENER_MIN_PODS:
+        shared_listeners = _build_pods_in_bulk(scenario, state)
+    else:
+        for index, pod in enumerate(scenario.pods):
+            _build_pod(scenario, pod, index, state)
+            listeners[pod_netns(index)] = {(port.protocol, port.port) for port in pod.ports}
 
     for index, vm in enumerate(scenario.vms):
         netns = _build_vm(scenario, vm, index, state)
@@ -395,12 +405,33 @@ def build(scenario: Scenario) -> dict[str, Any]:  # noqa: PLR0912, PLR0915 - one
             if pod in scenario.dns_pods():
                 _start_dns_server(scenario, pod, pod_netns(index), state)
     access.write_inventory(scenario)
+    podbuild.wait_ready(shared_listeners, state["processes"])
     wait_listeners(listeners, state["processes"])
     for address in ssh_addresses:
         wait_tcp(address, 22)
     state["status"] = "up"
     write_state(state)
     return state
+
+
+def _build_pods_in_bulk(scenario: Scenario, state: dict[str, Any]) -> dict[Path, str]:
+    """Every pod through lab/podbuild.py, and one listener per node; returns the listeners' ready files (file -> node)."""
+    podbuild.build_pods(scenario, {node.name: node_netns(node) for node in scenario.nodes}, state)
+    write_state(state)
+    dns = {pod.key for pod in scenario.dns_pods()}  # cluster DNS runs the lab's DNS server, not a listener
+    ready: dict[Path, str] = {}
+    for node in scenario.nodes:
+        pods = [(pod, pod_netns(index)) for index, pod in enumerate(scenario.pods) if pod.node == node.name and pod.key not in dns]
+        if not pods:
+            continue
+        ready_file = RUN_DIR / f"pod-listener.{node.name}.ready"
+        ready_file.unlink(missing_ok=True)
+        argv = podbuild.listener_argv(node, pods, ready_file)
+        record = start_process(argv, f"pod-listener.{node.name}.log", "pod-listener", f"node:{node.name}", node_netns(node))
+        state["processes"].append(record)
+        ready[ready_file] = node.name
+    write_state(state)
+    return ready
 
 
 def _build_pod(scenario: Scenario, pod: Pod, index: int, state: dict[str, Any]) -> None:
@@ -449,10 +480,12 @@ def _build_vm(scenario: Scenario, vm: Vm, index: int, state: dict[str, Any], rol
     _add_netns(netns, state)
     root_port = f"{PREFIX}m{index}"
     _underlay_port(root_port, netns, v4=vm.address, v6=vm.ipv6, scenario=scenario, state=state)
+    routes = []
     for node in scenario.nodes:
-        ip("route", "add", str(node.pod_cidr), "via", str(node.address), "dev", "eth0", netns=netns)
+        routes.append(f"route add {node.pod_cidr} via {node.address} dev eth0")
         if node.pod_cidr_v6 is not None and node.ipv6 is not None and vm.ipv6 is not None:
-            ip("-6", "route", "add", str(node.pod_cidr_v6), "via", str(node.ipv6), "dev", "eth0", netns=netns)
+            routes.append(f"route add {node.pod_cidr_v6} via {node.ipv6} dev eth0")
+    podbuild.ip_batch(routes, netns)  # one ip process for every node's pod CIDRs
     record: dict[str, Any] = {
         "kind": "vm",
         "id": f"vm:{vm.name}",
@@ -729,6 +762,9 @@ def down() -> list[str]:
     removed += _delete_each("netns", lab_netns)
     # Listed after the namespaces are gone: deleting a namespace deletes the veth ends inside it, and their peers.
     removed += _delete_each("link", [link for link in link_names() if LAB_ROOT_LINK.match(link)])
+    if state is not None and state.get("root", {}).get("neigh_limits"):
+        podbuild.restore_neigh_limits(state["root"]["neigh_limits"])
+        removed.append("raised neighbour table limits")
     if state is not None and state.get("root", {}).get("created_privsep_dir"):
         with contextlib.suppress(OSError):
             PRIVSEP_DIR.rmdir()

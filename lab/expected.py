@@ -1,200 +1,218 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """The expected truth table a scenario's policy implies, from the collection's reachability oracle.
 
-The scenario is turned into the hostvars the inventory would produce (``workload`` records of
-contracts.md section 1, host names as the ``zerotrust.workloads.kubernetes`` plugin names them),
-and every probe becomes a ``Flow``: pod and VM targets ``direct``, ``svc:`` targets via
-``cluster_ip``, ``nodeport:`` targets via ``node_port``.
+The oracle reads the records the ``zerotrust.workloads.kubernetes`` inventory plugin itself
+produces, as a playbook's ``hostvars`` holds them: ansible-core parses the lab's inventory
+sources in this process (the plugin against the emulated API, the VMs' static file) and its
+VariableManager gives each host's variables. For the running lab that is ``.lab/inventory``
+against the lab's API (``lab_hostvars``); without a lab, the scenario's objects are served by
+an in-process emulated API on loopback and the same two sources are read against it
+(``scenario_hostvars``). Every probe becomes a ``Flow``: pod and VM targets ``direct``,
+``svc:`` targets via ``cluster_ip``, ``nodeport:`` targets via ``node_port``.
+
+``Expectation`` builds the oracle once and answers any cell on its own, so a sampled probe pays
+for the cells it samples, not for the whole matrix.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
-from collections.abc import Mapping
+import tempfile
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
+import yaml
+
 from lab.errors import LabError
-from lab.objects import container_id, object_uid, overlay_annotations
 from lab.probes import BLOCKED, CONNECTED, PARTIAL, Probe
-from lab.scenario import Pod, Scenario, resolve_target_port, static_target_port
+from lab.scenario import Pod, Scenario
 from lab.system import REPO_ROOT
-from lab.vulns import pod_summary
 
 DEFAULT_API_ACCESS = "namespace = kube-system"
-
-
-def pod_host(scenario: Scenario, namespace: str, name: str) -> str:
-    """The inventory hostname of a pod."""
-    return f"{name}.{namespace}.pod.{scenario.cluster.name}"
-
-
-def service_host(scenario: Scenario, namespace: str, name: str) -> str:
-    """The inventory hostname of a service."""
-    return f"{name}.{namespace}.service.{scenario.cluster.name}"
-
-
-def _addresses(v4: Any, v6: Any) -> list[str]:
-    return [str(v4)] + ([str(v6)] if v6 is not None else [])
+COLLECTIONS = REPO_ROOT / ".collections"
 
 
 def _collection_on_path() -> None:
-    """Make the collection importable from this tree (``make collection`` links .collections to it)."""
-    collections = str(REPO_ROOT / ".collections")
-    if collections not in sys.path:
-        sys.path.insert(0, collections)
+    """Make the collection importable from this tree (``make collection`` links .collections to it).
 
-
-def _tunnel_addresses(annotations: Mapping[str, str], pod_cidrs: list[str]) -> list[str]:
-    """A node's tunnel addresses, derived by the inventory plugin's own code from the same annotations."""
-    _collection_on_path()
-    from ansible_collections.zerotrust.workloads.plugins.module_utils._kubernetes.records import (  # noqa: PLC0415
-        flannel_tunnel_addresses,
-    )
-
-    return flannel_tunnel_addresses(annotations, pod_cidrs)
-
-
-def scenario_hostvars(scenario: Scenario) -> dict[str, dict[str, Any]]:
-    """The hostvars the lab's inventory yields for the scenario (workload records per contracts.md)."""
-    cluster = scenario.cluster.name
-    hostvars: dict[str, dict[str, Any]] = {}
-    for node in scenario.nodes:
-        hostvars[node.name] = {
-            "ansible_host": str(node.address),
-            "group_names": ["k8s_nodes"],
-            "workload": {
-                "kind": "node",
-                "name": node.name,
-                "namespace": None,
-                "cluster": cluster,
-                "addresses": _addresses(node.address, node.ipv6),
-                "labels": {"kubernetes.io/hostname": node.name, **node.labels},
-                "annotations": overlay_annotations(scenario, node),
-                "pod_cidrs": [str(node.pod_cidr)] + ([str(node.pod_cidr_v6)] if node.pod_cidr_v6 is not None else []),
-                # flannel's VXLAN device address, as the inventory plugin derives it from the annotations.
-                "tunnel_addresses": _tunnel_addresses(
-                    overlay_annotations(scenario, node),
-                    [str(node.pod_cidr)] + ([str(node.pod_cidr_v6)] if node.pod_cidr_v6 is not None else []),
-                ),
-            },
-        }
-    for pod in scenario.pods:
-        node = scenario.node(pod.node)
-        hostvars[pod_host(scenario, pod.namespace, pod.name)] = {
-            "ansible_host": str(node.address),
-            "group_names": ["k8s_pods"],
-            "zt_enforce_host": node.name,
-            "workload": {
-                "kind": "pod",
-                "name": pod.name,
-                "namespace": pod.namespace,
-                "cluster": cluster,
-                "addresses": _addresses(pod.ip, pod.ipv6),
-                "labels": dict(pod.labels),
-                "annotations": {},
-                "node": pod.node,
-                "uid": object_uid(cluster, "Pod", pod.namespace, pod.name),
-                "phase": "Running",
-                "host_network": False,
-                "container_ids": [container_id(cluster, pod)],
-                "ports": [{"name": port.name, "port": port.port, "protocol": port.protocol} for port in pod.ports],
-                # With findings the lab's inventory reads VulnerabilityReports (lab/vulns.py, `vulnerabilities: trivy`).
-                **({"vulnerabilities": pod_summary(scenario, pod)} if scenario.vulnerabilities else {}),
-            },
-        }
-    for service in scenario.services:
-        endpoints: list[dict[str, Any]] = [
-            {
-                "addresses": [str(endpoint.address)],
-                "node": None,
-                "pod": None,
-                "ready": True,
-                "ports": [
-                    {"name": port.name or "", "port": static_target_port(port), "protocol": port.protocol} for port in service.ports
-                ],
-            }
-            for endpoint in service.static_endpoints
-        ]
-        for pod in scenario.service_endpoints(service):
-            ports = []
-            for port in service.ports:
-                target = resolve_target_port(port, pod)
-                if target is not None:
-                    ports.append({"name": port.name or "", "port": target, "protocol": port.protocol})
-            if ports:
-                endpoints.append(
-                    {"addresses": [str(pod.ip)], "node": pod.node, "pod": f"{pod.namespace}/{pod.name}", "ready": True, "ports": ports}
-                )
-        hostvars[service_host(scenario, service.namespace, service.name)] = {
-            "group_names": ["k8s_services"],
-            "workload": {
-                "kind": "service",
-                "name": service.name,
-                "namespace": service.namespace,
-                "cluster": cluster,
-                "addresses": [str(service.cluster_ip)],
-                "labels": dict(service.labels),
-                "annotations": {},
-                "type": service.type,
-                "cluster_ips": [str(service.cluster_ip)],
-                "external_ips": [],
-                "load_balancer_ingress": [],
-                "external_traffic_policy": service.external_traffic_policy,
-                "selector": dict(service.selector),
-                "ports": [
-                    {"name": p.name, "port": p.port, "target_port": p.target_port, "node_port": p.node_port, "protocol": p.protocol}
-                    for p in service.ports
-                ],
-                "endpoints": endpoints,
-            },
-        }
-    for vm in scenario.vms:
-        hostvars[vm.name] = {
-            "ansible_host": str(vm.address),
-            "group_names": ["vms"],
-            "zt_addresses": _addresses(vm.address, vm.ipv6),
-            "zt_labels": dict(vm.labels),
-        }
-    return hostvars
-
-
-def _host_of(scenario: Scenario, ref: str) -> str:
-    """``pod:NS/NAME`` / ``svc:NS/NAME`` / ``nodeport:NS/NAME`` / ``vm:NAME`` -> inventory hostname."""
-    kind, _, name = ref.partition(":")
-    if kind == "vm":
-        return name
-    namespace, _, object_name = name.partition("/")
-    if kind == "pod":
-        return pod_host(scenario, namespace, object_name)
-    return service_host(scenario, namespace, object_name)
-
-
-def api_access_pods(scenario: Scenario) -> list[Pod]:
-    """The pods the policy's ``options.api_access`` query selects (default ``namespace = kube-system``).
-
-    Evaluated with the collection's query language over the workloads the inventory yields; a
-    policy without the option, or a lab without the collection importable, falls back to the default.
+    Through ansible-core's collection loader, installed once for the process: the inventory plugin
+    (``inventory_hostvars``) loads only from a collection that loader imported (it reads the
+    collection's metadata from the package), so the oracle's modules are imported through it too.
     """
-    options = (scenario.policy or {}).get("options") or {}
-    text = options.get("api_access", DEFAULT_API_ACCESS) if isinstance(options, Mapping) else DEFAULT_API_ACCESS
-    fallback = [pod for pod in scenario.pods if pod.namespace == "kube-system"]
-    if not isinstance(text, str):
-        return fallback
+    if str(COLLECTIONS) not in sys.path:
+        sys.path.insert(0, str(COLLECTIONS))
+    # ansible reads its configuration once, at import: the repository's (any_unparsed_is_failed = True).
+    os.environ.setdefault("ANSIBLE_CONFIG", str(REPO_ROOT / "ansible.cfg"))
+    from ansible.plugins.loader import init_plugin_loader  # noqa: PLC0415 - heavy; only the expected table needs ansible-core
+    from ansible.utils.collection_loader import AnsibleCollectionConfig  # noqa: PLC0415
+
+    if AnsibleCollectionConfig.collection_finder is None:
+        init_plugin_loader([str(COLLECTIONS)])
+
+
+def _policy_errors() -> type[Exception]:
+    """The collection's policy error type (LabError when the collection is not importable)."""
     _collection_on_path()
     try:
         from ansible_collections.zerotrust.workloads.plugins.module_utils._policy.errors import (  # noqa: PLC0415
             ZeroTrustPolicyError,
         )
-        from ansible_collections.zerotrust.workloads.plugins.module_utils._policy.query import evaluate, parse_query  # noqa: PLC0415
-        from ansible_collections.zerotrust.workloads.plugins.module_utils._policy.workloads import (  # noqa: PLC0415
-            workloads_from_hostvars,
+    except ImportError as exc:
+        raise LabError(f"the policy oracle is not importable ({exc}); run `make collection`") from None
+    return ZeroTrustPolicyError
+
+
+# --------------------------------------------------------------------------- the inventory's records
+
+
+def inventory_hostvars(sources: Sequence[Path]) -> dict[str, dict[str, Any]]:
+    """Every host's variables as a playbook's ``hostvars`` holds them, for these inventory sources.
+
+    ansible-core's InventoryManager parses the sources in this process (our plugin for a
+    ``*.kubernetes.yml``, the YAML plugin for the VMs; group_vars/host_vars beside them apply) and its
+    VariableManager gives each host's variables. A source that fails to parse is a LabError naming it:
+    an inventory without the cluster would expect every pod to be absent.
+    """
+    _collection_on_path()
+    package = sys.modules.get("ansible_collections.zerotrust.workloads")
+    if package is not None and getattr(package, "_collection_meta", None) is None:
+        raise LabError(
+            "the collection was imported from .collections before ansible-core's collection loader was installed, so its "
+            "inventory plugin cannot load in this process; call lab.expected before importing the collection's modules"
         )
-    except ImportError:
-        return fallback
+    from ansible.errors import AnsibleError  # noqa: PLC0415 - heavy; only the expected table needs ansible-core
+    from ansible.inventory.manager import InventoryManager  # noqa: PLC0415
+    from ansible.parsing.dataloader import DataLoader  # noqa: PLC0415
+    from ansible.vars.manager import VariableManager  # noqa: PLC0415
+
+    loader = DataLoader()
+    try:
+        inventory = InventoryManager(loader=loader, sources=[str(source) for source in sources])
+    except AnsibleError as exc:
+        raise LabError(f"the inventory {', '.join(map(str, sources))} could not be read: {exc}") from None
+    files = [path for source in sources for path in ([source] if source.is_file() else sorted(source.glob("*.yml")))]
+    unparsed = [str(path) for path in files if str(path) not in inventory._inventory.processed_sources]
+    if unparsed:
+        raise LabError(f"the inventory source(s) {', '.join(unparsed)} could not be parsed (see the warnings above)")
+    variables = VariableManager(loader=loader, inventory=inventory)
+    return {host.name: variables.get_vars(host=host, include_hostvars=False) for host in inventory.get_hosts()}
+
+
+def lab_hostvars() -> dict[str, dict[str, Any]]:
+    """The running lab's hostvars: ``.lab/inventory`` (its Kubernetes source against the lab's API, moves included)."""
+    from lab.access import INVENTORY_DIR  # noqa: PLC0415
+
+    if not INVENTORY_DIR.is_dir():
+        raise LabError(f"{INVENTORY_DIR} does not exist; run `python -m lab up` first")
+    return inventory_hostvars([INVENTORY_DIR])
+
+
+@contextlib.contextmanager
+def served_inventory(scenario: Scenario) -> Iterator[Path]:
+    """A directory holding the lab's inventory sources, its Kubernetes source on an in-process API serving the scenario's objects."""
+    from lab.access import inventory_sources  # noqa: PLC0415
+    from lab.kubeapi import start_server, write_kubeconfig  # noqa: PLC0415
+    from lab.objects import scenario_objects  # noqa: PLC0415
+
+    with tempfile.TemporaryDirectory(prefix="zt-expected-") as directory, start_server(scenario_objects(scenario)) as api:
+        base = Path(directory)
+        kubeconfig = write_kubeconfig(api, base / "kubeconfig", scenario.cluster.name)
+        inventory = base / "inventory"
+        inventory.mkdir()
+        for name, document in inventory_sources(scenario, kubeconfig).items():
+            (inventory / name).write_text(yaml.safe_dump(document, sort_keys=False))
+        yield inventory
+
+
+def scenario_hostvars(scenario: Scenario) -> dict[str, dict[str, Any]]:
+    """The hostvars the lab's inventory yields for the scenario, read by the inventory plugin from an in-process API."""
+    with served_inventory(scenario) as inventory:
+        return inventory_hostvars([inventory])
+
+
+# --------------------------------------------------------------------------- probes -> flows
+
+
+class Expectation:
+    """The oracle for one policy over one inventory's hostvars: the expected cell of any probe.
+
+    Building it costs one pass over the hosts; each ``cell`` is one oracle check.
+    """
+
+    def __init__(self, policy: Mapping[str, Any], hostvars: Mapping[str, Mapping[str, Any]]) -> None:
+        policy_error = _policy_errors()
+        from ansible_collections.zerotrust.workloads.plugins.module_utils._policy.reachability import (  # noqa: PLC0415
+            Flow,
+            Reachability,
+        )
+
+        self._flow = Flow
+        self._policy_error = policy_error
+        try:
+            self._oracle = Reachability.from_hostvars(dict(policy), hostvars)
+        except policy_error as exc:
+            raise LabError(f"the scenario's policy is invalid: {exc}") from None
+        self._hosts = probe_hosts(hostvars)
+
+    def host(self, ref: str) -> str:
+        """``pod:NS/NAME`` / ``svc:NS/NAME`` / ``nodeport:NS/NAME`` / ``vm:NAME`` -> the inventory hostname."""
+        kind, _, name = ref.partition(":")
+        key = ("service" if kind in ("svc", "nodeport") else kind, name)
+        if key not in self._hosts:
+            raise LabError(f"{ref} is not in the inventory (no host carries that workload)")
+        return self._hosts[key]
+
+    def cell(self, probe: Probe) -> str:
+        """The cell the policy implies for one probe: connected, blocked or partly connected."""
+        target_ref, _, port_text = probe.target.removesuffix("@ipv6").rpartition(":")
+        port = int(port_text.split("/")[1])
+        via = {"svc": "cluster_ip", "nodeport": "node_port"}.get(target_ref.partition(":")[0], "direct")
+        flow = self._flow(source=self.host(probe.source), destination=self.host(target_ref), protocol=probe.protocol, port=port, via=via)
+        try:
+            verdict = self._oracle.check(flow)
+        except self._policy_error as exc:
+            raise LabError(f"the oracle cannot decide {probe.id}: {exc}") from None
+        return CONNECTED if verdict.allowed else PARTIAL if verdict.partial else BLOCKED
+
+    def table(self, probes: Iterable[Probe]) -> dict[str, str]:
+        """The cell of every given probe (only those), by probe id."""
+        return {probe.id: self.cell(probe) for probe in probes}
+
+
+def probe_hosts(hostvars: Mapping[str, Mapping[str, Any]]) -> dict[tuple[str, str], str]:
+    """(kind, ``NS/NAME`` or VM name) -> inventory hostname, from the records: no assumption about the host name format."""
+    hosts: dict[tuple[str, str], str] = {}
+    for host, variables in hostvars.items():
+        record = variables.get("workload")
+        if isinstance(record, Mapping) and record.get("kind") in ("pod", "service"):
+            hosts[(str(record["kind"]), f"{record.get('namespace')}/{record.get('name')}")] = host
+        elif record is None:  # a host of any other source is a VM to the policy (contracts.md)
+            hosts[("vm", host)] = host
+    return hosts
+
+
+def api_access_pods(scenario: Scenario, hostvars: Mapping[str, Mapping[str, Any]] | None = None) -> list[Pod]:
+    """The pods the policy's ``options.api_access`` query selects (default ``namespace = kube-system``).
+
+    Evaluated with the collection's query language over the inventory's workloads (``hostvars``, or
+    the scenario's served inventory); a policy without the option falls back to the default.
+    """
+    options = (scenario.policy or {}).get("options") or {}
+    text = options.get("api_access", DEFAULT_API_ACCESS) if isinstance(options, Mapping) else DEFAULT_API_ACCESS
+    if not isinstance(text, str):
+        return [pod for pod in scenario.pods if pod.namespace == "kube-system"]
+    policy_error = _policy_errors()
+    from ansible_collections.zerotrust.workloads.plugins.module_utils._policy.query import evaluate, parse_query  # noqa: PLC0415
+    from ansible_collections.zerotrust.workloads.plugins.module_utils._policy.workloads import workloads_from_hostvars  # noqa: PLC0415
+
+    records = hostvars if hostvars is not None else scenario_hostvars(scenario)
     try:
         query = parse_query(text)
-        workloads, _ = workloads_from_hostvars(scenario_hostvars(scenario))
-    except ZeroTrustPolicyError as exc:
+        workloads, _ = workloads_from_hostvars(records)
+    except policy_error as exc:
         raise LabError(f"the scenario's options.api_access is invalid: {exc}") from None
     selected = {(workload.namespace, workload.name) for workload in workloads if workload.kind == "pod" and evaluate(query, workload)}
     return [pod for pod in scenario.pods if (pod.namespace, pod.name) in selected]
@@ -204,41 +222,26 @@ OPEN_POLICY: dict[str, Any] = {"filters": {}, "policies": {"absolute": [], "defa
 """No policy at all: what the oracle answers for it is kube-proxy's own behaviour (Local NodePorts)."""
 
 
-def expected_open(scenario: Scenario, probes: list[Probe]) -> dict[str, str]:
+def expected_open(scenario: Scenario, probes: list[Probe], hostvars: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, str]:
     """The table before any policy: everything connects except where kube-proxy itself makes a path fail
     (a pod -> another node's Local NodePort whose reply bypasses that node; Local NodePorts on nodes
     without an endpoint drop outside traffic, which the probe does not count)."""
-    return expected_from_policy(scenario, probes, OPEN_POLICY)
+    return expected_from_policy(scenario, probes, OPEN_POLICY, hostvars=hostvars)
 
 
-def expected_from_policy(scenario: Scenario, probes: list[Probe], policy: Mapping[str, Any] | None = None) -> dict[str, str]:
-    """The cell the policy implies for every probe; LabError when the oracle is missing or the policy is invalid."""
-    _collection_on_path()
-    try:
-        from ansible_collections.zerotrust.workloads.plugins.module_utils._policy.errors import (  # noqa: PLC0415
-            ZeroTrustPolicyError,
-        )
-        from ansible_collections.zerotrust.workloads.plugins.module_utils._policy.reachability import (  # noqa: PLC0415
-            Flow,
-            Reachability,
-        )
-    except ImportError as exc:
-        raise LabError(f"the policy oracle is not importable ({exc}); run `make collection`") from None
+def expected_from_policy(
+    scenario: Scenario,
+    probes: list[Probe],
+    policy: Mapping[str, Any] | None = None,
+    *,
+    hostvars: Mapping[str, Mapping[str, Any]] | None = None,
+) -> dict[str, str]:
+    """The cell the policy implies for every given probe (only those); LabError when the oracle is missing or the policy is invalid.
+
+    ``hostvars``: the inventory's (``lab_hostvars()`` for the running lab); by default the scenario's served inventory.
+    """
     policy = policy if policy is not None else scenario.policy
     if policy is None:
         raise LabError("the scenario has no policy section")
-    try:
-        oracle = Reachability.from_hostvars(dict(policy), scenario_hostvars(scenario))
-        expected = {}
-        for probe in probes:
-            source = _host_of(scenario, probe.source)
-            target_ref, _, port_text = probe.target.removesuffix("@ipv6").rpartition(":")
-            port = int(port_text.split("/")[1])
-            via = {"svc": "cluster_ip", "nodeport": "node_port"}.get(target_ref.partition(":")[0], "direct")
-            verdict = oracle.check(
-                Flow(source=source, destination=_host_of(scenario, target_ref), protocol=probe.protocol, port=port, via=via)
-            )
-            expected[probe.id] = CONNECTED if verdict.allowed else PARTIAL if verdict.partial else BLOCKED
-    except ZeroTrustPolicyError as exc:
-        raise LabError(f"the scenario's policy is invalid: {exc}") from None
-    return expected
+    _policy_errors()  # a missing collection is reported before an API is started for nothing
+    return Expectation(policy, hostvars if hostvars is not None else scenario_hostvars(scenario)).table(probes)

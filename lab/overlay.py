@@ -255,6 +255,50 @@ def kernel_vxlan_supported(netns: str) -> bool:
     return present
 
 
+def run_batched(commands: Sequence[list[str]]) -> None:
+    """Run ``ip -n NS ...`` / ``bridge -n NS ...`` argv lists with few processes: per run of commands for one namespace,
+    the ``ip`` ones as one ``ip -n NS -batch`` (in order) and then the ``bridge`` ones as one batch.
+
+    FDB entries only need their device, which the ``ip`` lines before them made; a command with a
+    family flag (``-6``: a batch line takes no options) or without ``-n`` runs alone, in its place.
+    """
+    segment: list[list[str]] = []
+
+    def batch(tool: str, netns: str, lines: list[list[str]]) -> None:
+        if len(lines) == 1:
+            run(lines[0])
+        elif lines:
+            run([tool, "-n", netns, "-batch", "-"], input_text="".join(" ".join(argv[3:]) + "\n" for argv in lines))
+
+    def flush() -> None:
+        if not segment:
+            return
+        netns = segment[0][2]
+        ip_lines: list[list[str]] = []
+        for argv in segment:
+            if argv[0] != "ip":
+                continue
+            if argv[3].startswith("-"):
+                batch("ip", netns, ip_lines)
+                ip_lines = []
+                run(argv)
+            else:
+                ip_lines.append(argv)
+        batch("ip", netns, ip_lines)
+        batch("bridge", netns, [argv for argv in segment if argv[0] == "bridge"])
+        segment.clear()
+
+    for argv in commands:
+        if len(argv) < 4 or argv[1] != "-n" or argv[0] not in ("ip", "bridge"):
+            flush()
+            run(argv)
+            continue
+        if segment and argv[2] != segment[0][2]:
+            flush()
+        segment.append(argv)
+    flush()
+
+
 def setup_overlay(nodes: Sequence[OverlayNode], mode: Mode = "vxlan", backend: Backend = "auto") -> list[Vtep]:
     """Wire the nodes' pod CIDRs together; return the userspace VTEPs the caller must start.
 
@@ -275,8 +319,7 @@ def setup_overlay(nodes: Sequence[OverlayNode], mode: Mode = "vxlan", backend: B
     chosen: Literal["kernel", "userspace"] = backend if backend != "auto" else (
         "kernel" if kernel_vxlan_supported(nodes[0].netns) else "userspace"
     )
-    for argv in vxlan_commands(nodes, chosen):
-        run(argv)
+    run_batched(vxlan_commands(nodes, chosen))
     if chosen == "kernel":
         return []
     vteps = [Vtep(node, vtep_argv(node, nodes)) for node in nodes]

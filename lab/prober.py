@@ -16,6 +16,8 @@ from lab.scenario import Scenario
 from lab.system import REPO_ROOT, SYSTEM_PYTHON, in_netns, ip_json
 
 AGENT = REPO_ROOT / "lab" / "probe_agent.py"
+MAX_AGENTS = 48
+"""Agents running at once (each runs its own jobs in parallel)."""
 
 
 def lab_addresses(scenario: Scenario) -> set[str]:
@@ -54,8 +56,14 @@ def dns_targets(scenario: Scenario) -> set[tuple[str, int]]:
     return targets
 
 
-def run_probes(scenario: Scenario, state: dict[str, Any], probes: list[Probe], timeout: float = 0.8) -> list[Result]:
-    """Measure every probe; one agent process per source namespace, all in parallel."""
+def run_probes(
+    scenario: Scenario, state: dict[str, Any], probes: list[Probe], timeout: float = 0.8, max_attempts: int | None = None
+) -> list[Result]:
+    """Measure every probe; one agent process per source namespace, all in parallel.
+
+    ``max_attempts`` caps how often a Service destination is tried (the sampled probe: a Service
+    with hundreds of endpoints is otherwise tried 4x that many times per node).
+    """
     dns = dns_targets(scenario)
     jobs: list[tuple[str, dict[str, Any]]] = []
     for probe in probes:
@@ -66,8 +74,9 @@ def run_probes(scenario: Scenario, state: dict[str, Any], probes: list[Probe], t
             job = {"address": destination.address, "port": destination.port, "protocol": protocol, "timeout": timeout}
             # A Service with several endpoints: tried until each answered (lab/partial.py).
             endpoints = reachable_endpoints(scenario, probe, destination) if protocol != "dns" else []
-            if attempts_for(endpoints) > 1:
-                job.update(attempts=attempts_for(endpoints), endpoints=endpoints)
+            attempts = attempts_for(endpoints) if max_attempts is None else min(attempts_for(endpoints), max_attempts)
+            if attempts > 1:
+                job.update(attempts=attempts, endpoints=endpoints)
             jobs.append((probe.source, job))
     outcomes = iter(run_jobs(scenario, state, jobs))
     results = []
@@ -131,12 +140,15 @@ def run_jobs(scenario: Scenario, state: dict[str, Any], jobs: list[tuple[str, di
         by_netns.setdefault(workloads[source]["netns"], []).append({**job, "key": str(index)})
 
     def agent(netns: str) -> dict[str, Any]:
+        # The agent runs its jobs in parallel, each job's attempts one after the other: a blocked Service with many
+        # endpoints is tried up to 4x that many times, each waiting out the connect timeout.
+        longest = max(int(job.get("attempts") or 1) * float(job["timeout"]) for job in by_netns[netns])
         completed = subprocess.run(
             in_netns(netns, [SYSTEM_PYTHON, str(AGENT)]),
             input=json.dumps(by_netns[netns]),
             capture_output=True,
             text=True,
-            timeout=30,
+            timeout=30 + 2 * longest,
             check=False,
         )
         if completed.returncode != 0:
@@ -144,7 +156,8 @@ def run_jobs(scenario: Scenario, state: dict[str, Any], jobs: list[tuple[str, di
         outcome: dict[str, Any] = json.loads(completed.stdout)
         return outcome
 
-    with ThreadPoolExecutor(max_workers=max(1, len(by_netns))) as pool:
+    # Each agent is a Python process: at thousands of source namespaces, a bounded number at once.
+    with ThreadPoolExecutor(max_workers=max(1, min(MAX_AGENTS, len(by_netns)))) as pool:
         outcomes: dict[str, Any] = {}
         for answer in pool.map(agent, list(by_netns)):
             outcomes.update(answer)

@@ -76,8 +76,20 @@ def sources(scenario: Scenario) -> list[str]:
     return [f"pod:{pod.key}" for pod in scenario.pods] + [f"vm:{vm.name}" for vm in scenario.vms]
 
 
-def probe_matrix(scenario: Scenario, ipv6: bool = False) -> list[Probe]:  # noqa: PLR0912 - one pass per target kind
-    """Every probe of the lab, row by row."""
+@dataclass(frozen=True)
+class Target:
+    """One column of the matrix: its id, protocol and destinations; ``owner`` (a workload does not probe itself) and
+    ``pods_only`` (ClusterIPs are probed from pods only)."""
+
+    id: str
+    protocol: str
+    destinations: tuple[Destination, ...]
+    owner: str | None
+    pods_only: bool
+
+
+def probe_targets(scenario: Scenario, ipv6: bool = False) -> list[Target]:
+    """Every column of the matrix, in the table's order."""
     targets: list[tuple[str, str, tuple[Destination, ...], str | None, bool]] = []  # id, proto, dsts, owner, pods-only
     for pod in scenario.pods:
         for port in pod.ports:
@@ -107,15 +119,25 @@ def probe_matrix(scenario: Scenario, ipv6: bool = False) -> list[Probe]:  # noqa
             targets.append((f"vm:{vm.name}:{port.label}", proto, (Destination(str(vm.address), port.port),), f"vm:{vm.name}", False))
             if ipv6 and vm.ipv6 is not None:
                 targets.append((f"vm:{vm.name}:{port.label}@ipv6", proto, (Destination(str(vm.ipv6), port.port),), f"vm:{vm.name}", False))
-    probes = []
-    for source in sources(scenario):
-        for target, proto, destinations, owner, pods_only in targets:
-            if owner == source or (pods_only and not source.startswith("pod:")):
-                continue
-            if target.endswith("@ipv6") and not _has_ipv6(scenario, source):
-                continue
-            probes.append(Probe(source=source, target=target, protocol=proto, destinations=destinations))
-    return probes
+    return [Target(*target) for target in targets]
+
+
+def in_matrix(scenario: Scenario, source: str, target: Target) -> bool:
+    """Whether the cell (source, target) is probed: not a workload to itself, no ClusterIP from a VM, IPv6 only from IPv6 sources."""
+    if target.owner == source or (target.pods_only and not source.startswith("pod:")):
+        return False
+    return not (target.id.endswith("@ipv6") and not _has_ipv6(scenario, source))
+
+
+def probe_matrix(scenario: Scenario, ipv6: bool = False) -> list[Probe]:
+    """Every probe of the lab, row by row."""
+    targets = probe_targets(scenario, ipv6)
+    return [
+        Probe(source=source, target=target.id, protocol=target.protocol, destinations=target.destinations)
+        for source in sources(scenario)
+        for target in targets
+        if in_matrix(scenario, source, target)
+    ]
 
 
 def _has_ipv6(scenario: Scenario, source: str) -> bool:

@@ -577,7 +577,8 @@ def load_scenario(path: str | Path) -> Scenario:
 def parse_scenario(text: str, source: str = "") -> Scenario:
     """Parse and validate scenario YAML text."""
     try:
-        document = yaml.safe_load(text)
+        # libyaml's safe loader when PyYAML has it: the same documents, ten times faster at thousands of pods.
+        document = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # noqa: S506 - a safe loader either way
     except yaml.YAMLError as exc:
         raise ScenarioError(f"not valid YAML: {exc}") from None
     return build_scenario(document, source=source)

@@ -7,7 +7,7 @@ Runs on the controller only and never connects to a host. It reads what the
 confirmation) and counts, per host and per pod, the rules and set members that were
 (or would be) added and removed. The module reports those counts per namespace
 (``rules_added``, ``rules_removed``, ``set_members_added``, ``set_members_removed``,
-``in_place``: see module_utils/_netfilter/counts.py); a namespace that failed carries none and
+``in_place``: derived from the structured plan, docs/contracts.md section 4); a namespace that failed carries none and
 counts as zero. Documentation: plugins/modules/enforce_report.py.
 """
 

@@ -20,6 +20,14 @@ description:
 version_added: 0.1.0
 author: zerotrust.workloads contributors (@zerotrust)
 options:
+  plan:
+    description:
+      - The registered result of M(zerotrust.workloads.plan). The action in front of this module then reads this host's
+        part of the plan on the controller (its O(ruleset), O(pods) and shared sets) and the plan's run options
+        (O(state), O(backend), O(default_action), O(log_denied), O(management_addresses), O(keep_ssh), the persist
+        options); an option the task gives wins. Only this host's part is sent to it.
+      - Without it, give O(ruleset) and O(pods) yourself.
+    type: dict
   ruleset:
     description:
       - The host's own ruleset in the dictionary form of the ruleset model (the compiled plan's C(ruleset)).
@@ -38,6 +46,15 @@ options:
     type: list
     elements: dict
     default: []
+  sets:
+    description:
+      - "The host's shared address sets: the compiled plan's C(sets) of this host, C({NAME: {members: [...], comment: ...}})."
+      - "A set of O(ruleset) or of a pod's ruleset written as C({name: NAME, shared: true}) takes its members from here,
+        so a set that many of a node's pods use travels once. Every namespace still gets its own ipset or nft set."
+      - Read and checked before anything else; a ruleset that names a shared set missing here fails the run, naming the
+        ruleset and the set, and nothing is changed. Sets written whole inside a ruleset need nothing here.
+    type: dict
+    default: {}
   state:
     description: C(present) applies the rulesets; C(absent) removes everything this module owns in the targets.
     type: str
@@ -130,6 +147,7 @@ EXAMPLES = r"""
   zerotrust.workloads.allowlist:
     ruleset: "{{ plan[inventory_hostname].ruleset }}"
     pods: "{{ plan[inventory_hostname].pods }}"
+    sets: "{{ plan[inventory_hostname].sets }}"
     rollback_timeout: 60
   register: applied
 
@@ -144,6 +162,7 @@ EXAMPLES = r"""
 - name: Boot closed (SSH from the management network only) until the next run
   zerotrust.workloads.allowlist:
     ruleset: "{{ plan[inventory_hostname].ruleset }}"
+    sets: "{{ plan[inventory_hostname].sets }}"
     management_addresses: [192.0.2.0/24]
     boot_policy: closed
 
@@ -179,6 +198,25 @@ results:
     set_members_removed: {description: Set members removed (or that would be)., type: int}
     in_place: {description: Rules and set members of ours in place before this run., type: int}
     drift: {description: Hand-made changes to our objects that this run repaired., type: list, elements: str}
+    changes:
+      description:
+        - "The structured plan of this namespace: what the backend found by comparing hashes, as data (the counts above
+          are derived from it). Rules are matched per chain by hash (a rule that is not ours, by its text)."
+        - "C(rules.added): rules of the desired state that are not live; C(rules.removed): live rules the desired state
+          does not hold (ours or not); C(rules.kept): live rules that stay. Each is C(chain) (C(ingress) for nftables,
+          C(IPv4 filter ZT-INGRESS) or C(IPv4 filter INPUT) for our jump with iptables), C(hash) (empty for a rule that is
+          not ours), C(origin) (the policy the rule comes from, as its comment says), C(position) (0-based place in the
+          chain: live for kept and removed rules, desired for added ones) and, for a rule that is not ours, C(text)."
+        - "C(sets): per set as the backend names it (C(zt-abc-4), C(zt-abc_4)), the number of members C(added),
+          C(removed) and C(kept)."
+      type: dict
+      returned: in check mode and in diff mode
+      sample:
+        rules:
+          added: [{chain: ingress, hash: 6ae486570e21694e, origin: "default[0] haproxy->wordpress tcp/80", position: 5}]
+          removed: []
+          kept: [{chain: ingress, hash: b8afe45bde5a2e05, origin: "implicit:established", position: 0}]
+        sets: [{name: zt-e2f5dd61b2_4, added: 0, removed: 0, kept: 3}]
     skipped: {description: The pod was not found., type: bool}
     reason: {description: Why it was skipped., type: str}
     diff: {description: "In diff mode, C(before) and C(after) text of our objects.", type: dict}
@@ -223,6 +261,7 @@ from ansible_collections.zerotrust.workloads.plugins.module_utils._netfilter.app
     BACKEND_CHOICES,
     RunOptions,
     run,
+    shared_sets,
 )
 from ansible_collections.zerotrust.workloads.plugins.module_utils._netfilter.backend import Options  # noqa: E402
 from ansible_collections.zerotrust.workloads.plugins.module_utils._netfilter.errors import NetfilterError  # noqa: E402
@@ -239,8 +278,10 @@ def main() -> None:
     """Module entry point: validate arguments, run, report."""
     module = AnsibleModule(
         argument_spec={
+            "plan": {"type": "dict"},
             "ruleset": {"type": "dict"},
             "pods": {"type": "list", "elements": "dict", "default": []},
+            "sets": {"type": "dict", "default": {}},
             "state": {"type": "str", "choices": ["present", "absent"], "default": "present"},
             "backend": {"type": "str", "choices": list(BACKEND_CHOICES), "default": "auto"},
             "default_action": {"type": "str", "choices": ["drop", "reject"], "default": "drop"},
@@ -259,6 +300,13 @@ def main() -> None:
         supports_check_mode=True,
     )
     params = module.params
+    if params["plan"] is not None:
+        module.fail_json(msg="plan is read on the controller by the allowlist action, which this run bypassed")
+    try:
+        # First: a plan cut wrong (a ruleset naming a shared set this host was not given) fails before anything runs.
+        sets = shared_sets(params["sets"], params["ruleset"], params["pods"]) if params["state"] == "present" else {}
+    except NetfilterError as error:
+        module.fail_json(msg=str(error))
     try:
         options = Options(default_action=params["default_action"], log_denied=params["log_denied"], log_rate=params["log_rate"])
     except ValueError as error:
@@ -289,6 +337,7 @@ def main() -> None:
         check_mode=module.check_mode,
         diff_mode=module._diff,
         persist=persist,
+        sets=sets,
     )
     try:
         result = run(params["ruleset"], params["pods"], run_options, dict(os.environ))

@@ -31,6 +31,11 @@ options:
     type: str
     choices: [collect, observe, absent]
     default: collect
+  plan:
+    description:
+      - The registered result of M(zerotrust.workloads.plan); the action in front of this module fills O(pods) with
+        this host's pods from it (unless O(pods) is given).
+    type: dict
   pods:
     description:
       - Pods on this node in the compiled plan's form (C(host), C(namespace), C(name), C(uid), C(ips), C(netns)).
@@ -179,6 +184,7 @@ def main() -> None:
     module = AnsibleModule(
         argument_spec={
             "state": {"type": "str", "choices": ["collect", "observe", "absent"], "default": "collect"},
+            "plan": {"type": "dict"},
             "pods": {"type": "list", "elements": "dict", "default": []},
             "host": {"type": "bool", "default": True},
             "host_label": {"type": "str", "default": "host"},
@@ -189,6 +195,8 @@ def main() -> None:
         supports_check_mode=True,
     )
     params = module.params
+    if params["plan"] is not None:
+        module.fail_json(msg="plan is read on the controller by the flows action, which this run bypassed: call zerotrust.workloads.flows")
     if os.geteuid() != 0:
         module.fail_json(msg="reading conntrack and network namespaces needs root: use become: true")
     targets: list[tuple[str, Optional[Namespace], str]] = []

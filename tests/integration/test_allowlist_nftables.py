@@ -382,7 +382,7 @@ def test_restore_steps_put_back_what_was_there(lab: Lab) -> None:
     apply(lab, ruleset(extra_members=("10.99.2.2",), extra_rule=True))
     nft.apply(nft.restore_steps(before, nft.read()))
     assert ruleset_text(lab) == before_text
-    nft.apply(nft.restore_steps(type(before)(present=False, text=""), nft.read()))
+    nft.apply(nft.restore_steps(type(before)(present=False), nft.read()))
     assert ruleset_text(lab) == ""
 
 

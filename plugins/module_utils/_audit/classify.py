@@ -41,7 +41,6 @@ from typing import Any, Optional
 
 from ansible_collections.zerotrust.workloads.plugins.module_utils._policy.errors import ZeroTrustPolicyError
 from ansible_collections.zerotrust.workloads.plugins.module_utils._policy.reachability import Flow, Reachability, Verdict
-from ansible_collections.zerotrust.workloads.plugins.module_utils._policy.services import service_ports
 from ansible_collections.zerotrust.workloads.plugins.module_utils._policy.workloads import Workload
 
 from .observation import Observed
@@ -73,8 +72,8 @@ class Classifier:
 
     def __init__(self, reachability: Reachability) -> None:
         self.reachability = reachability
-        compiler = reachability.compiler
-        self.workloads = list(compiler.workloads)
+        index = reachability.index
+        self.workloads = list(index.workloads)
         self.by_label = {workload_label(workload): workload for workload in self.workloads}
         self.sources: dict[str, Workload] = {}
         self.targets: dict[str, Workload] = {}
@@ -83,7 +82,7 @@ class Classifier:
                 if workload.kind != kind:
                     continue
                 if kind != "service":
-                    for address in compiler.peer_addresses(workload):
+                    for address in index.peer_addresses(workload):
                         self.sources[address] = workload
                     for address in workload.addresses:
                         self.targets[address] = workload
@@ -92,10 +91,10 @@ class Classifier:
         for workload in self.workloads:
             if workload.kind != "service":
                 continue
-            for port in service_ports(workload.record):
+            for port in workload.service_ports:
                 for address in workload.addresses:
                     self.cluster_ips[(address, port.protocol, port.port)] = workload
-                if port.node_port is not None and str(workload.record.get("type")) in ("NodePort", "LoadBalancer"):
+                if port.node_port is not None and workload.has_node_ports:
                     self.node_ports[(workload.cluster, port.protocol, port.node_port)] = (workload, port.port)
 
     def destination(self, address: str, protocol: str, port: int) -> Optional[Destination]:
@@ -383,13 +382,13 @@ def policy_matrix(classifier: Classifier, limit: int) -> dict[str, Any]:
     targets: list[str] = []
     for pod in pods:
         for container in pod.ports:
-            targets.append(f"{workload_label(pod)}:{str(container.get('protocol', 'TCP')).lower()}/{container.get('port')}")
+            targets.append(f"{workload_label(pod)}:{container.protocol}/{container.port}")
     for service in services:
-        for port in service_ports(service.record):
+        for port in service.service_ports:
             targets.append(f"svc:{service.key}:{port.protocol}/{port.port}")
     for service in services:
-        for port in service_ports(service.record):
-            if port.node_port is not None and str(service.record.get("type")) in ("NodePort", "LoadBalancer"):
+        for port in service.service_ports:
+            if port.node_port is not None and service.has_node_ports:
                 targets.append(f"nodeport:{service.key}:{port.protocol}/{port.port}")
     truncated = len(sources) > limit or len(targets) > limit
     cells = []

@@ -59,7 +59,7 @@ def build_report(
         table["source"] = "implied by the policy (nothing measured)"
     # The compiler's coded findings (partial services): the same analysis the enforce run warns with;
     # their texts join the warnings below.
-    findings = findings_of(reachability.compiler)
+    findings = findings_of(reachability)
     report: dict[str, Any] = {
         "version": REPORT_VERSION,
         "title": title,
@@ -69,7 +69,7 @@ def build_report(
         "hosts": hosts,
         "flows": flows,
         "conformance": table,
-        "warnings": list(reachability.compiler.warnings),
+        "warnings": list(reachability.warnings),
         "findings": findings,
     }
     report["summary"] = summarise(report)
@@ -81,7 +81,7 @@ def filter_preview(reachability: Reachability) -> list[dict[str, Any]]:
     policy = reachability.policy
     preview = []
     for name in sorted(policy.filters):
-        found = reachability.compiler.matched.get(name, [])
+        found = reachability.index.matched.get(name, [])
         networks = list(policy.filters[name].networks or ())
         used_by = [rule.label for rule in policy.ordered_rules() if name in (rule.consumer, rule.provider)]
         preview.append(
@@ -102,8 +102,8 @@ def filter_preview(reachability: Reachability) -> list[dict[str, Any]]:
 
 def _nodeports(reachability: Reachability, rule: PolicyRule) -> list[str]:
     notes = []
-    for workload in reachability.compiler.matched.get(rule.provider, []):
-        if workload.kind != "service" or str(workload.record.get("type")) not in ("NodePort", "LoadBalancer"):
+    for workload in reachability.index.matched.get(rule.provider, []):
+        if workload.kind != "service" or not workload.has_node_ports:
             continue
         for spec in rule.ports:
             if spec.protocol == "icmp":

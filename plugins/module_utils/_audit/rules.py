@@ -2,46 +2,59 @@
 # Copyright: contributors to zerotrust.workloads
 """Effective rules: live rules mapped to the policies that produced them, and drift.
 
-The ``allowlist`` module in check and diff mode reads our objects back and returns them
-as text (``before``: live, ``after``: intended) in its backend's diff format. Every rule
-we write carries ``zt:<16 hex> <origin>`` in its comment, whatever the backend, so this
-module needs no backend knowledge: it finds those comments, notes the chain each sits in
-(``-A ZT-INGRESS`` for iptables, ``chain ingress`` for nftables) and compares live and
-intended rules by hash. ``origin`` names the policy (``default[0] haproxy->wordpress
-tcp/80``, ``implicit:loopback``, ``catch_all``), which is how drift is explained.
+The ``allowlist`` module in check mode returns, per namespace, its structured plan
+(``changes``: the rules added, removed and kept with their chain, hash and origin; see
+the module's RETURN and docs/contracts.md, section 4) and its own drift lines. The
+backend that compared live and intended rules by hash is the only place that reads
+the firewall's text: this module reads that data. ``origin`` names the policy
+(``default[0] haproxy->wordpress tcp/80``, ``implicit:loopback``, ``catch_all``), which
+is how drift is explained.
 """
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any, Optional
 
-_COMMENT = re.compile(r"zt:([0-9a-f]{16})(?:[ ]+([^\"\n]*))?")
-_FINGERPRINT = re.compile(r"\s*fp=[0-9a-f]+\s*$")
-# nftables marks a chain's last rule with ``~<chain fingerprint>`` before the origin.
-_NFT_FINGERPRINT = re.compile(r"^~[0-9a-f]+\s+")
-_IPTABLES_RULE = re.compile(r"^-A (\S+) ")
-_NFT_CHAIN = re.compile(r"^\s*chain (\S+)")
-_SECTION = re.compile(r"^# (IPv[46] \S+)")
 _POLICY_LABEL = re.compile(r"^(absolute|default)\[\d+\]")
 
 
 @dataclasses.dataclass(frozen=True)
-class LiveRule:
-    """One rule of ours as the diff text shows it."""
+class PlannedRule:
+    """One rule of a namespace's plan as the module returned it."""
 
     chain: str
     hash: str
     origin: str
-    text: str
+    position: int
+    text: str = ""
+    """The rule as the firewall printed it, for a rule that is not ours (no hash)."""
 
     @property
     def policy(self) -> str:
         """The policy that produced the rule: ``default[0]``, ``implicit:dns``, ``catch_all``..."""
-        return policy_of(self.origin)
+        return policy_of(self.origin) if self.hash else "not ours"
+
+    @property
+    def description(self) -> str:
+        """``<hash> <origin>`` for our rules, the rule's text for others."""
+        return f"{self.hash} {self.origin}".strip() if self.hash else self.text
+
+    @classmethod
+    def from_dict(cls, data: Any) -> Optional[PlannedRule]:
+        """One entry of ``changes.rules.*``; None when it is not a mapping."""
+        if not isinstance(data, Mapping):
+            return None
+        position = data.get("position")
+        return cls(
+            chain=str(data.get("chain") or "?"),
+            hash=str(data.get("hash") or ""),
+            origin=str(data.get("origin") or ""),
+            position=position if isinstance(position, int) else 0,
+            text=str(data.get("text") or ""),
+        )
 
 
 def policy_of(origin: str) -> str:
@@ -52,91 +65,71 @@ def policy_of(origin: str) -> str:
     return origin.split(" ", 1)[0] if origin else "?"
 
 
-def parse_rules(text: str) -> list[LiveRule]:
-    """Our rules, in order, from an iptables-style or nftables-style diff text."""
-    rules: list[LiveRule] = []
-    section = ""
-    chain = ""
-    for line in text.splitlines():
-        header = _SECTION.match(line)
-        if header:
-            section = header.group(1)
-            continue
-        nft_chain = _NFT_CHAIN.match(line)
-        if nft_chain:
-            chain = nft_chain.group(1)
-            continue
-        iptables_rule = _IPTABLES_RULE.match(line.strip())
-        if iptables_rule:
-            chain = f"{section} {iptables_rule.group(1)}".strip()
-        comment = _COMMENT.search(line)
-        if comment is None:
-            continue
-        origin = _NFT_FINGERPRINT.sub("", _FINGERPRINT.sub("", (comment.group(2) or "").strip()))
-        rules.append(LiveRule(chain=chain or "?", hash=comment.group(1), origin=origin, text=line.strip()))
-    return rules
+def planned_rules(plan: Mapping[str, Any], kind: str) -> list[PlannedRule]:
+    """``changes.rules.<kind>`` (``added``, ``removed`` or ``kept``) of one module result entry."""
+    rules = plan.get("rules")
+    items = rules.get(kind) if isinstance(rules, Mapping) else None
+    found = [PlannedRule.from_dict(item) for item in items] if isinstance(items, list) else []
+    return [rule for rule in found if rule is not None]
 
 
-def find_drift(live: Sequence[LiveRule], intended: Sequence[LiveRule]) -> list[dict[str, Any]]:
-    """Missing, extra and modified rules, each with its chain, origin and policy.
+def drift_items(missing: Sequence[PlannedRule], extra: Sequence[PlannedRule]) -> list[dict[str, Any]]:
+    """The plan's added (missing live) and removed (extra live) rules as drift, each with its chain, origin and policy.
 
-    Rules are compared by hash per chain (counting duplicates). A missing and an extra
-    rule with the same chain and origin are one *modified* rule (changed by hand).
+    A missing and an extra rule with the same chain and origin are one *modified* rule
+    (changed by hand, or by a policy change not enforced yet).
     """
-    live_count = collections.Counter((rule.chain, rule.hash) for rule in live)
-    intended_count = collections.Counter((rule.chain, rule.hash) for rule in intended)
-    by_key = {(rule.chain, rule.hash): rule for rule in [*intended, *live]}
-    missing = [by_key[key] for key in sorted((intended_count - live_count).elements())]
-    extra = [by_key[key] for key in sorted((live_count - intended_count).elements())]
+    unpaired = list(extra)
     drift: list[dict[str, Any]] = []
     for rule in missing:
-        partner = next((other for other in extra if other.chain == rule.chain and other.origin == rule.origin), None)
+        partner = next((other for other in unpaired if other.hash and other.chain == rule.chain and other.origin == rule.origin), None)
         if partner is not None:
-            extra.remove(partner)
-            drift.append(_drift("modified", rule, f"live: {partner.text}"))
+            unpaired.remove(partner)
+            drift.append(_drift("modified", rule, f"live: {partner.description}"))
         else:
             drift.append(_drift("missing", rule, ""))
-    drift.extend(_drift("extra", rule, "") for rule in extra)
-    return sorted(drift, key=lambda item: (item["chain"], item["kind"], item["origin"]))
+    drift.extend(_drift("extra", rule, "") for rule in unpaired)
+    return sorted(drift, key=lambda item: (item["chain"], item["kind"], item["origin"], item["rule"]))
 
 
-def _drift(kind: str, rule: LiveRule, detail: str) -> dict[str, Any]:
-    return {"kind": kind, "chain": rule.chain, "origin": rule.origin, "policy": rule.policy, "rule": rule.text, "detail": detail}
+def _drift(kind: str, rule: PlannedRule, detail: str) -> dict[str, Any]:
+    return {"kind": kind, "chain": rule.chain, "origin": rule.origin, "policy": rule.policy, "rule": rule.description, "detail": detail}
 
 
 def section(
-    name: str, kind: str, before: str, after: Optional[str], *, reported_drift: Sequence[str] = (), error: str = ""
+    name: str, kind: str, plan: Optional[Mapping[str, Any]], *, reported_drift: Sequence[str] = (), error: str = ""
 ) -> dict[str, Any]:
     """One enforcement point's section of the report: live rules and drift.
 
-    ``after`` is the intended text (``None`` when the module did not return one);
-    ``reported_drift`` are the module's own drift lines, kept beside the mapped ones
+    ``plan`` is the module's structured plan for the namespace, its ``changes`` (``None`` when it returned
+    none); ``reported_drift`` are the module's own drift lines, kept beside the mapped ones
     because they also cover sets and jumps, which carry no origin. A namespace with none of
     our rules is *not enforced* (before the first enforce run), not drifting: its drift is
     empty and ``enforced`` is false.
     """
-    live = parse_rules(before)
-    intended = parse_rules(after) if after is not None else None
+    added = planned_rules(plan, "added") if plan is not None else []
+    removed = planned_rules(plan, "removed") if plan is not None else []
+    kept = planned_rules(plan, "kept") if plan is not None else []
+    live = sorted((rule for rule in (*kept, *removed) if rule.hash), key=lambda rule: (rule.chain, rule.position))
+    intended = len(kept) + len(added) if plan is not None else None
     enforced = bool(live) or not intended
     return {
         "name": name,
         "kind": kind,
-        "rules": [
-            {"chain": rule.chain, "origin": rule.origin, "policy": rule.policy, "hash": rule.hash, "text": rule.text} for rule in live
-        ],
-        "drift": find_drift(live, intended) if intended is not None and enforced else [],
+        "rules": [{"chain": rule.chain, "origin": rule.origin, "policy": rule.policy, "hash": rule.hash} for rule in live],
+        "drift": drift_items(added, removed) if plan is not None and enforced else [],
         "enforced": enforced,
         "reported_drift": [str(line) for line in reported_drift],
-        "intended_rules": len(intended) if intended is not None else None,
+        "intended_rules": intended,
         "error": error,
     }
 
 
 def sections_from_result(host: str, result: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """Report sections from one ``allowlist`` check-and-diff-mode result: its ``results``
-    entries, ``target: host`` for the host itself and the pod's inventory hostname for a pod."""
+    """Report sections from one ``allowlist`` check-mode result: its ``results`` entries,
+    ``target: host`` for the host itself and the pod's inventory hostname for a pod."""
     if result.get("unreachable") or (result.get("failed") and not result.get("results")):
-        return [section(host, "host", "", None, error=str(result.get("msg") or "the allowlist module failed"))]
+        return [section(host, "host", None, error=str(result.get("msg") or "the allowlist module failed"))]
     sections: list[dict[str, Any]] = []
     for entry in result.get("results") or []:
         if not isinstance(entry, Mapping):
@@ -145,22 +138,14 @@ def sections_from_result(host: str, result: Mapping[str, Any]) -> list[dict[str,
         name = str(entry.get("target")) if is_pod else host
         kind = "pod" if is_pod else "host"
         if entry.get("skipped"):
-            sections.append(section(name, kind, "", None, error=f"not read: {entry.get('reason') or 'skipped'}"))
+            sections.append(section(name, kind, None, error=f"not read: {entry.get('reason') or 'skipped'}"))
             continue
-        diff = entry.get("diff")
-        texts: Mapping[str, Any] = diff if isinstance(diff, Mapping) else {}
+        plan = entry.get("changes")
         error = str(entry.get("msg") or "the allowlist module failed here") if entry.get("failed") else ""
-        before, after = _text(texts.get("before")), _optional_text(texts.get("after"))
-        sections.append(section(name, kind, before, after, reported_drift=_lines(entry.get("drift")), error=error))
+        sections.append(
+            section(name, kind, plan if isinstance(plan, Mapping) else None, reported_drift=_lines(entry.get("drift")), error=error)
+        )
     return sections
-
-
-def _text(value: Any) -> str:
-    return value if isinstance(value, str) else ""
-
-
-def _optional_text(value: Any) -> Optional[str]:
-    return value if isinstance(value, str) else None
 
 
 def _lines(value: Any) -> list[str]:

@@ -22,11 +22,11 @@ from typing import Any, Optional
 from . import lockout
 from . import persist as persistence
 from .backend import Backend, LiveState, Options, Step
-from .counts import count_changes
 from .errors import ApplyError, BackendUnavailableError, CommandError, NamespaceNotFoundError, NetfilterError
 from .iptables import IptablesBackend, IptablesLegacyBackend, IptablesNftBackend
-from .model import ModelError, Ruleset
+from .model import AddressSet, ModelError, Ruleset, sets_from_dict
 from .netns import AddressIndex, namespace_from_hint, resolve_pod_namespace
+from .nftables import NftablesBackend
 from .runner import Namespace, Runner, tool_exists
 
 BACKEND_CHOICES = ("auto", "iptables", "iptables-legacy", "iptables-nft", "nftables")
@@ -52,6 +52,8 @@ class RunOptions:
     state_dir: str = lockout.STATE_DIR
     persist: Optional[persistence.PersistOptions] = None
     """Boot persistence of the host target (``None``: not managed, as in tests of the apply alone)."""
+    sets: Mapping[str, AddressSet] = dataclasses.field(default_factory=dict)
+    """The host's shared sets (the module's ``sets``, from ``shared_sets``): the rulesets name them with ``shared: true``."""
 
 
 @dataclasses.dataclass
@@ -67,16 +69,11 @@ class Target:
 
 def backend_class(name: str) -> type[Backend]:
     """The class behind a backend name (``auto`` resolved before)."""
-    if name == "nftables":
-        try:
-            from .nftables import NftablesBackend  # noqa: PLC0415  (optional: written beside this one)
-        except ImportError as error:
-            raise BackendUnavailableError(f"backend nftables is not available in this collection build: {error}") from error
-        return NftablesBackend
     classes: dict[str, type[Backend]] = {
         "iptables": IptablesBackend,
         "iptables-legacy": IptablesLegacyBackend,
         "iptables-nft": IptablesNftBackend,
+        "nftables": NftablesBackend,
     }
     if name not in classes:
         raise BackendUnavailableError(f"backend {name!r} is not one of {', '.join(BACKEND_CHOICES)}")
@@ -180,14 +177,14 @@ def build_targets(ruleset: Optional[Mapping[str, Any]], pods: Sequence[Mapping[s
             if found is None:
                 raise NetfilterError(f"netns {run.host_netns!r} does not exist: create it or fix the name")
             host_namespace = found
-        host_ruleset = _parse_ruleset(ruleset, "the host ruleset") if run.state == "present" else None
+        host_ruleset = _parse_ruleset(ruleset, "the host ruleset", run.sets) if run.state == "present" else None
         if host_ruleset is not None and run.keep_ssh:
             host_ruleset = lockout.with_management_access(host_ruleset, management_addresses(run, environ))
         targets.append(Target("host", host_namespace, host_ruleset, is_host=True))
     index = AddressIndex()
     for pod in pods:
-        label = str(pod.get("host") or f"{pod.get('namespace')}/{pod.get('name')}")
-        pod_ruleset = _parse_ruleset(pod.get("ruleset"), f"pod {label}") if run.state == "present" else None
+        label = _pod_label(pod)
+        pod_ruleset = _parse_ruleset(pod.get("ruleset"), f"pod {label}", run.sets) if run.state == "present" else None
         try:
             namespace = resolve_pod_namespace(pod, index=index)
         except NamespaceNotFoundError as error:
@@ -208,11 +205,36 @@ def management_addresses(run: RunOptions, environ: Mapping[str, str]) -> list[st
     return addresses
 
 
-def _parse_ruleset(data: Optional[Mapping[str, Any]], what: str) -> Optional[Ruleset]:
+def _pod_label(pod: Mapping[str, Any]) -> str:
+    return str(pod.get("host") or f"{pod.get('namespace')}/{pod.get('name')}")
+
+
+def shared_sets(sets: Optional[Mapping[str, Any]], ruleset: Optional[Mapping[str, Any]],
+                pods: Sequence[Mapping[str, Any]]) -> dict[str, AddressSet]:
+    """The module's ``sets``, each parsed once, after checking that every set a ruleset names as shared is there.
+
+    Called before anything else of a run, so a plan cut wrong fails whole, naming the ruleset and the set.
+    """
+    try:
+        parsed = sets_from_dict({} if sets is None else sets)
+    except ModelError as error:
+        raise NetfilterError(f"sets: {error}") from error
+    named = [("the host ruleset", ruleset)] + [(f"pod {_pod_label(pod)}", pod.get("ruleset")) for pod in pods if isinstance(pod, Mapping)]
+    for what, data in named:
+        items = data.get("address_sets") if isinstance(data, Mapping) else None
+        for item in items if isinstance(items, list) else ():
+            name = item.get("name") if isinstance(item, Mapping) and item.get("shared") is True else None
+            if isinstance(name, str) and name not in parsed:
+                raise NetfilterError(f"{what}: address set {name!r} is shared, but sets has no set of that name "
+                                     "(pass the compiled plan's sets of this host beside its rulesets)")
+    return parsed
+
+
+def _parse_ruleset(data: Optional[Mapping[str, Any]], what: str, sets: Mapping[str, AddressSet]) -> Optional[Ruleset]:
     if data is None:
         raise NetfilterError(f"{what}: state present needs a ruleset (the compiled plan's ruleset field is null)")
     try:
-        return Ruleset.from_dict(data)
+        return Ruleset.from_dict(data, sets)
     except ModelError as error:
         raise NetfilterError(f"{what}: {error}") from error
 
@@ -306,6 +328,7 @@ def _apply_targets(cls: type[Backend], targets: Sequence[Target], run_options: R
     """Apply every target in turn; a failing namespace is reported and the others still run."""
     rollback_targets: list[lockout.RollbackTarget] = []
     errors: list[str] = []
+    checked = False
     for target in targets:
         if target.namespace is None:
             entry = {"target": target.label, "namespace": None, "changed": False, "skipped": True, "reason": target.skip_reason}
@@ -313,7 +336,10 @@ def _apply_targets(cls: type[Backend], targets: Sequence[Target], run_options: R
             result["skipped_pods"].append({"target": target.label, "reason": target.skip_reason})
             continue
         runner = Runner(target.namespace)
-        unavailable = cls.available(runner)
+        # The tools and the kernel's support are the same in every namespace of the host: asked once, not
+        # once per pod (a node with 100 pods would otherwise start 100 more processes).
+        unavailable = cls.available(runner) if not checked else None
+        checked = True
         if unavailable:
             raise BackendUnavailableError(unavailable)
         backend = cls(runner, run_options.options)
@@ -347,10 +373,12 @@ def apply_target(backend: Backend, target: Target, run_options: RunOptions) -> t
             "drift": plan.drift,
             "skipped": False,
             "reason": "",
-            # What this namespace gains and loses (zero when nothing is written: a text that differs only in
-            # formatting is no change), and what was in place, for the summary and the change guard.
-            **count_changes(plan.before, plan.after if plan.changed else plan.before),
+            # What this namespace gains and loses, and what was in place: the enforce role's summary and change guard.
+            **plan.changes.counts(),
         }
+        if run_options.check_mode or run_options.diff_mode:
+            # The rules and sets themselves (the audit's material): only when asked to look, not on every enforce run.
+            entry["changes"] = plan.changes.to_dict()
         if run_options.diff_mode:
             entry["diff"] = {"before": plan.before, "after": plan.after}
         restore: Optional[lockout.RollbackTarget] = None

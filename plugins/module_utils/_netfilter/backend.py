@@ -7,8 +7,9 @@ A backend owns a fixed set of objects in one network namespace (iptables: our
 own) and never touches anything else. One module run drives a backend through:
 
 1. ``read()``: read back only our own objects -> :class:`LiveState`. Reads only.
-2. ``plan(desired, live)``: compare by hashes -> :class:`Plan` with the drift found
-   and the write :class:`Step` list of ONE atomic transaction (empty = nothing to do).
+2. ``plan(desired, live)``: compare by hashes -> :class:`Plan`: the :class:`Changes`
+   (rules added, removed and kept, set members per set, as data), the drift found and
+   the write :class:`Step` list of ONE atomic transaction (empty = nothing to do).
    ``desired=None`` means ``state: absent``: remove exactly what we own.
 3. ``apply(steps)`` (skipped in check mode or when there are no steps): run them.
 4. The orchestrator (``apply.py``) then reads again and plans again: a plan with steps
@@ -21,6 +22,11 @@ watchdog. So ``restore_steps(target, current)`` must take our objects from
 ``current`` back exactly to ``target`` (which may be "nothing of ours") and must
 leave everything that is not ours alone.
 
+The :class:`Changes` of a plan are the one description of what differs: the module's
+change counts, the enforce role's change guard and summary, and the audit's drift are
+all read from them. Text (``Plan.before`` / ``Plan.after``) is made only when diff mode
+asks for it; nothing parses it.
+
 Writing a backend:
 
 - subclass :class:`Backend`, set ``name``, implement the abstract methods;
@@ -29,20 +35,20 @@ Writing a backend:
   (the default :meth:`Backend.apply` does that for you);
 - put :func:`rule_hash` and :func:`sanitise_origin` in each rule's comment so a
   no-op run can compare hashes and an audit can map a live rule back to its policy;
-- render ``deny`` with :func:`deny_action` and honour :class:`Options`;
-- raise only :mod:`errors` exceptions.
-
-The nftables backend lives in ``nftables.py`` as ``class NftablesBackend(Backend)``
-with ``name = "nftables"`` and the constructor of :class:`Backend`.
+- fill :class:`Changes` with :func:`compare_rules` and :func:`compare_members` from the
+  hashes and members it compared anyway;
+- honour :class:`Options` and raise only :mod:`errors` exceptions.
 """
 
 from __future__ import annotations
 
 import abc
+import collections
 import dataclasses
+import functools
 import hashlib
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, Optional
 
 from .errors import ApplyError, CommandError
@@ -54,6 +60,9 @@ ORIGIN_MAX = 200
 HASH_LENGTH = 16
 COMMENT_PREFIX = "zt:"
 """Every rule we write carries ``zt:<16 hex> <origin>`` in its comment."""
+_OUR_COMMENT = re.compile(rf"^zt:([0-9a-f]{{{HASH_LENGTH}}})(?: |$)")
+_CLEAN_ORIGIN = re.compile(r"[!#-&(-\[\]-_a-~]+(?: [!#-&(-\[\]-_a-~]+)*")
+"""Printable ASCII without quotes, backslash or backtick, single spaces between words: what sanitising leaves."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,15 +118,131 @@ class Step:
 class LiveState:
     """What ``read()`` found of our own objects in one namespace.
 
-    ``present``: at least one object of ours exists. ``text``: our live objects as
-    text, the ``before`` of diff mode (same format as :meth:`Backend.render`, so an
-    unchanged namespace gives ``before == after``). ``raw``: backend-private data that
+    ``present``: at least one object of ours exists. ``raw``: backend-private data that
     :meth:`Backend.plan` and :meth:`Backend.restore_steps` use.
     """
 
     present: bool
-    text: str
     raw: Any = None
+
+
+@dataclasses.dataclass(frozen=True)
+class RuleEntry:
+    """One rule of a namespace's plan: where it sits, its hash and the origin its comment names.
+
+    ``chain`` is the backend's name for the place (nftables: ``ingress``; iptables:
+    ``IPv4 filter ZT-INGRESS``, or ``IPv4 filter INPUT`` for our jump). ``position`` is
+    the 0-based place in that chain (live for kept and removed rules, desired for added
+    ones). A rule that is not ours (no hash in its comment) has ``hash == ""`` and the
+    rule as the tool printed it in ``text``.
+    """
+
+    chain: str
+    hash: str
+    origin: str
+    position: int
+    text: str = ""
+
+    @property
+    def identity(self) -> str:
+        """What makes two rules of one chain the same rule: the hash, or the text of a foreign rule."""
+        return self.hash or self.text
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form (the module result)."""
+        data: dict[str, Any] = {"chain": self.chain, "hash": self.hash, "origin": self.origin, "position": self.position}
+        if self.text:
+            data["text"] = self.text
+        return data
+
+
+@dataclasses.dataclass(frozen=True)
+class SetEntry:
+    """Members of one address set (one family, as the backend names it) added, removed and kept."""
+
+    name: str
+    added: int
+    removed: int
+    kept: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form (the module result)."""
+        return {"name": self.name, "added": self.added, "removed": self.removed, "kept": self.kept}
+
+
+@dataclasses.dataclass(frozen=True)
+class Changes:
+    """What one namespace gains, loses and keeps, as data (see :class:`Plan`)."""
+
+    added: tuple[RuleEntry, ...] = ()
+    """Rules of the desired state that are not live."""
+    removed: tuple[RuleEntry, ...] = ()
+    """Live rules (ours or not) that the desired state does not hold."""
+    kept: tuple[RuleEntry, ...] = ()
+    """Live rules the desired state holds as they are."""
+    sets: tuple[SetEntry, ...] = ()
+
+    def counts(self) -> dict[str, int]:
+        """The module's per-namespace counts: rules and set members added and removed, and what was in place."""
+        return {
+            "rules_added": len(self.added),
+            "rules_removed": len(self.removed),
+            "set_members_added": sum(entry.added for entry in self.sets),
+            "set_members_removed": sum(entry.removed for entry in self.sets),
+            "in_place": len(self.removed) + len(self.kept) + sum(entry.removed + entry.kept for entry in self.sets),
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form: ``{rules: {added, removed, kept}, sets: [...]}`` (docs/contracts.md, section 4)."""
+        return {
+            "rules": {
+                "added": [entry.to_dict() for entry in self.added],
+                "removed": [entry.to_dict() for entry in self.removed],
+                "kept": [entry.to_dict() for entry in self.kept],
+            },
+            "sets": [entry.to_dict() for entry in self.sets],
+        }
+
+    def __add__(self, other: Changes) -> Changes:
+        return Changes(self.added + other.added, self.removed + other.removed, self.kept + other.kept, self.sets + other.sets)
+
+
+def compare_rules(chain: str, desired: Sequence[RuleEntry], live: Sequence[RuleEntry]) -> Changes:
+    """The rules of one chain added, removed and kept, matched by identity (duplicates counted).
+
+    ``desired`` and ``live`` are in chain order; every entry must name ``chain``.
+    """
+    wanted = collections.Counter(entry.identity for entry in desired)
+    kept: list[RuleEntry] = []
+    removed: list[RuleEntry] = []
+    for entry in live:
+        if wanted[entry.identity] > 0:
+            wanted[entry.identity] -= 1
+            kept.append(entry)
+        else:
+            removed.append(entry)
+    found = collections.Counter(entry.identity for entry in live)
+    added: list[RuleEntry] = []
+    for entry in desired:
+        if found[entry.identity] > 0:
+            found[entry.identity] -= 1
+        else:
+            added.append(entry)
+    return Changes(tuple(added), tuple(removed), tuple(kept))
+
+
+def compare_members(name: str, desired: Optional[Sequence[str]], live: Optional[Sequence[str]]) -> SetEntry:
+    """Members of one set added, removed and kept (``None``: the set is not wanted / not live)."""
+    wanted = desired or ()
+    found = live or ()
+    if tuple(wanted) == tuple(found):
+        return SetEntry(name, 0, 0, len(found))
+    kept = len(set(wanted) & set(found))
+    return SetEntry(name, len(set(wanted)) - kept, len(set(found)) - kept, kept)
+
+
+def _no_text() -> tuple[str, str]:
+    return "", ""
 
 
 @dataclasses.dataclass
@@ -129,14 +254,29 @@ class Plan:
     drift: list[str]
     """Differences in our objects that a previous run did not leave (hand edits, removed
     members, a jump no longer first). Empty on first apply and on ``absent``."""
-    before: str
-    after: str
-    """Diff-mode text of our objects before and after (``""`` when absent)."""
+    changes: Changes = Changes()
+    """Rules and set members added, removed and kept."""
+    texts: Callable[[], tuple[str, str]] = _no_text
+    """Makes the diff-mode texts (before, after); only called when diff mode reads them."""
 
     @property
     def changed(self) -> bool:
         """True when applying would write."""
         return bool(self.steps)
+
+    @functools.cached_property
+    def _texts(self) -> tuple[str, str]:
+        return self.texts()
+
+    @property
+    def before(self) -> str:
+        """Diff-mode text of our live objects."""
+        return self._texts[0]
+
+    @property
+    def after(self) -> str:
+        """Diff-mode text of our objects once the plan is applied (``""`` when absent)."""
+        return self._texts[1]
 
 
 class Backend(abc.ABC):
@@ -232,6 +372,9 @@ def sanitise_origin(origin: str) -> str:
     Printable ASCII only, no quotes, backslashes or newlines (anything else becomes
     ``_``), whitespace runs collapsed, at most ``ORIGIN_MAX`` characters.
     """
+    if _CLEAN_ORIGIN.fullmatch(origin) and len(origin) <= ORIGIN_MAX:
+        # Every compiled origin is clean already: one regex instead of a pass per character.
+        return origin
     cleaned = "".join(ch if 32 <= ord(ch) < 127 and ch not in "\"'\\`" else "_" for ch in origin)
     cleaned = " ".join(cleaned.split())
     return cleaned[:ORIGIN_MAX] or "-"
@@ -244,20 +387,8 @@ def comment_for(hash_text: str, origin: str) -> str:
 
 def hash_from_comment(comment: str) -> Optional[str]:
     """The hash in one of our comments, or None if the comment is not ours."""
-    match = re.match(rf"^zt:([0-9a-f]{{{HASH_LENGTH}}})(?: |$)", comment)
+    match = _OUR_COMMENT.match(comment)
     return match.group(1) if match else None
-
-
-def deny_action(options: Options, protocol: Optional[str]) -> str:
-    """``drop``, ``reject-tcp-reset`` or ``reject-icmp`` for an abstract ``deny``.
-
-    A rule without a protocol is rendered by a reject-capable backend as a tcp reset
-    for tcp plus an ICMP port-unreachable for everything else; this helper answers the
-    single-protocol case.
-    """
-    if options.default_action == "drop":
-        return "drop"
-    return "reject-tcp-reset" if protocol == "tcp" else "reject-icmp"
 
 
 def object_chain_name(model_chain: str) -> str:
@@ -267,7 +398,3 @@ def object_chain_name(model_chain: str) -> str:
     """
     return iptables_chain_name(model_chain)
 
-
-def family_ruleset_sets(ruleset: Ruleset, family: int) -> Mapping[str, tuple[str, ...]]:
-    """Members of each address set in one family (``{name: members}``)."""
-    return {address_set.name: address_set.family_members(family) for address_set in ruleset.address_sets}

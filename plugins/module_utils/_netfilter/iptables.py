@@ -25,6 +25,7 @@ rule references any more.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import ipaddress
 import os
 import re
@@ -32,12 +33,17 @@ import shlex
 from typing import ClassVar, Optional
 
 from .backend import (
+    COMMENT_PREFIX,
     Backend,
+    Changes,
     LiveState,
     Options,
     Plan,
+    RuleEntry,
     Step,
     comment_for,
+    compare_members,
+    compare_rules,
     hash_from_comment,
     members_hash,
     object_chain_name,
@@ -145,28 +151,46 @@ def ipset_members(members: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(sorted(set(result)))
 
 
+@dataclasses.dataclass(frozen=True)
+class SpecParts:
+    """What the comment of one rule spec says: its hash and origin when the rule is ours."""
+
+    comment: Optional[str]
+    hash: Optional[str]
+    written: str
+    """Hash and origin without the chain fingerprint (ours), or the whole spec (not ours)."""
+
+    @property
+    def key(self) -> str:
+        """Comparison identity: our hash, or the whole spec of a foreign rule."""
+        return self.hash if self.hash is not None else self.written
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def spec_parts(spec: str) -> SpecParts:
+    """Parse the comment of one rule spec once (a run compares every spec several times)."""
+    match = _COMMENT.search(spec)
+    comment = (match.group(1) if match.group(1) is not None else match.group(2)) if match else None
+    found = hash_from_comment(comment) if comment is not None else None
+    if comment is None or found is None:
+        return SpecParts(comment, None, spec)
+    return SpecParts(comment, found, _FINGERPRINT.sub("", comment))
+
+
 def rule_key(spec: str) -> str:
     """Comparison identity of a rule spec: our hash, or the whole text for a foreign rule."""
-    comment = spec_comment(spec)
-    found = hash_from_comment(comment) if comment is not None else None
-    return found if found is not None else spec
+    return spec_parts(spec).key
 
 
 def spec_comment(spec: str) -> Optional[str]:
     """The ``--comment`` text of a rule spec, if any."""
-    match = _COMMENT.search(spec)
-    if not match:
-        return None
-    return match.group(1) if match.group(1) is not None else match.group(2)
+    return spec_parts(spec).comment
 
 
 def rule_written(spec: str) -> str:
     """What a rule of ours says, hash and origin (without the chain fingerprint): the comparison that
     rewrites a rule whose origin changed, so the comments an audit reads never go stale."""
-    comment = spec_comment(spec)
-    if comment is None or hash_from_comment(comment) is None:
-        return spec
-    return _FINGERPRINT.sub("", comment)
+    return spec_parts(spec).written
 
 
 def chain_fingerprint(keys: list[str]) -> str:
@@ -354,23 +378,29 @@ def parse_ipset_save(text: str, state: State) -> None:
     members: dict[str, list[str]] = {}
     recorded: dict[str, set[str]] = {}
     for line in text.splitlines():
-        words = line.split(" ", 2)
+        words = line.split(" ", 3)
         if len(words) < 3 or not words[1].startswith(SET_PREFIX):
             continue
         name = words[1]
         if words[0] == "create":
             family = 6 if " family inet6" in line else 4
-            state.sets[name] = SetState(family, (), (), words[2])
+            state.sets[name] = SetState(family, (), (), line.split(" ", 2)[2])
             members[name] = []
             recorded[name] = set()
         elif words[0] == "add" and name in members:
-            member, _unused_separator, rest = words[2].partition(" ")
-            members[name].append(member)
-            match = re.search(r'comment "([^"]*)"', rest)
-            recorded[name].add(match.group(1) if match else "")
+            members[name].append(words[2])
+            rest = words[3] if len(words) > 3 else ""
+            start = rest.find('comment "') + len('comment "')
+            end = rest.find('"', start) if start >= len('comment "') else -1
+            recorded[name].add(rest[start:end] if end >= 0 else "")
     for name, found in members.items():
-        canonical = tuple(sorted({_canonical_member(member) for member in found}))
-        state.sets[name] = dataclasses.replace(state.sets[name], members=canonical, recorded=tuple(sorted(recorded[name])))
+        marks = tuple(sorted(recorded[name]))
+        if len(marks) == 1 and marks[0] and members_hash(found) == marks[0]:
+            # Exactly the members we wrote (their hash is the one we recorded): already canonical, no re-parse.
+            canonical = tuple(sorted(found))
+        else:
+            canonical = tuple(sorted({_canonical_member(member) for member in found}))
+        state.sets[name] = dataclasses.replace(state.sets[name], members=canonical, recorded=marks)
 
 
 def _canonical_member(member: str) -> str:
@@ -439,8 +469,7 @@ class IptablesBackend(Backend):
             save, _unused_restore = self.tools(family)
             parse_save(self.runner.run([save]).stdout, family, state)
         parse_ipset_save(self.runner.run(["ipset", "save"]).stdout, state)
-        # Built-in chains without any jump of ours are of no interest beyond this read.
-        return LiveState(present=state.present, text=render_text(_ours_only(state)), raw=state)
+        return LiveState(present=state.present, raw=state)
 
     def render(self, desired: Ruleset) -> str:
         """Diff-mode text of ``desired``."""
@@ -461,8 +490,12 @@ class IptablesBackend(Backend):
         target = self.desired_state(desired) if desired is not None else State()
         drift = find_drift(target, current) if desired is not None else []
         steps = self.transaction(target, current)
-        after_state = _diff_after(target, current)
-        return Plan(steps=steps, drift=drift, before=live.text, after=render_text(after_state))
+
+        def texts() -> tuple[str, str]:
+            # Built-in chains without any jump of ours are of no interest to the diff.
+            return render_text(_ours_only(current)), render_text(_diff_after(target, current))
+
+        return Plan(steps=steps, drift=drift, changes=changes_between(target, current), texts=texts)
 
     def restore_steps(self, target: LiveState, current: LiveState) -> list[Step]:
         """Take our objects from ``current`` back to ``target`` (both parsed saves)."""
@@ -504,6 +537,44 @@ class IptablesNftBackend(IptablesBackend):
 
 def _ours_only(state: State) -> State:
     return dataclasses.replace(state, builtins={}, foreign_refs={})
+
+
+def chain_label(key: ChainKey) -> str:
+    """The name a chain of ours (or a built-in chain holding our jump) has in a plan: ``IPv4 filter ZT-INGRESS``."""
+    family, table, chain = key
+    return f"IPv{family} {table} {chain}"
+
+
+def rule_entry(chain: str, position: int, spec: str) -> RuleEntry:
+    """A rule spec as a plan entry: hash and origin from our comment (``fp=`` left out), or the spec when not ours."""
+    parts = spec_parts(spec)
+    if parts.hash is None:
+        return RuleEntry(chain, "", "", position, " ".join(spec.split()))
+    return RuleEntry(chain, parts.hash, parts.written[len(COMMENT_PREFIX) + len(parts.hash) :].strip(), position)
+
+
+def changes_between(target: State, current: State) -> Changes:
+    """Rules (our chains and our jumps) and set members going from ``current`` to ``target``."""
+    changes = Changes()
+    for kind in ("jumps", "chains"):
+        wanted: dict[ChainKey, list[str]] = getattr(target, kind)
+        found: dict[ChainKey, list[str]] = getattr(current, kind)
+        for key in sorted({*wanted, *found}):
+            label = chain_label(key)
+            changes += compare_rules(
+                label,
+                [rule_entry(label, index, spec) for index, spec in enumerate(wanted.get(key, ()))],
+                [rule_entry(label, index, spec) for index, spec in enumerate(found.get(key, ()))],
+            )
+    sets = tuple(
+        compare_members(name, _members(target.sets.get(name)), _members(current.sets.get(name)))
+        for name in sorted({*target.sets, *current.sets})
+    )
+    return dataclasses.replace(changes, sets=sets)
+
+
+def _members(found: Optional[SetState]) -> Optional[tuple[str, ...]]:
+    return found.members if found is not None else None
 
 
 def _set_update_lines(target: State, current: State) -> tuple[list[str], tuple[tuple[int, str], ...]]:

@@ -27,12 +27,14 @@ the host's other rules decide).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import ipaddress
 import json
 import re
-from collections.abc import Mapping, Sequence
+import socket
+from collections.abc import Container, Iterable, Mapping, Sequence
 from typing import Any, Optional
 
 MODEL_VERSION = 1
@@ -125,7 +127,7 @@ class AddressSet:
         # One parse per member gives both its canonical text and its sort key (the main fixed cost of
         # building a large ruleset, e.g. in a no-op module run over 10k peers).
         try:
-            entries = {canonical_entry(member) for member in self.members}
+            entries = {_memo_entry(member) for member in self.members}
         except ModelError as error:
             raise ModelError(f"address set {_show(self.name)}: member {error}") from None
         canonical = tuple(text for text, _unused_key in sorted(entries, key=lambda entry: entry[1]))
@@ -314,17 +316,43 @@ class Ruleset:
         """Number of addresses over all sets."""
         return sum(len(address_set.members) for address_set in self.address_sets)
 
-    def to_dict(self) -> dict[str, Any]:
-        """The canonical dictionary form (JSON-safe, deterministic order)."""
-        return {"version": MODEL_VERSION, **to_dict(self)}
+    def to_dict(self, shared: Container[str] = frozenset(), memo: Optional[dict[int, Any]] = None) -> dict[str, Any]:
+        """The canonical dictionary form (JSON-safe, deterministic order).
+
+        A set named in ``shared`` is written as a reference, ``{"name": ..., "shared": true}``: its
+        members travel once for a whole host in ``sets_to_dict`` form, and ``from_dict(data, sets)``
+        puts them back. ``memo``, a dict the caller keeps across calls, lets every ruleset that holds
+        the same rule or set object share one dictionary form (the compiler writes thousands of
+        rulesets made of the same rules); the result must then be treated as read-only.
+        """
+        def form(value: Any) -> Any:
+            if memo is None:
+                return to_dict(value)
+            # Keyed by identity, the object kept beside its form so that its id stays its own.
+            found = memo.get(id(value))
+            if found is None:
+                found = memo[id(value)] = (value, to_dict(value))
+            return found[1]
+
+        chains = [
+            {"name": chain.name, "hook": chain.hook, "rules": [form(rule) for rule in chain.rules],
+             "default_verdict": chain.default_verdict, "default_origin": chain.default_origin}
+            for chain in self.chains
+        ]
+        sets = [{"name": item.name, "shared": True} if item.name in shared else form(item) for item in self.address_sets]
+        return {"version": MODEL_VERSION, "chains": chains, "address_sets": sets}
 
     def to_json(self) -> str:
         """Canonical JSON: byte-identical for equal rulesets."""
         return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Ruleset:
-        """Build a ruleset from its dictionary form, raising ModelError naming the place of anything off."""
+    def from_dict(cls, data: Mapping[str, Any], sets: Optional[Mapping[str, AddressSet]] = None) -> Ruleset:
+        """Build a ruleset from its dictionary form, raising ModelError naming the place of anything off.
+
+        ``sets`` (``sets_from_dict`` of the host's shared sets) resolves the sets written as
+        ``{"name": ..., "shared": true}``; such a set missing from it is an error.
+        """
         if not isinstance(data, Mapping):
             raise ModelError(f"a ruleset must be a mapping, got {_kind(data)}")
         _refuse_unknown(data, ("version", "chains", "address_sets"), "ruleset")
@@ -332,9 +360,54 @@ class Ruleset:
         if version != MODEL_VERSION or isinstance(version, bool):
             raise ModelError(f"ruleset model version {_show(version)} is not supported (this collection speaks {MODEL_VERSION})")
         set_items = _list(data.get("address_sets", ()), "ruleset field address_sets")
-        sets = tuple(_set_from_dict(item, index) for index, item in enumerate(set_items))
+        shared = {} if sets is None else sets
+        address_sets = tuple(_set_from_dict(item, index, shared) for index, item in enumerate(set_items))
         chains = tuple(_chain_from_dict(item, index) for index, item in enumerate(_list(data.get("chains", ()), "ruleset field chains")))
-        return cls(chains=chains, address_sets=sets)
+        return cls(chains=chains, address_sets=address_sets)
+
+
+def sets_from_dict(data: Any) -> dict[str, AddressSet]:
+    """A host's shared sets, ``{name: {"members": [...], "comment": "..."}}``, each parsed and checked once."""
+    if not isinstance(data, Mapping):
+        raise ModelError(f"the shared sets must be a mapping of set name to members and comment, got {_kind(data)}")
+    sets: dict[str, AddressSet] = {}
+    for name, item in data.items():
+        where = f"shared address set {_show(name)}"
+        if not isinstance(item, Mapping):
+            raise ModelError(f"{where} must be a mapping, got {_kind(item)}")
+        _refuse_unknown(item, ("members", "comment"), where)
+        members = _list(item.get("members", ()), f"{where}: members")
+        sets[name] = AddressSet(name=name, members=tuple(members), comment=item.get("comment", ""))
+    return sets
+
+
+def sets_to_dict(sets: Iterable[AddressSet], memo: Optional[dict[int, Any]] = None) -> dict[str, dict[str, Any]]:
+    """The wire form of shared sets (what ``sets_from_dict`` reads), ordered by name; ``memo`` as in ``Ruleset.to_dict``."""
+    data: dict[str, dict[str, Any]] = {}
+    for item in sorted(sets, key=lambda item: item.name):
+        found = None if memo is None else memo.get(-id(item))  # negated: beside the set's own form under id(item)
+        if found is None:
+            found = (item, {"members": list(item.members), "comment": item.comment})
+            if memo is not None:
+                memo[-id(item)] = found
+        data[item.name] = found[1]
+    return data
+
+
+def shared_sets(rulesets: Iterable[Ruleset]) -> dict[str, AddressSet]:
+    """The sets that can travel once for all of ``rulesets``: each name that stands for the same set everywhere.
+
+    A name holding different members (or comments) in two rulesets is left out, so those rulesets
+    keep it inline rather than have one of them enforce the other's members.
+    """
+    found: dict[str, AddressSet] = {}
+    clashing: set[str] = set()
+    for ruleset in rulesets:
+        for item in ruleset.address_sets:
+            known = found.setdefault(item.name, item)
+            if known is not item and known != item:
+                clashing.add(item.name)
+    return {name: found[name] for name in sorted(found) if name not in clashing}
 
 
 def _list(value: Any, where: str) -> Sequence[Any]:
@@ -356,14 +429,25 @@ def _required(data: Mapping[str, Any], key: str, where: str) -> Any:
     return data[key]
 
 
-def _set_from_dict(data: Any, index: int) -> AddressSet:
+def _set_from_dict(data: Any, index: int, shared: Mapping[str, AddressSet]) -> AddressSet:
     where = f"address set {index + 1}"
     if not isinstance(data, Mapping):
         raise ModelError(f"{where} must be a mapping, got {_kind(data)}")
-    _refuse_unknown(data, ("name", "members", "comment"), where)
+    _refuse_unknown(data, ("name", "members", "comment", "shared"), where)
     name = _required(data, "name", where)
     if isinstance(name, str):
         where = f"address set {_show(name)}"
+    is_shared = data.get("shared", False)
+    if not isinstance(is_shared, bool):
+        raise ModelError(f"{where}: shared must be true or false, got {_kind(is_shared)}")
+    if is_shared:
+        inline = [key for key in ("members", "comment") if key in data]
+        if inline:
+            raise ModelError(f"{where} is shared, so its {' and '.join(inline)} travel in the host's sets, not here")
+        found = shared.get(name) if isinstance(name, str) else None
+        if found is None:
+            raise ModelError(f"{where} is shared, but the host's sets have no set {_show(name)}")
+        return found
     members = _list(data.get("members", ()), f"{where}: members")
     return AddressSet(name=name, members=tuple(members), comment=data.get("comment", ""))
 
@@ -429,6 +513,20 @@ def to_dict(value: Any) -> Any:
     return value
 
 
+_ENTRIES: dict[str, tuple[str, tuple[int, int, int]]] = {}
+_ENTRIES_LIMIT = 1_000_000
+
+
+def _memo_entry(text: str) -> tuple[str, tuple[int, int, int]]:
+    """``canonical_entry``, remembered per member text: a compile builds many sets from the same addresses."""
+    found = _ENTRIES.get(text) if isinstance(text, str) else None
+    if found is None:
+        found = canonical_entry(text)
+        if len(_ENTRIES) < _ENTRIES_LIMIT:
+            _ENTRIES[text] = found
+    return found
+
+
 def canonical_network(text: str) -> str:
     """``10.0.0.1`` -> ``10.0.0.1``; ``10.0.0.0/8`` stays; ``10.1.2.3/8`` is an error."""
     return canonical_entry(text)[0]
@@ -447,6 +545,12 @@ def canonical_entry(text: str) -> tuple[str, tuple[int, int, int]]:
         raise ModelError(f"{_show(text)} has a zone (%{zone}); a firewall matches addresses without zones")
     try:
         if "/" not in stripped:
+            if ":" not in stripped:
+                # The common case, a dotted quad: the C parser, taken only when it prints the text back unchanged.
+                with contextlib.suppress(OSError):
+                    packed = socket.inet_pton(socket.AF_INET, stripped)
+                    if socket.inet_ntop(socket.AF_INET, packed) == stripped:
+                        return stripped, (4, int.from_bytes(packed, "big"), 32)
             # A plain address: ip_address is cheaper than ip_network and means the same /32 or /128.
             address = ipaddress.ip_address(stripped)
             return str(address), (address.version, int(address), address.max_prefixlen)
@@ -489,10 +593,3 @@ def stable_name(prefix: str, *parts: str, length: int = 10) -> str:
     digest = hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:length]
     return f"{prefix}{digest}"
 
-
-def ruleset_summary(rulesets: Sequence[Ruleset]) -> dict[str, int]:
-    """Totals used in module and role summaries."""
-    return {
-        "rules": sum(ruleset.rule_count() for ruleset in rulesets),
-        "set_members": sum(ruleset.member_count() for ruleset in rulesets),
-    }

@@ -52,6 +52,7 @@ comment on a rule is not detected: hashes identify rules, they do not re-derive 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import re
 import socket
@@ -61,10 +62,15 @@ from typing import Any, Optional
 from .backend import (
     COMMENT_PREFIX,
     Backend,
+    Changes,
     LiveState,
     Options,
     Plan,
+    RuleEntry,
+    SetEntry,
     Step,
+    compare_members,
+    compare_rules,
     hash_from_comment,
     members_hash,
     rule_hash,
@@ -87,6 +93,7 @@ SET_TYPES = {4: "ipv4_addr", 6: "ipv6_addr"}
 _AF = {4: socket.AF_INET, 6: socket.AF_INET6}
 _IFNAME = re.compile(r"^[A-Za-z0-9_.:@+-]{1,15}$")
 _CHAIN_DIGEST = re.compile(r"^zt:[0-9a-f]{16} ~([0-9a-f]{16})(?: |$)")
+_ORIGIN = re.compile(r"^zt:[0-9a-f]{16}(?: ~[0-9a-f]{16})?(?: (.*))?$", re.DOTALL)
 _SET_MARKER = re.compile(r"^zt:([0-9a-f]{16})$")
 _IDENTIFIER = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
 
@@ -107,7 +114,7 @@ class NftRule:
     origin: str
     chain_digest: str = ""
 
-    @property
+    @functools.cached_property
     def comment(self) -> str:
         """``zt:<hash> [~<chain digest>] <origin>``, at most 128 characters."""
         head = f"{COMMENT_PREFIX}{self.hash} " + (f"~{self.chain_digest} " if self.chain_digest else "")
@@ -152,7 +159,7 @@ class NftSet:
         """``ipv4_addr`` or ``ipv6_addr``."""
         return SET_TYPES[self.family]
 
-    @property
+    @functools.cached_property
     def digest(self) -> str:
         """Hash of the members, recorded on the first element."""
         return members_hash(self.members)
@@ -290,11 +297,12 @@ def _render_rule(rule: Rule, hook: str, options: Options) -> list[NftRule]:
     else:
         variants = [None]
     rendered: list[NftRule] = []
+    match_key = rule.match_key()
     for family in variants:
         matches = _matches(rule, hook, family)
         for verdict in _verdicts(rule, hook, options):
             text = " ".join((*matches, verdict))
-            rendered.append(NftRule(text, rule_hash(rule.match_key(), text), rule.origin))
+            rendered.append(NftRule(text, rule_hash(match_key, text), rule.origin))
     return rendered
 
 
@@ -446,7 +454,12 @@ class LiveChain:
 
 @dataclasses.dataclass(frozen=True)
 class LiveSet:
-    """A set found in our table, members merged like :func:`collapse_members`."""
+    """A set found in our table, members in the canonical text of :func:`collapse_members`.
+
+    Members are merged like :func:`collapse_members` and sorted, except in a set that holds
+    exactly what we wrote (its element texts hash to its marker): those are taken as nft
+    listed them, in nft's order, without converting a single address.
+    """
 
     name: str
     type: str
@@ -454,11 +467,16 @@ class LiveSet:
     members: tuple[str, ...]
     marker: Optional[str]
 
+    @functools.cached_property
+    def digest(self) -> str:
+        """Hash of the members (order-independent), to compare with a desired set's."""
+        return members_hash(self.members)
+
     def hand_edited(self) -> bool:
         """True when the members are not the ones we wrote last time."""
         if self.marker is None:
             return bool(self.members)
-        return self.marker != members_hash(self.members)
+        return self.marker != self.digest
 
 
 @dataclasses.dataclass(frozen=True)
@@ -523,8 +541,8 @@ def parse_listing(text: str) -> LiveTable:
 def _parse_set(body: dict[str, Any]) -> LiveSet:
     set_type = body.get("type")
     family = 4 if set_type == "ipv4_addr" else 6
-    spans: list[tuple[int, int]] = []
     marker: Optional[str] = None
+    values: list[Any] = []
     for element in body.get("elem", ()):
         value = element
         if isinstance(element, dict) and "elem" in element:
@@ -532,8 +550,15 @@ def _parse_set(body: dict[str, Any]) -> LiveSet:
             if match:
                 marker = match.group(1)
             value = element["elem"]["val"]
-        spans.append(_element_span(value, family))
-    members = _format_spans(spans, family) if set_type in ("ipv4_addr", "ipv6_addr") else ()
+        values.append(value)
+    members: tuple[str, ...] = ()
+    if set_type in ("ipv4_addr", "ipv6_addr"):
+        # The texts nft lists are the ones we wrote when they hash to our marker: a no-op run compares
+        # digests and never turns 10,000 members into integers. Anything else is merged the slow way.
+        listed = tuple(_element_text(value) for value in values)
+        if marker is None or "" in listed or members_hash(listed) != marker:
+            listed = _format_spans([_element_span(value, family) for value in values], family)
+        members = listed
     flags = body.get("flags", ())
     return LiveSet(
         name=body["name"],
@@ -542,6 +567,17 @@ def _parse_set(body: dict[str, Any]) -> LiveSet:
         members=members,
         marker=marker,
     )
+
+
+def _element_text(element: Any) -> str:
+    """One element of nft's JSON listing as :func:`collapse_members` writes it, or ``""`` if unusual."""
+    if isinstance(element, str):
+        return element
+    if isinstance(element, dict) and isinstance(element.get("prefix"), dict):
+        return f"{element['prefix'].get('addr')}/{element['prefix'].get('len')}"
+    if isinstance(element, dict) and isinstance(element.get("range"), list) and len(element["range"]) == 2:
+        return f"{element['range'][0]}-{element['range'][1]}"
+    return ""
 
 
 def _element_span(element: Any, family: int) -> tuple[int, int]:
@@ -563,7 +599,9 @@ def describe_live(live: LiveTable) -> str:
     for name in sorted(live.sets):
         live_set = live.sets[name]
         lines.append(f"  set {name} {live_set.type} {','.join(live_set.flags)}")
-        lines.extend(f"    {member}" for member in live_set.members)
+        family = 4 if live_set.type == "ipv4_addr" else 6
+        # In address order, as describe_table has them (a set read as nft listed it is in nft's order).
+        lines.extend(f"    {member}" for member in sorted(live_set.members, key=lambda text: _member_span(text.split("-")[0], family)))
     for name in sorted(live.chains):
         chain = live.chains[name]
         lines.append(f"  chain {name} {chain.type} {chain.hook} {chain.priority} {chain.policy}")
@@ -617,7 +655,7 @@ def compare(table: NftTable, live: Optional[LiveTable]) -> tuple[ChangeSet, list
         if live_set.hand_edited():
             drift.append(f"set {nft_set.name}: members changed by hand ({_member_delta(nft_set.members, live_set.members)})")
         expected_marker = nft_set.digest if nft_set.members else None
-        if live_set.members != nft_set.members or live_set.marker != expected_marker:
+        if live_set.digest != nft_set.digest or live_set.marker != expected_marker:
             write_sets.append(nft_set.name)
     write_chains: list[str] = []
     for chain in table.chains:
@@ -667,6 +705,43 @@ def _rule_delta(expected: Sequence[str], live: Sequence[Optional[str]], foreign:
     return f"{len(live)} rules found, {len(expected)} expected, {missing} expected rule(s) missing, {foreign} not ours"
 
 
+def comment_origin(comment: str) -> str:
+    """The origin in one of our rule comments (after the hash and a chain digest)."""
+    match = _ORIGIN.match(comment)
+    return (match.group(1) or "") if match else ""
+
+
+def changes_between(table: Optional[NftTable], live: Optional[LiveTable]) -> Changes:
+    """Rules and set members going from ``live`` to ``table`` (``None``: no table)."""
+    changes = Changes()
+    wanted_chains = {chain.name: chain for chain in table.chains} if table is not None else {}
+    live_chains = live.chains if live is not None else {}
+    for name in sorted({*wanted_chains, *live_chains}):
+        wanted = wanted_chains.get(name)
+        found = live_chains.get(name)
+        changes += compare_rules(
+            name,
+            [RuleEntry(name, rule.hash, comment_origin(rule.comment), index) for index, rule in enumerate(wanted.rules)] if wanted else [],
+            [_live_entry(name, index, rule) for index, rule in enumerate(found.rules)] if found else [],
+        )
+    wanted_sets = {nft_set.name: nft_set for nft_set in table.sets} if table is not None else {}
+    live_sets = live.sets if live is not None else {}
+    sets = tuple(_set_entry(name, wanted_sets.get(name), live_sets.get(name)) for name in sorted({*wanted_sets, *live_sets}))
+    return dataclasses.replace(changes, sets=sets)
+
+
+def _set_entry(name: str, wanted: Optional[NftSet], found: Optional[LiveSet]) -> SetEntry:
+    if wanted is not None and found is not None and wanted.digest == found.digest:
+        return SetEntry(name, 0, 0, len(found.members))
+    return compare_members(name, wanted.members if wanted else None, found.members if found else None)
+
+
+def _live_entry(chain: str, position: int, rule: LiveRule) -> RuleEntry:
+    if rule.hash is None:
+        return RuleEntry(chain, "", "", position, " ".join(part for part in (f"handle {rule.handle}", rule.comment) if part))
+    return RuleEntry(chain, rule.hash, comment_origin(rule.comment), position)
+
+
 # --------------------------------------------------------------------------- backend
 
 
@@ -698,7 +773,7 @@ class NftablesBackend(Backend):
         result = self.runner.run(("nft", "-j", "list", "table", TABLE_FAMILY, TABLE_NAME), check=False)
         if result.returncode != 0:
             if "No such file or directory" in result.stderr:
-                return LiveState(present=False, text="", raw=None)
+                return LiveState(present=False, raw=None)
             raise CommandError(
                 f"nft -j list table {TABLE} failed in namespace {self.runner.namespace.label} (exit {result.returncode}): "
                 f"{result.stderr.strip()}",
@@ -706,8 +781,7 @@ class NftablesBackend(Backend):
                 result.returncode,
                 result.stderr,
             )
-        live = parse_listing(result.stdout)
-        return LiveState(present=True, text=describe_live(live), raw=live)
+        return LiveState(present=True, raw=parse_listing(result.stdout))
 
     def render(self, desired: Ruleset) -> str:
         """Diff-mode text of the table we would write for ``desired``."""
@@ -715,14 +789,18 @@ class NftablesBackend(Backend):
 
     def plan(self, desired: Optional[Ruleset], live: LiveState) -> Plan:
         """Compare by hashes and build one ``nft -f`` transaction."""
-        live_table = live.raw if live.present else None
-        if desired is None:
+        live_table: Optional[LiveTable] = live.raw if live.present else None
+        table = render_table(desired, self.options) if desired is not None else None
+
+        def texts() -> tuple[str, str]:
+            return (describe_live(live_table) if live_table is not None else ""), (describe_table(table) if table is not None else "")
+
+        if table is None:
             steps = [self._step([(f"delete table {TABLE}", f"table {TABLE}")])] if live.present else []
-            return Plan(steps=steps, drift=[], before=live.text, after="")
-        table = render_table(desired, self.options)
+            return Plan(steps=steps, drift=[], changes=changes_between(None, live_table), texts=texts)
         change, drift = compare(table, live_table)
         steps = [] if change.empty else [self._step(script_lines(table, change))]
-        return Plan(steps=steps, drift=drift, before=live.text, after=describe_table(table))
+        return Plan(steps=steps, drift=drift, changes=changes_between(table, live_table), texts=texts)
 
     def restore_steps(self, target: LiveState, current: LiveState) -> list[Step]:
         """Recreate our table exactly as ``target`` listed it (or remove it if it was absent).

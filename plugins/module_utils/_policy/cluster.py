@@ -30,11 +30,7 @@ from typing import Optional
 from ansible_collections.zerotrust.workloads.plugins.module_utils._netfilter.model import PortRange
 from ansible_collections.zerotrust.workloads.plugins.module_utils._policy.options import OVERLAYS, Options
 from ansible_collections.zerotrust.workloads.plugins.module_utils._policy.query import Node
-from ansible_collections.zerotrust.workloads.plugins.module_utils._policy.services import (
-    resolve_target_port,
-    service_endpoints,
-    service_ports,
-)
+from ansible_collections.zerotrust.workloads.plugins.module_utils._policy.services import resolve_target_port
 from ansible_collections.zerotrust.workloads.plugins.module_utils._policy.workloads import Workload, is_ip_literal
 
 API_SERVICE = ("default", "kubernetes")
@@ -141,7 +137,7 @@ class ClusterFlows:
         select: Callable[[Node], list[Workload]],
         dns_service: Callable[[Optional[str]], Optional[Workload]],
         endpoint_pod: Callable[[Workload, Optional[str], Sequence[str]], Optional[Workload]],
-        warn: Callable[[str], None],
+        warn: Callable[..., None],
     ) -> None:
         self.options = options
         cluster_on = options.enabled("cluster")
@@ -176,7 +172,7 @@ class ClusterFlows:
     # -- lookups ---------------------------------------------------------------------
 
     def _endpoint_pods(self, service: Workload) -> tuple[Workload, ...]:
-        found = (self._endpoint_pod(service, endpoint.pod, endpoint.addresses) for endpoint in service_endpoints(service.record))
+        found = (self._endpoint_pod(service, endpoint.pod, endpoint.addresses) for endpoint in service.endpoints)
         return _unique(pod for pod in found if pod is not None)
 
     def _api_server(self, service: Optional[Workload], nodes: Sequence[Workload]) -> Optional[ApiServer]:
@@ -184,12 +180,15 @@ class ClusterFlows:
             return None
         addresses: set[str] = set()
         targets: set[Optional[int]] = set()
-        ports = [port for port in service_ports(service.record) if port.protocol == "tcp"]
-        for endpoint in service_endpoints(service.record):
+        ports = [port for port in service.service_ports if port.protocol == "tcp"]
+        for endpoint in service.endpoints:
             addresses.update(endpoint.addresses)
             targets.update(resolve_target_port(port, endpoint, None) for port in ports)
         if not addresses or not _ports(targets):
-            self._warn(f"service {service.key} of cluster {service.cluster} has no endpoints; no cluster allowance toward the API server")
+            self._warn(
+                f"service {service.key} of cluster {service.cluster} has no endpoints; no cluster allowance toward the API server",
+                "api_server_without_endpoints",
+            )
             return None
         by_address = {address: node for node in nodes for address in node.addresses}
         api_nodes = _unique(by_address[address] for address in addresses if address in by_address)
@@ -281,7 +280,7 @@ class ClusterFlows:
             if backend is not None:
                 name = FLANNEL_BACKENDS.get(backend.strip().lower())
                 if name is None:
-                    self._warn(f"node {node.name}: flannel backend {backend[:40]!r} is not known; state options.overlay")
+                    self._warn(f"node {node.name}: flannel backend {backend[:40]!r} is not known; state options.overlay", "overlay_unknown")
                 else:
                     found.setdefault(name, []).append(node)
             for annotation, name in CALICO_EVIDENCE:
@@ -307,7 +306,8 @@ class ClusterFlows:
         if not overlays and self.options.overlay == ("auto",) and len(nodes) > 1:
             self._warn(
                 f"cluster {cluster}: no overlay shows (no flannel or Calico node annotation, no Cilium agent pod); "
-                "no node-to-node overlay traffic is allowed; state options.overlay (none for routed pod networks)"
+                "no node-to-node overlay traffic is allowed; state options.overlay (none for routed pod networks)",
+                "overlay_not_found",
             )
         for name, members in sorted(overlays.items()):
             addresses = [address for node in members for address in self._overlay_addresses(node)]

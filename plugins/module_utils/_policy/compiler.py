@@ -8,12 +8,13 @@ both ends (consumer egress, provider ingress), stateful, services resolved for
 in-cluster and out-of-cluster consumers, absolute before default before catch-all,
 deny before allow at the same rank, implicit allowances first (except in a pod's
 ingress, where the absolute denies precede ``node_to_pods``: see
-:meth:`Compiler.ingress_specs`).
+:meth:`Compiler.ingress_rules`).
 
 Peers are address sets named after their logical key (``model.stable_name``), never
-after their members, so a pod IP change rewrites a set and never a chain. Sets,
-rules and their dictionary forms are built once and shared between the rulesets
-that use them, which keeps compiling linear in the number of workloads.
+after their members, so a pod IP change rewrites a set and never a chain. Every rule is
+a :class:`rules.CompiledRule` from where it is decided to :class:`rules.Serializer`,
+which turns a point's chains into a validated ``model.Ruleset``; the plan carries its
+``to_dict()``, each host's sets once in its ``sets`` (docs/contracts.md section 3).
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ from typing import Any, Optional, Union
 
 from ansible_collections.zerotrust.workloads.plugins.module_utils._memory import collector_paused
 from ansible_collections.zerotrust.workloads.plugins.module_utils._netfilter import model
-from ansible_collections.zerotrust.workloads.plugins.module_utils._policy.cluster import ClusterFlow, ClusterFlows
+from ansible_collections.zerotrust.workloads.plugins.module_utils._policy.cluster import ClusterFlow
+from ansible_collections.zerotrust.workloads.plugins.module_utils._policy.index import WorkloadIndex, peer_addresses
 from ansible_collections.zerotrust.workloads.plugins.module_utils._policy.options import Options, parse_options
 from ansible_collections.zerotrust.workloads.plugins.module_utils._policy.policy import (
     RANKS,
@@ -34,38 +36,26 @@ from ansible_collections.zerotrust.workloads.plugins.module_utils._policy.policy
     merge_options,
     parse_policy,
 )
-from ansible_collections.zerotrust.workloads.plugins.module_utils._policy.query import Selector
+from ansible_collections.zerotrust.workloads.plugins.module_utils._policy.rules import (
+    ChainSpec,
+    CompiledRule,
+    Serializer,
+    SetKey,
+    chain_rules,
+)
 from ansible_collections.zerotrust.workloads.plugins.module_utils._policy.services import (
     ServicePort,
     container_port,
     match_service_ports,
     resolve_target_port,
-    service_endpoints,
-    service_ports,
 )
 from ansible_collections.zerotrust.workloads.plugins.module_utils._policy.workloads import Workload, workloads_from_hostvars
 
-ENFORCED_KINDS = ("vm", "node", "pod")
-HOST_NETWORK_NAMED = 5
-"""How many host-network pods the one warning about them names."""
 ND_TYPES = (133, 134, 135, 136)
-SetKey = tuple[str, ...]
-RuleSpec = tuple[Any, ...]
-"""(verdict, origin, protocol, ports, set key, interface, conntrack, icmp types): a rule before rendering."""
-
-
-@dataclasses.dataclass(frozen=True, order=True)
-class _Entry:
-    """A policy rule placed in one chain of one enforcement point, before rendering."""
-
-    order: tuple[int, int, int]
-    protocol: str
-    ports: tuple[model.PortRange, ...]
-    set_key: SetKey
-    verdict: str
-    origin: str
-    conntrack: tuple[str, ...] = ()
-    local_destination: bool = False
+ESTABLISHED = CompiledRule("accept", "implicit:established", conntrack=("established", "related"))
+LOOPBACK = CompiledRule("accept", "implicit:loopback", interface="lo")
+NEIGHBOUR_DISCOVERY = CompiledRule("accept", "implicit:icmpv6_neighbour_discovery", "icmpv6", icmp_types=ND_TYPES)
+SSH = (model.PortRange(22, 22),)
 
 
 def _protocol_and_ports(protocol: Optional[str], first: Optional[int], last: Optional[int]) -> tuple[str, tuple[model.PortRange, ...]]:
@@ -78,169 +68,98 @@ class _Point:
     """Rules gathered for one enforcement point."""
 
     workload: Workload
-    ingress: set[_Entry] = dataclasses.field(default_factory=set)
-    egress: set[_Entry] = dataclasses.field(default_factory=set)
-    guard: set[_Entry] = dataclasses.field(default_factory=set)
+    ingress: set[CompiledRule] = dataclasses.field(default_factory=set)
+    egress: set[CompiledRule] = dataclasses.field(default_factory=set)
+    guard: set[CompiledRule] = dataclasses.field(default_factory=set)
 
 
 class Compiler:
     """One compile run: build with workloads, call :meth:`plan`."""
 
-    def __init__(self, policy: Policy, workloads: Sequence[Workload], options: Options, warnings: Optional[list[str]] = None) -> None:
+    def __init__(
+        self,
+        policy: Policy,
+        workloads: Sequence[Workload],
+        options: Options,
+        warnings: Optional[list[str]] = None,
+        index: Optional[WorkloadIndex] = None,
+    ) -> None:
         self.policy = policy
         self.options = options
-        self.workloads = list(workloads)
         self.warnings: list[str] = list(warnings or ())
+        # Every warning also as a coded finding (codes.py); the inventory's come first, all about hosts left out.
+        self.findings: list[dict[str, Any]] = [{"code": "host_left_out", "text": text} for text in self.warnings]
         self._warned = set(self.warnings)
-        self.selector = Selector(self.workloads)
-        self.by_host = {workload.host: workload for workload in self.workloads}
-        self.nodes: dict[tuple[Optional[str], str], Workload] = {}
-        self.pods: dict[tuple[Optional[str], str], Workload] = {}
-        self.pods_by_address: dict[str, Workload] = {}
-        for workload in self.workloads:
-            if workload.kind == "node":
-                self.nodes[(workload.cluster, workload.name)] = workload
-            elif workload.kind == "pod":
-                self.pods[(workload.cluster, workload.key)] = workload
-                for address in workload.addresses:
-                    self.pods_by_address.setdefault(address, workload)
-        dns_namespace, _unused_separator, dns_name = options.dns_service.partition("/")
-        self._dns_services: dict[Optional[str], Workload] = {}
-        self._services_by_cluster: dict[Optional[str], list[Workload]] = {}
-        for workload in self.workloads:
-            if workload.kind == "service":
-                self._services_by_cluster.setdefault(workload.cluster, []).append(workload)
-                if workload.namespace == dns_namespace and workload.name == dns_name:
-                    self._dns_services.setdefault(workload.cluster, workload)
-        self._cluster_nodes: dict[Optional[str], list[Workload]] = {}
-        for (cluster, _unused_name), node in sorted(self.nodes.items(), key=lambda item: (str(item[0][0]), item[0][1])):
-            self._cluster_nodes.setdefault(cluster, []).append(node)
-        self.cluster_flows: list[ClusterFlow] = []
-        self.cluster_egress: dict[str, list[ClusterFlow]] = {}
-        self.cluster_ingress: dict[str, list[ClusterFlow]] = {}
-        self._derive_cluster_flows()
-        in_scope = self.workloads if options.scope is None else self.selector.select(options.scope)
-        self.points: dict[str, _Point] = {}
-        host_network: list[str] = []
-        for workload in in_scope:
-            if workload.kind not in ENFORCED_KINDS:
-                continue
-            if workload.kind == "pod" and workload.record.get("host_network"):
-                # A hostNetwork pod shares its node's namespace: rules "in the pod" would be
-                # the node's. It stays a peer; the node's own ruleset is where it is enforced.
-                host_network.append(workload.key)
-                continue
-            if workload.kind == "pod" and workload.record.get("phase") in ("Succeeded", "Failed"):
-                continue  # finished pods have no network namespace left to apply rules in
-            self.points[workload.host] = _Point(workload)
-        self._warn_host_network(host_network)
-        self.matched = {name: self.selector.select(flt.query) for name, flt in sorted(policy.filters.items())}
-        self.sets: dict[SetKey, model.AddressSet] = {}
-        self._set_members: dict[SetKey, set[str]] = {}
-        self._set_comments: dict[SetKey, str] = {}
-        self._rule_cache: dict[tuple[Any, ...], tuple[model.Rule, dict[str, Any]]] = {}
-        self._set_dicts: dict[str, dict[str, Any]] = {}
-        self._guard_drops: dict[Optional[str], list[_Entry]] = {}
-
-    def _derive_cluster_flows(self) -> None:
-        """The ``cluster`` allowance's flows, indexed by the hosts whose egress or ingress they open."""
-        self.nodes_by_address: dict[tuple[Optional[str], str], Workload] = {}
-        for node in self.nodes.values():
-            for address in node.addresses:
-                self.nodes_by_address.setdefault((node.cluster, address), node)
-        if not (self.options.enabled("cluster") or self.options.enabled("management_ssh")):
-            return  # management_ssh alone still derives the controller's flow to the API server
-        self.cluster_flows = ClusterFlows(
-            self._cluster_nodes,
-            self.workloads,
-            self.options,
-            select=self.selector.select,
-            dns_service=self.dns_service,
-            endpoint_pod=self.endpoint_pod,
-            warn=self.warn,
-        ).flows
-        for flow in self.cluster_flows:
-            for source in flow.sources:
-                self.cluster_egress.setdefault(source.host, []).append(flow)
-            for target in flow.destinations:
-                self.cluster_ingress.setdefault(target.host, []).append(flow)
+        # The lookups (who is who) live in the index the oracle shares; one built elsewhere
+        # (``index``) brought its indexing warnings to whoever built it.
+        self.index = index if index is not None else WorkloadIndex(policy, workloads, options, warn=self.warn)
+        self.workloads = self.index.workloads
+        self.selector = self.index.selector
+        self.by_host = self.index.by_host
+        self.matched = self.index.matched
+        self.cluster_flows = self.index.cluster_flows
+        self.cluster_egress = self.index.cluster_egress
+        self.cluster_ingress = self.index.cluster_ingress
+        self._services_by_cluster = self.index.services_by_cluster
+        self.points: dict[str, _Point] = {host: _Point(workload) for host, workload in self.index.enforced.items()}
+        self.serializer = Serializer()
+        self._set_members = self.serializer.members
+        self._guard_drops: dict[Optional[str], list[CompiledRule]] = {}
+        self._implicit: dict[tuple[Any, ...], CompiledRule] = {}
+        self._dns_egress: dict[Optional[str], list[CompiledRule]] = {}
 
     # -- helpers ---------------------------------------------------------------------
 
-    def _warn_host_network(self, pods: Sequence[str]) -> None:
-        # One line for all of them: a real cluster runs a CNI agent and kube-proxy with the host
-        # network on every node, and a warning per pod would bury the ones that matter.
-        if len(pods) == 1:
-            self.warn(f"pod {pods[0]} uses the host network; it is a peer but not an enforcement point (its node is)")
-        elif pods:
-            more = len(pods) - HOST_NETWORK_NAMED
-            shown = ", ".join(pods[:HOST_NETWORK_NAMED]) + (f" and {more} more" if more > 0 else "")
-            self.warn(f"{len(pods)} pods use the host network ({shown}); they are peers but not enforcement points (their nodes are)")
+    def warn(self, text: str, code: str = "compiler", **data: Any) -> None:
+        """Record a warning once: its text in ``warnings``, ``{"code", "text", **data}`` in ``findings``.
 
-    def warn(self, text: str) -> None:
-        """Record a warning once."""
+        ``code`` (codes.py) is what callers decide on; the text is for people and may change.
+        """
         if text not in self._warned:
             self._warned.add(text)
             self.warnings.append(text)
+            self.findings.append({"code": code, "text": text, **data})
 
     def add_members(self, key: SetKey, comment: str, members: Iterable[str]) -> SetKey:
         """Add addresses to the logical set ``key`` (created on first use)."""
-        self._set_members.setdefault(key, set()).update(members)
-        self._set_comments.setdefault(key, comment)
-        return key
+        return self.serializer.add_members(key, comment, members)
+
+    # The lookups, asked of the index (index.py) so that the rule side reads as before.
 
     def cluster_nodes(self, cluster: Optional[str]) -> list[Workload]:
         """Nodes of one cluster, sorted by name."""
-        return self._cluster_nodes.get(cluster, [])
+        return self.index.cluster_nodes(cluster)
 
     def node_of(self, pod: Workload) -> Optional[Workload]:
         """The node workload a pod runs on, if the inventory has it."""
-        return None if pod.node is None else self.nodes.get((pod.cluster, pod.node))
+        return self.index.node_of(pod)
 
     def endpoint_pod(self, service: Workload, pod_ref: Optional[str], addresses: Sequence[str]) -> Optional[Workload]:
         """The pod behind an endpoint: by its targetRef, else by address."""
-        if pod_ref:
-            found = self.pods.get((service.cluster, pod_ref))
-            if found is not None:
-                return found
-        for address in addresses:
-            if address in self.pods_by_address:
-                return self.pods_by_address[address]
-        return None
+        return self.index.endpoint_pod(service, pod_ref, addresses)
 
     def endpoint_node(self, service: Workload, pod: Optional[Workload], addresses: Sequence[str]) -> Optional[Workload]:
-        """The node that receives an endpoint's traffic when no pod namespace does.
-
-        An endpoint on a node address (the API server's, a host-network pod's) is enforced
-        by that node's own rules.
-        """
-        if pod is not None and not pod.record.get("host_network"):
-            return None
-        for address in addresses:
-            node = self.nodes_by_address.get((service.cluster, address))
-            if node is not None:
-                return node
-        return None
+        """The node whose own rules enforce an endpoint when no pod namespace does (see :meth:`WorkloadIndex.endpoint_node`)."""
+        return self.index.endpoint_node(service, pod, addresses)
 
     @staticmethod
     def peer_addresses(workload: Workload) -> tuple[str, ...]:
         """The addresses a workload shows as a peer (nodes: also pod-CIDR gateways and tunnels)."""
-        if workload.kind == "node":
-            return workload.addresses + workload.gateways() + workload.tunnel_addresses
-        if workload.kind == "service":
-            return tuple(address for endpoint in service_endpoints(workload.record) for address in endpoint.addresses)
-        return workload.addresses
+        return peer_addresses(workload)
+
+    def local_endpoint_nodes(self, service: Workload) -> list[Workload]:
+        """The nodes of a service's cluster that hold a ready endpoint of it (``externalTrafficPolicy: Local``)."""
+        return self.index.local_endpoint_nodes(service)
+
+    def dns_service(self, cluster: Optional[str]) -> Optional[Workload]:
+        """The cluster DNS service named by the ``dns_service`` option, if in the inventory."""
+        return self.index.dns_service(cluster)
 
     def masquerade_set(self, node: Workload) -> SetKey:
         """Sources a pod on ``node`` sees for masqueraded NodePort traffic."""
         key = ("masquerade", str(node.cluster), node.name)
         if key not in self._set_members:
-            members: list[str] = list(node.gateways()) + list(node.tunnel_addresses)
-            for other in self.cluster_nodes(node.cluster):
-                members.extend(other.tunnel_addresses)
-                if other.name != node.name:
-                    members.extend(other.addresses)
-            self.add_members(key, f"nodeport masquerade sources on {node.name}", members)
+            self.add_members(key, f"nodeport masquerade sources on {node.name}", self.index.masquerade_sources(node))
         return key
 
     # -- policy rules ----------------------------------------------------------------
@@ -251,12 +170,12 @@ class Compiler:
         providers = self.matched[rule.provider]
         consumer_networks = self.policy.filters[rule.consumer].networks or ()
         provider_networks = self.policy.filters[rule.provider].networks or ()
-        if not consumers and not consumer_networks:
-            self.warn(f"policy {rule.label}: consumer filter {rule.consumer!r} matches no workload; the policy has no effect")
-            return
-        if not providers and not provider_networks:
-            self.warn(f"policy {rule.label}: provider filter {rule.provider!r} matches no workload; the policy has no effect")
-            return
+        ends = (("consumer", rule.consumer, consumers or consumer_networks), ("provider", rule.provider, providers or provider_networks))
+        for side, name, found in ends:
+            if not found:
+                text = f"policy {rule.label}: {side} filter {name!r} matches no workload; the policy has no effect"
+                self.warn(text, "unmatched_filter", policy=rule.label, side=side, filter=name)
+                return
         verdict = "deny" if rule.action == "deny" else "accept"
         inside = [workload for workload in consumers if workload.kind != "vm"]
         outside = [workload for workload in consumers if workload.kind == "vm"]
@@ -301,7 +220,7 @@ class Compiler:
                     destination("all", protocol, ports, self.peer_addresses(provider))
                     point = self.points.get(provider.host)
                     if point is not None:
-                        point.ingress.add(_Entry(rule.order, protocol, ports, from_all, verdict, rule.origin(spec)))
+                        point.ingress.add(CompiledRule(verdict, rule.origin(spec), protocol or None, ports, from_all, order=rule.order))
         self._consumer_egress(rule, consumers, destinations, verdict)
 
     def _services(self, spec: PortSpec) -> list[tuple[str, tuple[model.PortRange, ...]]]:
@@ -318,7 +237,11 @@ class Compiler:
             number = container_port(provider, spec.name, spec.protocol)
             if number is not None:
                 return [(spec.protocol, (model.PortRange(number, number),))]
-        self.warn(f"policy {rule.label}: {provider.kind} {provider.key} has no {spec.protocol} port named {spec.name!r}; no rule for it")
+        self.warn(
+            f"policy {rule.label}: {provider.kind} {provider.key} has no {spec.protocol} port named {spec.name!r}; no rule for it",
+            "unknown_port_name",
+            policy=rule.label,
+        )
         return []
 
     def _service_provider(  # noqa: PLR0912 - the service semantics of design.md, step by step
@@ -334,28 +257,30 @@ class Compiler:
         destination: Any,
     ) -> None:
         if spec.protocol == "icmp":
-            self.warn(f"policy {rule.label}: service {service.key} does not carry ICMP; address its pods instead")
+            text = f"policy {rule.label}: service {service.key} does not carry ICMP; address its pods instead"
+            self.warn(text, "service_icmp", policy=rule.label)
             return
         ports = match_service_ports(service, spec)
         if not ports:
-            self.warn(f"policy {rule.label}: service {service.key} has no port {spec}; no rule for it")
+            self.warn(f"policy {rule.label}: service {service.key} has no port {spec}; no rule for it", "service_port_missing",
+                      policy=rule.label)
             return
-        record = service.record
-        local = str(record.get("external_traffic_policy") or "Cluster") == "Local"
-        service_type = str(record.get("type") or "ClusterIP")
-        outside_ips = [*(record.get("load_balancer_ingress") or ()), *(record.get("external_ips") or ())]
-        outside_ips = [address for address in outside_ips if _is_address(address)]
+        local = service.local_traffic
+        service_type = service.service_type
+        outside_ips = [*service.load_balancer_ingress, *service.external_ips]  # IP literals only (workloads.py)
         reachable_outside = False
         for port in ports:
             one = (model.PortRange(port.port, port.port),)
             destination("in", port.protocol, one, service.addresses)
-            for endpoint in service_endpoints(record):
+            for endpoint in service.endpoints:
                 pod = self.endpoint_pod(service, endpoint.pod, endpoint.addresses)
                 target = resolve_target_port(port, endpoint, pod)
                 if target is None:
                     self.warn(
                         f"policy {rule.label}: service {service.key} target port {port.target_port!r} "
-                        f"does not resolve for endpoint {endpoint.pod or endpoint.addresses}"
+                        f"does not resolve for endpoint {endpoint.pod or endpoint.addresses}",
+                        "target_port_unresolved",
+                        policy=rule.label,
                     )
                     continue
                 target_ports = (model.PortRange(target, target),)
@@ -366,20 +291,27 @@ class Compiler:
                     node_point = None if node is None else self.points.get(node.host)
                     if node_point is not None:
                         # Toward a node-address endpoint kube-proxy does not masquerade: the node sees the consumer.
-                        node_point.ingress.add(_Entry(rule.order, port.protocol, target_ports, from_in, verdict, rule.origin(spec)))
+                        node_point.ingress.add(
+                            CompiledRule(verdict, rule.origin(spec), port.protocol, target_ports, from_in, order=rule.order)
+                        )
                     continue
                 origin = rule.origin(spec)
-                point.ingress.add(_Entry(rule.order, port.protocol, target_ports, from_in, verdict, origin))
+                point.ingress.add(CompiledRule(verdict, origin, port.protocol, target_ports, from_in, order=rule.order))
                 if has_outside:
                     if local:
-                        point.ingress.add(_Entry(rule.order, port.protocol, target_ports, from_out, verdict, origin))
+                        point.ingress.add(CompiledRule(verdict, origin, port.protocol, target_ports, from_out, order=rule.order))
                     elif verdict == "accept":
                         # Masqueraded: the pod sees node addresses; the nodes' guard holds the line.
                         node = self.node_of(pod)
                         if node is not None:
                             point.ingress.add(
-                                _Entry(
-                                    rule.order, port.protocol, target_ports, self.masquerade_set(node), verdict, origin + " via nodeport"
+                                CompiledRule(
+                                    verdict,
+                                    origin + " via nodeport",
+                                    port.protocol,
+                                    target_ports,
+                                    self.masquerade_set(node),
+                                    order=rule.order,
                                 )
                             )
             if port.node_port is not None and service_type in ("NodePort", "LoadBalancer"):
@@ -390,13 +322,15 @@ class Compiler:
             if outside_ips:
                 reachable_outside = True
                 destination("out", port.protocol, one, outside_ips)
-        health_check = record.get("health_check_node_port")
+        health_check = service.health_check_node_port
         if has_outside and local and service_type == "LoadBalancer" and isinstance(health_check, int) and verdict == "accept":
             self._health_check(rule, service, health_check, from_out, destination)
         if has_outside and not reachable_outside:
             self.warn(
                 f"policy {rule.label}: service {service.key} (type {service_type}) has no NodePort, LoadBalancer ingress or external IP; "
-                "its out-of-cluster consumers cannot reach it"
+                "its out-of-cluster consumers cannot reach it",
+                "service_not_outside",
+                policy=rule.label,
             )
 
     def _node_port(
@@ -415,31 +349,32 @@ class Compiler:
         node_ports = (model.PortRange(port.node_port, port.node_port),) if port.node_port is not None else ()
         # With Local, kube-proxy drops outside traffic on nodes without a ready local endpoint:
         # the consumers are allowed only to the nodes that serve it.
-        local = str(service.record.get("external_traffic_policy") or "Cluster") == "Local"
+        local = service.local_traffic
         nodes = self.local_endpoint_nodes(service) if local else self.cluster_nodes(service.cluster)
         if local and has_outside and not nodes:
             self.warn(
                 f"policy {rule.label}: service {service.key} has externalTrafficPolicy Local and no ready endpoint on a node "
-                "of the inventory; its out-of-cluster consumers reach no node"
+                "of the inventory; its out-of-cluster consumers reach no node",
+                "local_without_endpoint",
+                policy=rule.label,
             )
         destination("out", port.protocol, node_ports, (address for node in nodes for address in node.addresses))
         for node in nodes:
             point = self.points.get(node.host)
             if point is not None and has_outside:
                 guard_verdict = "return" if verdict == "accept" else "drop"
-                point.guard.add(_Entry(rule.order, port.protocol, node_ports, from_out, guard_verdict, rule.origin(spec), ("new",), True))
-
-    def local_endpoint_nodes(self, service: Workload) -> list[Workload]:
-        """The nodes of a service's cluster that hold a ready endpoint of it (``externalTrafficPolicy: Local``)."""
-        names = set()
-        for endpoint in service_endpoints(service.record):
-            if not endpoint.ready:
-                continue
-            pod = self.endpoint_pod(service, endpoint.pod, endpoint.addresses)
-            name = endpoint.node or (pod.node if pod is not None else None)
-            if name is not None:
-                names.add(name)
-        return [node for node in self.cluster_nodes(service.cluster) if node.name in names]
+                point.guard.add(
+                    CompiledRule(
+                        guard_verdict,
+                        rule.origin(spec),
+                        port.protocol,
+                        node_ports,
+                        from_out,
+                        conntrack=("new",),
+                        local_destination=True,
+                        order=rule.order,
+                    )
+                )
 
     def _health_check(self, rule: PolicyRule, service: Workload, port: int, from_out: SetKey, destination: Any) -> None:
         """A LoadBalancer with Local: its balancer checks kube-proxy's healthCheckNodePort on every node.
@@ -453,7 +388,8 @@ class Compiler:
         for node in nodes:
             point = self.points.get(node.host)
             if point is not None:
-                point.ingress.add(_Entry(rule.order, "tcp", ports, from_out, "accept", f"{rule.origin()} health check {service.key}"))
+                origin = f"{rule.origin()} health check {service.key}"
+                point.ingress.add(CompiledRule("accept", origin, "tcp", ports, from_out, order=rule.order))
 
     def _consumer_egress(
         self,
@@ -462,7 +398,7 @@ class Compiler:
         destinations: Mapping[tuple[str, str], Mapping[tuple[model.PortRange, ...], set[str]]],
         verdict: str,
     ) -> None:
-        entries: dict[str, list[_Entry]] = {"in": [], "out": []}
+        entries: dict[str, list[CompiledRule]] = {"in": [], "out": []}
         for (side, protocol), by_ports in sorted(destinations.items()):
             # Ports whose destinations are the same addresses share one rule and one set.
             grouped: dict[tuple[str, ...], list[model.PortRange]] = {}
@@ -475,15 +411,11 @@ class Compiler:
                     (rule.label, "to", side, protocol, label), f"{rule.label} providers {protocol or 'any'}/{label} ({side})", addresses
                 )
                 spec_text = f"{protocol}/{label}" if port_tuple else (protocol or "any")
-                entry = _Entry(rule.order, protocol, port_tuple, key, verdict, f"{rule.origin()} {spec_text}")
+                entry = CompiledRule(verdict, f"{rule.origin()} {spec_text}", protocol or None, port_tuple, key, order=rule.order)
                 for target in ("in", "out") if side == "all" else (side,):
                     entries[target].append(entry)
         for consumer in consumers:
-            if consumer.kind == "service":
-                pods = [self.endpoint_pod(consumer, endpoint.pod, endpoint.addresses) for endpoint in service_endpoints(consumer.record)]
-                targets = [pod for pod in pods if pod is not None]
-            else:
-                targets = [consumer]
+            targets = self.index.endpoint_pods(consumer) if consumer.kind == "service" else [consumer]
             for enforced in targets:
                 point = self.points.get(enforced.host)
                 if point is not None:
@@ -491,45 +423,44 @@ class Compiler:
 
     # -- implicit allowances and the guard -----------------------------------------
 
-    def implicit_rules(self, point: _Point) -> tuple[list[RuleSpec], list[RuleSpec]]:
-        """Rule specs (verdict, origin, protocol, ports, set key, interface, conntrack, icmp types) opening ingress and egress."""
+    def implicit_rules(self, point: _Point) -> tuple[list[CompiledRule], list[CompiledRule]]:
+        """The implicit allowances opening a point's ingress and egress, in chain order."""
         workload = point.workload
-        ingress: list[RuleSpec] = []
-        egress: list[RuleSpec] = []
+        ingress: list[CompiledRule] = []
+        egress: list[CompiledRule] = []
+        both: list[CompiledRule] = []
         if self.options.enabled("established"):
-            spec: RuleSpec = ("accept", "implicit:established", None, (), None, None, ("established", "related"), ())
-            ingress.append(spec)
-            egress.append(spec)
+            both.append(ESTABLISHED)
         if self.options.enabled("loopback"):
-            spec = ("accept", "implicit:loopback", None, (), None, "lo", (), ())
-            ingress.append(spec)
-            egress.append(spec)
+            both.append(LOOPBACK)
         if self.options.enabled("icmpv6_neighbour_discovery"):
-            spec = ("accept", "implicit:icmpv6_neighbour_discovery", "icmpv6", (), None, None, (), ND_TYPES)
-            ingress.append(spec)
-            egress.append(spec)
+            both.append(NEIGHBOUR_DISCOVERY)
+        ingress.extend(both)
+        egress.extend(both)
         if self.options.enabled("management_ssh") and workload.kind in ("vm", "node"):
             key = None
             if self.options.management_addresses:
                 key = self.add_members(("management",), "management (Ansible controller) addresses", self.options.management_addresses)
-            ingress.append(("accept", "implicit:management_ssh", "tcp", (model.PortRange(22, 22),), key, None, (), ()))
+            ingress.append(self.implicit_rule("implicit:management_ssh", "tcp", SSH, key))
         if self.options.enabled("node_to_pods"):
             if workload.kind == "pod":
                 node = self.node_of(workload)
                 if node is None:
-                    self.warn(f"pod {workload.key}: its node {workload.node!r} is not in the inventory; no node-to-pod allowance")
+                    self.warn(
+                        f"pod {workload.key}: its node {workload.node!r} is not in the inventory; no node-to-pod allowance", "node_missing"
+                    )
                 else:
                     key = self.add_members(
                         ("node", str(node.cluster), node.name),
                         f"node {node.name} as its pods see it",
                         node.gateways() + node.tunnel_addresses,
                     )
-                    ingress.append(("accept", "implicit:node_to_pods", None, (), key, None, (), ()))
+                    ingress.append(self.implicit_rule("implicit:node_to_pods", peer=key))
             elif workload.kind == "node" and workload.pod_cidrs:
                 key = self.add_members(
                     ("pod_cidrs", str(workload.cluster), workload.name), f"pod CIDRs of {workload.name}", workload.pod_cidrs
                 )
-                egress.append(("accept", "implicit:node_to_pods", None, (), key, None, (), ()))
+                egress.append(self.implicit_rule("implicit:node_to_pods", peer=key))
         if self.options.enabled("dns") and workload.kind == "pod":
             egress.extend(self._dns_rules(workload))
             ingress.extend(self._dns_server_rules(workload))
@@ -537,14 +468,24 @@ class Compiler:
             self._cluster_rules(workload, ingress, egress)
         return ingress, egress
 
-    def _cluster_rules(self, workload: Workload, ingress: list[RuleSpec], egress: list[RuleSpec]) -> None:
+    def implicit_rule(
+        self, origin: str, protocol: Optional[str] = None, ports: tuple[model.PortRange, ...] = (), peer: Optional[SetKey] = None
+    ) -> CompiledRule:
+        """An accepting implicit rule, one object for every point that holds it (the serializer then meets it once)."""
+        key = (origin, protocol, ports, peer)
+        found = self._implicit.get(key)
+        if found is None:
+            found = self._implicit[key] = CompiledRule("accept", origin, protocol, ports, peer)
+        return found
+
+    def _cluster_rules(self, workload: Workload, ingress: list[CompiledRule], egress: list[CompiledRule]) -> None:
         """The ``cluster`` allowance at one enforcement point: its end of every control-plane flow."""
         for flow in self.cluster_egress.get(workload.host, ()):
             to_key = self._cluster_set(flow, "to", flow.destination_addresses)
-            egress.append(("accept", flow.origin, flow.protocol, flow.egress_ports, to_key, None, (), ()))
+            egress.append(self.implicit_rule(flow.origin, flow.protocol or None, flow.egress_ports, to_key))
         for flow in self.cluster_ingress.get(workload.host, ()):
             from_key = None if flow.source_addresses is None else self._cluster_set(flow, "from", flow.source_addresses)
-            ingress.append(("accept", flow.origin, flow.protocol, flow.ingress_ports, from_key, None, (), ()))
+            ingress.append(self.implicit_rule(flow.origin, flow.protocol or None, flow.ingress_ports, from_key))
 
     def _cluster_set(self, flow: ClusterFlow, side: str, addresses: Sequence[str]) -> SetKey:
         # Peer-to-peer flows (overlay, etcd) have the same addresses at both ends: one set.
@@ -552,31 +493,34 @@ class Compiler:
             side = "peers"
         return self.add_members(("cluster", str(flow.cluster), flow.what, side), f"{flow.what} ({side}, cluster {flow.cluster})", addresses)
 
-    def dns_service(self, cluster: Optional[str]) -> Optional[Workload]:
-        """The cluster DNS service named by the ``dns_service`` option, if in the inventory."""
-        return self._dns_services.get(cluster)
-
-    def _dns_server_rules(self, pod: Workload) -> list[RuleSpec]:
+    def _dns_server_rules(self, pod: Workload) -> list[CompiledRule]:
         # A DNS pod under a deny catch-all must still answer every pod of its cluster.
         service = self.dns_service(pod.cluster)
         if service is None:
             return []
         rules = []
-        for endpoint in service_endpoints(service.record):
+        for endpoint in service.endpoints:
             if self.endpoint_pod(service, endpoint.pod, endpoint.addresses) is not pod:
                 continue
             nodes = self.cluster_nodes(pod.cluster)
             key = self.add_members(
                 ("pod_cidrs", str(pod.cluster)), "pod CIDRs of the cluster", (cidr for node in nodes for cidr in node.pod_cidrs)
             )
-            for port in service_ports(service.record):
+            for port in service.service_ports:
                 target = resolve_target_port(port, endpoint, pod)
                 if target is not None and port.protocol in ("udp", "tcp"):
-                    rules.append(("accept", "implicit:dns", port.protocol, (model.PortRange(target, target),), key, None, (), ()))
-        return sorted(set(rules), key=lambda spec: (spec[2], spec[3]))
+                    rules.append(self.implicit_rule("implicit:dns", port.protocol, (model.PortRange(target, target),), key))
+        return sorted(set(rules), key=lambda rule: (rule.protocol or "", rule.ports))
 
-    def _dns_rules(self, pod: Workload) -> list[RuleSpec]:
-        service = self.dns_service(pod.cluster)
+    def _dns_rules(self, pod: Workload) -> list[CompiledRule]:
+        """A pod's egress to the cluster DNS: the same rules for every pod of its cluster."""
+        found = self._dns_egress.get(pod.cluster)
+        if found is None:
+            found = self._dns_egress[pod.cluster] = self._cluster_dns_rules(pod.cluster)
+        return found
+
+    def _cluster_dns_rules(self, cluster: Optional[str]) -> list[CompiledRule]:
+        service = self.dns_service(cluster)
         if service is None:
             return []
         rules = []
@@ -585,91 +529,50 @@ class Compiler:
         )
         for protocol in ("udp", "tcp"):
             numbers: set[int] = set()
-            for port in service_ports(service.record):
+            for port in service.service_ports:
                 if port.protocol != protocol:
                     continue
                 numbers.add(port.port)
-                for endpoint in service_endpoints(service.record):
+                for endpoint in service.endpoints:
                     target = resolve_target_port(port, endpoint, self.endpoint_pod(service, endpoint.pod, endpoint.addresses))
                     if target is not None:
                         numbers.add(target)
             if numbers:
                 ports = tuple(model.PortRange(number, number) for number in sorted(numbers))
-                rules.append(("accept", "implicit:dns", protocol, ports, key, None, (), ()))
+                rules.append(self.implicit_rule("implicit:dns", protocol, ports, key))
         return rules
 
-    def guard_catch_all(self, node: Workload) -> list[_Entry]:
+    def guard_catch_all(self, node: Workload) -> list[CompiledRule]:
         """With catch_all deny: drop NEW connections to every NodePort not admitted above."""
         if self.policy.catch_all != "deny":
             return []
         if node.cluster in self._guard_drops:
             return self._guard_drops[node.cluster]
-        entries: list[_Entry] = []
+        entries: list[CompiledRule] = []
         self._guard_drops[node.cluster] = entries
         for service in self._services_by_cluster.get(node.cluster, []):
-            if str(service.record.get("type")) not in ("NodePort", "LoadBalancer"):
+            if not service.has_node_ports:
                 continue
-            for port in service_ports(service.record):
+            for port in service.service_ports:
                 if port.node_port is not None:
                     ports = (model.PortRange(port.node_port, port.node_port),)
                     entries.append(
-                        _Entry(
-                            (9, 9, 9),
-                            port.protocol,
-                            ports,
-                            (),
+                        CompiledRule(
                             "drop",
                             f"catch_all nodeport {service.key} {port.protocol}/{port.port}",
-                            ("new",),
-                            True,
+                            port.protocol,
+                            ports,
+                            conntrack=("new",),
+                            local_destination=True,
+                            order=(9, 9, 9),
                         )
                     )
         return entries
 
-    # -- rendering -------------------------------------------------------------------
+    # -- the point's ruleset -----------------------------------------------------------
 
-    def set_name(self, key: SetKey) -> str:
-        """The stable set name for a logical key."""
-        return model.stable_name("zt-", *key)
-
-    def render_rule(self, spec: tuple[Any, ...], local_destination: bool = False) -> tuple[model.Rule, dict[str, Any]]:
-        """A model rule (and its dict form), cached: most rules repeat across rulesets."""
-        cache_key = (*spec, local_destination)
-        cached = self._rule_cache.get(cache_key)
-        if cached is None:
-            verdict, origin, protocol, ports, set_key, interface, conntrack, icmp_types = spec
-            rule = model.Rule(
-                verdict=verdict,
-                origin=origin,
-                protocol=protocol or None,
-                ports=tuple(ports),
-                peer_set=None if set_key is None else self.set_name(set_key),
-                interface=interface,
-                conntrack=tuple(conntrack),
-                local_destination=local_destination,
-                icmp_types=tuple(icmp_types),
-            )
-            cached = (rule, model.to_dict(rule))
-            self._rule_cache[cache_key] = cached
-        return cached
-
-    def entry_specs(self, entries: Iterable[_Entry]) -> list[tuple[tuple[Any, ...], bool]]:
-        """Policy entries in chain order, as rule specs (icmp doubled for IPv6)."""
-        result: list[tuple[tuple[Any, ...], bool]] = []
-        seen: set[tuple[Any, ...]] = set()
-        for entry in sorted(entries):
-            protocols: Sequence[str] = ("icmp", "icmpv6") if entry.protocol == "icmp" else (entry.protocol,)
-            for protocol in protocols:
-                spec = (entry.verdict, entry.origin, protocol, entry.ports, entry.set_key or None, None, entry.conntrack, ())
-                identity = (spec[0], *spec[2:], entry.local_destination)
-                if identity in seen:
-                    continue
-                seen.add(identity)
-                result.append((spec, entry.local_destination))
-        return result
-
-    def ingress_specs(self, point: _Point, implicit_in: Sequence[RuleSpec]) -> list[tuple[tuple[Any, ...], bool]]:
-        """The ingress chain's specs: implicit allowances, then the policy entries in chain order.
+    def ingress_rules(self, point: _Point, implicit_in: Sequence[CompiledRule]) -> list[CompiledRule]:
+        """The ingress chain: implicit allowances, then the policy rules in chain order.
 
         In a pod's ingress the absolute denies come before ``implicit:node_to_pods``, which is
         last of the pod's implicit allowances: the node reaches its pods from the pod-CIDR
@@ -679,143 +582,81 @@ class Compiler:
         stateful, loopback, neighbour-discovery and DNS-server rules stay ahead; nodes and VMs
         (management SSH, the controller's API flow) keep every implicit allowance first.
         """
-        entries = self.entry_specs(point.ingress)
-        implicit = [(spec, False) for spec in implicit_in]
+        entries = chain_rules(point.ingress)
+        implicit = list(implicit_in)
         if point.workload.kind != "pod":
             return implicit + entries
-        # Sorted entries start with the absolute denies (order (0, 0, index)), so they are a prefix.
-        denies = len(self.entry_specs(entry for entry in point.ingress if _absolute_deny(entry)))
+        # Rules in chain order start with the absolute denies (order (0, 0, index)), so they are a prefix.
+        denies = len(chain_rules(rule for rule in point.ingress if _absolute_deny(rule)))
         if not denies:
             return implicit + entries  # accepts commute: without a deny to place, the usual order
-        node = [item for item in implicit if item[0][1] == "implicit:node_to_pods"]
-        others = [item for item in implicit if item[0][1] != "implicit:node_to_pods"]
+        node = [rule for rule in implicit if rule.origin == "implicit:node_to_pods"]
+        others = [rule for rule in implicit if rule.origin != "implicit:node_to_pods"]
         return others + entries[:denies] + node + entries[denies:]
 
-    def build_chain(
-        self, name: str, hook: str, specs: Sequence[tuple[tuple[Any, ...], bool]], default_verdict: str, used: set[SetKey]
-    ) -> tuple[model.Chain, dict[str, Any]]:
-        """A chain (and its dict form) from rule specs; skips rules whose peer set is empty."""
-        rules = []
-        rule_dicts = []
-        for spec, local_destination in specs:
-            set_key = spec[4]
-            if set_key is not None:
-                if not self._set_members.get(set_key):
-                    continue
-                used.add(set_key)
-            rule, rule_dict = self.render_rule(spec, local_destination)
-            rules.append(rule)
-            rule_dicts.append(rule_dict)
-        origin = "catch_all" if hook != "prerouting" else "nodeport_guard"
-        chain = model.Chain(name=name, hook=hook, rules=tuple(rules), default_verdict=default_verdict, default_origin=origin)
-        return chain, {"name": name, "hook": hook, "rules": rule_dicts, "default_verdict": default_verdict, "default_origin": origin}
-
-    def address_set(self, key: SetKey) -> tuple[model.AddressSet, dict[str, Any]]:
-        """The frozen set for a key (built once), and its dict form."""
-        name = self.set_name(key)
-        if key not in self.sets:
-            members = _canonical_members(self._set_members[key])
-            # AddressSet re-parses every member in __post_init__; with 20,000 workloads that
-            # was half the compile time. The members are canonicalised and sorted above by
-            # the model's own function and sort order (memoised), so the set is built empty
-            # (which still validates its name) and then given its members.
-            address_set = model.AddressSet(name=name, members=(), comment=self._set_comments[key])
-            object.__setattr__(address_set, "members", members)
-            self.sets[key] = address_set
-            self._set_dicts[name] = {"name": name, "members": list(members), "comment": address_set.comment}
-        return self.sets[key], self._set_dicts[name]
-
-    def ruleset(self, point: _Point) -> tuple[model.Ruleset, dict[str, Any]]:
-        """The ruleset of one enforcement point and its dictionary form (== Ruleset.to_dict())."""
+    def ruleset(self, point: _Point) -> model.Ruleset:
+        """The ruleset of one enforcement point (the model's, validated)."""
         default = "deny" if self.policy.catch_all == "deny" else "accept"
         implicit_in, implicit_out = self.implicit_rules(point)
-        used: set[SetKey] = set()
         chains = [
-            self.build_chain("ingress", "input", self.ingress_specs(point, implicit_in), default, used),
-            self.build_chain("egress", "output", [(spec, False) for spec in implicit_out] + self.entry_specs(point.egress), default, used),
+            ChainSpec("ingress", "input", self.ingress_rules(point, implicit_in), default),
+            ChainSpec("egress", "output", implicit_out + chain_rules(point.egress), default),
         ]
         if point.workload.kind == "node":
-            chains.append(
-                self.build_chain(
-                    "nodeport_guard", "prerouting", self.entry_specs([*point.guard, *self.guard_catch_all(point.workload)]), "return", used
-                )
-            )
-        sets = sorted((self.address_set(key) for key in used), key=lambda item: item[0].name)
-        ruleset = model.Ruleset(chains=tuple(chain for chain, _unused_data in chains), address_sets=tuple(item[0] for item in sets))
-        data = {
-            "version": model.MODEL_VERSION,
-            "chains": [data for _unused_chain, data in chains],
-            "address_sets": [data for _unused_set, data in sets],
-        }
-        return ruleset, data
+            guard = chain_rules([*point.guard, *self.guard_catch_all(point.workload)])
+            chains.append(ChainSpec("nodeport_guard", "prerouting", guard, "return"))
+        return self.serializer.ruleset(chains)
 
     def plan(self) -> dict[str, Any]:
-        """The compiled plan: ``{"hosts": {host: {"ruleset", "pods"}}, "warnings": [...]}``."""
+        """The compiled plan: ``{"hosts": {host: {"ruleset", "pods", "sets"}}, "warnings": [...]}`` (contracts.md section 3)."""
         for rule in self.policy.ordered_rules():
             self.compile_rule(rule)
-        hosts: dict[str, dict[str, Any]] = {}
-        pods: list[tuple[str, dict[str, Any]]] = []
+        own: dict[str, model.Ruleset] = {}
+        pods: dict[str, list[tuple[dict[str, Any], model.Ruleset]]] = {}
         for host in sorted(self.points):
             point = self.points[host]
-            _unused_ruleset, data = self.ruleset(point)
+            ruleset = self.ruleset(point)
             workload = point.workload
             if workload.kind != "pod":
-                hosts.setdefault(host, {"ruleset": None, "pods": []})["ruleset"] = data
+                own[host] = ruleset
                 continue
             enforce_host = workload.enforce_host
             if enforce_host is None:
                 node = self.node_of(workload)
                 enforce_host = None if node is None else node.host
             if enforce_host is None:
-                self.warn(f"pod {workload.key} has no zt_enforce_host and its node is not in the inventory; its rules cannot be applied")
-                continue
-            pods.append(
-                (
-                    enforce_host,
-                    {
-                        "host": host,
-                        "namespace": workload.namespace,
-                        "name": workload.name,
-                        "uid": workload.uid,
-                        "ips": list(workload.addresses),
-                        "container_ids": list(workload.container_ids),
-                        "netns": workload.hostvars.get("zt_netns"),
-                        "ruleset": data,
-                    },
+                self.warn(
+                    f"pod {workload.key} has no zt_enforce_host and its node is not in the inventory; its rules cannot be applied",
+                    "pod_not_placed",
                 )
-            )
-        for enforce_host, entry in pods:
-            hosts.setdefault(enforce_host, {"ruleset": None, "pods": []})["pods"].append(entry)
-        return {"hosts": {host: hosts[host] for host in sorted(hosts)}, "warnings": list(self.warnings)}
+                continue
+            entry = {
+                "host": host,
+                "namespace": workload.namespace,
+                "name": workload.name,
+                "uid": workload.uid,
+                "ips": list(workload.addresses),
+                "container_ids": list(workload.container_ids),
+                "netns": workload.hostvars.get("zt_netns"),
+            }
+            pods.setdefault(enforce_host, []).append((entry, ruleset))
+        hosts = {host: self.host_entry(own.get(host), pods.get(host, [])) for host in sorted({*own, *pods})}
+        return {"hosts": hosts, "warnings": list(self.warnings)}
+
+    def host_entry(self, ruleset: Optional[model.Ruleset], pods: Sequence[tuple[dict[str, Any], model.Ruleset]]) -> dict[str, Any]:
+        """One host's part of the plan: its rulesets name their sets, whose members travel once in ``sets``."""
+        shared = model.shared_sets([*([] if ruleset is None else [ruleset]), *(pod_ruleset for _unused_entry, pod_ruleset in pods)])
+        memo = self.serializer.memo
+        return {
+            "ruleset": None if ruleset is None else ruleset.to_dict(shared, memo),
+            "pods": [{**entry, "ruleset": pod_ruleset.to_dict(shared, memo)} for entry, pod_ruleset in pods],
+            "sets": model.sets_to_dict(shared.values(), memo),
+        }
 
 
-_CANONICAL: dict[str, tuple[str, tuple[int, int, int]]] = {}
-
-
-def _absolute_deny(entry: _Entry) -> bool:
-    """Is the entry an absolute deny (its order starts with the absolute rank and the deny action)?"""
-    return entry.order[0] == RANKS.index("absolute") and entry.verdict == "deny"
-
-
-def _canonical_members(members: Iterable[str]) -> tuple[str, ...]:
-    """``model.canonical_entry`` (canonical text and the model's sort key), memoised per member text."""
-    found = []
-    for member in members:
-        entry = _CANONICAL.get(member)
-        if entry is None:
-            entry = model.canonical_entry(member)
-            if len(_CANONICAL) < 2_000_000:
-                _CANONICAL[member] = entry
-        found.append(entry)
-    return tuple(canonical for canonical, _unused_key in sorted(set(found), key=lambda item: item[1]))
-
-
-def _is_address(text: Any) -> bool:
-    try:
-        model.canonical_network(str(text))
-    except model.ModelError:
-        return False
-    return True
+def _absolute_deny(rule: CompiledRule) -> bool:
+    """Is the rule an absolute deny (its order starts with the absolute rank and the deny action)?"""
+    return rule.order is not None and rule.order[0] == RANKS.index("absolute") and rule.verdict == "deny"
 
 
 def compile_policy(
@@ -826,21 +667,22 @@ def compile_policy(
     """Compile a policy over an inventory's hostvars into the plan of contracts.md section 3.
 
     Returns ``{"hosts": {inventory_hostname: {"ruleset": dict|None, "pods": [...]}}, "warnings": [...], "findings": [...]}``;
-    ``findings`` holds the coded warnings with their data (``{"code": "partial_service", "text", ...}``).
+    ``findings`` holds every warning with its code and data (``{"code": "partial_service", "text", ...}``; codes.py).
     Raises PolicyError (every problem at once) for an invalid policy or options.
     """
     parsed = policy if isinstance(policy, Policy) else parse_policy(policy)
     # The policy's own options: apply, the given ones winning (policy.merge_options); an Options object is taken as is.
     parsed_options = options if isinstance(options, Options) else parse_options(merge_options(parsed.options, options))
-    # partial imports this module (the oracle is built on the compiler's lookups): imported here, not at the top.
+    # partial imports this module (findings_of takes a Compiler): imported here, not at the top.
     from ansible_collections.zerotrust.workloads.plugins.module_utils._policy.partial import findings_of  # noqa: PLC0415
 
     with collector_paused():
         workloads, warnings = workloads_from_hostvars(hostvars)
         compiler = Compiler(parsed, workloads, parsed_options, warnings)
         plan = compiler.plan()
-        # Coded findings (partial services) with their data; their texts join the warnings.
-        plan["findings"] = findings_of(compiler)
+        # Partial services join the compiler's warnings; every warning is also a coded finding (codes.py).
+        findings_of(compiler)
+        plan["findings"] = list(compiler.findings)
         plan["warnings"] = list(compiler.warnings)
         return plan
 

@@ -19,21 +19,18 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Union
 
 from ansible_collections.zerotrust.workloads.plugins.module_utils._policy.compiler import Compiler
+from ansible_collections.zerotrust.workloads.plugins.module_utils._policy.index import peer_addresses
 from ansible_collections.zerotrust.workloads.plugins.module_utils._policy.policy import PolicyRule
 from ansible_collections.zerotrust.workloads.plugins.module_utils._policy.reachability import (
     KUBE_PROXY_LOCAL,
-    NODEPORT_TYPES,
     Flow,
     Reachability,
     ServicePath,
 )
-from ansible_collections.zerotrust.workloads.plugins.module_utils._policy.services import (
-    match_service_ports,
-    service_endpoints,
-)
+from ansible_collections.zerotrust.workloads.plugins.module_utils._policy.services import match_service_ports
 from ansible_collections.zerotrust.workloads.plugins.module_utils._policy.workloads import Workload
 
 PARTIAL_SERVICE = "partial_service"
@@ -128,19 +125,18 @@ class _Screen:
 
     def may_refuse(self, denies: list[PolicyRule], source: str, service: Workload, via: str) -> bool:
         """Could one of ``denies`` see this consumer (or, masqueraded, a node) at an endpoint?"""
-        masqueraded = via == "node_port" and str(service.record.get("external_traffic_policy") or "Cluster") != "Local"
-        compiler = self.reachability.compiler
+        masqueraded = via == "node_port" and not service.local_traffic
+        index = self.reachability.index
         if masqueraded:
-            seen = [address for node in compiler.cluster_nodes(service.cluster) for address in compiler.peer_addresses(node)]
+            seen = [address for node in index.cluster_nodes(service.cluster) for address in peer_addresses(node)]
         else:
-            workload = compiler.by_host.get(source)
-            seen = list(compiler.peer_addresses(workload)) if workload is not None else [source]
+            workload = index.by_host.get(source)
+            seen = list(peer_addresses(workload)) if workload is not None else [source]
         return any(address in self.reachability.consumer_addresses(deny, "all") for deny in denies for address in seen)
 
 
 def _endpoint_pods(reachability: Reachability, service: Workload) -> list[Workload]:
-    pods = [reachability.compiler.endpoint_pod(service, endpoint.pod, endpoint.addresses) for endpoint in service_endpoints(service.record)]
-    return [pod for pod in pods if pod is not None]
+    return reachability.index.endpoint_pods(service)
 
 
 def _questions(reachability: Reachability) -> list[tuple[str, str, Workload, Flow]]:
@@ -151,7 +147,7 @@ def _questions(reachability: Reachability) -> list[tuple[str, str, Workload, Flo
         if rule.action != "allow":
             continue
         for service in reachability.matched(rule.provider):
-            if service.kind != "service" or len(service_endpoints(service.record)) < 2:
+            if service.kind != "service" or len(service.endpoints) < 2:
                 continue
             denies = screen.denies(rule, service)
             if not denies:
@@ -162,7 +158,7 @@ def _questions(reachability: Reachability) -> list[tuple[str, str, Workload, Flo
                 for port in ports:
                     for label, source, inside in consumers:
                         via = "cluster_ip" if inside else "node_port"
-                        if via == "node_port" and (port.node_port is None or str(service.record.get("type")) not in NODEPORT_TYPES):
+                        if via == "node_port" and (port.node_port is None or not service.has_node_ports):
                             continue
                         if (via == "cluster_ip" and not service.addresses) or not screen.may_refuse(denies, source, service, via):
                             continue
@@ -170,19 +166,30 @@ def _questions(reachability: Reachability) -> list[tuple[str, str, Workload, Flo
     return questions
 
 
-def partial_service_findings(compiler: Compiler) -> list[Finding]:
-    """Every consumer x service the policy allows while some endpoints refuse (code ``partial_service``)."""
-    reachability = Reachability(compiler.policy, compiler.workloads, compiler.options, compiler=compiler)
+def _oracle(source: Union[Compiler, Reachability]) -> Reachability:
+    """The oracle of a compile run (on the compiler's own index) or the given one."""
+    if isinstance(source, Reachability):
+        return source
+    return Reachability(source.policy, source.workloads, source.options, index=source.index)
+
+
+def partial_service_findings(source: Union[Compiler, Reachability]) -> list[Finding]:
+    """Every consumer x service the policy allows while some endpoints refuse (code ``partial_service``).
+
+    ``source`` is a compile run or an oracle (the audit's); the analysis-limit warning goes to its ``warn``.
+    """
+    reachability = _oracle(source)
     partials: dict[tuple[str, str], _Partial] = {}
     questions = _questions(reachability)
     budget = MAX_PATHS
     for checked, (allowed_by, label, service, flow) in enumerate(questions):
-        nodes = len(compiler.cluster_nodes(service.cluster)) if flow.via == "node_port" else 1
-        budget -= nodes * len(service_endpoints(service.record))
+        nodes = len(reachability.index.cluster_nodes(service.cluster)) if flow.via == "node_port" else 1
+        budget -= nodes * len(service.endpoints)
         if budget < 0:
-            compiler.warn(
+            source.warn(
                 f"{ANALYSIS_LIMIT}: the partial-service analysis stopped after {checked} of {len(questions)} flows "
-                f"({MAX_PATHS} paths); the others were not checked"
+                f"({MAX_PATHS} paths); the others were not checked",
+                ANALYSIS_LIMIT,
             )
             break
         verdict = reachability.check(flow)
@@ -245,17 +252,18 @@ def _findings(partials: Mapping[tuple[str, str], _Partial]) -> list[Finding]:
     return findings
 
 
-def findings_of(compiler: object) -> list[dict[str, Any]]:
-    """The coded findings of a compile run, as the plan carries them; their texts join the compiler's warnings.
+def findings_of(source: object) -> list[dict[str, Any]]:
+    """The coded findings of a compile run (a Compiler) or of an oracle (a Reachability, the audit's),
+    as the plan carries them; their texts join the source's warnings.
 
     Takes ``object``: the compiler module imports this one lazily, and a type checker may know that
     module under two names.
     """
-    if not isinstance(compiler, Compiler):
-        raise TypeError(f"findings_of needs a Compiler, got {type(compiler).__name__}")
-    findings = partial_service_findings(compiler)
+    if not isinstance(source, (Compiler, Reachability)):
+        raise TypeError(f"findings_of needs a Compiler or a Reachability, got {type(source).__name__}")
+    findings = partial_service_findings(source)
     for finding in findings:
-        compiler.warn(finding.text)
+        source.warn(finding.text, finding.code, **finding.data)
     return [finding.to_dict() for finding in findings]
 
 

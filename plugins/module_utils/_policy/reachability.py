@@ -28,8 +28,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Optional, Union
 
 from ansible_collections.zerotrust.workloads.plugins.module_utils._policy.cluster import ClusterFlow
-from ansible_collections.zerotrust.workloads.plugins.module_utils._policy.compiler import Compiler
 from ansible_collections.zerotrust.workloads.plugins.module_utils._policy.errors import ZeroTrustPolicyError
+from ansible_collections.zerotrust.workloads.plugins.module_utils._policy.index import WorkloadIndex, peer_addresses
 from ansible_collections.zerotrust.workloads.plugins.module_utils._policy.options import Options, parse_options
 from ansible_collections.zerotrust.workloads.plugins.module_utils._policy.policy import (
     Policy,
@@ -44,13 +44,10 @@ from ansible_collections.zerotrust.workloads.plugins.module_utils._policy.servic
     container_port,
     match_service_ports,
     resolve_target_port,
-    service_endpoints,
-    service_ports,
 )
 from ansible_collections.zerotrust.workloads.plugins.module_utils._policy.workloads import Workload, workloads_from_hostvars
 
 VIAS = ("direct", "cluster_ip", "node_port")
-NODEPORT_TYPES = ("NodePort", "LoadBalancer")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -146,20 +143,22 @@ class Reachability:
         workloads: Sequence[Workload],
         options: Optional[Options] = None,
         warnings: Optional[list[str]] = None,
-        compiler: Optional[Compiler] = None,
+        index: Optional[WorkloadIndex] = None,
     ) -> None:
-        # The compiler is used for its lookups only (matches, nodes, endpoint pods, scope), never its rules;
-        # a compile run passes its own (``compiler``) so the lookups are not built twice.
-        self.compiler = compiler if compiler is not None else Compiler(policy, workloads, options or Options(), warnings)
+        # Who is who (matches, nodes, endpoint pods, scope) comes from the index the compiler also
+        # uses; a compile run passes its own (``index``) so the lookups are not built twice.
+        self.warnings: list[str] = list(warnings or ())
+        self.findings: list[dict[str, Any]] = [{"code": "host_left_out", "text": text} for text in self.warnings]
+        self.index = index if index is not None else WorkloadIndex(policy, workloads, options or Options(), warn=self.warn)
         self.policy = policy
-        self.options = self.compiler.options
+        self.options = self.index.options
         self.rules = policy.ordered_rules()
         self._consumer_sets: dict[tuple[str, str], _Addresses] = {}
         # Answers repeat across the many flows of a truth table or an audit: cache the lookups.
-        self._endpoint_cache: dict[str, list[Workload]] = {}
         self._network_cache: dict[str, _Addresses] = {}
         self._cluster_sets: dict[tuple[int, str], _Addresses] = {}
         self._targets_cache: dict[str, set[str]] = {}
+        self._masquerade_cache: dict[str, _Addresses] = {}
 
     @classmethod
     def from_hostvars(
@@ -171,11 +170,17 @@ class Reachability:
         workloads, warnings = workloads_from_hostvars(hostvars)
         return cls(parsed, workloads, parsed_options, warnings)
 
+    def warn(self, text: str, code: str = "compiler", **data: Any) -> None:
+        """Record a warning of the indexing once (as :meth:`Compiler.warn`: a text, and a coded finding)."""
+        if text not in self.warnings:
+            self.warnings.append(text)
+            self.findings.append({"code": code, "text": text, **data})
+
     # -- who is who ---------------------------------------------------------------
 
     def matched(self, filter_name: str) -> list[Workload]:
         """The workloads a filter selects."""
-        return self.compiler.matched[filter_name]
+        return self.index.matched[filter_name]
 
     def networks(self, filter_name: str) -> tuple[str, ...]:
         """The networks an address-only filter stands for."""
@@ -198,7 +203,7 @@ class Reachability:
             for consumer in self.matched(rule.consumer):
                 inside = consumer.kind != "vm"
                 if side == "all" or (side == "in") == inside:
-                    members.extend(self.compiler.peer_addresses(consumer))
+                    members.extend(peer_addresses(consumer))
             if side in ("all", "out"):
                 members.extend(self.networks(rule.consumer))
             self._consumer_sets[key] = _Addresses(members)
@@ -209,12 +214,11 @@ class Reachability:
         return any(consumer.kind == "vm" for consumer in self.matched(rule.consumer)) or bool(self.networks(rule.consumer))
 
     def _endpoint_pods(self, service: Workload) -> list[Workload]:
-        found = self._endpoint_cache.get(service.host)
-        if found is None:
-            pods = [self.compiler.endpoint_pod(service, endpoint.pod, endpoint.addresses) for endpoint in service_endpoints(service.record)]
-            found = [pod for pod in pods if pod is not None]
-            self._endpoint_cache[service.host] = found
-        return found
+        return self.index.endpoint_pods(service)
+
+    def _is_endpoint(self, pod: Workload, service: Workload) -> bool:
+        """By identity, not dataclass equality: comparing every field of every endpoint was most of a NodePort cell's cost."""
+        return any(item is pod for item in self._endpoint_pods(service))
 
     def _network_set(self, filter_name: str) -> _Addresses:
         found = self._network_cache.get(filter_name)
@@ -224,18 +228,13 @@ class Reachability:
 
     def _endpoint_nodes(self, service: Workload, port: ServicePort) -> list[tuple[Workload, Optional[int]]]:
         """Nodes that receive a service's endpoints themselves (node-address endpoints), with the target port."""
-        found = []
-        for endpoint in service_endpoints(service.record):
-            pod = self.compiler.endpoint_pod(service, endpoint.pod, endpoint.addresses)
-            node = self.compiler.endpoint_node(service, pod, endpoint.addresses)
-            if node is not None:
-                found.append((node, resolve_target_port(port, endpoint, pod)))
-        return found
+        receivers = self.index.receivers(service)
+        return [(item.node, resolve_target_port(port, item.endpoint, item.pod)) for item in receivers if item.node is not None]
 
     def _target(self, service: Workload, port: ServicePort, pod: Workload) -> Optional[int]:
-        for endpoint in service_endpoints(service.record):
-            if self.compiler.endpoint_pod(service, endpoint.pod, endpoint.addresses) is pod:
-                return resolve_target_port(port, endpoint, pod)
+        for item in self.index.receivers(service):
+            if item.pod is pod:
+                return resolve_target_port(port, item.endpoint, pod)
         return None
 
     @staticmethod
@@ -286,7 +285,7 @@ class Reachability:
             return True
         for provider in self.matched(rule.provider):
             if provider.kind != "service":
-                if destination in self.compiler.peer_addresses(provider) and self._direct_port(spec, provider, protocol, port):
+                if destination in peer_addresses(provider) and self._direct_port(spec, provider, protocol, port):
                     return True
                 continue
             for service_port in self._service_ports(spec, provider, protocol):
@@ -299,30 +298,26 @@ class Reachability:
     def _reaches_inside(self, service: Workload, service_port: ServicePort, destination: str, port: Optional[int]) -> bool:
         if destination in service.addresses and port == service_port.port:
             return True
-        for endpoint in service_endpoints(service.record):
-            pod = self.compiler.endpoint_pod(service, endpoint.pod, endpoint.addresses)
-            if destination in endpoint.addresses and port == resolve_target_port(service_port, endpoint, pod):
+        for item in self.index.receivers(service):
+            if destination in item.endpoint.addresses and port == resolve_target_port(service_port, item.endpoint, item.pod):
                 return True
         return False
 
     def _reaches_outside(self, service: Workload, service_port: ServicePort, destination: str, port: Optional[int]) -> bool:
-        record = service.record
-        local = str(record.get("external_traffic_policy") or "Cluster") == "Local"
         # With Local only the nodes holding a ready endpoint serve outside consumers, and only they are allowed.
-        nodes = self.compiler.local_endpoint_nodes(service) if local else self.compiler.cluster_nodes(service.cluster)
+        nodes = self.index.local_endpoint_nodes(service) if service.local_traffic else self.index.cluster_nodes(service.cluster)
         if (
-            str(record.get("type")) in NODEPORT_TYPES
+            service.has_node_ports
             and service_port.node_port is not None
             and port == service_port.node_port
             and any(destination in node.addresses for node in nodes)
         ):
             return True
-        if port is not None and port == _health_check_port(service) and any(
-            destination in node.addresses for node in self.compiler.cluster_nodes(service.cluster)
+        if port is not None and port == service.health_check_port() and any(
+            destination in node.addresses for node in self.index.cluster_nodes(service.cluster)
         ):
             return True
-        outside_ips = [*(record.get("load_balancer_ingress") or ()), *(record.get("external_ips") or ())]
-        return port == service_port.port and destination in outside_ips
+        return port == service_port.port and destination in (*service.load_balancer_ingress, *service.external_ips)
 
     def ingress_end(self, destination: Workload, source: str, protocol: str, port: Optional[int]) -> _End:
         """The provider's ingress chain for a connection arriving from ``source`` (address)."""
@@ -368,13 +363,9 @@ class Reachability:
                     found.add(provider.host)
                     continue
                 found.update(pod.host for pod in self._endpoint_pods(provider))
-                for endpoint in service_endpoints(provider.record):
-                    pod = self.compiler.endpoint_pod(provider, endpoint.pod, endpoint.addresses)
-                    node = self.compiler.endpoint_node(provider, pod, endpoint.addresses)
-                    if node is not None:
-                        found.add(node.host)
-                if _health_check_port(provider) is not None:
-                    found.update(node.host for node in self.compiler.cluster_nodes(provider.cluster))
+                found.update(item.node.host for item in self.index.receivers(provider) if item.node is not None)
+                if provider.health_check_port() is not None:
+                    found.update(node.host for node in self.index.cluster_nodes(provider.cluster))
             self._targets_cache[rule.label] = found
         return found
 
@@ -388,7 +379,7 @@ class Reachability:
                 and rule.action == "allow"
                 and protocol == "tcp"
                 and port is not None
-                and port == _health_check_port(provider)
+                and port == provider.health_check_port()
                 and provider.cluster == destination.cluster
                 and self._service_ports(spec, provider, "tcp")
                 and source in self.consumer_addresses(rule, "out")
@@ -398,7 +389,7 @@ class Reachability:
                 if self._direct_port(spec, provider, protocol, port) and source in self.consumer_addresses(rule, "all"):
                     return rule.origin(spec)
                 continue
-            if provider.kind != "service" or destination.kind != "pod" or destination not in self._endpoint_pods(provider):
+            if provider.kind != "service" or destination.kind != "pod" or not self._is_endpoint(destination, provider):
                 continue
             for service_port in self._service_ports(spec, provider, protocol):
                 if self._target(provider, service_port, destination) != port:
@@ -407,7 +398,7 @@ class Reachability:
                     return rule.origin(spec)
                 if not self.has_outside_consumers(rule):
                     continue
-                if str(provider.record.get("external_traffic_policy") or "Cluster") == "Local":
+                if provider.local_traffic:
                     if source in self.consumer_addresses(rule, "out"):
                         return rule.origin(spec)
                 elif rule.action == "allow" and source in self._masquerade(destination):
@@ -429,15 +420,12 @@ class Reachability:
         return None
 
     def _masquerade(self, pod: Workload) -> _Addresses:
-        node = self.compiler.node_of(pod)
-        if node is None:
-            return _Addresses(())
-        members = [*node.gateways(), *node.tunnel_addresses]
-        for other in self.compiler.cluster_nodes(node.cluster):
-            members.extend(other.tunnel_addresses)
-            if other is not node:
-                members.extend(other.addresses)
-        return _Addresses(members)
+        node = self.index.node_of(pod)
+        key = "" if node is None else node.host
+        found = self._masquerade_cache.get(key)
+        if found is None:
+            found = self._masquerade_cache[key] = _Addresses(() if node is None else self.index.masquerade_sources(node))
+        return found
 
     def guard_end(self, node: Workload, source: str, protocol: str, node_port: int) -> _End:
         """A node's NodePort guard for a NEW connection from ``source`` to ``node_port``."""
@@ -447,11 +435,7 @@ class Reachability:
                 return None
             for spec in rule.ports:
                 for service in self.matched(rule.provider):
-                    if (
-                        service.kind != "service"
-                        or service.cluster != node.cluster
-                        or str(service.record.get("type")) not in NODEPORT_TYPES
-                    ):
+                    if service.kind != "service" or service.cluster != node.cluster or not service.has_node_ports:
                         continue
                     if any(item.node_port == node_port for item in self._service_ports(spec, service, protocol)):
                         return rule.origin(spec)
@@ -463,9 +447,9 @@ class Reachability:
                 return _End("nodeport guard", rule.action == "allow", origin)
         if self.policy.catch_all == "deny" and any(
             port.node_port == node_port and port.protocol == protocol
-            for service in self.compiler.workloads
-            if service.kind == "service" and service.cluster == node.cluster and str(service.record.get("type")) in NODEPORT_TYPES
-            for port in service_ports(service.record)
+            for service in self.index.services_by_cluster.get(node.cluster, ())
+            if service.has_node_ports
+            for port in service.service_ports
         ):
             return _End("nodeport guard", False, "catch_all nodeport")
         return _End("nodeport guard", True, "nodeport_guard")
@@ -482,14 +466,14 @@ class Reachability:
 
     def _cluster_egress(self, source: Workload, destination: str, protocol: str, port: Optional[int]) -> Optional[str]:
         """The ``cluster`` allowance at a source's egress (the compiler's own flows)."""
-        for flow in self.compiler.cluster_egress.get(source.host, ()):
+        for flow in self.index.cluster_egress.get(source.host, ()):
             if _flow_port(flow, flow.egress_ports, protocol, port) and destination in self._cluster_addresses(flow, "to"):
                 return flow.origin
         return None
 
     def _cluster_ingress(self, destination: Workload, source: str, protocol: str, port: Optional[int]) -> Optional[str]:
         """The ``cluster`` allowance at a destination's ingress."""
-        for flow in self.compiler.cluster_ingress.get(destination.host, ()):
+        for flow in self.index.cluster_ingress.get(destination.host, ()):
             if not _flow_port(flow, flow.ingress_ports, protocol, port):
                 continue
             if flow.source_addresses is None or source in self._cluster_addresses(flow, "from"):
@@ -501,15 +485,14 @@ class Reachability:
         if options.enabled("node_to_pods") and source.kind == "node" and destination in _Addresses(source.pod_cidrs):
             return "implicit:node_to_pods"
         if options.enabled("dns") and source.kind == "pod" and protocol in ("udp", "tcp"):
-            dns = self.compiler.dns_service(source.cluster)
-            if dns is not None and destination in (*dns.addresses, *self.compiler.peer_addresses(dns)):
+            dns = self.index.dns_service(source.cluster)
+            if dns is not None and destination in (*dns.addresses, *peer_addresses(dns)):
                 ports: set[Optional[int]] = set()
-                for service_port in service_ports(dns.record):
+                for service_port in dns.service_ports:
                     if service_port.protocol == protocol:
                         ports.add(service_port.port)
-                        for endpoint in service_endpoints(dns.record):
-                            pod = self.compiler.endpoint_pod(dns, endpoint.pod, endpoint.addresses)
-                            ports.add(resolve_target_port(service_port, endpoint, pod))
+                        for item in self.index.receivers(dns):
+                            ports.add(resolve_target_port(service_port, item.endpoint, item.pod))
                 if port in ports:
                     return "implicit:dns"
         # The cluster allowance's rules come after the other implicit ones in every chain.
@@ -523,14 +506,14 @@ class Reachability:
         if ssh and (not options.management_addresses or source in _Addresses(options.management_addresses)):
             return "implicit:management_ssh"
         if node_to_pods and options.enabled("node_to_pods") and destination.kind == "pod":
-            node = self.compiler.node_of(destination)
+            node = self.index.node_of(destination)
             if node is not None and source in (*node.gateways(), *node.tunnel_addresses):
                 return "implicit:node_to_pods"
         if options.enabled("dns") and destination.kind == "pod" and protocol in ("udp", "tcp"):
-            dns = self.compiler.dns_service(destination.cluster)
+            dns = self.index.dns_service(destination.cluster)
             if dns is not None and destination in self._endpoint_pods(dns):
-                cidrs = _Addresses(cidr for node in self.compiler.cluster_nodes(destination.cluster) for cidr in node.pod_cidrs)
-                targets = {self._target(dns, item, destination) for item in service_ports(dns.record) if item.protocol == protocol}
+                cidrs = _Addresses(cidr for node in self.index.cluster_nodes(destination.cluster) for cidr in node.pod_cidrs)
+                targets = {self._target(dns, item, destination) for item in dns.service_ports if item.protocol == protocol}
                 if port in targets and source in cidrs:
                     return "implicit:dns"
         return self._cluster_ingress(destination, source, protocol, port)
@@ -542,7 +525,7 @@ class Reachability:
         if flow.via not in VIAS:
             raise ZeroTrustPolicyError(f"via {flow.via!r} is not one of {', '.join(VIAS)}")
         protocol = flow.protocol.lower()
-        source = self.compiler.by_host.get(flow.source)
+        source = self.index.by_host.get(flow.source)
         if source is None:
             try:
                 source_address = str(ipaddress.ip_address(flow.source))
@@ -552,7 +535,7 @@ class Reachability:
             raise ZeroTrustPolicyError(f"source {flow.source!r} has no address")
         else:
             source_address = source.addresses[0]
-        destination = self.compiler.by_host.get(flow.destination)
+        destination = self.index.by_host.get(flow.destination)
         if destination is None:
             raise ZeroTrustPolicyError(f"destination {flow.destination!r} is not an inventory workload")
         if source is destination and self.options.enabled("loopback"):
@@ -572,33 +555,33 @@ class Reachability:
 
     def _seen_from(self, source: Optional[Workload], source_address: str, destination: Workload) -> str:
         """The source address a destination sees (a node talking to its own pods uses its gateway)."""
-        if source is not None and source.kind == "node" and destination.kind == "pod" and self.compiler.node_of(destination) is source:
+        if source is not None and source.kind == "node" and destination.kind == "pod" and self.index.node_of(destination) is source:
             gateways = source.gateways()
             if gateways:
                 return gateways[0]
         return source_address
 
     def _egress(self, source: Optional[Workload], destination: str, protocol: str, port: Optional[int]) -> Optional[_End]:
-        if source is None or source.host not in self.compiler.points:
+        if source is None or source.host not in self.index.enforced:
             return None
         return self.egress_end(source, destination, protocol, port)
 
     def _ingress(self, destination: Workload, source: str, protocol: str, port: Optional[int]) -> Optional[_End]:
-        if destination.host not in self.compiler.points:
+        if destination.host not in self.index.enforced:
             return None
         return self.ingress_end(destination, source, protocol, port)
 
     def _service_flow(  # noqa: PLR0911, PLR0912 - each way a service flow can fail is named
         self, source: Optional[Workload], source_address: str, service: Workload, protocol: str, flow: Flow
     ) -> Verdict:
-        ports = [port for port in service_ports(service.record) if port.protocol == protocol and port.port == flow.port]
+        ports = [port for port in service.service_ports if port.protocol == protocol and port.port == flow.port]
         if not ports:
             return Verdict(False, (), f"service {service.key} has no port {protocol}/{flow.port}")
         port = ports[0]
         outside = source is None or source.kind == "vm"
         if flow.via == "direct":
             raise ZeroTrustPolicyError("a service is reached via cluster_ip or node_port, not directly")
-        if not service_endpoints(service.record):
+        if not service.endpoints:
             return Verdict(False, (), f"service {service.key} has no endpoints")
         # One path per way kube-proxy can send the connection; endpoints whose pods are not in the
         # inventory are not enforced, so only the consumer side decides for them.
@@ -615,18 +598,18 @@ class Reachability:
                     ends.append(self._ingress(node, source_address, protocol, target))
                 paths.append((_endpoint_name(endpoint, pod), endpoint.addresses[0] if endpoint.addresses else "", None, ends, True))
             return self._paths_verdict(service, paths)
-        if port.node_port is None or str(service.record.get("type")) not in NODEPORT_TYPES:
+        if port.node_port is None or not service.has_node_ports:
             return Verdict(False, (), f"service {service.key} port {port.port} has no NodePort")
-        nodes = [node for node in self.compiler.cluster_nodes(service.cluster) if node.addresses]
+        nodes = [node for node in self.index.cluster_nodes(service.cluster) if node.addresses]
         if not nodes:
             return Verdict(False, (), f"no node of service {service.key}'s cluster is in the inventory")
-        local = str(service.record.get("external_traffic_policy") or "Cluster") == "Local"
+        local = service.local_traffic
         # kube-proxy treats pod traffic as subject to neither traffic policy: cluster-wide endpoints, no SNAT.
         from_pod = source is not None and source.kind == "pod"
         receivers = self._endpoint_receivers(service, port)
         for node in nodes:
             common = [self._egress(source, node.addresses[0], protocol, port.node_port)]
-            if node.host in self.compiler.points:
+            if node.host in self.index.enforced:
                 common.append(self.guard_end(node, source_address, protocol, port.node_port))
             for endpoint, pod, _unused_node, target in receivers:
                 endpoint_node = endpoint.node or (pod.node if pod is not None else None)
@@ -644,7 +627,7 @@ class Reachability:
                 if pod is not None:
                     if local:
                         seen = source_address
-                    elif self.compiler.node_of(pod) is node:
+                    elif self.index.node_of(pod) is node:
                         seen = node.gateways()[0] if node.gateways() else node.addresses[0]
                     else:
                         seen = node.addresses[0]
@@ -658,12 +641,8 @@ class Reachability:
         self, service: Workload, port: ServicePort
     ) -> list[tuple[Endpoint, Optional[Workload], Optional[Workload], Optional[int]]]:
         """Each endpoint with its pod, the node that enforces it when no pod namespace does, and its target port."""
-        found = []
-        for endpoint in service_endpoints(service.record):
-            pod = self.compiler.endpoint_pod(service, endpoint.pod, endpoint.addresses)
-            node = self.compiler.endpoint_node(service, pod, endpoint.addresses)
-            found.append((endpoint, pod, node, resolve_target_port(port, endpoint, pod)))
-        return found
+        receivers = self.index.receivers(service)
+        return [(item.endpoint, item.pod, item.node, resolve_target_port(port, item.endpoint, item.pod)) for item in receivers]
 
     def _paths_verdict(self, service: Workload, paths: Sequence[tuple[str, str, Optional[str], list[Optional[_End]], bool]]) -> Verdict:
         """All paths connect: allowed; none: denied (by the first refusing end); some: partial."""
@@ -711,15 +690,6 @@ class Reachability:
 
 
 _NOBODY = Workload(host="", kind="vm", name="", addresses=())
-
-
-def _health_check_port(service: Workload) -> Optional[int]:
-    """A LoadBalancer service's healthCheckNodePort when its traffic policy is Local, else None."""
-    record = service.record
-    port = record.get("health_check_node_port")
-    if str(record.get("type")) != "LoadBalancer" or str(record.get("external_traffic_policy") or "Cluster") != "Local":
-        return None
-    return port if isinstance(port, int) else None
 
 
 def _endpoint_name(endpoint: Endpoint, pod: Optional[Workload]) -> str:

@@ -2,91 +2,32 @@
 # Copyright: contributors to zerotrust.workloads
 """Service resolution: ports by number or name, target ports per endpoint, NodePorts.
 
-A Service is a logical provider. Its ``ports`` (contracts.md) carry ``port``,
-``target_port`` (a number, or a name resolved per endpoint), ``node_port`` and the
-protocol; ``endpoints`` come from EndpointSlices, whose ports are already resolved and
-named after the service port.
+A Service is a logical provider. Its ports (:class:`ServicePort`: ``port``, ``target_port``
+a number or a name resolved per endpoint, ``node_port``, the protocol) and its endpoints
+(:class:`Endpoint`, from EndpointSlices, whose ports are already resolved and named after
+the service port) are parsed once into the :class:`Workload` (workloads.py).
 """
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
 from typing import Any, Optional, Union
 
 from ansible_collections.zerotrust.workloads.plugins.module_utils._describe import type_phrase
-from ansible_collections.zerotrust.workloads.plugins.module_utils._policy.errors import ServiceError
+from ansible_collections.zerotrust.workloads.plugins.module_utils._policy.errors import ServiceError, WorkloadError
 from ansible_collections.zerotrust.workloads.plugins.module_utils._policy.policy import PortSpec
-from ansible_collections.zerotrust.workloads.plugins.module_utils._policy.workloads import Workload
-
-
-@dataclasses.dataclass(frozen=True)
-class ServicePort:
-    """One port of a service, protocol in lower case."""
-
-    name: Optional[str]
-    port: int
-    target_port: Union[int, str]
-    node_port: Optional[int]
-    protocol: str
-
-
-@dataclasses.dataclass(frozen=True)
-class Endpoint:
-    """One endpoint address group of a service."""
-
-    addresses: tuple[str, ...]
-    node: Optional[str]
-    pod: Optional[str]
-    ready: bool
-    ports: tuple[Mapping[str, Any], ...]
-
-
-def _int_or_none(value: Any) -> Optional[int]:
-    if value is None or value == "":
-        return None
-    return int(value)
-
-
-def service_ports(record: Mapping[str, Any]) -> list[ServicePort]:
-    """The ports of a service record (``workload`` hostvar), normalised."""
-    result = []
-    for raw in record.get("ports") or ():
-        target: Any = raw.get("target_port", raw.get("port"))
-        if isinstance(target, str) and target.isdigit():
-            target = int(target)
-        result.append(
-            ServicePort(
-                name=raw.get("name") or None,
-                port=int(raw["port"]),
-                target_port=target if isinstance(target, str) else int(target),
-                node_port=_int_or_none(raw.get("node_port")),
-                protocol=str(raw.get("protocol") or "TCP").lower(),
-            )
-        )
-    return result
-
-
-def service_endpoints(record: Mapping[str, Any]) -> list[Endpoint]:
-    """The endpoints of a service record; not-ready ones are kept (they may become ready)."""
-    result = []
-    for raw in record.get("endpoints") or ():
-        result.append(
-            Endpoint(
-                addresses=tuple(str(address) for address in raw.get("addresses") or ()),
-                node=raw.get("node"),
-                pod=raw.get("pod"),
-                ready=bool(raw.get("ready", True)),
-                ports=tuple(raw.get("ports") or ()),
-            )
-        )
-    return result
+from ansible_collections.zerotrust.workloads.plugins.module_utils._policy.workloads import (
+    Endpoint,
+    ServicePort,
+    Workload,
+    service_ports_of,
+)
 
 
 def match_service_ports(workload: Workload, spec: PortSpec) -> list[ServicePort]:
     """The service ports a policy port spec selects (number = service port, name = port name)."""
     result = []
-    for port in service_ports(workload.record):
+    for port in workload.service_ports:
         if spec.protocol == "any":
             result.append(port)
         elif spec.protocol != port.protocol:
@@ -109,8 +50,8 @@ def resolve_target_port(port: ServicePort, endpoint: Optional[Endpoint], pod: Op
         return port.target_port
     if endpoint is not None:
         for candidate in endpoint.ports:
-            if (candidate.get("name") or None) == port.name and str(candidate.get("protocol") or "TCP").lower() == port.protocol:
-                return int(candidate["port"])
+            if candidate.name == port.name and candidate.protocol == port.protocol:
+                return candidate.port
     if pod is not None:
         return container_port(pod, port.target_port, port.protocol)
     return None
@@ -119,8 +60,8 @@ def resolve_target_port(port: ServicePort, endpoint: Optional[Endpoint], pod: Op
 def container_port(pod: Workload, name: str, protocol: str) -> Optional[int]:
     """A pod's container port by name and protocol."""
     for candidate in pod.ports:
-        if candidate.get("name") == name and str(candidate.get("protocol") or "TCP").lower() == protocol:
-            return int(candidate["port"])
+        if candidate.name == name and candidate.protocol == protocol:
+            return candidate.port
     return None
 
 
@@ -135,22 +76,29 @@ def node_port(record: Mapping[str, Any], port: Union[int, str], protocol: Option
         got = f"kind {record.get('kind')!r}" if isinstance(record, Mapping) else type_phrase(record)
         raise ServiceError(f"nodeport needs a service's hostvars (workload.kind service), got {got}")
     label = f"service {record.get('namespace')}/{record.get('name')}"
+    try:
+        every = service_ports_of(record, f"{label}: ports")
+    except WorkloadError as error:
+        raise ServiceError(str(error)) from error
     wanted_protocol = protocol.lower() if protocol else None
-    ports = [candidate for candidate in service_ports(record) if wanted_protocol in (None, candidate.protocol)]
+    ports = [candidate for candidate in every if wanted_protocol in (None, candidate.protocol)]
     text = str(port).strip()
     if text.isdigit():
         matches = [candidate for candidate in ports if candidate.port == int(text)]
     else:
         matches = [candidate for candidate in ports if candidate.name == text]
     if not matches:
-        known = ", ".join(f"{candidate.name or '-'} {candidate.port}/{candidate.protocol}" for candidate in service_ports(record)) or "none"
+        known = ", ".join(f"{candidate.name or '-'} {candidate.port}/{candidate.protocol}" for candidate in every) or "none"
         raise ServiceError(f"{label} has no port {text!r}{f' ({wanted_protocol})' if wanted_protocol else ''}; its ports: {known}")
     if len({candidate.node_port for candidate in matches}) > 1:
         raise ServiceError(f"{label} port {text!r} exists for several protocols with different NodePorts; pass protocol='tcp' or 'udp'")
     found = matches[0].node_port
     if found is None:
         raise ServiceError(
-            f"{label} port {text!r} has no NodePort (service type {record.get('type')!r}); "
+            f"{label} port {text!r} has no NodePort (service type {record.get('type') or 'ClusterIP'!r}); "
             "only NodePort and LoadBalancer services are reachable from outside the cluster through the nodes"
         )
     return found
+
+
+__all__ = ["Endpoint", "ServicePort", "container_port", "match_service_ports", "node_port", "resolve_target_port"]

@@ -23,7 +23,8 @@ from tests.unit.plugins.module_utils._policy.policy_seed import seed_hostvars, s
 
 REPO = Path(__file__).resolve().parents[3]
 BIN = Path(sys.executable).parent
-FACTS = ["enforce_management_effective", "enforce_discover_management", "enforce_implicit_effective"]
+# The plan step's outline: the effective management addresses, whether they are read from the hosts, the implicit switches.
+FACTS = ["management_addresses", "discover", "implicit"]
 
 
 def run(tool: str, *args: str, unparsed_is_failed: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -49,8 +50,9 @@ def compile_facts(tmp_path: Path, inventory: Path, variables: dict[str, Any], **
         "hosts": "haproxy", "gather_facts": False, "vars": variables,
         "tasks": [
             {"ansible.builtin.include_role": {"name": "zerotrust.workloads.enforce", "tasks_from": "compile.yml"}},
-            {"ansible.builtin.copy": {"dest": str(out), "content": "{{ {" + ", ".join(f"'{fact}': {fact}" for fact in FACTS)
+            {"ansible.builtin.copy": {"dest": str(out), "content": "{{ {" + ", ".join(f"'{fact}': enforce_plan.{fact}" for fact in FACTS)
                                       + ", 'hosts': enforce_plan.hosts.keys() | list} | to_json }}"}},
+            {"zerotrust.workloads.plan": {"discard": "{{ enforce_plan.path }}"}},
         ],
     }]
     (tmp_path / "play.yml").write_text(yaml.safe_dump(play))
@@ -78,9 +80,9 @@ def test_policy_options_and_role_variables(tmp_path: Path, variables: dict[str, 
     result = compile_facts(tmp_path, seed_inventory(tmp_path), variables)
     assert result.returncode == 0, result.stdout + result.stderr
     facts = json.loads((tmp_path / "out.json").read_text())
-    assert facts["enforce_management_effective"] == management
-    assert facts["enforce_discover_management"] is discover
-    assert facts["enforce_implicit_effective"]["dns"] is dns
+    assert facts["management_addresses"] == management
+    assert facts["discover"] is discover
+    assert facts["implicit"]["dns"] is dns
     assert "haproxy" in facts["hosts"]
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -35,12 +36,8 @@ def cluster_origins(tmp_path: Path, role: str, variables: dict[str, Any]) -> dic
     hosts = {host: {key: value for key, value in found.items() if key != "group_names"} for host, found in hostvars.items()}
     (tmp_path / "seed.yml").write_text(yaml.safe_dump({"all": {"hosts": hosts}}))
     out = tmp_path / "out.json"
-    plan_rulesets = (
-        f"{{{{ dict({plan}.hosts | dict2items | map(attribute='value.pods') | flatten | map(attribute='host')"
-        f" | zip({plan}.hosts | dict2items | map(attribute='value.pods') | flatten | map(attribute='ruleset')))"
-        f" | combine(dict({plan}.hosts | dict2items | map(attribute='key')"
-        f" | zip({plan}.hosts | dict2items | map(attribute='value.ruleset')))) | to_json }}}}"
-    )
+    # The plan step keeps each host's part in a file of its own, which the outline names.
+    plan_rulesets = f"{{{{ {plan} | to_json }}}}"
     play = [
         {
             "hosts": "haproxy",
@@ -59,7 +56,13 @@ def cluster_origins(tmp_path: Path, role: str, variables: dict[str, Any]) -> dic
     argv += ["-e", f"ansible_python_interpreter={sys.executable}", str(tmp_path / "play.yml")]
     result = subprocess.run(argv, cwd=REPO, env=environment, capture_output=True, text=True, timeout=300, check=False)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    rulesets = json.loads(out.read_text())
+    outline = json.loads(out.read_text())
+    rulesets = {}
+    for host, entry in outline["hosts"].items():
+        part = json.loads(Path(entry["file"]).read_text())
+        rulesets[host] = part["ruleset"]
+        rulesets.update({pod["host"]: pod["ruleset"] for pod in part["pods"]})
+    shutil.rmtree(outline["path"])
     return {
         host: [
             f"{chain['name']} {rule['origin'].removeprefix('implicit:cluster ')} {rule['protocol']}/{','.join(rule['ports'])}"

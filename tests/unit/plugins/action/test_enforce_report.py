@@ -12,30 +12,35 @@ from ansible_collections.zerotrust.workloads.plugins.action.enforce_report impor
     render_lines,
     summarise,
 )
-from ansible_collections.zerotrust.workloads.plugins.module_utils._netfilter.counts import count_changes
+from ansible_collections.zerotrust.workloads.plugins.module_utils._netfilter.backend import Changes, RuleEntry, SetEntry
 
-from tests.unit.plugins.module_utils._netfilter.test_counts import IPTABLES_AFTER, IPTABLES_BEFORE
+INGRESS = "IPv4 filter ZT-INGRESS"
+IN_PLACE = (RuleEntry("IPv4 filter INPUT", "0" * 16, "jump ingress", 0), RuleEntry(INGRESS, "1" * 16, "implicit:established", 0),
+            RuleEntry(INGRESS, "2" * 16, "catch_all", 1))
+UNCHANGED = Changes(kept=IN_PLACE, sets=(SetEntry("zt-aaa-4", 0, 0, 1), SetEntry("zt-bbb-6", 0, 0, 0)))
+"""Three rules (our jump, two in our chain) and one set member in place."""
+POD_MOVED = Changes(added=(RuleEntry(INGRESS, "3" * 16, "default[0]", 1),), kept=IN_PLACE,
+                    sets=(SetEntry("zt-aaa-4", 2, 1, 0), SetEntry("zt-bbb-6", 0, 0, 0)))
+"""One rule added, the set's member replaced by two others."""
 
 
-def _entry(target: str, changed: bool, before: str, after: str, **extra: Any) -> dict[str, Any]:
-    """A namespace's result as the allowlist module returns it with --diff: its counts are zero when nothing changes."""
-    counts = count_changes(before, after if changed else before)
-    return {"target": target, "changed": changed, "rules": 3, "diff": {"before": before, "after": after}, "skipped": False, **counts,
-            **extra}
+def _entry(target: str, changed: bool, changes: Changes, **extra: Any) -> dict[str, Any]:
+    """A namespace's result as the allowlist module returns it: counts derived from its structured plan."""
+    return {"target": target, "changed": changed, "rules": 3, "skipped": False, **changes.counts(), **extra}
 
 
 PREVIEW_NODE = {
     "changed": True,
     "results": [
-        _entry("host", False, IPTABLES_BEFORE, IPTABLES_BEFORE),
-        _entry("db.wordpress.pod.lab", True, IPTABLES_BEFORE, IPTABLES_AFTER),
+        _entry("host", False, UNCHANGED),
+        _entry("db.wordpress.pod.lab", True, POD_MOVED),
         {"target": "gone.wordpress.pod.lab", "namespace": None, "changed": False, "skipped": True, "reason": "no netns holds 10.244.9.9"},
     ],
 }
 
 
 APPLIED_NODE = {"changed": True, "results": [{"target": "host", "changed": False}, {"target": "db.wordpress.pod.lab", "changed": True}]}
-NOOP_PREVIEW = {"changed": False, "results": [_entry("host", False, IPTABLES_BEFORE, IPTABLES_BEFORE)]}
+NOOP_PREVIEW = {"changed": False, "results": [_entry("host", False, UNCHANGED)]}
 
 
 @pytest.mark.parametrize(

@@ -16,6 +16,7 @@ from ansible.errors import AnsibleFilterError
 from ansible_collections.zerotrust.workloads.plugins.filter import compile as compile_plugin
 from ansible_collections.zerotrust.workloads.plugins.filter import nodeport as nodeport_plugin
 from ansible_collections.zerotrust.workloads.plugins.filter import select as select_plugin
+from ansible_collections.zerotrust.workloads.plugins.module_utils._policy.rules import inline_sets
 
 from tests.unit.plugins.module_utils._policy.policy_seed import MYSQL_POD, WORDPRESS_POD, WORDPRESS_SERVICE, seed_hostvars, seed_policy
 
@@ -79,7 +80,9 @@ def test_a_malformed_host_record_fails_the_filter_naming_host_and_variable(name:
 def test_compile() -> None:
     plan = compile_plugin.compile_filter(seed_policy(), seed_hostvars(), {"management_addresses": ["172.18.221.254"]})
     golden = json.loads((REPO / "tests/unit/plugins/module_utils/_policy/golden/seed.json").read_text())
-    assert plan == golden
+    # The golden file holds each ruleset with its members inline; the plan ships them once per host in sets.
+    assert inline_sets(plan) == golden
+    assert all(item.get("shared") for entry in plan["hosts"].values() for item in (entry["ruleset"] or {}).get("address_sets", []))
     with pytest.raises(AnsibleFilterError) as caught:
         compile_plugin.compile_filter(
             {"filters": {"a": "kind ="}, "policies": {"default": [{"consumer": "a", "provider": "b", "ports": ["tcp/0"]}]}}, {}

@@ -41,7 +41,7 @@ def rules() -> dict[str, Any]:
     results = json.loads((FIXTURES / "allowlist_results.json").read_text())
     drifted = results["iptables"]["drifted"]
     drifted["results"][0]["target"] = WORDPRESS_POD
-    host = {"target": "host", "namespace": "host", "drift": [], "diff": {"before": "", "after": ""}}
+    host = {"target": "host", "namespace": "host", "drift": [], "changes": {"rules": {"added": [], "removed": [], "kept": []}, "sets": []}}
     return {"k8s-node1": {"results": [host, *drifted["results"]]}}
 
 

@@ -1,9 +1,10 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """Live rules mapped to policies, and drift, from real allowlist check-mode results.
 
-fixtures/allowlist_results.json holds what the allowlist module returned in check and diff
-mode for the seed's WordPress pod ruleset in a throwaway namespace, per backend: once
-clean, once after the ``default[0]`` ingress rule was deleted by hand.
+fixtures/allowlist_results.json holds what the allowlist module returned in check mode for
+the seed's WordPress pod ruleset in a throwaway namespace, per backend: once clean, once
+after the ``default[0]`` ingress rule was deleted by hand (fixtures/make_allowlist_results.py
+writes it).
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ from typing import Any
 
 import pytest
 from ansible_collections.zerotrust.workloads.plugins.module_utils._audit.rules import (
-    find_drift,
-    parse_rules,
+    PlannedRule,
+    drift_items,
+    planned_rules,
     policy_of,
     sections_from_result,
 )
@@ -22,6 +24,7 @@ from audit_seed import FIXTURES
 
 RESULTS: dict[str, Any] = json.loads((FIXTURES / "allowlist_results.json").read_text())
 ORIGIN = "default[0] haproxy->wordpress tcp/80 via nodeport"
+NOTHING: dict[str, Any] = {"rules": {"added": [], "removed": [], "kept": []}, "sets": []}
 
 
 @pytest.mark.parametrize(
@@ -39,9 +42,9 @@ def test_policy_of(origin: str, policy: str) -> None:
 
 
 @pytest.mark.parametrize(("backend", "chain"), [("iptables", "IPv4 filter ZT-INGRESS"), ("nftables", "ingress")])
-def test_parse_rules_reads_chain_and_origin(backend: str, chain: str) -> None:
-    rules = parse_rules(RESULTS[backend]["clean"]["results"][0]["diff"]["before"])
-    ingress = [rule.origin for rule in rules if rule.chain == chain]
+def test_planned_rules_read_chain_and_origin(backend: str, chain: str) -> None:
+    rules = planned_rules(RESULTS[backend]["clean"]["results"][0]["changes"], "kept")
+    ingress = [rule.origin for rule in sorted(rules, key=lambda rule: rule.position) if rule.chain == chain]
     assert ingress[-1] == "catch_all"  # fingerprints (fp=..., ~...) are not part of the origin
     assert ORIGIN in ingress
     assert all(len(rule.hash) == 16 for rule in rules)
@@ -62,19 +65,29 @@ def test_clean_namespace_has_no_drift(backend: str) -> None:
     assert section["intended_rules"] == len(section["rules"]) > 5
 
 
-def test_modified_and_extra_rules() -> None:
-    live = parse_rules(
-        '-A ZT-X -p tcp -m comment --comment "zt:aaaaaaaaaaaaaaaa default[0] a->b tcp/80" -j ACCEPT\n'
-        '-A ZT-X -m comment --comment "zt:cccccccccccccccc implicit:loopback" -j ACCEPT\n'
-    )
-    intended = parse_rules('-A ZT-X -p tcp -m comment --comment "zt:bbbbbbbbbbbbbbbb default[0] a->b tcp/80" -j ACCEPT\n')
-    assert [(d["kind"], d["policy"]) for d in find_drift(live, intended)] == [("extra", "implicit:loopback"), ("modified", "default[0]")]
+def rule(chain: str, hash_text: str, origin: str, text: str = "") -> PlannedRule:
+    return PlannedRule(chain, hash_text, origin, 0, text)
+
+
+@pytest.mark.parametrize(("missing", "extra", "expected"), [
+    ([], [], []),
+    ([rule("X", "b" * 16, "default[0] a->b tcp/80")],
+     [rule("X", "a" * 16, "default[0] a->b tcp/80"), rule("X", "c" * 16, "implicit:loopback")],
+     [("extra", "implicit:loopback", "c" * 16 + " implicit:loopback", ""),
+      ("modified", "default[0]", "b" * 16 + " default[0] a->b tcp/80", "live: " + "a" * 16 + " default[0] a->b tcp/80")]),
+    ([rule("Y", "b" * 16, "default[0] a->b tcp/80")], [rule("X", "a" * 16, "default[0] a->b tcp/80")],
+     [("extra", "default[0]", "a" * 16 + " default[0] a->b tcp/80", ""),
+      ("missing", "default[0]", "b" * 16 + " default[0] a->b tcp/80", "")]),
+    ([], [rule("ingress", "", "", "handle 7 comment hand")], [("extra", "not ours", "handle 7 comment hand", "")]),
+], ids=["nothing", "modified-and-extra", "other-chain-is-not-a-partner", "foreign-rule"])
+def test_drift_items(missing: list[PlannedRule], extra: list[PlannedRule], expected: list[tuple[str, str, str, str]]) -> None:
+    assert [(d["kind"], d["policy"], d["rule"], d["detail"]) for d in drift_items(missing, extra)] == expected
 
 
 def test_pod_sections_skips_and_failures() -> None:
     result = {
         "results": [
-            {"target": "host", "namespace": "host", "drift": [], "diff": {"before": "", "after": ""}},
+            {"target": "host", "namespace": "host", "drift": [], "changes": NOTHING},
             {"target": "web.ns.pod.lab", "namespace": None, "skipped": True, "reason": "network namespace not found"},
             {"target": "db.ns.pod.lab", "namespace": "x", "failed": True, "msg": "nft failed"},
         ]
@@ -89,7 +102,8 @@ def test_pod_sections_skips_and_failures() -> None:
 
 
 def test_nothing_live_is_not_enforced_rather_than_drift() -> None:
-    intended = RESULTS["iptables"]["clean"]["results"][0]["diff"]["after"]
-    [section] = sections_from_result("vm", {"results": [{"target": "host", "drift": [], "diff": {"before": "", "after": intended}}]})
+    clean = RESULTS["iptables"]["clean"]["results"][0]["changes"]
+    intended = {"rules": {"added": clean["rules"]["kept"], "removed": [], "kept": []}, "sets": []}
+    [section] = sections_from_result("vm", {"results": [{"target": "host", "drift": [], "changes": intended}]})
     assert (section["enforced"], section["drift"], section["rules"]) == (False, [], [])
     assert section["intended_rules"] > 5

@@ -9,7 +9,14 @@ from typing import Any, Optional
 
 import pytest
 from ansible_collections.zerotrust.workloads.plugins.module_utils._netfilter import apply
-from ansible_collections.zerotrust.workloads.plugins.module_utils._netfilter.backend import LiveState, Plan, Step
+from ansible_collections.zerotrust.workloads.plugins.module_utils._netfilter.backend import (
+    Changes,
+    LiveState,
+    Plan,
+    RuleEntry,
+    SetEntry,
+    Step,
+)
 from ansible_collections.zerotrust.workloads.plugins.module_utils._netfilter.errors import BackendUnavailableError, NetfilterError
 from ansible_collections.zerotrust.workloads.plugins.module_utils._netfilter.iptables import IptablesLegacyBackend
 from ansible_collections.zerotrust.workloads.plugins.module_utils._netfilter.runner import CommandResult, Namespace, Runner
@@ -114,28 +121,45 @@ def test_a_refused_confirm_fails_and_still_reports_the_rollback(tmp_path: Any) -
     assert again["failed"] is True and again["rolled_back"] is False and "rollbacks" not in again
 
 
+INGRESS = "IPv4 filter ZT-INGRESS"
+CHANGES = Changes(
+    added=(RuleEntry(INGRESS, "3" * 16, "default[0] a->b tcp/80", 0),),
+    removed=(RuleEntry(INGRESS, "1" * 16, "default[0] a->b any", 0),),
+    kept=(RuleEntry(INGRESS, "2" * 16, "catch_all", 1),),
+    sets=(SetEntry("zt-a-4", 1, 0, 1),),
+)
+
+
 class FakeBackend:
     """A backend whose read and plan are given: enough for apply_target's bookkeeping."""
 
-    def __init__(self, before: str, after: str, changed: bool) -> None:
+    def __init__(self, changed: bool) -> None:
         self.runner = Runner(Namespace())
-        self.plan_result = Plan(steps=[Step(("true",))] if changed else [], drift=[], before=before, after=after)
+        self.plan_result = Plan(steps=[Step(("true",))] if changed else [], drift=[], changes=CHANGES,
+                                texts=lambda: ("before", "after"))
 
     def read(self) -> LiveState:
-        return LiveState(present=True, text=self.plan_result.before)
+        return LiveState(present=True)
 
     def plan(self, desired: Any, live: LiveState) -> apply.Plan:
         return self.plan_result
 
 
-@pytest.mark.parametrize(("changed", "expected"), [
-    (True, {"rules_added": 1, "rules_removed": 1, "set_members_added": 1, "set_members_removed": 0, "in_place": 3}),
-    (False, {"rules_added": 0, "rules_removed": 0, "set_members_added": 0, "set_members_removed": 0, "in_place": 3}),
+@pytest.mark.parametrize(("check_mode", "diff_mode", "keys"), [
+    (True, False, {"changes"}),
+    (True, True, {"changes", "diff"}),
+    (False, False, set()),
 ])
-def test_each_namespace_reports_its_counts(tmp_path: Any, changed: bool, expected: dict[str, int]) -> None:
-    before = "ipset zt-a (inet): 10.0.0.1\n# IPv4 filter\n:ZT-INGRESS\n-A ZT-INGRESS -j ACCEPT\n-A ZT-INGRESS -j DROP\n"
-    after = "ipset zt-a (inet): 10.0.0.1 10.0.0.2\n# IPv4 filter\n:ZT-INGRESS\n-A ZT-INGRESS -p tcp -j ACCEPT\n-A ZT-INGRESS -j DROP\n"
+def test_each_namespace_reports_its_counts_from_the_plan(tmp_path: Any, check_mode: bool, diff_mode: bool, keys: set[str]) -> None:
     target = apply.Target("pod", Namespace(), None)
-    entry, restore = apply.apply_target(FakeBackend(before, after, changed), target,  # type: ignore[arg-type]
-                                        apply.RunOptions(check_mode=True, state_dir=str(tmp_path)))
-    assert {key: entry[key] for key in expected} == expected and restore is None
+    entry, restore = apply.apply_target(FakeBackend(check_mode), target,  # type: ignore[arg-type]
+                                        apply.RunOptions(check_mode=check_mode, diff_mode=diff_mode, state_dir=str(tmp_path)))
+    counts = {key: entry[key] for key in ("rules_added", "rules_removed", "set_members_added", "set_members_removed", "in_place")}
+    assert counts == {"rules_added": 1, "rules_removed": 1, "set_members_added": 1, "set_members_removed": 0, "in_place": 3}
+    assert {"changes", "diff"} & set(entry) == keys and restore is None
+    if "changes" in keys:
+        added = {"chain": INGRESS, "hash": "3" * 16, "origin": "default[0] a->b tcp/80", "position": 0}
+        assert entry["changes"]["rules"]["added"] == [added]
+        assert entry["changes"]["sets"] == [{"name": "zt-a-4", "added": 1, "removed": 0, "kept": 1}]
+    if "diff" in keys:
+        assert entry["diff"] == {"before": "before", "after": "after"}

@@ -97,13 +97,13 @@ class Dummy(backend.Backend):
         return None
 
     def read(self) -> backend.LiveState:
-        return backend.LiveState(False, "")
+        return backend.LiveState(False)
 
     def render(self, desired: Ruleset) -> str:
         return ""
 
     def plan(self, desired: Optional[Ruleset], live: backend.LiveState) -> backend.Plan:
-        return backend.Plan([], [], "", "")
+        return backend.Plan([], [])
 
     def restore_steps(self, target: backend.LiveState, current: backend.LiveState) -> list[backend.Step]:
         return []
@@ -144,3 +144,64 @@ def test_runner_counts_and_reports_failures() -> None:
     assert (runner.reads, runner.writes) == (1, 1)
     with pytest.raises(CommandError, match="is not installed or not on PATH"):
         runner.run(["zt-no-such-tool"])
+
+
+def _rules(*identities: str) -> list[backend.RuleEntry]:
+    """Entries of chain X: a 16-character name is a hash, anything else the text of a foreign rule."""
+    return [backend.RuleEntry("X", name if len(name) == 16 else "", "o", index, "" if len(name) == 16 else name)
+            for index, name in enumerate(identities)]
+
+
+A, B, C = "a" * 16, "b" * 16, "c" * 16
+
+
+@pytest.mark.parametrize(("desired", "live", "expected"), [
+    ([], [], ([], [], [])),
+    ([A, B], [], ([A, B], [], [])),
+    ([], [A, B], ([], [A, B], [])),
+    ([A, B], [A, B], ([], [], [A, B])),
+    ([A, C], [A, B], ([C], [B], [A])),
+    ([A], [A, A], ([], [A], [A])),
+    ([A, A], [A], ([A], [], [A])),
+    ([A], ["-j ACCEPT", A], ([], ["-j ACCEPT"], [A])),
+], ids=["nothing", "first", "absent", "same", "one-replaced", "duplicated-by-hand", "duplicate-missing", "foreign"])
+def test_compare_rules(desired: list[str], live: list[str], expected: tuple[list[str], list[str], list[str]]) -> None:
+    changes = backend.compare_rules("X", _rules(*desired), _rules(*live))
+    assert tuple([entry.identity for entry in group] for group in (changes.added, changes.removed, changes.kept)) == expected
+
+
+@pytest.mark.parametrize(("desired", "live", "expected"), [
+    (None, None, (0, 0, 0)),
+    (("10.0.0.1", "10.0.0.2"), None, (2, 0, 0)),
+    (None, ("10.0.0.1",), (0, 1, 0)),
+    (("10.0.0.1", "10.0.0.2"), ("10.0.0.1", "10.0.0.2"), (0, 0, 2)),
+    (("10.0.0.1", "10.0.0.3"), ("10.0.0.1", "10.0.0.2"), (1, 1, 1)),
+])
+def test_compare_members(desired: Optional[tuple[str, ...]], live: Optional[tuple[str, ...]], expected: tuple[int, int, int]) -> None:
+    entry = backend.compare_members("zt-a-4", desired, live)
+    assert (entry.added, entry.removed, entry.kept) == expected
+
+
+def test_changes_counts_and_json() -> None:
+    changes = backend.compare_rules("X", _rules(A, C), _rules(A, B)) + backend.Changes(sets=(backend.SetEntry("zt-a-4", 2, 1, 5),))
+    assert changes.counts() == {"rules_added": 1, "rules_removed": 1, "set_members_added": 2, "set_members_removed": 1, "in_place": 8}
+    assert changes.to_dict() == {
+        "rules": {
+            "added": [{"chain": "X", "hash": C, "origin": "o", "position": 1}],
+            "removed": [{"chain": "X", "hash": B, "origin": "o", "position": 1}],
+            "kept": [{"chain": "X", "hash": A, "origin": "o", "position": 0}],
+        },
+        "sets": [{"name": "zt-a-4", "added": 2, "removed": 1, "kept": 5}],
+    }
+
+
+def test_diff_texts_are_made_only_when_read() -> None:
+    calls: list[int] = []
+
+    def texts() -> tuple[str, str]:
+        calls.append(1)
+        return "before", "after"
+
+    plan = backend.Plan([], [], backend.Changes(), texts)
+    assert calls == []
+    assert (plan.before, plan.after, len(calls)) == ("before", "after", 1)

@@ -147,7 +147,7 @@ def iptables_live(ruleset: Ruleset) -> LiveState:
     """What a read would find after ``ruleset`` was applied by the iptables backend."""
     state = iptables.Renderer(Options()).state(ruleset)
     state.builtins = {key: list(specs) for key, specs in state.jumps.items()}
-    return LiveState(present=True, text=iptables.render_text(state), raw=state)
+    return LiveState(present=True, raw=state)
 
 
 def test_iptables_origin_change_rewrites_the_comment() -> None:
@@ -173,7 +173,7 @@ def nft_live(ruleset: Ruleset) -> LiveState:
     }
     sets = {item.name: nftables.LiveSet(item.name, item.type, ("interval",), item.members, item.digest if item.members else None)
             for item in table.sets}
-    return LiveState(present=True, text="", raw=nftables.LiveTable(chains, sets, (), ()))
+    return LiveState(present=True, raw=nftables.LiveTable(chains, sets, (), ()))
 
 
 def test_nftables_origin_change_rewrites_the_comment() -> None:

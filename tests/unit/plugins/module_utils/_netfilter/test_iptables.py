@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from ansible_collections.zerotrust.workloads.plugins.module_utils._netfilter import iptables, model
-from ansible_collections.zerotrust.workloads.plugins.module_utils._netfilter.backend import LiveState, Options, Step
+from ansible_collections.zerotrust.workloads.plugins.module_utils._netfilter.backend import LiveState, Options, Plan, Step
 from ansible_collections.zerotrust.workloads.plugins.module_utils._netfilter.errors import NetfilterError
 from ansible_collections.zerotrust.workloads.plugins.module_utils._netfilter.model import AddressSet, Chain, PortRange, Rule, Ruleset
 from ansible_collections.zerotrust.workloads.plugins.module_utils._netfilter.runner import Namespace, Runner
@@ -70,7 +70,7 @@ def live_from(saves: dict[int, str], ipset_save: str = "") -> LiveState:
     for family, text in saves.items():
         iptables.parse_save(text, family, state)
     iptables.parse_ipset_save(ipset_save, state)
-    return LiveState(present=state.present, text=iptables.render_text(state), raw=state)
+    return LiveState(present=state.present, raw=state)
 
 
 def applied_live(ruleset: Ruleset, options: Options = DROP) -> LiveState:
@@ -171,8 +171,8 @@ SAVED_INGRESS = [
 ]
 
 
-def drifted(edit: str) -> list[str]:
-    """Drift found after one hand edit of the applied seed ruleset."""
+def edited_plan(edit: str) -> Plan:
+    """The plan for the seed ruleset after one hand edit of its applied state."""
     live = applied_live(seed_ruleset())
     state: iptables.State = live.raw
     key = (4, "filter", "ZT-INGRESS")
@@ -188,7 +188,12 @@ def drifted(edit: str) -> list[str]:
     elif edit == "delete jump":
         state.builtins[(4, "filter", "INPUT")].clear()
         state.jumps[(4, "filter", "INPUT")].clear()
-    plan = backend().plan(seed_ruleset(), live)
+    return backend().plan(seed_ruleset(), live)
+
+
+def drifted(edit: str) -> list[str]:
+    """Drift found after one hand edit of the applied seed ruleset."""
+    plan = edited_plan(edit)
     assert plan.steps, "drift must be repaired"
     return plan.drift
 
@@ -202,6 +207,38 @@ def drifted(edit: str) -> list[str]:
 ])
 def test_drift_table(edit: str, expected: list[str]) -> None:
     assert drifted(edit) == expected
+
+
+INGRESS4 = "IPv4 filter ZT-INGRESS"
+
+
+@pytest.mark.parametrize(("edit", "added", "removed", "members"), [
+    ("none", [], [], []),
+    ("delete rule", [(INGRESS4, "default[0] haproxy->wordpress tcp/80")], [], []),
+    ("add rule", [], [(INGRESS4, "-p tcp -m tcp --dport 22 -j ACCEPT")], []),
+    ("remove member", [], [], [("zt-peers-4", 1, 0, 1)]),
+    ("delete jump", [("IPv4 filter INPUT", "jump ingress")], [], []),
+], ids=["noop", "delete-rule", "add-rule", "remove-member", "delete-jump"])
+def test_plan_changes_after_a_hand_edit(edit: str, added: list[tuple[str, str]], removed: list[tuple[str, str]],
+                                        members: list[tuple[str, int, int, int]]) -> None:
+    changes = edited_plan(edit).changes
+    assert [(entry.chain, entry.origin) for entry in changes.added] == added
+    assert [(entry.chain, entry.origin or entry.text) for entry in changes.removed] == removed
+    assert [(entry.name, entry.added, entry.removed, entry.kept) for entry in changes.sets if entry.added or entry.removed] == members
+    ours = [entry for entry in changes.kept if entry.chain == INGRESS4]
+    assert ours[-1].origin == "catch_all" and all(len(entry.hash) == 16 for entry in ours)  # no fp= in the origin
+    assert [entry.position for entry in ours] == sorted(entry.position for entry in ours)
+
+
+def test_plan_changes_count_rules_and_members() -> None:
+    first = backend().plan(seed_ruleset(), EMPTY).changes.counts()
+    live = applied_live(seed_ruleset())
+    state: iptables.State = live.raw
+    in_place = sum(len(specs) for specs in (*state.chains.values(), *state.jumps.values()))
+    assert first == {"rules_added": in_place, "rules_removed": 0, "set_members_added": 3, "set_members_removed": 0, "in_place": 0}
+    absent = backend().plan(None, live).changes.counts()
+    assert absent == {"rules_added": 0, "rules_removed": in_place, "set_members_added": 0, "set_members_removed": 3,
+                      "in_place": in_place + 3}
 
 
 def test_a_new_desired_ruleset_is_not_drift() -> None:

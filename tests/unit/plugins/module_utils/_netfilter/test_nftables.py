@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from ansible_collections.zerotrust.workloads.plugins.module_utils._netfilter import nftables
 from ansible_collections.zerotrust.workloads.plugins.module_utils._netfilter.backend import (
+    Changes,
     LiveState,
     Options,
     hash_from_comment,
@@ -103,7 +104,7 @@ def listing() -> dict[str, Any]:
 def live_state(data: dict[str, Any]) -> LiveState:
     """A read() result for a JSON listing."""
     live = nftables.parse_listing(json.dumps(data))
-    return LiveState(present=True, text=nftables.describe_live(live), raw=live)
+    return LiveState(present=True, raw=live)
 
 
 def rules_of(data: dict[str, Any], chain: str) -> list[dict[str, Any]]:
@@ -338,7 +339,7 @@ def test_noop_plan_writes_nothing_and_before_equals_after() -> None:
 
 
 def test_first_apply_creates_the_whole_table() -> None:
-    plan = backend().plan(basic_ruleset(), LiveState(present=False, text=""))
+    plan = backend().plan(basic_ruleset(), LiveState(present=False))
     assert plan.drift == []
     assert [step.argv for step in plan.steps] == [("nft", "-f", "-")]
     assert plan.steps[0].stdin == nftables.full_script(nftables.render_table(basic_ruleset(), DROP))
@@ -437,12 +438,12 @@ def test_absent_deletes_only_our_table() -> None:
     plan = backend().plan(None, live_state(listing()))
     assert [step.stdin for step in plan.steps] == ["delete table inet zerotrust\n"]
     assert plan.after == ""
-    assert backend().plan(None, LiveState(present=False, text="")).steps == []
+    assert backend().plan(None, LiveState(present=False)).steps == []
 
 
 def test_restore_steps_replay_the_listing() -> None:
     target = live_state(listing())
-    (step,) = backend().restore_steps(target, LiveState(present=False, text=""))
+    (step,) = backend().restore_steps(target, LiveState(present=False))
     assert step.argv == ("nft", "-j", "-f", "-")
     commands = json.loads(step.stdin)["nftables"]
     assert commands[:2] == [
@@ -452,5 +453,57 @@ def test_restore_steps_replay_the_listing() -> None:
     added = [next(iter(command["add"])) for command in commands[2:]]
     assert added.count("table") == 1 and added.count("chain") == 3 and added.count("set") == 4
     assert all("handle" not in body for command in commands[2:] for body in command["add"].values())
-    (removal,) = backend().restore_steps(LiveState(present=False, text=""), target)
+    (removal,) = backend().restore_steps(LiveState(present=False), target)
     assert json.loads(removal.stdin)["nftables"] == commands[:2]
+
+
+# --------------------------------------------------------------------------- the structured plan
+
+
+def _summary(changes: Changes) -> tuple[list[tuple[str, str]], list[tuple[str, str]], int, list[tuple[str, int, int, int]]]:
+    """(added (chain, origin), removed (chain, origin or text), kept count, sets with changes)."""
+    return (
+        [(entry.chain, entry.origin) for entry in changes.added],
+        [(entry.chain, entry.origin or entry.text) for entry in changes.removed],
+        len(changes.kept),
+        [(entry.name, entry.added, entry.removed, entry.kept) for entry in changes.sets if entry.added or entry.removed],
+    )
+
+
+def _edited(edit: str) -> dict[str, Any]:
+    data = listing()
+    if edit == "delete rule":
+        data["nftables"].remove({"rule": rules_of(data, "ingress")[2]})
+    elif edit == "add foreign rule":
+        extra = copy.deepcopy(rules_of(data, "egress")[0])
+        extra.pop("comment")
+        extra["handle"] = 999
+        data["nftables"].append({"rule": extra})
+    elif edit == "remove member":
+        for item in data["nftables"]:
+            if item.get("set", {}).get("name") == "zt-peers_4":
+                item["set"]["elem"] = [element for element in item["set"]["elem"] if element != "10.1.0.0/16" and "prefix" not in element]
+    return data
+
+
+@pytest.mark.parametrize(("edit", "expected"), [
+    ("none", ([], [], 15, [])),
+    ("delete rule", ([("ingress", "default[0] haproxy->wordpress tcp/80")], [], 14, [])),
+    ("add foreign rule", ([], [("egress", "handle 999")], 15, [])),
+    ("remove member", ([], [], 15, [("zt-peers_4", 1, 0, 1)])),
+], ids=["noop", "delete-rule", "foreign-rule", "removed-member"])
+def test_plan_changes_after_a_hand_edit(edit: str, expected: Any) -> None:
+    plan = backend().plan(basic_ruleset(), live_state(_edited(edit)))
+    assert _summary(plan.changes) == expected
+    assert plan.changed == (edit != "none")
+
+
+def test_plan_changes_of_first_apply_and_absent() -> None:
+    first = backend().plan(basic_ruleset(), LiveState(present=False))
+    assert (len(first.changes.added), first.changes.removed, first.changes.kept) == (15, (), ())
+    assert first.changes.counts() == {"rules_added": 15, "rules_removed": 0, "set_members_added": 4, "set_members_removed": 0,
+                                      "in_place": 0}
+    absent = backend().plan(None, live_state(listing()))
+    assert absent.changes.counts() == {"rules_added": 0, "rules_removed": 15, "set_members_added": 0, "set_members_removed": 4,
+                                       "in_place": 19}
+    assert absent.changes.removed[-1].origin == "catch_all"  # the chain digest (~...) is not part of the origin

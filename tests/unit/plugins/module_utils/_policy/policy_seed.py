@@ -8,7 +8,8 @@ compiler is tested against the contract, not against another component.
 from __future__ import annotations
 
 import copy
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, Optional
 
 NODES = {
     "k8s-master": ("172.18.221.10", "10.244.0.0/24"),
@@ -261,3 +262,16 @@ def add_control_plane(hostvars: dict[str, Any]) -> None:
         },
     }
     hostvars["upstream-dns"] = {"ansible_host": UPSTREAM_DNS, "group_names": ["vms"], "zt_labels": {"role": "upstream-dns"}}
+
+
+def compile_inline(policy: Any, hostvars: Mapping[str, Any], options: Optional[Mapping[str, Any]] = None) -> dict[str, Any]:
+    """``compile_policy``'s plan with each ruleset's set members inline (``rules.inline_sets``), as these tests read rules.
+
+    The plan's shared form itself (one ``sets`` per host) is tested in test_policy_rules.py. Imported here, not at the
+    top: the audit tests' conftest imports this module before Ansible's collection finder is installed, and an
+    ``ansible_collections`` package imported without it cannot be found by it afterwards.
+    """
+    from ansible_collections.zerotrust.workloads.plugins.module_utils._policy.compiler import compile_policy  # noqa: PLC0415
+    from ansible_collections.zerotrust.workloads.plugins.module_utils._policy.rules import inline_sets  # noqa: PLC0415
+
+    return inline_sets(compile_policy(policy, hostvars, options))

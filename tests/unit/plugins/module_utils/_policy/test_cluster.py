@@ -18,7 +18,6 @@ from typing import Any, Optional
 import pytest
 from ansible_collections.zerotrust.workloads.plugins.module_utils._netfilter import iptables, model, nftables
 from ansible_collections.zerotrust.workloads.plugins.module_utils._netfilter.backend import Options as BackendOptions
-from ansible_collections.zerotrust.workloads.plugins.module_utils._policy.compiler import compile_policy
 from ansible_collections.zerotrust.workloads.plugins.module_utils._policy.errors import PolicyError
 from ansible_collections.zerotrust.workloads.plugins.module_utils._policy.options import parse_options
 from ansible_collections.zerotrust.workloads.plugins.module_utils._policy.reachability import Flow, Reachability
@@ -30,6 +29,7 @@ from tests.unit.plugins.module_utils._policy.policy_seed import (
     UPSTREAM_DNS,
     WORDPRESS_POD,
     add_control_plane,
+    compile_inline,
     seed_hostvars,
     seed_policy,
 )
@@ -134,17 +134,17 @@ FLANNEL_EXPECTED: dict[str, list[Rule]] = {
 
 @pytest.mark.parametrize(("host", "expected"), sorted(FLANNEL_EXPECTED.items()))
 def test_flannel_cluster_rules_per_host(host: str, expected: list[Rule]) -> None:
-    plan = compile_policy(seed_policy(), control_plane_cluster(), OPTIONS)
+    plan = compile_inline(seed_policy(), control_plane_cluster(), OPTIONS)
     assert cluster_rules(plan, host) == expected
     assert plan["warnings"] == []
 
 
 def test_control_plane_golden() -> None:
-    check_golden("seed_cluster", compile_policy(seed_policy(), control_plane_cluster(), OPTIONS))
+    check_golden("seed_cluster", compile_inline(seed_policy(), control_plane_cluster(), OPTIONS))
 
 
 def test_switched_off_removes_every_cluster_rule() -> None:
-    plan = compile_policy(seed_policy(), control_plane_cluster(), {**OPTIONS, "implicit": {"cluster": False}})
+    plan = compile_inline(seed_policy(), control_plane_cluster(), {**OPTIONS, "implicit": {"cluster": False}})
     for host in FLANNEL_EXPECTED:
         assert cluster_rules(plan, host) == []
     comments = [item["comment"] for entry in plan["hosts"].values() if entry["ruleset"] for item in entry["ruleset"]["address_sets"]]
@@ -163,7 +163,7 @@ def test_switched_off_removes_every_cluster_rule() -> None:
     ],
 )
 def test_the_controller_keeps_the_api_unless_management_ssh_is_off(implicit: dict[str, bool], controller_rules: list[Rule]) -> None:
-    plan = compile_policy(seed_policy(), control_plane_cluster(), {**OPTIONS, "implicit": implicit})
+    plan = compile_inline(seed_policy(), control_plane_cluster(), {**OPTIONS, "implicit": implicit})
     assert origin_rules(plan, "k8s-master", "implicit:management_ssh controller") == controller_rules
 
 
@@ -185,7 +185,7 @@ def test_flannel_backends(backend: str, expected: list[tuple[str, list[str]]]) -
             for name, address in zip(("k8s-master", "k8s-node1", "k8s-node2", "k8s-node3"), NODES, strict=True)
         },
     )
-    plan = compile_policy(seed_policy(), hostvars, OPTIONS)
+    plan = compile_inline(seed_policy(), hostvars, OPTIONS)
     overlay = [(protocol, ports) for chain, origin, protocol, ports, _members in cluster_rules(plan, "k8s-node2") if "overlay" in origin]
     assert overlay == [*expected, *expected]  # ingress, then egress
     assert plan["warnings"] == []
@@ -195,7 +195,7 @@ def test_flannel_wireguard_opens_the_ipv6_port_only_with_ipv6_nodes() -> None:
     hostvars = control_plane_cluster()
     set_annotations(hostvars, {name: {"flannel.alpha.coreos.com/backend-type": "wireguard"} for name in ("k8s-node1", "k8s-node2")})
     hostvars["k8s-node2"]["workload"]["addresses"].append("fd00:221::12")
-    plan = compile_policy(seed_policy(), hostvars, OPTIONS)
+    plan = compile_inline(seed_policy(), hostvars, OPTIONS)
     overlay = [rule for rule in cluster_rules(plan, "k8s-node1") if "overlay" in rule[1]]
     peers = [NODE1, NODE2, "fd00:221::12"]
     assert overlay == [
@@ -241,7 +241,7 @@ CALICO_PEERS = sorted([*NODES, "172.18.1.10", "172.18.1.11", "172.18.1.12", "172
     ],
 )
 def test_calico_overlays_and_typha(mode: str, overlay: list[tuple[str, str, list[str]]]) -> None:
-    plan = compile_policy(seed_policy(), calico_cluster(mode), OPTIONS)
+    plan = compile_inline(seed_policy(), calico_cluster(mode), OPTIONS)
     expected_overlay = [(f"implicit:cluster {what}", protocol, ports, CALICO_PEERS) for what, protocol, ports in overlay]
     for host in ("k8s-node1", "k8s-node2"):
         rules = cluster_rules(plan, host)
@@ -258,7 +258,7 @@ def test_calico_overlays_and_typha(mode: str, overlay: list[tuple[str, str, list
 
 
 def test_ipip_is_ipv4_protocol_4_in_both_backends() -> None:
-    plan = compile_policy(seed_policy(), calico_cluster("ipip"), OPTIONS)
+    plan = compile_inline(seed_policy(), calico_cluster("ipip"), OPTIONS)
     ruleset = model.Ruleset.from_dict(ruleset_of(plan, "k8s-node1"))
     ipip = [rule for chain in ruleset.chains for rule in chain.rules if rule.protocol == "ipip"]
     assert [(rule.families(), rule.ports) for rule in ipip] == [((4,), ()), ((4,), ())]
@@ -301,7 +301,7 @@ def cilium_cluster() -> dict[str, Any]:
     ],
 )
 def test_cilium_agents_show_the_overlay(overlay: str, expected: list[tuple[str, str, list[str]]]) -> None:
-    plan = compile_policy(seed_policy(), cilium_cluster(), {**OPTIONS, "overlay": overlay})
+    plan = compile_inline(seed_policy(), cilium_cluster(), {**OPTIONS, "overlay": overlay})
     # Detected: only the nodes running an agent; stated: every node of the cluster.
     peers = [MASTER, NODE1, NODE2] if overlay == "auto" else NODES
     rules = cluster_rules(plan, "k8s-node1")
@@ -318,16 +318,16 @@ def test_cilium_agents_show_the_overlay(overlay: str, expected: list[tuple[str, 
 def test_overlay_option_states_and_overrides() -> None:
     hostvars = control_plane_cluster()
     set_annotations(hostvars, {})
-    plan = compile_policy(seed_policy(), hostvars, OPTIONS)
+    plan = compile_inline(seed_policy(), hostvars, OPTIONS)
     assert plan["warnings"] == [
         "cluster lab: no overlay shows (no flannel or Calico node annotation, no Cilium agent pod); "
         "no node-to-node overlay traffic is allowed; state options.overlay (none for routed pod networks)"
     ]
-    plan = compile_policy(seed_policy(), hostvars, {**OPTIONS, "overlay": "none"})
+    plan = compile_inline(seed_policy(), hostvars, {**OPTIONS, "overlay": "none"})
     assert plan["warnings"] == []
     assert not any("overlay" in rule[1] for rule in cluster_rules(plan, "k8s-node1"))
     # Stated overlays replace what the annotations show (here flannel vxlan).
-    plan = compile_policy(seed_policy(), control_plane_cluster(), {**OPTIONS, "overlay": ["calico-bgp", "calico-ipip"]})
+    plan = compile_inline(seed_policy(), control_plane_cluster(), {**OPTIONS, "overlay": ["calico-bgp", "calico-ipip"]})
     overlay = [(rule[1], rule[2]) for rule in cluster_rules(plan, "k8s-node1") if rule[0] == "egress" and "overlay" in rule[1]]
     assert overlay == [("implicit:cluster overlay calico-bgp", "tcp"), ("implicit:cluster overlay calico-ipip", "ipip")]
 
@@ -340,7 +340,7 @@ def test_etcd_only_between_control_plane_nodes(control_plane: list[str], with_et
     hostvars = control_plane_cluster()
     for name in control_plane:
         hostvars[name]["workload"]["labels"]["node-role.kubernetes.io/control-plane"] = ""
-    plan = compile_policy(seed_policy(), hostvars, OPTIONS)
+    plan = compile_inline(seed_policy(), hostvars, OPTIONS)
     members = [hostvars[name]["workload"]["addresses"][0] for name in with_etcd]
     for name in ("k8s-master", "k8s-node1", "k8s-node2", "k8s-node3"):
         etcd = [rule for rule in cluster_rules(plan, name) if "etcd" in rule[1]]
@@ -354,7 +354,7 @@ def test_api_server_outside_the_inventory() -> None:
     """A managed control plane: the endpoint is no node's address; nodes dial it, kubelets admit it."""
     hostvars = control_plane_cluster()
     hostvars[API_SERVICE]["workload"]["endpoints"][0].update(addresses=["192.0.2.50"], node=None)
-    plan = compile_policy(seed_policy(), hostvars, OPTIONS)
+    plan = compile_inline(seed_policy(), hostvars, OPTIONS)
     assert [rule for rule in cluster_rules(plan, "k8s-node1") if "API" in rule[1]] == [
         ("ingress", "implicit:cluster API server to kubelets", "tcp", ["10250"], ["192.0.2.50"]),
         ("egress", "implicit:cluster nodes to API server", "tcp", ["6443"], ["192.0.2.50"]),
@@ -365,30 +365,30 @@ def test_api_server_outside_the_inventory() -> None:
 def test_no_api_endpoints_is_a_warning_not_an_allowance() -> None:
     hostvars = control_plane_cluster()
     hostvars[API_SERVICE]["workload"]["endpoints"] = []
-    plan = compile_policy(seed_policy(), hostvars, OPTIONS)
+    plan = compile_inline(seed_policy(), hostvars, OPTIONS)
     assert plan["warnings"] == ["service default/kubernetes of cluster lab has no endpoints; no cluster allowance toward the API server"]
     assert not any("API" in rule[1] for rule in cluster_rules(plan, "k8s-master"))
 
 
 def test_api_access_selects_the_pods_that_reach_the_api() -> None:
-    plan = compile_policy(seed_policy(), control_plane_cluster(), {**OPTIONS, "api_access": "namespace = wordpress"})
+    plan = compile_inline(seed_policy(), control_plane_cluster(), {**OPTIONS, "api_access": "namespace = wordpress"})
     expected = ("egress", "implicit:cluster pods to API server", "tcp", ["443", "6443"], ["172.18.192.1", MASTER])
     assert cluster_rules(plan, WORDPRESS_POD) == [expected]
     assert cluster_rules(plan, MYSQL_POD) == [expected]
     assert ("ingress", "implicit:cluster pods to API server", "tcp", ["6443"], ["10.244.1.94", "10.244.3.18"]) in cluster_rules(
         plan, "k8s-master"
     )
-    plan = compile_policy(seed_policy(), control_plane_cluster(), {**OPTIONS, "api_access": None})
+    plan = compile_inline(seed_policy(), control_plane_cluster(), {**OPTIONS, "api_access": None})
     assert cluster_rules(plan, WORDPRESS_POD) == []
     assert "implicit:cluster pods to API server" not in [rule[1] for rule in cluster_rules(plan, "k8s-master")]
 
 
 def test_without_management_addresses_the_api_port_stays_open_like_ssh() -> None:
-    plan = compile_policy(seed_policy(), control_plane_cluster(), {"upstream_dns": [UPSTREAM_DNS]})
+    plan = compile_inline(seed_policy(), control_plane_cluster(), {"upstream_dns": [UPSTREAM_DNS]})
     assert ("ingress", "implicit:management_ssh controller to API server", "tcp", ["6443"], ["*"]) in origin_rules(
         plan, "k8s-master", "implicit:"
     )
-    plan = compile_policy(seed_policy(), control_plane_cluster(), {"implicit": {"management_ssh": False}})
+    plan = compile_inline(seed_policy(), control_plane_cluster(), {"implicit": {"management_ssh": False}})
     assert not any("controller" in rule[1] for rule in origin_rules(plan, "k8s-master", "implicit:"))
 
 
@@ -397,7 +397,7 @@ def test_a_policy_to_default_kubernetes_opens_the_api_server_node() -> None:
     policy = seed_policy()
     policy["filters"]["api"] = "service_name = kubernetes and namespace = default"
     policy["policies"]["default"].append({"consumer": "frontend", "provider": "api", "ports": ["tcp/443"]})
-    plan = compile_policy(policy, control_plane_cluster(), {**OPTIONS, "implicit": {"cluster": False}})
+    plan = compile_inline(policy, control_plane_cluster(), {**OPTIONS, "implicit": {"cluster": False}})
     master = ruleset_of(plan, "k8s-master")
     sets = {item["name"]: item["members"] for item in master["address_sets"]}
     rules = master["chains"][0]["rules"]

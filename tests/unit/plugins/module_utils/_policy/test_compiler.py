@@ -12,7 +12,6 @@ from typing import Any
 
 import pytest
 from ansible_collections.zerotrust.workloads.plugins.module_utils._netfilter.model import Ruleset
-from ansible_collections.zerotrust.workloads.plugins.module_utils._policy.compiler import compile_policy
 from ansible_collections.zerotrust.workloads.plugins.module_utils._policy.errors import PolicyError
 
 from tests.unit.plugins.module_utils._policy.policy_seed import (
@@ -20,6 +19,7 @@ from tests.unit.plugins.module_utils._policy.policy_seed import (
     WORDPRESS_POD,
     WORDPRESS_SERVICE,
     add_dns,
+    compile_inline,
     seed_hostvars,
     seed_policy,
 )
@@ -66,7 +66,7 @@ def default_verdict(ruleset: dict[str, Any], chain: str) -> str:
 
 @pytest.fixture
 def seed_plan() -> dict[str, Any]:
-    return compile_policy(seed_policy(), seed_hostvars(), OPTIONS)
+    return compile_inline(seed_policy(), seed_hostvars(), OPTIONS)
 
 
 def test_seed_golden(seed_plan: dict[str, Any]) -> None:
@@ -76,7 +76,7 @@ def test_seed_golden(seed_plan: dict[str, Any]) -> None:
 def test_seed_local_golden() -> None:
     hostvars = seed_hostvars()
     hostvars[WORDPRESS_SERVICE]["workload"]["external_traffic_policy"] = "Local"
-    check_golden("seed_local", compile_policy(seed_policy(), hostvars, OPTIONS))
+    check_golden("seed_local", compile_inline(seed_policy(), hostvars, OPTIONS))
 
 
 def test_seed_plan_shape(seed_plan: dict[str, Any]) -> None:
@@ -138,7 +138,7 @@ def test_wordpress_pod_ingress_from_masquerade_addresses(seed_plan: dict[str, An
 def test_wordpress_pod_ingress_from_haproxy_when_local() -> None:
     hostvars = seed_hostvars()
     hostvars[WORDPRESS_SERVICE]["workload"]["external_traffic_policy"] = "Local"
-    plan = compile_policy(seed_policy(), hostvars, OPTIONS)
+    plan = compile_inline(seed_policy(), hostvars, OPTIONS)
     assert policy_rules(ruleset_of(plan, WORDPRESS_POD), "ingress") == [
         ("accept", "tcp", ["80"], ["172.18.221.1"], "default[0] haproxy->wordpress tcp/80")
     ]
@@ -167,7 +167,7 @@ def test_in_cluster_consumer_of_a_service_gets_clusterip_and_endpoints() -> None
     policy = seed_policy()
     policy["filters"]["db"] = "pod_name contains wordpress-mysql"
     policy["policies"]["default"].append({"consumer": "db", "provider": "wordpress", "ports": ["tcp/http"]})
-    plan = compile_policy(policy, seed_hostvars(), OPTIONS)
+    plan = compile_inline(policy, seed_hostvars(), OPTIONS)
     assert policy_rules(ruleset_of(plan, MYSQL_POD), "egress") == [
         ("accept", "tcp", ["80"], ["10.244.1.94", "172.18.202.253"], "default[2] db->wordpress tcp/80"),
     ]
@@ -187,14 +187,14 @@ def test_named_target_port_resolves_per_endpoint() -> None:
     service["endpoints"][0]["ports"] = [{"name": "http", "port": 8080, "protocol": "TCP"}]
     policy = seed_policy()
     policy["policies"]["default"].append({"consumer": "db", "provider": "wordpress", "ports": ["tcp/80"]})
-    plan = compile_policy(policy, hostvars, OPTIONS)
+    plan = compile_inline(policy, hostvars, OPTIONS)
     egress = policy_rules(ruleset_of(plan, MYSQL_POD), "egress")
     assert [(rule[2], rule[3]) for rule in egress] == [(["80"], ["172.18.202.253"]), (["8080"], ["10.244.1.94"])]
     assert [rule[2] for rule in policy_rules(ruleset_of(plan, WORDPRESS_POD), "ingress")] == [["8080"], ["8080"]]
     # Without the slice's port, the pod's container port of that name answers.
     service["endpoints"][0]["ports"] = []
     hostvars[WORDPRESS_POD]["workload"]["ports"] = [{"name": "web", "port": 8081, "protocol": "TCP"}]
-    plan = compile_policy(policy, hostvars, OPTIONS)
+    plan = compile_inline(policy, hostvars, OPTIONS)
     assert [rule[2] for rule in policy_rules(ruleset_of(plan, WORDPRESS_POD), "ingress")] == [["8081"], ["8081"]]
 
 
@@ -203,7 +203,7 @@ def test_action_deny_at_both_ends_and_ranks_order() -> None:
     policy["filters"]["everything"] = "kind in (pod, vm, node)"
     policy["policies"]["absolute"] = [{"consumer": "frontend", "provider": "db", "ports": ["tcp/3306"], "action": "deny"}]
     policy["policies"]["default"].insert(0, {"consumer": "everything", "provider": "db", "ports": ["tcp/3306"]})
-    plan = compile_policy(policy, seed_hostvars(), OPTIONS)
+    plan = compile_inline(policy, seed_hostvars(), OPTIONS)
     assert [(rule[0], rule[4]) for rule in policy_rules(ruleset_of(plan, MYSQL_POD), "ingress")] == [
         ("deny", "absolute[0] deny frontend->db tcp/3306"),
         ("accept", "default[0] everything->db tcp/3306"),
@@ -219,14 +219,14 @@ def test_action_deny_at_both_ends_and_ranks_order() -> None:
 def test_default_deny_before_default_allow() -> None:
     policy = seed_policy()
     policy["policies"]["default"].append({"consumer": "frontend", "provider": "db", "ports": ["tcp/3306"], "action": "deny"})
-    plan = compile_policy(policy, seed_hostvars(), OPTIONS)
+    plan = compile_inline(policy, seed_hostvars(), OPTIONS)
     assert [rule[0] for rule in policy_rules(ruleset_of(plan, MYSQL_POD), "ingress")] == ["deny", "accept"]
 
 
 def test_catch_all_allow() -> None:
     policy = seed_policy()
     policy["policies"]["catch_all"] = "allow"
-    plan = compile_policy(policy, seed_hostvars(), OPTIONS)
+    plan = compile_inline(policy, seed_hostvars(), OPTIONS)
     node = ruleset_of(plan, "k8s-node2")
     assert default_verdict(node, "ingress") == "accept"
     assert [rule[0] for rule in policy_rules(node, "nodeport_guard")] == ["return"]
@@ -243,11 +243,11 @@ def test_implicit_allowances_are_switchable() -> None:
             ["established", "loopback", "icmpv6_neighbour_discovery", "management_ssh", "node_to_pods", "dns", "cluster"], False
         )
     }
-    plan = compile_policy(seed_policy(), seed_hostvars(), off)
+    plan = compile_inline(seed_policy(), seed_hostvars(), off)
     for host in ("haproxy", "k8s-node1", WORDPRESS_POD):
         for chain in ("ingress", "egress"):
             assert implicit_origins(ruleset_of(plan, host), chain) == []
-    plan = compile_policy(seed_policy(), seed_hostvars(), {"implicit": {"management_ssh": False}})
+    plan = compile_inline(seed_policy(), seed_hostvars(), {"implicit": {"management_ssh": False}})
     assert implicit_origins(ruleset_of(plan, "haproxy"), "ingress") == [
         "implicit:established",
         "implicit:loopback",
@@ -256,7 +256,7 @@ def test_implicit_allowances_are_switchable() -> None:
 
 
 def test_management_ssh_never_on_pods_and_from_anywhere_without_addresses() -> None:
-    plan = compile_policy(seed_policy(), seed_hostvars())
+    plan = compile_inline(seed_policy(), seed_hostvars())
     assert "implicit:management_ssh" not in implicit_origins(ruleset_of(plan, WORDPRESS_POD), "ingress")
     ssh = next(rule for rule in ruleset_of(plan, "k8s-node1")["chains"][0]["rules"] if rule["origin"] == "implicit:management_ssh")
     assert (ssh["protocol"], ssh["ports"], ssh["peer_set"]) == ("tcp", ["22"], None)
@@ -276,7 +276,7 @@ def test_node_to_pods_both_directions(seed_plan: dict[str, Any]) -> None:
 def test_dns_allowance() -> None:
     hostvars = seed_hostvars()
     add_dns(hostvars)
-    plan = compile_policy(seed_policy(), hostvars, OPTIONS)
+    plan = compile_inline(seed_policy(), hostvars, OPTIONS)
     pod = ruleset_of(plan, MYSQL_POD)
     sets = {item["name"]: item["members"] for item in pod["address_sets"]}
     dns = [
@@ -284,7 +284,7 @@ def test_dns_allowance() -> None:
     ]
     assert dns == [("udp", ["53"], ["10.96.0.10", "10.244.0.5"]), ("tcp", ["53", "1053"], ["10.96.0.10", "10.244.0.5"])]
     assert "implicit:dns" not in implicit_origins(ruleset_of(plan, "haproxy"), "egress")
-    plan = compile_policy(seed_policy(), hostvars, {"implicit": {"dns": False}})
+    plan = compile_inline(seed_policy(), hostvars, {"implicit": {"dns": False}})
     assert "implicit:dns" not in implicit_origins(ruleset_of(plan, MYSQL_POD), "egress")
 
 
@@ -294,7 +294,7 @@ def test_ipv6_addresses_share_the_rules() -> None:
     hostvars["k8s-node2"]["workload"]["addresses"].append("fd00:221::12")
     policy = seed_policy()
     policy["filters"]["haproxy"] = "address in (172.18.221.1, fd00:221::1)"
-    plan = compile_policy(policy, hostvars, OPTIONS)
+    plan = compile_inline(policy, hostvars, OPTIONS)
     assert policy_rules(ruleset_of(plan, "haproxy"), "egress")[0][3] == [*NODE_ADDRESSES, "fd00:221::12"]
     assert policy_rules(ruleset_of(plan, "k8s-node1"), "nodeport_guard")[0][3] == ["172.18.221.1", "fd00:221::1"]
 
@@ -303,12 +303,12 @@ def test_address_only_filter_stands_for_its_network() -> None:
     policy = seed_policy()
     policy["filters"]["office"] = "address = 192.0.2.0/24"
     policy["policies"]["default"].append({"consumer": "office", "provider": "wordpress", "ports": ["tcp/80"]})
-    plan = compile_policy(policy, seed_hostvars(), OPTIONS)
+    plan = compile_inline(policy, seed_hostvars(), OPTIONS)
     assert policy_rules(ruleset_of(plan, "k8s-node1"), "nodeport_guard")[1][3] == ["192.0.2.0/24"]
 
 
 def test_scope_limits_enforcement_points() -> None:
-    plan = compile_policy(seed_policy(), seed_hostvars(), {"scope": "kind = vm"})
+    plan = compile_inline(seed_policy(), seed_hostvars(), {"scope": "kind = vm"})
     assert sorted(plan["hosts"]) == ["haproxy", "outsider"]
     # The peers outside the scope are still in the sets.
     assert policy_rules(ruleset_of(plan, "haproxy"), "egress")[0][3] == NODE_ADDRESSES
@@ -326,7 +326,7 @@ def test_warnings() -> None:
         {"consumer": "frontend", "provider": "wordpress", "ports": ["tcp/81"]},
     ]
     hostvars[WORDPRESS_SERVICE]["workload"]["type"] = "ClusterIP"
-    plan = compile_policy(policy, hostvars, OPTIONS)
+    plan = compile_inline(policy, hostvars, OPTIONS)
     assert plan["warnings"] == [
         "host named is not a workload: ansible_host 'db.example.org' is a name, not an IP address; "
         "set zt_addresses to its addresses to bring it under policy",
@@ -339,19 +339,19 @@ def test_warnings() -> None:
 
 
 def test_compiling_is_deterministic_whatever_the_order() -> None:
-    first = json.dumps(compile_policy(seed_policy(), seed_hostvars(), OPTIONS), sort_keys=True)
+    first = json.dumps(compile_inline(seed_policy(), seed_hostvars(), OPTIONS), sort_keys=True)
     items = list(seed_hostvars().items())
     for seed in range(5):
         random.Random(seed).shuffle(items)  # noqa: S311 - a reproducible shuffle, not cryptography
         policy = seed_policy()
         policy["filters"] = dict(reversed(list(policy["filters"].items())))
-        assert json.dumps(compile_policy(policy, dict(items), OPTIONS), sort_keys=True) == first
+        assert json.dumps(compile_inline(policy, dict(items), OPTIONS), sort_keys=True) == first
 
 
 def test_set_names_follow_the_logical_peer_not_its_members(seed_plan: dict[str, Any]) -> None:
     hostvars = seed_hostvars()
     hostvars[MYSQL_POD]["workload"]["addresses"] = ["10.244.3.19"]
-    moved = compile_policy(seed_policy(), hostvars, OPTIONS)
+    moved = compile_inline(seed_policy(), hostvars, OPTIONS)
     before, after = ruleset_of(seed_plan, WORDPRESS_POD), ruleset_of(moved, WORDPRESS_POD)
     assert before["chains"] == after["chains"]
     assert before["address_sets"] != after["address_sets"]
@@ -359,14 +359,14 @@ def test_set_names_follow_the_logical_peer_not_its_members(seed_plan: dict[str, 
 
 def test_invalid_policy_raises_policy_error() -> None:
     with pytest.raises(PolicyError, match=r"policies\.catch_all: must be deny or allow"):
-        compile_policy({"filters": {}, "policies": {"catch_all": "perhaps"}}, seed_hostvars())
+        compile_inline({"filters": {}, "policies": {"catch_all": "perhaps"}}, seed_hostvars())
 
 
 def test_host_network_and_finished_pods_are_peers_not_enforcement_points() -> None:
     hostvars = seed_hostvars()
     hostvars[MYSQL_POD]["workload"]["host_network"] = True
     hostvars[WORDPRESS_POD]["workload"]["phase"] = "Succeeded"
-    plan = compile_policy(seed_policy(), hostvars, OPTIONS)
+    plan = compile_inline(seed_policy(), hostvars, OPTIONS)
     assert plan["hosts"]["k8s-node1"]["pods"] == []
     assert plan["hosts"]["k8s-node3"]["pods"] == []
     assert plan["warnings"] == [
@@ -390,7 +390,7 @@ def test_host_network_pods_get_one_warning(count: int, warning: str) -> None:
         agent = copy.deepcopy(hostvars[MYSQL_POD])
         agent["workload"].update(name=f"agent-{index}", namespace="kube-system", host_network=True, labels={})
         hostvars[f"agent-{index}.kube-system.pod.lab"] = agent
-    plan = compile_policy(seed_policy(), hostvars, OPTIONS)
+    plan = compile_inline(seed_policy(), hostvars, OPTIONS)
     assert plan["warnings"] == [warning]
 
 
@@ -401,7 +401,7 @@ def test_icmp_any_and_vm_providers() -> None:
         {"consumer": "haproxy", "provider": "outsider", "ports": ["icmp", "tcp/8000-8080"]},
         {"consumer": "outsider", "provider": "haproxy", "ports": ["any"]},
     ]
-    plan = compile_policy(policy, seed_hostvars(), OPTIONS)
+    plan = compile_inline(policy, seed_hostvars(), OPTIONS)
     assert policy_rules(ruleset_of(plan, "haproxy"), "egress") == [
         ("accept", "icmp", [], ["172.18.221.99"], "default[0] haproxy->outsider icmp"),
         ("accept", "icmpv6", [], ["172.18.221.99"], "default[0] haproxy->outsider icmp"),
@@ -421,7 +421,7 @@ def test_load_balancer_and_external_ips_for_outside_consumers() -> None:
     hostvars = seed_hostvars()
     service = hostvars[WORDPRESS_SERVICE]["workload"]
     service.update(type="LoadBalancer", load_balancer_ingress=["198.51.100.7", "lb.example.org"], external_ips=["198.51.100.8"])
-    plan = compile_policy(seed_policy(), hostvars, OPTIONS)
+    plan = compile_inline(seed_policy(), hostvars, OPTIONS)
     assert policy_rules(ruleset_of(plan, "haproxy"), "egress") == [
         ("accept", "tcp", ["80"], ["198.51.100.7", "198.51.100.8"], "default[0] haproxy->wordpress tcp/80"),
         ("accept", "tcp", ["30358"], NODE_ADDRESSES, "default[0] haproxy->wordpress tcp/30358"),
@@ -431,7 +431,7 @@ def test_load_balancer_and_external_ips_for_outside_consumers() -> None:
 def test_service_consumer_means_its_endpoint_pods() -> None:
     policy = seed_policy()
     policy["policies"]["default"] = [{"consumer": "wordpress", "provider": "db", "ports": ["tcp/mysql"]}]
-    plan = compile_policy(policy, seed_hostvars(), OPTIONS)
+    plan = compile_inline(policy, seed_hostvars(), OPTIONS)
     assert policy_rules(ruleset_of(plan, WORDPRESS_POD), "egress") == [
         ("accept", "tcp", ["3306"], ["10.244.3.18"], "default[0] wordpress->db tcp/3306")
     ]

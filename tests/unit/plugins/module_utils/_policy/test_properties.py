@@ -13,13 +13,12 @@ import ipaddress
 import json
 from typing import Any, Optional
 
-from ansible_collections.zerotrust.workloads.plugins.module_utils._policy.compiler import compile_policy
 from ansible_collections.zerotrust.workloads.plugins.module_utils._policy.errors import PolicyError
 from ansible_collections.zerotrust.workloads.plugins.module_utils._policy.reachability import Flow, Reachability
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from tests.unit.plugins.module_utils._policy.policy_seed import MYSQL_POD, WORDPRESS_POD, seed_hostvars
+from tests.unit.plugins.module_utils._policy.policy_seed import MYSQL_POD, WORDPRESS_POD, compile_inline, seed_hostvars
 
 QUERIES = [
     "pod_name = wordpress-6dfdd9f64f-d75j2",
@@ -79,7 +78,7 @@ def policies(draw: Any) -> dict[str, Any]:
 @given(policy=policies(), order=st.randoms(use_true_random=False))
 def test_random_policies_compile_or_name_their_problems(policy: dict[str, Any], order: Any) -> None:
     try:
-        plan = compile_policy(policy, seed_hostvars())
+        plan = compile_inline(policy, seed_hostvars())
     except PolicyError as error:
         assert error.problems
         for problem in error.problems:
@@ -90,7 +89,7 @@ def test_random_policies_compile_or_name_their_problems(policy: dict[str, Any], 
     order.shuffle(again_items)
     shuffled_policy = dict(policy)
     shuffled_policy["filters"] = dict(reversed(list(policy["filters"].items())))
-    again = compile_policy(shuffled_policy, dict(again_items))
+    again = compile_inline(shuffled_policy, dict(again_items))
     assert json.dumps(plan, sort_keys=True) == json.dumps(again, sort_keys=True)
 
 
@@ -143,7 +142,7 @@ def test_compiled_rules_agree_with_reachability(
     if source == destination:
         return
     try:
-        plan = compile_policy(policy, seed_hostvars())
+        plan = compile_inline(policy, seed_hostvars())
     except PolicyError:
         return
     protocol, port = protocol_port
@@ -208,7 +207,7 @@ def test_nodeport_flows_agree_with_reachability(policy: dict[str, Any], source: 
     if local:
         hostvars["wordpress.wordpress.service.lab"]["workload"]["external_traffic_policy"] = "Local"
     try:
-        plan = compile_policy(policy, hostvars)
+        plan = compile_inline(policy, hostvars)
     except PolicyError:
         return
     verdict = Reachability.from_hostvars(policy, hostvars).check(Flow(source, "wordpress.wordpress.service.lab", "tcp", 80, "node_port"))
@@ -221,7 +220,7 @@ def test_nodeport_flows_agree_with_reachability(policy: dict[str, Any], source: 
 @given(policy=policies(), source=st.sampled_from([MYSQL_POD, WORDPRESS_POD]))
 def test_cluster_ip_flows_agree_with_reachability(policy: dict[str, Any], source: str) -> None:
     try:
-        plan = compile_policy(policy, seed_hostvars())
+        plan = compile_inline(policy, seed_hostvars())
     except PolicyError:
         return
     verdict = Reachability.from_hostvars(policy, seed_hostvars()).check(

@@ -11,7 +11,6 @@ from __future__ import annotations
 from typing import Any, Optional
 
 import pytest
-from ansible_collections.zerotrust.workloads.plugins.module_utils._policy.compiler import compile_policy
 from ansible_collections.zerotrust.workloads.plugins.module_utils._policy.reachability import Flow, check_flow
 
 from tests.unit.plugins.module_utils._policy.policy_seed import (
@@ -19,6 +18,7 @@ from tests.unit.plugins.module_utils._policy.policy_seed import (
     WORDPRESS_POD,
     WORDPRESS_SERVICE,
     add_dns,
+    compile_inline,
     seed_hostvars,
     seed_policy,
 )
@@ -68,7 +68,7 @@ def test_oracle_and_rules_agree(consumer: Optional[str], flow: Flow, allowed: bo
     policy, hostvars = policy_with(consumer), seed_hostvars()
     verdict = check_flow(policy, hostvars, flow)
     assert (verdict.allowed, verdict.decided_by, verdict.partial) == (allowed, decided_by, False), verdict.reason
-    plan = compile_policy(policy, hostvars)
+    plan = compile_inline(policy, hostvars)
     if flow.via == "node_port":
         simulated = nodeport_allowed(plan, flow.source, 80, 30358, local=False)
     else:
@@ -92,7 +92,7 @@ FIRST = ["implicit:established", "implicit:loopback", "implicit:icmpv6_neighbour
 
 
 def test_the_quarantined_pods_ingress_puts_the_deny_before_node_to_pods() -> None:
-    plan = compile_policy(policy_with("everyone"), seed_hostvars())
+    plan = compile_inline(policy_with("everyone"), seed_hostvars())
     assert origins(plan, WORDPRESS_POD) == [
         *FIRST,
         QUARANTINE,
@@ -100,7 +100,7 @@ def test_the_quarantined_pods_ingress_puts_the_deny_before_node_to_pods() -> Non
         "default[0] haproxy->wordpress tcp/80 via nodeport",  # its in-cluster twin has no consumer: not rendered
     ]
     # every other chain is as without the deny: implicit allowances first
-    seed = compile_policy(policy_with(None), seed_hostvars())
+    seed = compile_inline(policy_with(None), seed_hostvars())
     assert origins(plan, MYSQL_POD) == origins(seed, MYSQL_POD) == [*FIRST, "implicit:node_to_pods", "default[1] frontend->db tcp/3306"]
     # egress keeps the usual order (the pod is one of "everyone": its own egress denies itself)
     assert origins(plan, WORDPRESS_POD, "egress") == [*FIRST, QUARANTINE, "default[1] frontend->db tcp/3306"]
@@ -125,7 +125,7 @@ def test_a_quarantined_dns_pod_still_answers_through_its_dns_allowance() -> None
     }
     policy = policy_with("everyone")
     policy["filters"]["quarantined"] = "label.k8s-app = kube-dns"
-    plan = compile_policy(policy, hostvars)
+    plan = compile_inline(policy, hostvars)
     assert origins(plan, "coredns-1.kube-system.pod.lab") == [*FIRST, "implicit:dns", "implicit:dns", QUARANTINE, "implicit:node_to_pods"]
     assert check_flow(policy, hostvars, Flow(MYSQL_POD, "coredns-1.kube-system.pod.lab", "udp", 53)).decided_by == ("implicit:dns",)
     assert check_flow(policy, hostvars, Flow("k8s-master", "coredns-1.kube-system.pod.lab", "tcp", 8080)).decided_by == (QUARANTINE,)

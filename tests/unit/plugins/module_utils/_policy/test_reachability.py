@@ -113,5 +113,5 @@ def test_dns_named_target_port_resolves_from_the_endpoint_slice() -> None:
     add_dns(hostvars)
     oracle = Reachability.from_hostvars(seed_policy(), hostvars)
     # tcp 53 -> named target port "dns-tcp" = 1053 per the slice; the pod's egress allows both.
-    assert oracle.egress_end(oracle.compiler.by_host[MYSQL_POD], "10.244.0.5", "tcp", 1053).origin == "implicit:dns"
-    assert oracle.egress_end(oracle.compiler.by_host[MYSQL_POD], "10.244.0.5", "tcp", 1054).origin == "catch_all"
+    assert oracle.egress_end(oracle.index.by_host[MYSQL_POD], "10.244.0.5", "tcp", 1053).origin == "implicit:dns"
+    assert oracle.egress_end(oracle.index.by_host[MYSQL_POD], "10.244.0.5", "tcp", 1054).origin == "catch_all"
