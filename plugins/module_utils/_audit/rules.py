@@ -13,48 +13,23 @@ is how drift is explained.
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any, Optional
 
+from ansible_collections.zerotrust.workloads.plugins.module_utils._netfilter.backend import RuleEntry
+
 _POLICY_LABEL = re.compile(r"^(absolute|default)\[\d+\]")
 
 
-@dataclasses.dataclass(frozen=True)
-class PlannedRule:
-    """One rule of a namespace's plan as the module returned it."""
+def rule_policy(rule: RuleEntry) -> str:
+    """The policy that produced the rule: ``default[0]``, ``implicit:dns``, ``catch_all``... or ``not ours``."""
+    return policy_of(rule.origin) if rule.hash else "not ours"
 
-    chain: str
-    hash: str
-    origin: str
-    position: int
-    text: str = ""
-    """The rule as the firewall printed it, for a rule that is not ours (no hash)."""
 
-    @property
-    def policy(self) -> str:
-        """The policy that produced the rule: ``default[0]``, ``implicit:dns``, ``catch_all``..."""
-        return policy_of(self.origin) if self.hash else "not ours"
-
-    @property
-    def description(self) -> str:
-        """``<hash> <origin>`` for our rules, the rule's text for others."""
-        return f"{self.hash} {self.origin}".strip() if self.hash else self.text
-
-    @classmethod
-    def from_dict(cls, data: Any) -> Optional[PlannedRule]:
-        """One entry of ``changes.rules.*``; None when it is not a mapping."""
-        if not isinstance(data, Mapping):
-            return None
-        position = data.get("position")
-        return cls(
-            chain=str(data.get("chain") or "?"),
-            hash=str(data.get("hash") or ""),
-            origin=str(data.get("origin") or ""),
-            position=position if isinstance(position, int) else 0,
-            text=str(data.get("text") or ""),
-        )
+def rule_description(rule: RuleEntry) -> str:
+    """``<hash> <origin>`` for our rules, the rule's text for others."""
+    return f"{rule.hash} {rule.origin}".strip() if rule.hash else rule.text
 
 
 def policy_of(origin: str) -> str:
@@ -65,15 +40,15 @@ def policy_of(origin: str) -> str:
     return origin.split(" ", 1)[0] if origin else "?"
 
 
-def planned_rules(plan: Mapping[str, Any], kind: str) -> list[PlannedRule]:
+def planned_rules(plan: Mapping[str, Any], kind: str) -> list[RuleEntry]:
     """``changes.rules.<kind>`` (``added``, ``removed`` or ``kept``) of one module result entry."""
     rules = plan.get("rules")
     items = rules.get(kind) if isinstance(rules, Mapping) else None
-    found = [PlannedRule.from_dict(item) for item in items] if isinstance(items, list) else []
+    found = [RuleEntry.from_dict(item) for item in items] if isinstance(items, list) else []
     return [rule for rule in found if rule is not None]
 
 
-def drift_items(missing: Sequence[PlannedRule], extra: Sequence[PlannedRule]) -> list[dict[str, Any]]:
+def drift_items(missing: Sequence[RuleEntry], extra: Sequence[RuleEntry]) -> list[dict[str, Any]]:
     """The plan's added (missing live) and removed (extra live) rules as drift, each with its chain, origin and policy.
 
     A missing and an extra rule with the same chain and origin are one *modified* rule
@@ -85,15 +60,22 @@ def drift_items(missing: Sequence[PlannedRule], extra: Sequence[PlannedRule]) ->
         partner = next((other for other in unpaired if other.hash and other.chain == rule.chain and other.origin == rule.origin), None)
         if partner is not None:
             unpaired.remove(partner)
-            drift.append(_drift("modified", rule, f"live: {partner.description}"))
+            drift.append(_drift("modified", rule, f"live: {rule_description(partner)}"))
         else:
             drift.append(_drift("missing", rule, ""))
     drift.extend(_drift("extra", rule, "") for rule in unpaired)
     return sorted(drift, key=lambda item: (item["chain"], item["kind"], item["origin"], item["rule"]))
 
 
-def _drift(kind: str, rule: PlannedRule, detail: str) -> dict[str, Any]:
-    return {"kind": kind, "chain": rule.chain, "origin": rule.origin, "policy": rule.policy, "rule": rule.description, "detail": detail}
+def _drift(kind: str, rule: RuleEntry, detail: str) -> dict[str, Any]:
+    return {
+        "kind": kind,
+        "chain": rule.chain,
+        "origin": rule.origin,
+        "policy": rule_policy(rule),
+        "rule": rule_description(rule),
+        "detail": detail,
+    }
 
 
 def section(
@@ -116,7 +98,7 @@ def section(
     return {
         "name": name,
         "kind": kind,
-        "rules": [{"chain": rule.chain, "origin": rule.origin, "policy": rule.policy, "hash": rule.hash} for rule in live],
+        "rules": [{"chain": rule.chain, "origin": rule.origin, "policy": rule_policy(rule), "hash": rule.hash} for rule in live],
         "drift": drift_items(added, removed) if plan is not None and enforced else [],
         "enforced": enforced,
         "reported_drift": [str(line) for line in reported_drift],

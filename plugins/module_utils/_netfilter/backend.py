@@ -48,7 +48,7 @@ import dataclasses
 import functools
 import hashlib
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar, Optional
 
 from .errors import ApplyError, CommandError
@@ -154,6 +154,20 @@ class RuleEntry:
         if self.text:
             data["text"] = self.text
         return data
+
+    @classmethod
+    def from_dict(cls, data: Any) -> Optional[RuleEntry]:
+        """The entry back from its JSON form (the audit reads module results); None when ``data`` is not a mapping."""
+        if not isinstance(data, Mapping):
+            return None
+        position = data.get("position")
+        return cls(
+            chain=str(data.get("chain") or "?"),
+            hash=str(data.get("hash") or ""),
+            origin=str(data.get("origin") or ""),
+            position=position if isinstance(position, int) else 0,
+            text=str(data.get("text") or ""),
+        )
 
 
 @dataclasses.dataclass(frozen=True)

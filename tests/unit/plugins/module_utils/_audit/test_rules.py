@@ -14,12 +14,12 @@ from typing import Any
 
 import pytest
 from ansible_collections.zerotrust.workloads.plugins.module_utils._audit.rules import (
-    PlannedRule,
     drift_items,
     planned_rules,
     policy_of,
     sections_from_result,
 )
+from ansible_collections.zerotrust.workloads.plugins.module_utils._netfilter.backend import RuleEntry
 from audit_seed import FIXTURES
 
 RESULTS: dict[str, Any] = json.loads((FIXTURES / "allowlist_results.json").read_text())
@@ -65,8 +65,8 @@ def test_clean_namespace_has_no_drift(backend: str) -> None:
     assert section["intended_rules"] == len(section["rules"]) > 5
 
 
-def rule(chain: str, hash_text: str, origin: str, text: str = "") -> PlannedRule:
-    return PlannedRule(chain, hash_text, origin, 0, text)
+def rule(chain: str, hash_text: str, origin: str, text: str = "") -> RuleEntry:
+    return RuleEntry(chain, hash_text, origin, 0, text)
 
 
 @pytest.mark.parametrize(("missing", "extra", "expected"), [
@@ -80,7 +80,7 @@ def rule(chain: str, hash_text: str, origin: str, text: str = "") -> PlannedRule
       ("missing", "default[0]", "b" * 16 + " default[0] a->b tcp/80", "")]),
     ([], [rule("ingress", "", "", "handle 7 comment hand")], [("extra", "not ours", "handle 7 comment hand", "")]),
 ], ids=["nothing", "modified-and-extra", "other-chain-is-not-a-partner", "foreign-rule"])
-def test_drift_items(missing: list[PlannedRule], extra: list[PlannedRule], expected: list[tuple[str, str, str, str]]) -> None:
+def test_drift_items(missing: list[RuleEntry], extra: list[RuleEntry], expected: list[tuple[str, str, str, str]]) -> None:
     assert [(d["kind"], d["policy"], d["rule"], d["detail"]) for d in drift_items(missing, extra)] == expected
 
 
