@@ -453,19 +453,7 @@ def _build_pod(scenario: Scenario, pod: Pod, index: int, state: dict[str, Any]) 
     ip("route", "add", "default", "via", str(node.pod_cidr.network_address + 1), "dev", "eth0", netns=netns)
     if pod.ipv6 is not None and node.pod_cidr_v6 is not None:
         ip("-6", "route", "add", "default", "via", str(node.pod_cidr_v6.network_address + 1), "dev", "eth0", netns=netns)
-    record = {
-        "kind": "pod",
-        "id": f"pod:{pod.key}",
-        "name": pod.name,
-        "namespace": pod.namespace,
-        "netns": netns,
-        "node": pod.node,
-        "addresses": _addresses(pod.ip, pod.ipv6),
-        "labels": dict(pod.labels),
-        "ports": _ports(pod.ports),
-        "interfaces": ["lo", "eth0"],
-        "veth": {"node_netns": host_netns, "node_side": host_side, "pod_side": "eth0"},
-    }
+    record = podbuild.pod_record(pod, netns, host_netns, host_side)
     state["workloads"] = [w for w in state["workloads"] if w.get("id") != record["id"]] + [record]
     write_state(state)
     if pod in scenario.dns_pods():

@@ -16,6 +16,7 @@ import argparse
 import contextlib
 import socket
 import threading
+from typing import Any
 
 
 def _peer(address: str) -> str:
@@ -23,7 +24,8 @@ def _peer(address: str) -> str:
     return address[7:] if address.startswith("::ffff:") else address
 
 
-def _socket(kind: int, port: int) -> socket.socket:
+def open_socket(kind: int, port: int) -> socket.socket:
+    """A dual-stack socket bound to ``port`` (IPv4 only where the namespace has no IPv6); TCP listens, UDP reports destinations."""
     try:
         sock = socket.socket(socket.AF_INET6, kind)
         sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
@@ -33,37 +35,48 @@ def _socket(kind: int, port: int) -> socket.socket:
         sock = socket.socket(socket.AF_INET, kind)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("0.0.0.0", port))  # noqa: S104 - inside a lab namespace only
+    if kind == socket.SOCK_STREAM:
+        sock.listen(128)
+    else:
+        with contextlib.suppress(OSError):  # a dual-stack socket reports IPv4 destinations as ::ffff:a.b.c.d
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVPKTINFO, 1)
     return sock
+
+
+def answer_connection(conn: socket.socket, peer: tuple[Any, ...]) -> None:
+    """Write ``PEER LOCAL`` on an accepted connection and close it."""
+    try:
+        conn.settimeout(2)
+        conn.sendall(f"{_peer(peer[0])} {_peer(conn.getsockname()[0])}\n".encode())
+    except OSError:
+        pass
+    finally:
+        conn.close()
+
+
+def answer_datagram(server: socket.socket) -> None:
+    """Receive one datagram and send back the peer address and the address it was sent to (when the kernel tells)."""
+    _, ancillary, _flags, peer = server.recvmsg(2048, socket.CMSG_SPACE(20))
+    local = ""
+    for level, kind, data in ancillary:
+        if level == socket.IPPROTO_IPV6 and kind == socket.IPV6_PKTINFO and len(data) >= 16:
+            local = " " + _peer(socket.inet_ntop(socket.AF_INET6, data[:16]))
+    with contextlib.suppress(OSError):
+        server.sendto(f"{_peer(peer[0])}{local}\n".encode(), peer)
 
 
 def serve_tcp(port: int) -> None:
     """Accept forever; answer each connection with the peer address."""
-    server = _socket(socket.SOCK_STREAM, port)
-    server.listen(128)
+    server = open_socket(socket.SOCK_STREAM, port)
     while True:
-        conn, peer = server.accept()
-        try:
-            conn.settimeout(2)
-            conn.sendall(f"{_peer(peer[0])} {_peer(conn.getsockname()[0])}\n".encode())
-        except OSError:
-            pass
-        finally:
-            conn.close()
+        answer_connection(*server.accept())
 
 
 def serve_udp(port: int) -> None:
-    """Answer every datagram with the peer address and the address it was sent to (when the kernel tells)."""
-    server = _socket(socket.SOCK_DGRAM, port)
-    with contextlib.suppress(OSError):  # a dual-stack socket reports IPv4 destinations as ::ffff:a.b.c.d
-        server.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVPKTINFO, 1)
+    """Answer every datagram with the peer address and the address it was sent to."""
+    server = open_socket(socket.SOCK_DGRAM, port)
     while True:
-        _, ancillary, _flags, peer = server.recvmsg(2048, socket.CMSG_SPACE(20))
-        local = ""
-        for level, kind, data in ancillary:
-            if level == socket.IPPROTO_IPV6 and kind == socket.IPV6_PKTINFO and len(data) >= 16:
-                local = " " + _peer(socket.inet_ntop(socket.AF_INET6, data[:16]))
-        with contextlib.suppress(OSError):
-            server.sendto(f"{_peer(peer[0])}{local}\n".encode(), peer)
+        answer_datagram(server)
 
 
 def main() -> None:

@@ -50,7 +50,7 @@ def _pod_inside(scenario: Scenario, pod: Pod, netns: str) -> list[str]:
 
 
 def pod_record(pod: Pod, netns: str, host_netns: str, host_side: str) -> dict[str, Any]:
-    """The pod's entry in the lab state (as ``_build_pod`` records it)."""
+    """The pod's entry in the lab state (bulk build and ``build._build_pod`` alike)."""
     return {
         "kind": "pod",
         "id": f"pod:{pod.key}",

@@ -23,15 +23,14 @@ import ctypes
 import os
 import selectors
 import socket
+import sys
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script: the repository root holds lab/
+from lab.listener import answer_connection, answer_datagram, open_socket
 
 CLONE_NEWNET = 0x40000000
 NETNS_DIR = Path("/run/netns")
-
-
-def _peer(address: str) -> str:
-    # Dual-stack sockets report IPv4 peers as ::ffff:a.b.c.d.
-    return address[7:] if address.startswith("::ffff:") else address
 
 
 def _setns(fd: int) -> None:
@@ -42,21 +41,8 @@ def _setns(fd: int) -> None:
 
 
 def _bind(kind: int, port: int) -> socket.socket:
-    """A dual-stack socket on ``port`` (IPv4 only where the namespace has no IPv6), non-blocking."""
-    try:
-        sock = socket.socket(socket.AF_INET6, kind)
-        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("::", port))
-    except OSError:
-        sock = socket.socket(socket.AF_INET, kind)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("0.0.0.0", port))  # noqa: S104 - inside a lab namespace only
-    if kind == socket.SOCK_STREAM:
-        sock.listen(128)
-    else:
-        with contextlib.suppress(OSError):  # a dual-stack socket reports IPv4 destinations as ::ffff:a.b.c.d
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVPKTINFO, 1)
+    """``lab/listener.py``'s socket, non-blocking for the selector loop."""
+    sock = open_socket(kind, port)
     sock.setblocking(False)
     return sock
 
@@ -96,25 +82,12 @@ def open_sockets(pods: list[tuple[str, list[tuple[int, int]]]]) -> list[socket.s
 
 def _answer_tcp(server: socket.socket) -> None:
     with contextlib.suppress(BlockingIOError, InterruptedError):
-        conn, peer = server.accept()
-        try:
-            # A fresh connection's send buffer takes one short line without blocking.
-            conn.send(f"{_peer(peer[0])} {_peer(conn.getsockname()[0])}\n".encode())
-        except OSError:
-            pass
-        finally:
-            conn.close()
+        answer_connection(*server.accept())
 
 
 def _answer_udp(server: socket.socket) -> None:
     with contextlib.suppress(BlockingIOError, InterruptedError):
-        _, ancillary, _flags, peer = server.recvmsg(2048, socket.CMSG_SPACE(20))
-        local = ""
-        for level, kind, data in ancillary:
-            if level == socket.IPPROTO_IPV6 and kind == socket.IPV6_PKTINFO and len(data) >= 16:
-                local = " " + _peer(socket.inet_ntop(socket.AF_INET6, data[:16]))
-        with contextlib.suppress(OSError):
-            server.sendto(f"{_peer(peer[0])}{local}\n".encode(), peer)
+        answer_datagram(server)
 
 
 def serve(sockets: list[socket.socket]) -> None:
