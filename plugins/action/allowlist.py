@@ -17,8 +17,8 @@ from typing import Any, Optional
 from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
 from ansible.utils.vars import merge_hash
-from ansible_collections.zerotrust.workloads.plugins.module_utils._planning import store
-from ansible_collections.zerotrust.workloads.plugins.module_utils._planning.errors import PlanningError
+from ansible_collections.zerotrust.workloads.plugins.plugin_utils._planning import store
+from ansible_collections.zerotrust.workloads.plugins.plugin_utils._planning.errors import PlanningError
 
 __all__ = ["ActionModule", "arguments_from_plan"]
 

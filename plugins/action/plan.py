@@ -3,7 +3,7 @@
 """zerotrust.workloads.plan: the planning step the enforce and audit roles share.
 
 Runs on the controller only and never connects to a host. The work is in
-module_utils/_planning/ (pure); this entry reads what only Ansible knows (hostvars, groups, the
+plugin_utils/_planning/; this entry reads what only Ansible knows (hostvars, groups, the
 inventory sources, what the hosts reported) and turns PlanningError into a task failure.
 Documentation: plugins/modules/plan.py.
 """
@@ -15,15 +15,15 @@ from typing import Any, Optional
 
 from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
-from ansible_collections.zerotrust.workloads.plugins.module_utils._planning import step, store
-from ansible_collections.zerotrust.workloads.plugins.module_utils._planning.errors import PlanningError
-from ansible_collections.zerotrust.workloads.plugins.module_utils._planning.inputs import (
+from ansible_collections.zerotrust.workloads.plugins.module_utils._planning.spec import ARGUMENT_SPEC, MUTUALLY_EXCLUSIVE
+from ansible_collections.zerotrust.workloads.plugins.plugin_utils._planning import step, store
+from ansible_collections.zerotrust.workloads.plugins.plugin_utils._planning.errors import PlanningError
+from ansible_collections.zerotrust.workloads.plugins.plugin_utils._planning.inputs import (
     Request,
     check_kubernetes_inventory,
     kubernetes_hosts,
     kubernetes_sources,
 )
-from ansible_collections.zerotrust.workloads.plugins.module_utils._planning.spec import ARGUMENT_SPEC, MUTUALLY_EXCLUSIVE
 
 __all__ = ["ActionModule"]
 

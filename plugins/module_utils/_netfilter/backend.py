@@ -411,4 +411,3 @@ def object_chain_name(model_chain: str) -> str:
     The model refuses two chain names that would share one (``ingress`` and ``INGRESS``).
     """
     return iptables_chain_name(model_chain)
-

@@ -592,4 +592,3 @@ def stable_name(prefix: str, *parts: str, length: int = 10) -> str:
     """A short deterministic name like ``zt-1a2b3c4d5e`` for a logical key."""
     digest = hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:length]
     return f"{prefix}{digest}"
-

@@ -235,10 +235,10 @@ def _named_ports(value: Any, where: str, *, numberless: bool = False) -> tuple[N
         number = raw.get("port")
         if number is None and numberless:
             continue
-        if type(number) is not int or not 0 < number < 65536:  # the usual case first: no message is built for it
+        if isinstance(number, bool) or not isinstance(number, int) or not 0 < number < 65536:  # the usual case: no message built
             number = _port_number(number, f"{where}[{index}].port")
         protocol = raw.get("protocol")
-        protocol = _PROTOCOLS.get(protocol) if protocol is None or type(protocol) is str else None
+        protocol = _PROTOCOLS.get(protocol) if protocol is None or isinstance(protocol, str) else None
         if protocol is None:
             protocol = _protocol(raw.get("protocol"), f"{where}[{index}].protocol")
         name = _name(raw.get("name"))

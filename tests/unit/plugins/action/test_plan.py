@@ -10,10 +10,10 @@ import pytest
 import yaml
 from ansible.errors import AnsibleActionFail
 from ansible_collections.zerotrust.workloads.plugins.action.allowlist import arguments_from_plan
-from ansible_collections.zerotrust.workloads.plugins.module_utils._planning import step, store
-from ansible_collections.zerotrust.workloads.plugins.module_utils._planning.inputs import Request
 from ansible_collections.zerotrust.workloads.plugins.module_utils._planning.spec import ARGUMENT_SPEC
 from ansible_collections.zerotrust.workloads.plugins.modules import plan as plan_doc
+from ansible_collections.zerotrust.workloads.plugins.plugin_utils._planning import step, store
+from ansible_collections.zerotrust.workloads.plugins.plugin_utils._planning.inputs import Request
 
 from tests.unit.plugins.module_utils._policy.policy_seed import WORDPRESS_POD, seed_hostvars, seed_policy
 

@@ -17,9 +17,13 @@ import shutil
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Optional
 
-from ansible_collections.zerotrust.workloads.plugins.module_utils._planning import store
-from ansible_collections.zerotrust.workloads.plugins.module_utils._planning.errors import PlanningError
-from ansible_collections.zerotrust.workloads.plugins.module_utils._planning.inputs import (
+from ansible_collections.zerotrust.workloads.plugins.module_utils._policy.compiler import compile_policy
+from ansible_collections.zerotrust.workloads.plugins.module_utils._policy.errors import ZeroTrustPolicyError
+from ansible_collections.zerotrust.workloads.plugins.module_utils._policy.options import Options, parse_options
+from ansible_collections.zerotrust.workloads.plugins.module_utils._policy.policy import merge_options, parse_policy
+from ansible_collections.zerotrust.workloads.plugins.plugin_utils._planning import store
+from ansible_collections.zerotrust.workloads.plugins.plugin_utils._planning.errors import PlanningError
+from ansible_collections.zerotrust.workloads.plugins.plugin_utils._planning.inputs import (
     Effective,
     Request,
     check_findings,
@@ -28,10 +32,6 @@ from ansible_collections.zerotrust.workloads.plugins.module_utils._planning.inpu
     load_policy,
     run_options,
 )
-from ansible_collections.zerotrust.workloads.plugins.module_utils._policy.compiler import compile_policy
-from ansible_collections.zerotrust.workloads.plugins.module_utils._policy.errors import ZeroTrustPolicyError
-from ansible_collections.zerotrust.workloads.plugins.module_utils._policy.options import Options, parse_options
-from ansible_collections.zerotrust.workloads.plugins.module_utils._policy.policy import merge_options, parse_policy
 
 Reports = Callable[[Sequence[str]], Iterable[tuple[Any, Any]]]
 """Plan hosts -> per host (its facts' SSH_CONNECTION, its registered result): what the hosts reported."""

@@ -21,9 +21,9 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Optional
 
 import yaml
-from ansible_collections.zerotrust.workloads.plugins.module_utils._planning.errors import PlanningError
 from ansible_collections.zerotrust.workloads.plugins.module_utils._policy.codes import PARTIAL_SERVICE, UNMATCHED_FILTER
 from ansible_collections.zerotrust.workloads.plugins.module_utils._policy.options import IMPLICIT
+from ansible_collections.zerotrust.workloads.plugins.plugin_utils._planning.errors import PlanningError
 
 EMPTY_POLICY: Mapping[str, Any] = {"filters": {}, "policies": {"absolute": [], "default": [], "catch_all": "allow"}}
 """What ``state: absent`` compiles: its plan lists every enforcement point, which is where our objects may be."""

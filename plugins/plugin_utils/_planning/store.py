@@ -25,7 +25,7 @@ import tempfile
 from collections.abc import Mapping
 from typing import Any
 
-from ansible_collections.zerotrust.workloads.plugins.module_utils._planning.errors import PlanningError
+from ansible_collections.zerotrust.workloads.plugins.plugin_utils._planning.errors import PlanningError
 
 PREFIX = "zt-plan-"
 REQUEST = "request.json"

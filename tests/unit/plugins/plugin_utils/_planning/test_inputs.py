@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 import yaml
-from ansible_collections.zerotrust.workloads.plugins.module_utils._planning.errors import PlanningError
-from ansible_collections.zerotrust.workloads.plugins.module_utils._planning.inputs import (
+from ansible_collections.zerotrust.workloads.plugins.plugin_utils._planning.errors import PlanningError
+from ansible_collections.zerotrust.workloads.plugins.plugin_utils._planning.inputs import (
     EMPTY_POLICY,
     Request,
     check_findings,

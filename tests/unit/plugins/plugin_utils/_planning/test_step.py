@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from ansible_collections.zerotrust.workloads.plugins.module_utils._planning import step, store
-from ansible_collections.zerotrust.workloads.plugins.module_utils._planning.errors import PlanningError
-from ansible_collections.zerotrust.workloads.plugins.module_utils._planning.inputs import Request
 from ansible_collections.zerotrust.workloads.plugins.module_utils._policy.compiler import compile_policy
+from ansible_collections.zerotrust.workloads.plugins.plugin_utils._planning import step, store
+from ansible_collections.zerotrust.workloads.plugins.plugin_utils._planning.errors import PlanningError
+from ansible_collections.zerotrust.workloads.plugins.plugin_utils._planning.inputs import Request
 
 from tests.unit.plugins.module_utils._policy.policy_seed import MYSQL_POD, WORDPRESS_POD, seed_hostvars, seed_policy
 
