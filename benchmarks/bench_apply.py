@@ -24,7 +24,13 @@ the whole command:
 - ``bigset_<backend>_first`` / ``_noop``: the module with one rule whose address set holds
   ``--big-set`` IPv4 members (default 100,000: more than ipset's default ``maxelem`` of 65,536,
   which made the iptables backend fail with ``Hash is full`` before the sets were sized from
-  their members). Once per backend, in a fresh namespace; ``--big-set 0`` skips it.
+  their members). Once per backend, in a fresh namespace; ``--big-set 0`` skips it, ``--big-set-only``
+  measures it alone (last line ``RESULT apply_bigset ...``).
+- ``module_plan_<backend>_first`` / ``_noop``: the same ruleset handed over as the enforce role
+  does: the task gives ``plan`` (a plan outline), the allowlist action reads the host's part from
+  the plan directory on the controller and sends it as one JSON text (``plan_json``).
+  ``--plan-only`` measures fixed, raw, the module and the module through a plan alone
+  (``--repeats`` times; last line ``RESULT apply_plan ...``).
 
 Ratios: ``first_ratio_vs_builtin`` = builtin first / module first, ``noop_ratio_vs_builtin``
 = builtin re-run / module no-op, ``first_vs_raw_plus_fixed`` = module first / (raw + fixed).
@@ -42,6 +48,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import secrets
 import statistics
 import subprocess
@@ -182,6 +189,22 @@ def module_playbook(backend: str, namespace: str, workdir: Path, variables: str 
     return path
 
 
+def plan_playbook(backend: str, namespace: str, workdir: Path, rules: int) -> Path:
+    """A playbook applying the ruleset through a plan, as the enforce role hands it over (``plan``: an outline)."""
+    sys.path.insert(0, str(REPO / ".collections"))
+    from ansible_collections.zerotrust.workloads.plugins.plugin_utils._planning import store  # noqa: PLC0415 - the collection, not a package
+
+    directory = store.create(str(workdir))
+    store.write_json(os.path.join(directory, store.REQUEST), {})
+    hosts = store.write_hosts(directory, {"localhost": {"ruleset": ruleset_dict(rules), "pods": [], "sets": {}}})
+    outline = {"path": directory, "complete": True, "hosts": hosts, "run": {"state": "present"}}
+    task = {"netns": namespace, "backend": backend, "keep_ssh": False, "plan": outline}
+    play = {"hosts": "localhost", "connection": "local", "gather_facts": False, "tasks": [{"zerotrust.workloads.allowlist": task}]}
+    path = workdir / f"module_plan_{backend}.yml"
+    path.write_text(json.dumps([play]))
+    return path
+
+
 def fixed_playbook(workdir: Path, variables: Optional[str] = None) -> Path:
     """One trivial task: Ansible's floor (with ``variables``: also loading the ruleset's vars file, not using it)."""
     play: dict[str, Any] = {"hosts": "localhost", "connection": "local", "gather_facts": False, "tasks": [{"ansible.builtin.ping": {}}]}
@@ -201,11 +224,21 @@ def ansible_env() -> dict[str, str]:
     return env
 
 
+CPU_SECONDS: list[float] = []
+"""CPU seconds (user + system, the command and the processes it waited for) of every :func:`timed` command, in order."""
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def timed(argv: list[str], stdin: Optional[str] = None, expect: str = "") -> float:
-    """Wall-clock seconds of one command, which must succeed (and print ``expect``)."""
-    started = time.perf_counter()
+    """Wall-clock seconds of one command, which must succeed (and print ``expect``); its CPU seconds go to CPU_SECONDS."""
+    started, cpu = time.perf_counter(), _children_cpu()
     done = subprocess.run(argv, input=stdin, cwd=REPO, env=ansible_env(), capture_output=True, text=True, check=False, timeout=3600)
     elapsed = time.perf_counter() - started
+    CPU_SECONDS.append(_children_cpu() - cpu)
     if done.returncode != 0 or expect not in done.stdout:
         raise SystemExit(f"{' '.join(argv[:6])} failed (exit {done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
     return elapsed
@@ -233,8 +266,17 @@ def report(times: dict[str, float], backends: list[str], rules: int, builtin_rul
     note = f"  (SCALED from {builtin_rules} rules: measured {measured[0]:.1f} s / {measured[1]:.1f} s)" if measured else ""
     print(f"  {'builtin_first':<28} {times['builtin_first']:9.3f}{note}")
     print(f"  {'builtin_rerun':<28} {times['builtin_rerun']:9.3f}")
-    for name in sorted(name for name in times if name.startswith("bigset_")):
+    for name in sorted(name for name in times if name.startswith(("bigset_", "module_plan_"))):
         print(f"  {name:<28} {times[name]:9.3f}")
+
+
+def plan_margins(times: dict[str, float], backend: str, suffix: str) -> dict[str, str]:
+    """The margins over Ansible's cost of the module run through a plan (the enforce role's way), when measured."""
+    if f"module_plan_{backend}_noop" not in times:
+        return {}
+    first, noop = times[f"module_plan_{backend}_first"], times[f"module_plan_{backend}_noop"]
+    return {f"plan_noop_over_fixed_s{suffix}": f"{noop - times['fixed']:.3f}",
+            f"plan_first_over_fixed_raw_s{suffix}": f"{first - times['fixed'] - times['raw']:.3f}"}
 
 
 def ratios(times: dict[str, float], backends: list[str]) -> dict[str, str]:
@@ -249,6 +291,7 @@ def ratios(times: dict[str, float], backends: list[str]) -> dict[str, str]:
         fields[f"noop_over_fixed_s{suffix}"] = f"{noop - times['fixed']:.3f}"
         fields[f"noop_over_fixed_vars_s{suffix}"] = f"{noop - times['fixed_vars']:.3f}"
         fields[f"first_over_fixed_raw_s{suffix}"] = f"{first - times['fixed'] - times['raw']:.3f}"
+        fields.update(plan_margins(times, backend, suffix))
     fields["primary_backend"] = backends[0]
     fields.update({f"{name}_s": f"{value:.3f}" for name, value in times.items()})
     return fields
@@ -272,28 +315,52 @@ class Namespaces:
             subprocess.run(["ip", "netns", "delete", name], capture_output=True, check=False)
 
 
-def measure(args: argparse.Namespace, backends: list[str], namespaces: Namespaces, workdir: Path) -> dict[str, float]:
-    """Every method; medians over ``--repeats`` fresh namespaces except for the long builtin."""
+def measure_big_set(members: int, backends: list[str], namespaces: Namespaces, workdir: Path) -> dict[str, float]:
+    """The one-set case: first apply and no-op of one rule whose set holds ``members`` addresses, per backend, once each."""
+    (workdir / "big_set_vars.json").write_text(json.dumps({"bench_ruleset": big_set_ruleset(members)}))
+    times: dict[str, float] = {}
+    for backend in backends:
+        path = module_playbook(backend, namespaces.new(), workdir, "big_set_vars.json")
+        times[f"bigset_{backend}_first"] = playbook(path, expect=recap(True))
+        times[f"bigset_{backend}_noop"] = playbook(path, expect=recap(False))
+    return times
+
+
+def measure_modules(args: argparse.Namespace, backends: list[str], namespaces: Namespaces, workdir: Path) -> dict[str, list[float]]:
+    """Fixed, raw and the module (given the ruleset, and through a plan) per backend: ``--repeats`` samples each.
+
+    Beside each wall-clock sample ``NAME``, ``cpu_NAME`` holds the CPU seconds of the same command(s).
+    """
     samples: dict[str, list[float]] = {}
+
+    def add(name: str, seconds: float, commands: int = 1) -> None:
+        samples.setdefault(name, []).append(seconds)
+        samples.setdefault(f"cpu_{name}", []).append(sum(CPU_SECONDS[-commands:]))
+
     (workdir / "ruleset_vars.json").write_text(json.dumps({"bench_ruleset": ruleset_dict(args.rules)}))
     for _ in range(args.repeats):
-        samples.setdefault("fixed", []).append(playbook(fixed_playbook(workdir), expect="ok=1"))
-        samples.setdefault("fixed_vars", []).append(playbook(fixed_playbook(workdir, "ruleset_vars.json"), expect="ok=1"))
+        add("fixed", playbook(fixed_playbook(workdir), expect="ok=1"))
+        add("fixed_vars", playbook(fixed_playbook(workdir, "ruleset_vars.json"), expect="ok=1"))
         raw_ns = ["ip", "netns", "exec", namespaces.new()]
         ipset_seconds = timed([*raw_ns, "ipset", "restore"], stdin=raw_ipset_restore(args.rules))
         iptables_seconds = timed([*raw_ns, "iptables-restore", "-w", "--noflush"], stdin=raw_iptables_restore(args.rules))
-        samples.setdefault("raw", []).append(ipset_seconds + iptables_seconds)
+        add("raw", ipset_seconds + iptables_seconds, commands=2)
         for backend in backends:
             path = module_playbook(backend, namespaces.new(), workdir)
-            samples.setdefault(f"module_{backend}_first", []).append(playbook(path, expect=recap(True)))
-            samples.setdefault(f"module_{backend}_noop", []).append(playbook(path, expect=recap(False)))
-    times = {name: statistics.median(values) for name, values in samples.items()}
+            add(f"module_{backend}_first", playbook(path, expect=recap(True)))
+            add(f"module_{backend}_noop", playbook(path, expect=recap(False)))
+            path = plan_playbook(backend, namespaces.new(), workdir, args.rules)
+            add(f"module_plan_{backend}_first", playbook(path, expect=recap(True)))
+            add(f"module_plan_{backend}_noop", playbook(path, expect=recap(False)))
+    return samples
+
+
+def measure(args: argparse.Namespace, backends: list[str], namespaces: Namespaces, workdir: Path) -> dict[str, float]:
+    """Every method; medians over ``--repeats`` fresh namespaces except for the long builtin."""
+    samples = measure_modules(args, backends, namespaces, workdir)
+    times = {name: statistics.median(values) for name, values in samples.items() if not name.startswith("cpu_")}
     if args.big_set:
-        (workdir / "big_set_vars.json").write_text(json.dumps({"bench_ruleset": big_set_ruleset(args.big_set)}))
-        for backend in backends:
-            path = module_playbook(backend, namespaces.new(), workdir, "big_set_vars.json")
-            times[f"bigset_{backend}_first"] = playbook(path, expect=recap(True))
-            times[f"bigset_{backend}_noop"] = playbook(path, expect=recap(False))
+        times.update(measure_big_set(args.big_set, backends, namespaces, workdir))
 
     # The builtin needs the sets to exist; creating them is not part of its time.
     builtin_ns = namespaces.new()
@@ -307,6 +374,36 @@ def measure(args: argparse.Namespace, backends: list[str], namespaces: Namespace
     return times
 
 
+def plan_only(args: argparse.Namespace, backends: list[str], namespaces: Namespaces) -> int:
+    """``--plan-only``: fixed, raw, the module given the ruleset and through a plan; every sample and the medians."""
+    try:
+        with tempfile.TemporaryDirectory(prefix="ztb-") as temporary:
+            samples = measure_modules(args, backends, namespaces, Path(temporary))
+    finally:
+        namespaces.remove_all()
+    times = {name: statistics.median(values) for name, values in samples.items()}
+    print(f"Applying {args.rules} rules with {args.rules * PEERS_PER_RULE} peer addresses (wall-clock seconds, median; samples)")
+    for name, values in samples.items():
+        print(f"  {name:<28} {times[name]:9.3f}  {' '.join(f'{value:.3f}' for value in values)}")
+    # CPU seconds are steadier than wall seconds on a shared machine: the same figures by CPU.
+    cpu = {name: statistics.median(values) for name, values in samples.items() if name.startswith("cpu_")}
+    for backend in backends:
+        suffix = "" if backend == backends[0] else f"_{backend}"
+        for kind in ("", "plan_"):
+            if f"cpu_module_{kind}{backend}_noop" in cpu:
+                noop, first = cpu[f"cpu_module_{kind}{backend}_noop"], cpu[f"cpu_module_{kind}{backend}_first"]
+                times[f"cpu_{kind}noop_over_fixed{suffix}"] = noop - cpu["cpu_fixed"]
+                times[f"cpu_{kind}first_over_fixed_raw{suffix}"] = first - cpu["cpu_fixed"] - cpu["cpu_raw"]
+    fields: dict[str, str] = {}
+    for backend in backends:
+        suffix = "" if backend == backends[0] else f"_{backend}"
+        fields[f"noop_over_fixed_s{suffix}"] = f"{times[f'module_{backend}_noop'] - times['fixed']:.3f}"
+        fields.update(plan_margins(times, backend, suffix))
+    fields.update({f"{name}_s": f"{value:.3f}" for name, value in times.items()})
+    print(f"RESULT apply_plan repeats={args.repeats} " + " ".join(f"{key}={value}" for key, value in fields.items()))
+    return 0
+
+
 def main() -> int:
     """Measure every method and print the RESULT line."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -316,10 +413,27 @@ def main() -> int:
     parser.add_argument("--backends", default="nftables,iptables", help="our module's backends to measure")
     parser.add_argument("--repeats", type=int, default=3, help="runs of everything but the builtin (median)")
     parser.add_argument("--big-set", type=int, default=100000, help="members of the one-set case (0: skip it)")
+    parser.add_argument("--big-set-only", action="store_true", help="measure the one-set case alone (RESULT apply_bigset ...)")
+    parser.add_argument("--plan-only", action="store_true", help="measure fixed, raw and the module alone (RESULT apply_plan ...)")
     args = parser.parse_args()
     args.builtin_rules = args.builtin_rules or args.rules
     backends = [name for name in args.backends.split(",") if name]
     namespaces = Namespaces()
+    if args.big_set_only:
+        if args.big_set <= 0:
+            parser.error("--big-set-only needs --big-set above 0")
+        try:
+            with tempfile.TemporaryDirectory(prefix="ztb-") as temporary:
+                big = measure_big_set(args.big_set, backends, namespaces, Path(temporary))
+        finally:
+            namespaces.remove_all()
+        print(f"Applying one rule whose address set holds {args.big_set} IPv4 members (wall-clock seconds)")
+        for name, value in big.items():
+            print(f"  {name:<28} {value:9.3f}")
+        print(f"RESULT apply_bigset members={args.big_set} " + " ".join(f"{name}_s={value:.3f}" for name, value in big.items()))
+        return 0
+    if args.plan_only:
+        return plan_only(args, backends, namespaces)
     try:
         with tempfile.TemporaryDirectory(prefix="ztb-") as temporary:
             times = measure(args, backends, namespaces, Path(temporary))

@@ -16,7 +16,10 @@ Then k8s-node1 is rebooted three times with new pod addresses (``python -m lab r
 --new-pod-ips``: its firewall emptied, its restore unit run, its pods back in new namespaces with new
 IPs). Each reboot window runs from the moment the reboot returned, its pods running again in their
 new namespaces, to the first right truth table: the event source saw the new pods and the run it
-triggered applied their rules.
+triggered applied their rules. A whole-table probe takes seconds itself, so each reboot also reports
+``rules applied``: from the pods running to the end of the last playbook run that finished before
+the right probe did (an upper bound on when the rules were in place; a thread notes each run's
+PLAY RECAP as it reaches the log).
 
 Then vulnerabilities drive the policy: the lab is rebuilt from ``lab/scenarios/vulnerable.yml``
 (pods with ``vuln.critical > 0`` quarantined by an absolute deny) with ansible-rulebook running
@@ -29,7 +32,7 @@ live findings).
     python benchmarks/bench_sync.py [--changes 20] [--reboots 3] [--vulns 4]
 
 Last line: ``RESULT sync median_s=... worst_s=... changes=20 reboot_s=... reboot_worst_s=... reboots=3
-vuln_s=... vuln_worst_s=... vulns=4``.
+reboot_applied_s=... reboot_applied_worst_s=... vuln_s=... vuln_worst_s=... vulns=4``.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -83,6 +87,37 @@ class Harness:
         self.phases: list[dict[str, float | None]] = []
         self.run_done: float | None = None
         self.wrong_probes = 0
+        self.applied: float | None = None
+        """After a reboot: seconds from its pods running to the end of the last playbook run before the table was right."""
+        self.finished_at: list[float] = []
+        """When each playbook run finished (monotonic), recorded by a thread: a probe blocks for seconds."""
+        self._stop = threading.Event()
+        self._watcher = threading.Thread(target=self._watch_runs, name="run-watcher", daemon=True)
+
+    def _watch_runs(self) -> None:
+        """Note the time of every PLAY RECAP as it reaches the log (read on from where the last read ended)."""
+        offset, partial = 0, b""
+        while not self._stop.wait(0.1):
+            if not self.log_path.exists():
+                continue
+            with self.log_path.open("rb") as log:  # bytes: a read may end inside a character
+                log.seek(offset)
+                chunk = log.read()
+            offset += len(chunk)
+            lines = (partial + chunk).split(b"\n")
+            partial = lines.pop()
+            now = time.monotonic()
+            self.finished_at.extend(now for line in lines if b"PLAY RECAP" in line)
+
+    def start_watching(self) -> None:
+        """Start recording run ends."""
+        self._watcher.start()
+
+    def stop_watching(self) -> None:
+        """Stop recording run ends."""
+        self._stop.set()
+        if self._watcher.is_alive():
+            self._watcher.join(timeout=5)
 
     def _log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
@@ -140,6 +175,10 @@ class Harness:
         self.moves += 1  # the pod has a new address: moved home at the end
         self.run_done = None
         window = self.wait_right(running)
+        # The probe that found the table right took seconds of its own: the rules were in place when the last
+        # run before its end finished (an upper bound: that run may have changed nothing).
+        ends = [end for end in self.finished_at if running < end <= running + window]
+        self.applied = ends[-1] - running if ends else None
         self.wait_idle()
         return running - started, window
 
@@ -238,6 +277,7 @@ def lab_with_rulebook(seed: Path = SEED, rulebook_path: Path = RULEBOOK) -> Iter
                "ANSIBLE_SSH_CONTROL_PATH_DIR": str(work / "ssh-control"),
                "K8S_AUTH_KUBECONFIG": str(REPO / ".lab" / "kubeconfig")}
         harness = Harness(work / "rulebook.log")
+        harness.start_watching()
         with harness.log_path.open("w") as log:
             rulebook = subprocess.Popen([str(BIN / "ansible-rulebook"), "-v", "-i", str(inventory), "--rulebook", str(rulebook_path),
                                          "--vars", str(work / "vars.yml")], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
@@ -268,6 +308,7 @@ def lab_with_rulebook(seed: Path = SEED, rulebook_path: Path = RULEBOOK) -> Iter
             for pid in runs:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGTERM)
+            harness.stop_watching()
             if os.environ.get("ZT_KEEP_RULEBOOK_LOG"):
                 print(harness._log())
             if brought_up:
@@ -286,6 +327,7 @@ def main() -> int:
         return 0
     latencies: list[float] = []
     windows: list[float] = []
+    applied: list[float] = []
     with lab_with_rulebook() as harness:
         for index in range(args.changes):
             latency = harness.move_and_wait(index)
@@ -297,8 +339,11 @@ def main() -> int:
         for index in range(args.reboots):
             took, window = harness.reboot_and_wait()
             windows.append(window)
+            if harness.applied is not None:
+                applied.append(harness.applied)
             run_done = harness.run_done
             print(f"reboot {index + 1}: {HOME_NODE} with new pod IPs in {took:.2f} s; pods running -> table right {window:5.2f} s"
+                  + (f"  (rules applied {harness.applied:5.2f})" if harness.applied is not None else "")
                   + (f"  (run_done {run_done:5.2f})" if run_done is not None else ""), flush=True)
     vulns: list[float] = []
     if args.vulns:
@@ -317,6 +362,8 @@ def main() -> int:
         print(f"min {ordered[0]:.2f} s  p25 {quartiles[0]:.2f} s  median {statistics.median(ordered):.2f} s  "
               f"p75 {quartiles[2]:.2f} s  p90 {ordered[int(0.9 * (len(ordered) - 1))]:.2f} s  max {ordered[-1]:.2f} s")
     reboot = f" reboot_s={statistics.median(windows):.2f} reboot_worst_s={max(windows):.2f} reboots={len(windows)}" if windows else ""
+    if applied:
+        reboot += f" reboot_applied_s={statistics.median(applied):.2f} reboot_applied_worst_s={max(applied):.2f}"
     vuln = f" vuln_s={statistics.median(vulns):.2f} vuln_worst_s={max(vulns):.2f} vulns={len(vulns)}" if vulns else ""
     moves = f"median_s={statistics.median(ordered):.2f} worst_s={ordered[-1]:.2f} " if latencies else ""
     print(f"RESULT sync {moves}changes={len(latencies)}{reboot}{vuln}")

@@ -216,10 +216,11 @@ def _sample(scenario: Any, args: argparse.Namespace) -> Any:
 
 def _measure_health(scenario: Any, state: dict[str, Any], timeout: float) -> list[Any]:
     """The cluster-health block (empty without a control plane)."""
-    from lab.expected import api_access_pods  # noqa: PLC0415
+    from lab.expected import api_access_pods, policy_api_pods  # noqa: PLC0415
     from lab.health import health_cells, measure_health  # noqa: PLC0415
 
-    cells = health_cells(scenario, api_access_pods(scenario, _lab_hostvars()))
+    hostvars = _lab_hostvars()
+    cells = health_cells(scenario, [*api_access_pods(scenario, hostvars), *policy_api_pods(scenario, hostvars)])
     return measure_health(scenario, state, cells, timeout=timeout) if cells else []
 
 

@@ -218,6 +218,22 @@ def api_access_pods(scenario: Scenario, hostvars: Mapping[str, Mapping[str, Any]
     return [pod for pod in scenario.pods if (pod.namespace, pod.name) in selected]
 
 
+API_TARGET = "svc:default/kubernetes:tcp/443"
+
+
+def policy_api_pods(scenario: Scenario, hostvars: Mapping[str, Mapping[str, Any]] | None = None) -> list[Pod]:
+    """The pods the scenario's policy lets reach ``default/kubernetes`` on tcp/443, as the oracle decides it.
+
+    That covers a policy rule whose provider is the Service as well as the ``cluster`` allowance, so a
+    pod given API access by a rule, not by ``options.api_access``, gets a health cell too. No policy or
+    no API Service: none.
+    """
+    if scenario.policy is None or scenario.api_service is None:
+        return []
+    expectation = Expectation(scenario.policy, hostvars if hostvars is not None else scenario_hostvars(scenario))
+    return [pod for pod in scenario.pods if expectation.cell(Probe(f"pod:{pod.key}", API_TARGET, "tcp", ())) == CONNECTED]
+
+
 OPEN_POLICY: dict[str, Any] = {"filters": {}, "policies": {"absolute": [], "default": [], "catch_all": "allow"}}
 """No policy at all: what the oracle answers for it is kube-proxy's own behaviour (Local NodePorts)."""
 

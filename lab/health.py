@@ -10,8 +10,9 @@ measurement began. The cells, by name (part of the contract, in ``--json`` too):
   (recorded by ``lab/kubelet.py reach`` in the control-plane node);
 - ``kubelet:<node> -> apiserver:last-contact``: the node's kubelet stand-in completed an API
   request that started after the measurement began (its age in seconds in the detail);
-- ``pod:<ns>/<name> -> svc:default/kubernetes:tcp/443``: for kube-system pods and the pods the
-  policy's ``options.api_access`` query selects (default ``namespace = kube-system``);
+- ``pod:<ns>/<name> -> svc:default/kubernetes:tcp/443``: for kube-system pods, the pods the
+  policy's ``options.api_access`` query selects (default ``namespace = kube-system``) and the pods
+  a policy rule lets reach ``default/kubernetes`` (``lab.expected.policy_api_pods``);
 - ``pod:<ns>/<name> -> dns:<svc>.<ns>.svc.cluster.local``: a DNS query to the ``kube-dns``
   ClusterIP answered with the Service's ClusterIP (every pod; the name is the scenario's first
   Service), and ``pod:<ns>/<name> -> dns:<external name>`` once, answered through the upstream resolver.

@@ -9,6 +9,10 @@ confirmation) and counts, per host and per pod, the rules and set members that w
 (``rules_added``, ``rules_removed``, ``set_members_added``, ``set_members_removed``,
 ``in_place``: derived from the structured plan, docs/contracts.md section 4); a namespace that failed carries none and
 counts as zero. Documentation: plugins/modules/enforce_report.py.
+
+With ``registered`` the action reads those results from each host's variables itself, untemplated:
+passing them as templated arguments (``map('extract', hostvars)``) walked and copied every host's
+per-namespace results several times, seconds per run at hundreds of pods.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from typing import Any, Optional
 from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
 
-__all__ = ["ActionModule", "summarise"]
+__all__ = ["ActionModule", "registered_results", "summarise"]
 
 COUNT_KEYS = ("rules_added", "rules_removed", "set_members_added", "set_members_removed")
 
@@ -95,6 +99,31 @@ def host_report(preview: Any, applied: Any, rollback: Optional[Mapping[str, Any]
     elif changed:
         report["status"] = "changed"
     return report
+
+
+RESULT_KINDS = ("previews", "applied", "rollbacks")
+
+
+def _host_variables(hostvars: Any, host: str) -> Mapping[str, Any]:
+    """A host's variables as stored, not templated (registered results hold data, not templates)."""
+    raw_get = getattr(hostvars, "raw_get", None)
+    variables = raw_get(host) if callable(raw_get) else hostvars.get(host) if isinstance(hostvars, Mapping) else None
+    return variables if isinstance(variables, Mapping) else {}
+
+
+def registered_results(hostvars: Any, hosts: Iterable[str], names: Mapping[str, str]) -> dict[str, dict[str, Any]]:
+    """Per kind in ``names`` (previews, applied, rollbacks -> variable name): inventory hostname -> that host's variable.
+
+    Hosts without the variable are left out (a host that left the play before the task registered nothing).
+    """
+    found: dict[str, dict[str, Any]] = {kind: {} for kind in names}
+    for host in hosts:
+        variables = _host_variables(hostvars, host)
+        for kind, name in names.items():
+            value = variables.get(name)
+            if value is not None:
+                found[kind][host] = value
+    return found
 
 
 TOTAL_KEYS = (*COUNT_KEYS, "in_place", "hosts_changed", "namespaces_changed", "pods_skipped", "hosts_failed", "hosts_rolled_back")
@@ -175,7 +204,7 @@ class ActionModule(ActionBase):  # type: ignore[misc]
     """Summarise (and guard) an enforce run on the controller."""
 
     TRANSFERS_FILES = False
-    _VALID_ARGS = frozenset(("plan_hosts", "play_hosts", "previews", "applied", "rollbacks", "check_mode", "max_change_percent"))
+    _VALID_ARGS = frozenset(("plan_hosts", "play_hosts", *RESULT_KINDS, "registered", "check_mode", "max_change_percent"))
     _requires_connection = False
 
     def run(self, tmp: Any = None, task_vars: Optional[dict[str, Any]] = None) -> dict[str, Any]:
@@ -185,15 +214,32 @@ class ActionModule(ActionBase):  # type: ignore[misc]
         plan_hosts = args.get("plan_hosts") or []
         if isinstance(plan_hosts, (str, Mapping)) or not all(isinstance(host, str) for host in plan_hosts):
             raise AnsibleActionFail("enforce_report: plan_hosts must be a list of inventory hostnames (the keys of the plan's hosts)")
-        for name in ("previews", "applied", "rollbacks"):
+        for name in RESULT_KINDS:
             if not isinstance(args.get(name, {}), Mapping):
                 raise AnsibleActionFail(f"enforce_report: {name} must be a mapping of inventory hostname to result")
+        results = {name: args.get(name) or {} for name in RESULT_KINDS}
+        play_hosts = list(args.get("play_hosts") or [])
+        registered = args.get("registered")
+        if registered is not None:
+            if not isinstance(registered, Mapping) or not all(
+                kind in RESULT_KINDS and isinstance(name, str) and name for kind, name in registered.items()
+            ):
+                raise AnsibleActionFail(
+                    "enforce_report: registered must map previews, applied or rollbacks to the name of a host variable "
+                    "(registered: {previews: enforce_preview})"
+                )
+            given = sorted(kind for kind in registered if args.get(kind))
+            if given:
+                raise AnsibleActionFail(f"enforce_report: {', '.join(given)} given both directly and in registered: give each in one place")
+            in_play = set(play_hosts)
+            hosts = [host for host in plan_hosts if host in in_play]
+            results.update(registered_results((task_vars or {}).get("hostvars"), hosts, registered))
         summary = summarise(
             list(plan_hosts),
-            list(args.get("play_hosts") or []),
-            previews=args.get("previews") or {},
-            applied=args.get("applied") or {},
-            rollbacks=args.get("rollbacks") or {},
+            play_hosts,
+            previews=results["previews"],
+            applied=results["applied"],
+            rollbacks=results["rollbacks"],
             check_mode=bool(args.get("check_mode", False)),
         )
         percent = change_percent(summary["totals"])

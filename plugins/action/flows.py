@@ -18,3 +18,4 @@ class ActionModule(AllowlistAction):
 
     MODULE = "zerotrust.workloads.flows"
     PLAN_KEYS = frozenset(("pods",))
+    PACKED = False

@@ -28,6 +28,26 @@ options:
         options); an option the task gives wins. Only this host's part is sent to it.
       - Without it, give O(ruleset) and O(pods) yourself.
     type: dict
+  plan_json:
+    description:
+      - "This host's part of a compiled plan as one JSON text: an object with any of C(ruleset), C(pods) and C(sets), each in
+        the form of the option of the same name. The module parses it once; large parts (hundreds of pods, thousands of
+        set members) travel and start much faster this way than as nested options, which Ansible checks and copies value
+        by value."
+      - The action in front of this module fills it from O(plan); give it yourself to hand over a part you compiled
+        elsewhere (C(plan[inventory_hostname] | to_json)).
+      - A key it holds takes the place of the option of the same name; giving both (a O(ruleset), non-empty O(pods) or
+        O(sets)) fails the run before anything is read.
+    type: str
+  skip_unchanged_pods:
+    description:
+      - With O(plan), the name of the variable this host's check-mode result of the same plan was registered in
+        (C(enforce_preview) in the C(zerotrust.workloads.enforce) role). The action in front of this module then leaves out
+        the pods that result read and found unchanged, so only the pods that need a write are read and compared again.
+        The host's own ruleset is always applied; pods the preview skipped or failed on run again.
+      - Only as fresh as that preview. A pod whose rules are changed by hand between the preview and this run is repaired
+        on the next run.
+    type: str
   ruleset:
     description:
       - The host's own ruleset in the dictionary form of the ruleset model (the compiled plan's C(ruleset)).
@@ -254,7 +274,9 @@ rollbacks:
 """
 
 # Ansible modules keep their documentation first; the imports follow it.
+import json  # noqa: E402
 import os  # noqa: E402
+from typing import Any  # noqa: E402
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
 from ansible_collections.zerotrust.workloads.plugins.module_utils._netfilter.apply import (  # noqa: E402
@@ -273,12 +295,45 @@ from ansible_collections.zerotrust.workloads.plugins.module_utils._netfilter.per
     netns_file,
 )
 
+PART_KEYS = {"ruleset": dict, "pods": list, "sets": dict}
+"""What ``plan_json`` may hold, and the JSON type of each."""
+
+
+def part_from_json(text: str, params: dict[str, Any]) -> dict[str, Any]:
+    """The options ``plan_json`` gives (``ruleset``, ``pods``, ``sets``), parsed once; ValueError says what is wrong.
+
+    ``params`` are the other options: one given there too (not its default) is a conflict, not silently replaced.
+    """
+    try:
+        part = json.loads(text)
+    except ValueError as error:
+        raise ValueError(f"plan_json is not JSON ({error}): pass the host's part of the plan as one JSON object") from None
+    if not isinstance(part, dict):
+        raise ValueError("plan_json must be a JSON object with ruleset, pods and sets (the host's part of the plan)")
+    unknown = sorted(set(part) - set(PART_KEYS))
+    if unknown:
+        raise ValueError(f"plan_json has unknown keys: {', '.join(unknown)} (known: {', '.join(PART_KEYS)})")
+    for key, kind in PART_KEYS.items():
+        if key not in part:
+            continue
+        value = part[key]
+        if key == "ruleset" and value is None:
+            pass
+        elif not isinstance(value, kind) or (key == "pods" and not all(isinstance(pod, dict) for pod in value)):
+            wanted = {"ruleset": "an object (or null)", "pods": "a list of objects", "sets": "an object"}[key]
+            raise ValueError(f"plan_json: {key} must be {wanted}, like the option {key}")
+        if params.get(key):
+            raise ValueError(f"{key} is given both as an option and in plan_json: give it in one place only")
+    return part
+
 
 def main() -> None:
     """Module entry point: validate arguments, run, report."""
     module = AnsibleModule(
         argument_spec={
             "plan": {"type": "dict"},
+            "plan_json": {"type": "str", "no_log": False},
+            "skip_unchanged_pods": {"type": "str"},
             "ruleset": {"type": "dict"},
             "pods": {"type": "list", "elements": "dict", "default": []},
             "sets": {"type": "dict", "default": {}},
@@ -300,11 +355,18 @@ def main() -> None:
         supports_check_mode=True,
     )
     params = module.params
-    if params["plan"] is not None:
-        module.fail_json(msg="plan is read on the controller by the allowlist action, which this run bypassed")
+    if params["plan"] is not None or params["skip_unchanged_pods"] is not None:
+        module.fail_json(msg="plan and skip_unchanged_pods are read on the controller by the allowlist action, which this run bypassed")
+    # Not written back into params: those are echoed as the invocation, and the part would travel back twice.
+    part = {key: params[key] for key in PART_KEYS}
+    if params["plan_json"] is not None:
+        try:
+            part.update(part_from_json(params["plan_json"], params))
+        except ValueError as error:
+            module.fail_json(msg=str(error))
     try:
         # First: a plan cut wrong (a ruleset naming a shared set this host was not given) fails before anything runs.
-        sets = shared_sets(params["sets"], params["ruleset"], params["pods"]) if params["state"] == "present" else {}
+        sets = shared_sets(part["sets"], part["ruleset"], part["pods"]) if params["state"] == "present" else {}
     except NetfilterError as error:
         module.fail_json(msg=str(error))
     try:
@@ -340,7 +402,7 @@ def main() -> None:
         sets=sets,
     )
     try:
-        result = run(params["ruleset"], params["pods"], run_options, dict(os.environ))
+        result = run(part["ruleset"], part["pods"], run_options, dict(os.environ))
     except NetfilterError as error:
         module.fail_json(msg=str(error), changed=False)
     for warning in result.pop("warnings", []):

@@ -33,9 +33,18 @@ options:
     elements: str
     required: true
   previews:
-    description: Inventory hostname to the registered result of the check-mode allowlist run.
+    description:
+      - Inventory hostname to the registered result of the check-mode allowlist run.
+      - Give this or C(previews) in O(registered).
     type: dict
-    required: true
+  registered:
+    description:
+      - "Read the results from the hosts' variables instead: C(previews), C(applied) and C(rollbacks), each the name of the
+        variable that holds that result on every host (C({previews: enforce_preview, applied: enforce_applied}))."
+      - The plugin reads them untemplated, for the hosts of O(plan_hosts) that are in O(play_hosts). This is much cheaper
+        than templating every host's results into O(previews), O(applied) and O(rollbacks) at hundreds of pods.
+      - A kind named here must not also be given directly.
+    type: dict
   applied:
     description: Inventory hostname to the registered result of the allowlist run that wrote.
     type: dict
@@ -61,7 +70,8 @@ EXAMPLES = r"""
   zerotrust.workloads.enforce_report:
     plan_hosts: "{{ enforce_plan.hosts.keys() | list }}"
     play_hosts: "{{ ansible_play_hosts }}"
-    previews: "{{ dict(ansible_play_hosts | zip(ansible_play_hosts | map('extract', hostvars, 'enforce_preview'))) }}"
+    registered:
+      previews: enforce_preview
     max_change_percent: 50
   run_once: true
 """
@@ -96,7 +106,8 @@ def main() -> None:
         argument_spec={
             "plan_hosts": {"type": "list", "elements": "str", "required": True},
             "play_hosts": {"type": "list", "elements": "str", "required": True},
-            "previews": {"type": "dict", "required": True},
+            "previews": {"type": "dict"},
+            "registered": {"type": "dict"},
             "applied": {"type": "dict", "default": {}},
             "rollbacks": {"type": "dict", "default": {}},
             "check_mode": {"type": "bool", "default": False},

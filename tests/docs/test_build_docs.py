@@ -21,3 +21,7 @@ def test_docs_build_without_warnings_and_the_reference_is_up_to_date() -> None:
     assert "docs/reference/ is up to date" in result.stdout
     pages = sorted(path.name for path in (REPO / "docs" / "reference").glob("*.rst"))
     assert "index.rst" in pages and "kubernetes_inventory.rst" in pages and "allowlist_module.rst" in pages
+    # The label_selectors example once rendered as `app in (wordpress\'`: the value reads as written, no escape shows.
+    inventory = (REPO / "docs" / "reference" / "kubernetes_inventory.rst").read_text()
+    assert '<code class="ansible-value literal notranslate">tier in (frontend,backend)</code>' in inventory
+    assert "\\'" not in inventory and "\\)" not in inventory

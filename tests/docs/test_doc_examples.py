@@ -9,7 +9,7 @@ run as such, so that the policy-language pages need no markers.
 
 Kinds:
 
-- ``policy``: compiled against the seed inventory (``options:`` is passed as compiler options);
+- ``policy``: compiled against the seed inventory as written (its ``options:`` stay in the policy);
   a following ``<!-- flows: ... -->`` comment lists flows (``SRC -> DST proto/port [via V] =>
   allow|deny``) that are checked against the policy's semantics;
 - ``policy-error``: must be rejected; a following ``<!-- error: TEXT -->`` must be in the message;
@@ -28,8 +28,8 @@ Kinds:
 - ``python`` (a ``python`` block): runs with ``policy``, ``hostvars`` (the seed's) and ``options`` ({})
   defined; a last expression followed by a ``# TEXT`` comment line must have a ``repr`` that
   matches TEXT, where ``...`` stands for anything;
-- ``shell``: each ``$ `` line runs (argv split, no shell, ``~/`` is HOME) as a user runs it: in an empty
-  directory holding the built tarball, with an empty HOME and no ansible.cfg;
+- ``shell``: each ``$ `` line runs (argv split, no shell, ``~/`` is HOME) as a user runs it: in a directory
+  holding the built tarball and the page's ``file=PATH`` blocks, with an empty HOME and no ansible.cfg;
 - ``install`` and ``quickstart`` (the users' page, docs/README.md): each ``$ `` line is a command of
   the installed collection whose files the page defines (blocks with ``file=PATH``); they run for
   real, from the built tarball against the lab, in tests/integration/test_collection_install.py;
@@ -220,11 +220,11 @@ def _run(argv: list[str], cwd: Path, env: dict[str, str]) -> subprocess.Complete
 
 
 def run_policy(example: Example, **_: Any) -> None:
+    # As written: a policy's ``options:`` stay in it, as a user's policy file keeps them (issue 15, item 12).
     data = yaml.safe_load(example.body)
-    options = data.pop("options", None)
     hostvars = seed_hostvars()
     add_control_plane(hostvars)  # the lab's seed has a control plane: default/kubernetes, CoreDNS, upstream-dns
-    plan = compile_policy(data, hostvars, options)
+    plan = compile_policy(data, hostvars)
     assert plan["hosts"], "the policy compiled to no enforcement point"
     flows = [line for line in example.comment.removeprefix(" flows:").splitlines() if line.strip()]
     if example.comment.strip():
@@ -234,7 +234,7 @@ def run_policy(example: Example, **_: Any) -> None:
         match = FLOW.match(line)
         assert match, f"cannot read the flow {line!r}"
         flow = Flow(match["src"], match["dst"], match["proto"], int(match["port"]) if match["port"] else None, match["via"] or "direct")
-        verdict = check_flow(data, hostvars, flow, options)
+        verdict = check_flow(data, hostvars, flow)
         assert verdict.allowed == (match["verdict"] == "allow"), f"{line.strip()}: {verdict.reason} ({', '.join(verdict.decided_by)})"
 
 
@@ -259,7 +259,7 @@ def run_policy_error(example: Example, **_: Any) -> None:
     expected = example.comment.removeprefix(" error:").strip()
     assert expected, "a policy-error example needs a following <!-- error: TEXT --> comment"
     with pytest.raises(ZeroTrustPolicyError) as raised:
-        compile_policy(data, seed_hostvars(), data.pop("options", None) if isinstance(data, dict) else None)
+        compile_policy(data, seed_hostvars())
     assert expected in str(raised.value)
 
 
@@ -368,12 +368,27 @@ def run_excerpt(example: Example, **_: Any) -> None:
     assert any(textwrap.dedent(window).strip("\n") == wanted for window in windows), f"not an excerpt of {path.relative_to(REPO)}"
 
 
+def _page_files(doc: str) -> dict[str, str]:
+    """The blocks of a docs/ page that name a file (``file=PATH`` in the info string): what the page has the user write."""
+    files = {}
+    for match in FENCE.finditer((DOCS / doc).read_text()):
+        for word in match.group("info").split()[1:]:
+            if word.startswith("file="):
+                files[word.split("=", 1)[1]] = match.group("body")
+    return files
+
+
 def run_shell(example: Example, tmp_path: Path, collection_tarball: Path, **_: Any) -> None:
-    """A user's commands: in an empty directory holding the collection's tarball, with an empty HOME (``~`` is it)."""
+    """A user's commands: in a directory holding the collection's tarball and the files the page has the user write
+    (its ``file=PATH`` blocks), with an empty HOME (``~`` is it)."""
     home, work = tmp_path / "home", tmp_path / "work"
     home.mkdir()
     work.mkdir()
     shutil.copy(collection_tarball, work / collection_tarball.name)
+    # (the root README.md has no such blocks; its name is docs/README.md's too)
+    for name, body in (_page_files(example.doc) if example.doc != "README.md" else {}).items():
+        (work / name).parent.mkdir(parents=True, exist_ok=True)
+        (work / name).write_text(body)
     env = {"PATH": f"{BIN}:/usr/sbin:/usr/bin:/sbin:/bin", "HOME": str(home), "LANG": "C.UTF-8"}
     for written in _commands(example.body):
         argv = [str(home) + word[1:] if word.startswith("~/") else word for word in written]

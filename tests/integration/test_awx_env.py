@@ -156,6 +156,10 @@ def test_awx_objects_reference_each_other_and_files_that_exist() -> None:
         assert source["source"] == "scm" and (AWX / "project" / path).is_file()
     assert sources["inventory/cluster.kubernetes.yml"]["credential"] == variables["zt_cluster_credential"]
     assert "credential" not in sources["inventory/hosts.yml"]
+    # AWX passes an SCM source's source_vars to ansible-inventory as environment: a source that fails (the API down,
+    # 401/403) fails the update instead of syncing an inventory without the cluster (issue 15, item 13).
+    for path, source in sources.items():
+        assert source.get("source_vars", {}).get("ANSIBLE_INVENTORY_ANY_UNPARSED_IS_FAILED") == "True", path
     playbooks = {options["playbook"] for module, options in objects if module == "awx.awx.job_template"}
     assert playbooks == {"playbooks/enforce.yml", "playbooks/audit.yml"}
     for playbook in playbooks:

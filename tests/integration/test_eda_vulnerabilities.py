@@ -25,6 +25,8 @@ from lab.kubeapi_watch import start_watch_server
 from lab.objects import scenario_objects
 from lab.scenario import load_scenario
 from tests.integration.test_eda import REPO, _call, _next, _nothing, _run
+from tests.integration.test_enforce import HOLD, explain, playbook, probe
+from tests.integration.test_enforce import lab as run_lab
 from tests.unit.plugins.module_utils._kubernetes import k8s_factories as k8s
 
 REPORTS = "/apis/aquasecurity.github.io/v1alpha1/namespaces/wordpress/vulnerabilityreports"
@@ -100,6 +102,31 @@ def test_a_cluster_without_the_crd_syncs_with_a_warning(cluster: KubeApiServer, 
                            "installed? Pods get no vulnerability summary, so vuln.* conditions match none of them")
     assert len(warnings) == 1  # said once, not at every look
     assert 2 <= fault.hits <= 3
+
+
+@pytest.mark.lab
+@pytest.mark.skipif(os.geteuid() != 0, reason="the lab needs root")
+def test_the_vulnerable_scenario_demo_quarantines_the_database() -> None:
+    """``make demo SCENARIO=lab/scenarios/vulnerable.yml``, step by step: a fresh lab of the scenario is open, the
+    enforce playbook applies the scenario's policy, and the truth table is the expected one: the database (a critical
+    finding) is cut off from the frontend, HAProxy still reaches WordPress, the cluster stays healthy."""
+    scenario = REPO / "lab" / "scenarios" / "vulnerable.yml"
+    run_lab("down")
+    run_lab("up", "--scenario", str(scenario))
+    HOLD.acquire()
+    try:
+        assert probe("--expect-open")["mismatches"] == [], "the fresh lab is not open"
+        enforced = playbook("enforce.yml", "-f", "10", extra={"enforce_policy_file": str(scenario)})
+        assert enforced.returncode == 0, explain(enforced)
+        after = probe("--expect-from-scenario")
+        assert after["mismatches"] == [], after["mismatches"]
+        assert after["health_failures"] == [], after["health_failures"]
+        results = {f"{cell['source']} -> {cell['target']}": cell["result"] for cell in after["cells"]}
+        assert results["pod:wordpress/wordpress-6dfdd9f64f-d75j2 -> pod:wordpress/wordpress-mysql-5b58bbd695-gxtc4:tcp/3306"] == "X"
+        assert results["vm:haproxy -> nodeport:wordpress/wordpress:tcp/80"] == "."
+    finally:
+        HOLD.release()
+        run_lab("down", check=False)
 
 
 @pytest.mark.lab

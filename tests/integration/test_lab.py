@@ -439,43 +439,70 @@ def test_another_scenario_replaces_the_lab(seed_lab: dict[str, Any], tmp_path: P
     assert len(cells(json.loads(out.read_text()))) == 44
 
 
-def enforce_seed(*extra_vars: str) -> subprocess.CompletedProcess[str]:
-    """The seed's policy enforced by the enforce playbook (as `make demo` runs it), with extra -e arguments."""
+def enforce_seed(policy_file: Path = SEED) -> subprocess.CompletedProcess[str]:
+    """A scenario file's policy enforced on the lab by the enforce playbook, as `make demo` runs it."""
     playbook = str(REPO_ROOT / "playbooks" / "enforce.yml")
     argv = [str(Path(sys.executable).parent / "ansible-playbook"), "-f", "10", "-i", str(INVENTORY), playbook,
-            "-e", f"enforce_policy_file={SEED}", *(arg for extra in extra_vars for arg in ("-e", extra))]
+            "-e", f"enforce_policy_file={policy_file}"]
     return subprocess.run(argv, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600, check=False)
 
 
-def health_after(tmp_path: Path, name: str) -> dict[str, str]:
+def probe_after(tmp_path: Path, name: str) -> tuple[int, dict[str, Any]]:
+    """`lab probe --expect-from-scenario` as `make demo` runs it after enforcement: its exit status and JSON."""
     out = tmp_path / f"{name}.json"
-    lab("probe", "--json", str(out), check=False)
-    return {f"{cell['source']} -> {cell['target']}": cell["result"] for cell in json.loads(out.read_text())["health"]}
+    completed = lab("probe", "--expect-from-scenario", "--json", str(out), check=False)
+    return completed.returncode, json.loads(out.read_text())
+
+
+def health_of(document: dict[str, Any]) -> dict[str, str]:
+    return {f"{cell['source']} -> {cell['target']}": cell["result"] for cell in document["health"]}
 
 
 def test_without_the_cluster_allowance_the_control_plane_breaks(seed_lab: dict[str, Any], tmp_path: Path) -> None:
-    """Proof that the health block measures something: the seed enforced with implicit `cluster` off, then on again."""
+    """Proof that the health block measures something: the seed's demo with `implicit: {cluster: false}` in the
+    policy's options, then the seed's own policy again."""
+    import yaml  # noqa: PLC0415
+
+    document = yaml.safe_load(SEED.read_text())
+    document["policy"]["options"] = {"implicit": {"cluster": False}}
+    cluster_off = tmp_path / "seed-cluster-off.yml"
+    cluster_off.write_text(yaml.safe_dump(document, sort_keys=False))
     lab("up", "--scenario", str(SEED))
     try:
-        completed = enforce_seed('{"enforce_implicit": {"cluster": false}}')
+        completed = enforce_seed(cluster_off)
         assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
-        broken = health_after(tmp_path, "off")
+        status, broken = probe_after(tmp_path, "off")
         workers = ("k8s-node1", "k8s-node2", "k8s-node3")
-        # Kubelets lose the API server and it loses them; NEW connections only (the established ones survive).
-        for node in workers:
-            assert broken[f"node:{node} -> apiserver:tcp/6443"] == "X"
-            assert broken[f"kubelet:{node} -> apiserver:last-contact"] == "X"
-            assert broken[f"apiserver -> node:{node}:tcp/10250"] == "X"
-        # The overlay (udp/8472 between nodes) is gone: pods on other nodes than CoreDNS get no answer;
-        # and CoreDNS cannot reach the upstream resolver.
-        assert broken[f"{WP} -> dns:wordpress.wordpress.svc.cluster.local"] == "X"
-        assert broken[f"{DB} -> dns:wordpress.wordpress.svc.cluster.local"] == "X"
-        assert broken[f"{WP} -> dns:www.example.test"] == "X"
+        # NEW connections only (established ones survive): kubelets lose the API server and it loses them;
+        # k8s-master's own cells stay up (its traffic to itself never leaves the node). CoreDNS loses the API.
+        # The overlay (udp/8472 between nodes) is closed: pods on other nodes than CoreDNS get no DNS
+        # answer, and the external name needs the upstream resolver, which CoreDNS can no longer reach.
+        expected = {cell_id: "." for cell_id in health_of(broken)}
+        expected.update({f"node:{node} -> apiserver:tcp/6443": "X" for node in workers})
+        expected.update({f"apiserver -> node:{node}:tcp/10250": "X" for node in workers})
+        expected.update({f"kubelet:{node} -> apiserver:last-contact": "X" for node in workers})
+        expected.update({
+            f"{DNS} -> svc:default/kubernetes:tcp/443": "X",
+            f"{WP} -> dns:wordpress.wordpress.svc.cluster.local": "X",
+            f"{DB} -> dns:wordpress.wordpress.svc.cluster.local": "X",
+            f"{WP} -> dns:www.example.test": "X",
+        })
+        assert health_of(broken) == expected
+        assert len(expected) == 17
+        assert sorted(broken["health_failures"]) == sorted(cell_id for cell_id, result in expected.items() if result == "X")
+        # The overlay in the workload table: the policy allows the frontend (k8s-node1) to the database
+        # (k8s-node3) on tcp/3306, and the connection now fails. So `make demo` fails (exit status 1).
+        to_db = f"{WP} -> {DB}:tcp/3306"
+        assert {cell["source"] + " -> " + cell["target"]: cell["result"] for cell in broken["cells"]}[to_db] == "X"
+        assert to_db in broken["mismatches"]
+        assert status == 1
         # The controller kept its API (that flow belongs to the never-lock-out allowance, not to `cluster`):
-        # the same run with the allowance back on reads the inventory and heals every cell.
+        # the seed's own policy, `cluster` on, reads the inventory and heals every cell.
         healed = enforce_seed()
         assert healed.returncode == 0, healed.stdout[-3000:] + healed.stderr[-3000:]
-        assert set(health_after(tmp_path, "healed").values()) == {"."}
+        status, after = probe_after(tmp_path, "healed")
+        assert set(health_of(after).values()) == {"."}
+        assert (after["mismatches"], after["health_failures"], status) == ([], [], 0)
     except BaseException:
         # Leave a working lab to the tests after this one.
         lab("down")

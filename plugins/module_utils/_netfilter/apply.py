@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import fcntl
+import json
 import os
 import shutil
 import time
@@ -182,9 +183,10 @@ def build_targets(ruleset: Optional[Mapping[str, Any]], pods: Sequence[Mapping[s
             host_ruleset = lockout.with_management_access(host_ruleset, management_addresses(run, environ))
         targets.append(Target("host", host_namespace, host_ruleset, is_host=True))
     index = AddressIndex()
+    parsed: dict[str, Ruleset] = {}
     for pod in pods:
         label = _pod_label(pod)
-        pod_ruleset = _parse_ruleset(pod.get("ruleset"), f"pod {label}", run.sets) if run.state == "present" else None
+        pod_ruleset = _parse_pod_ruleset(pod.get("ruleset"), f"pod {label}", run.sets, parsed) if run.state == "present" else None
         try:
             namespace = resolve_pod_namespace(pod, index=index)
         except NamespaceNotFoundError as error:
@@ -228,6 +230,22 @@ def shared_sets(sets: Optional[Mapping[str, Any]], ruleset: Optional[Mapping[str
                 raise NetfilterError(f"{what}: address set {name!r} is shared, but sets has no set of that name "
                                      "(pass the compiled plan's sets of this host beside its rulesets)")
     return parsed
+
+
+def _parse_pod_ruleset(data: Optional[Mapping[str, Any]], what: str, sets: Mapping[str, AddressSet],
+                       parsed: dict[str, Ruleset]) -> Optional[Ruleset]:
+    """:func:`_parse_ruleset` once per distinct ruleset of a run: a node's pods share a handful (one per workload
+    and policy), and building the model (every rule and set checked) costs far more than its JSON text."""
+    try:
+        key = json.dumps(data, sort_keys=True, separators=(",", ":"))
+    except (TypeError, ValueError):
+        return _parse_ruleset(data, what, sets)
+    found = parsed.get(key)
+    if found is None:
+        found = _parse_ruleset(data, what, sets)
+        if found is not None:
+            parsed[key] = found
+    return found
 
 
 def _parse_ruleset(data: Optional[Mapping[str, Any]], what: str, sets: Mapping[str, AddressSet]) -> Optional[Ruleset]:

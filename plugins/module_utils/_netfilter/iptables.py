@@ -26,7 +26,9 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import ipaddress
+import itertools
 import os
 import re
 import shlex
@@ -34,6 +36,7 @@ from typing import ClassVar, Optional
 
 from .backend import (
     COMMENT_PREFIX,
+    HASH_LENGTH,
     Backend,
     Changes,
     LiveState,
@@ -51,7 +54,7 @@ from .backend import (
     sanitise_origin,
 )
 from .errors import NetfilterError
-from .model import Chain, Rule, Ruleset
+from .model import AddressSet, Chain, Rule, Ruleset
 from .runner import Runner, tool_exists
 
 FAMILIES = (4, 6)
@@ -151,6 +154,17 @@ def ipset_members(members: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(sorted(set(result)))
 
 
+@functools.lru_cache(maxsize=1 << 8)
+def _set_members(address_set: AddressSet, family: int) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(members as the ipset holds them, the member hash recorded on them) of one set in one family.
+
+    Once per set and run: the shared sets are the same objects in every pod ruleset of a node.
+    """
+    members = ipset_members(address_set.family_members(family))
+    # An empty set has no entry to carry the member hash.
+    return members, ((members_hash(members),) if members else ())
+
+
 @dataclasses.dataclass(frozen=True)
 class SpecParts:
     """What the comment of one rule spec says: its hash and origin when the rule is ours."""
@@ -217,9 +231,7 @@ class Renderer:
         state = State()
         for address_set in ruleset.address_sets:
             for family in FAMILIES:
-                members = ipset_members(address_set.family_members(family))
-                # An empty set has no entry to carry the member hash.
-                recorded = (members_hash(members),) if members else ()
+                members, recorded = _set_members(address_set, family)
                 state.sets[ipset_name(address_set.name, family)] = SetState(family, members, recorded)
         for family in FAMILIES:
             for chain in ruleset.chains:
@@ -319,7 +331,9 @@ class Renderer:
         return [("", f"-j REJECT --reject-with {unreachable}")]
 
     @staticmethod
+    @functools.lru_cache(maxsize=1 << 14)
     def _spec(match_key: str, matches: str, target: str, origin: str) -> str:
+        # Cached: the pods of a node share most rules (a hash and a sanitised comment each, per family).
         body = f"{matches} {target}".strip()
         comment = comment_for(rule_hash(match_key, body), origin)
         return f'{matches} -m comment --comment "{comment}" {target}'.strip()
@@ -373,34 +387,59 @@ def parse_save(text: str, family: int, state: State) -> None:
             state.foreign_refs.setdefault(key, []).append(spec)
 
 
+# Anchored on the newline before the line (the text gets one in front), not on ``^`` with MULTILINE: a pattern
+# that starts with a literal lets the regex engine skip ahead to it, ten times faster over a big save.
+_IPSET_CREATE = re.compile(rf"\ncreate ({SET_PREFIX}\S*) ([^\n]*)")
+_IPSET_ADD = re.compile(rf"\nadd ({SET_PREFIX}\S*) (\S+)([^\n]*)")
+
+
 def parse_ipset_save(text: str, state: State) -> None:
-    """Add our sets (``zt-*``) from ``ipset save`` output to ``state``."""
+    """Add our sets (``zt-*``) from ``ipset save`` output to ``state``.
+
+    A pod namespace holds copies of its node's shared sets (thousands of entries): the lines are
+    picked out by two regular expressions, and each set's distinct entry tails (what carries our
+    member hash) are read once per set, not once per entry.
+    """
     members: dict[str, list[str]] = {}
-    recorded: dict[str, set[str]] = {}
-    for line in text.splitlines():
-        words = line.split(" ", 3)
-        if len(words) < 3 or not words[1].startswith(SET_PREFIX):
-            continue
-        name = words[1]
-        if words[0] == "create":
-            family = 6 if " family inet6" in line else 4
-            state.sets[name] = SetState(family, (), (), line.split(" ", 2)[2])
-            members[name] = []
-            recorded[name] = set()
-        elif words[0] == "add" and name in members:
-            members[name].append(words[2])
-            rest = words[3] if len(words) > 3 else ""
-            start = rest.find('comment "') + len('comment "')
-            end = rest.find('"', start) if start >= len('comment "') else -1
-            recorded[name].add(rest[start:end] if end >= 0 else "")
+    tails: dict[str, set[str]] = {}
+    text = "\n" + text
+    for name, options in _IPSET_CREATE.findall(text):
+        family = 6 if " family inet6" in f" {options}" else 4
+        state.sets[name] = SetState(family, (), (), options)
+        members[name] = []
+        tails[name] = set()
+    entries = _IPSET_ADD.findall(text)
+    if entries:
+        names, found_members, found_tails = zip(*entries)  # noqa: B905  (strict= needs 3.10; hosts run 3.9)
+        start = 0
+        # ipset save lists a set's entries together: one slice per run of a name, not a step per entry.
+        for name, run in itertools.groupby(names):
+            end = start + sum(1 for _unused in run)
+            if name in members:
+                members[name].extend(found_members[start:end])
+                tails[name].update(found_tails[start:end])
+            start = end
     for name, found in members.items():
-        marks = tuple(sorted(recorded[name]))
-        if len(marks) == 1 and marks[0] and members_hash(found) == marks[0]:
+        marks = tuple(sorted({_entry_comment(tail) for tail in tails[name]}))
+        ordered = sorted(found)
+        if len(marks) == 1 and marks[0] and _sorted_members_hash(ordered) == marks[0]:
             # Exactly the members we wrote (their hash is the one we recorded): already canonical, no re-parse.
-            canonical = tuple(sorted(found))
+            canonical = tuple(ordered)
         else:
             canonical = tuple(sorted({_canonical_member(member) for member in found}))
         state.sets[name] = dataclasses.replace(state.sets[name], members=canonical, recorded=marks)
+
+
+def _sorted_members_hash(ordered: list[str]) -> str:
+    """:func:`members_hash` of members already sorted (a big set is not sorted twice)."""
+    return hashlib.sha256("\n".join(ordered).encode()).hexdigest()[:HASH_LENGTH]
+
+
+def _entry_comment(tail: str) -> str:
+    """The ``comment "..."`` of one ipset entry (what follows its member), or ``""``."""
+    start = tail.find('comment "') + len('comment "')
+    end = tail.find('"', start) if start >= len('comment "') else -1
+    return tail[start:end] if end >= 0 else ""
 
 
 def _canonical_member(member: str) -> str:
@@ -477,7 +516,10 @@ class IptablesBackend(Backend):
 
     def desired_state(self, desired: Ruleset) -> State:
         """Our objects for ``desired`` in the families this host has."""
-        state = self.renderer.state(desired)
+        try:
+            state = _copy(_rendered(desired, self.options))
+        except TypeError:  # a ruleset built by a caller with a list where the model has tuples: not hashable
+            state = self.renderer.state(desired)
         if self.families != FAMILIES:
             state.chains = {key: specs for key, specs in state.chains.items() if key[0] in self.families}
             state.jumps = {key: specs for key, specs in state.jumps.items() if key[0] in self.families}
@@ -521,6 +563,19 @@ class IptablesBackend(Backend):
         return steps
 
 
+@functools.lru_cache(maxsize=64)
+def _rendered(ruleset: Ruleset, options: Options) -> State:
+    """Our objects for ``ruleset``, rendered once per distinct ruleset of a run (the pods of a node share a
+    handful: one per workload and policy). Never handed out as is: see :func:`_copy`."""
+    return Renderer(options).state(ruleset)
+
+
+def _copy(state: State) -> State:
+    """A state whose mappings the caller may change (the rule lists and set states in them are never changed)."""
+    return dataclasses.replace(state, chains=dict(state.chains), jumps=dict(state.jumps), sets=dict(state.sets),
+                               origins=dict(state.origins))
+
+
 class IptablesLegacyBackend(IptablesBackend):
     """iptables-legacy (the x_tables kernel interface)."""
 
@@ -545,8 +600,12 @@ def chain_label(key: ChainKey) -> str:
     return f"IPv{family} {table} {chain}"
 
 
+@functools.lru_cache(maxsize=1 << 14)
 def rule_entry(chain: str, position: int, spec: str) -> RuleEntry:
-    """A rule spec as a plan entry: hash and origin from our comment (``fp=`` left out), or the spec when not ours."""
+    """A rule spec as a plan entry: hash and origin from our comment (``fp=`` left out), or the spec when not ours.
+
+    Entries are frozen: the pods of a node share most rules at the same places, so each is built once per run.
+    """
     parts = spec_parts(spec)
     if parts.hash is None:
         return RuleEntry(chain, "", "", position, " ".join(spec.split()))
@@ -596,13 +655,24 @@ def _set_update_lines(target: State, current: State) -> tuple[list[str], tuple[t
         lines.append(f"create {fill} {options}" + (" -exist" if live is not None else ""))
         if live is not None:
             lines.append(f"flush {fill}")
-        for member in wanted.members:
-            origins.append((len(lines) + 1, f"set {name} member {member}"))
-            lines.append(f'add {fill} {member} comment "{record}"' if record else f"add {fill} {member}")
+        adds, member_origins = _add_lines(name, fill, wanted.members, record)
+        origins.extend((len(lines) + index, origin) for index, origin in member_origins)
+        lines.extend(adds)
         if live is not None:
             lines.append(f"swap {fill} {name}")
             lines.append(f"destroy {fill}")
     return lines, tuple(origins)
+
+
+@functools.lru_cache(maxsize=1 << 8)
+def _add_lines(name: str, fill: str, members: tuple[str, ...], record: str) -> tuple[tuple[str, ...], tuple[tuple[int, str], ...]]:
+    """The ``add`` lines filling ``fill`` with ``members`` and their origins (1-based within these lines).
+
+    Once per set and run: the pods of a node get the same shared sets, written the same way into each namespace.
+    """
+    tail = f' comment "{record}"' if record else ""
+    adds = tuple(f"add {fill} {member}{tail}" for member in members)
+    return adds, tuple((index, f"set {name} member {member}") for index, member in enumerate(members, start=1))
 
 
 def _rules_restore(target: State, current: State, family: int) -> tuple[str, tuple[tuple[int, str], ...]]:

@@ -11,8 +11,6 @@ elements or as a file name checked to be a plain name.
 
 from __future__ import annotations
 
-import ctypes
-import functools
 import ipaddress
 import json
 import os
@@ -21,7 +19,8 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Optional, Union
 
 from .errors import CommandError, NamespaceNotFoundError, NetfilterError
-from .runner import NETNS_DIRS, CommandResult, Namespace, Runner, tool_exists
+from .model import _kind
+from .runner import NETNS_DIRS, CommandResult, Namespace, Runner, setns_net, tool_exists
 
 IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
 _PLAIN_NAME = re.compile(r"^[A-Za-z0-9_.][A-Za-z0-9_.-]{0,254}$")
@@ -78,10 +77,15 @@ class AddressIndex:
                 return namespace
         return None
 
-    def addresses_of(self, namespace: Namespace) -> set[IPAddress]:
-        """Every local address of one namespace (a name under /run/netns or a path), to verify a hint."""
+    def addresses_of(self, namespace: Namespace, wanted: Optional[set[IPAddress]] = None) -> set[IPAddress]:
+        """The local addresses of one namespace (a name under /run/netns or a path), to verify a hint.
+
+        Every address, or, given ``wanted``, enough of them to see whether the namespace holds one of those.
+        """
         if namespace.name is not None:
             held = self._addresses(namespace.name)
+            if wanted and held & wanted:
+                return held  # the hint is verified: ip would add nothing but one more process per pod
             # The in-process read misses interfaces that are down: ask ip as well before calling it a mismatch.
             return held | (self._addresses_by_ip(namespace.name) if self.in_process else set())
         return self._read(namespace.path or "", lambda: Runner(namespace).run(["ip", "-j", "addr", "show"]))
@@ -126,24 +130,9 @@ def _addresses_from_ip(ip_addr_show: Callable[[], CommandResult]) -> set[IPAddre
     return found
 
 
-CLONE_NEWNET = 0x40000000
-
-
-@functools.cache
-def _libc() -> ctypes.CDLL:
-    """The C library, loaded once per run (two setns calls per namespace read)."""
-    return ctypes.CDLL(None, use_errno=True)
-
-
 def _setns(fd: int) -> None:
-    """Move this thread into the network namespace open as ``fd`` (os.setns from Python 3.12, libc before)."""
-    setns = getattr(os, "setns", None)
-    if setns is not None:
-        setns(fd, CLONE_NEWNET)
-        return
-    if _libc().setns(fd, CLONE_NEWNET) != 0:
-        code = ctypes.get_errno()
-        raise OSError(code, os.strerror(code))
+    """Move this thread into the network namespace open as ``fd``."""
+    setns_net(fd)
 
 
 def addresses_in_namespace(path: str) -> set[IPAddress]:
@@ -209,7 +198,7 @@ def resolve_pod_namespace(pod: Mapping[str, Any], runner: Optional[Runner] = Non
             # A hint is a hostvar, not the CRI's word: trust it only when the namespace holds the pod's address.
             if not wanted:
                 raise NamespaceNotFoundError(f"netns hint {hint!r} cannot be verified: the pod has no IPs to look for in it")
-            if wanted & (index or AddressIndex(host_runner)).addresses_of(found):
+            if wanted & (index or AddressIndex(host_runner)).addresses_of(found, wanted):
                 return found
             raise NamespaceNotFoundError(
                 f"netns hint {hint!r} holds none of the pod's addresses ({', '.join(str(ip) for ip in sorted(wanted, key=str))}): "
@@ -240,8 +229,7 @@ def pod_addresses(pod: Mapping[str, Any]) -> set[IPAddress]:
     """The pod's ``ips`` as addresses; NamespaceNotFoundError (the pod is skipped) when they are not all addresses."""
     ips = pod.get("ips") or []
     if not isinstance(ips, (list, tuple)):
-        kind = "a string" if isinstance(ips, str) else type(ips).__name__
-        raise NamespaceNotFoundError(f"the pod's ips must be a list of addresses, got {kind}")
+        raise NamespaceNotFoundError(f"the pod's ips must be a list of addresses, got {_kind(ips)}")
     found: set[IPAddress] = set()
     bad: list[str] = []
     for ip in ips:

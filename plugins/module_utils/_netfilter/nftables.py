@@ -77,7 +77,7 @@ from .backend import (
     sanitise_origin,
 )
 from .errors import CommandError, NetfilterError
-from .model import Chain, Rule, Ruleset
+from .model import AddressSet, Chain, Rule, Ruleset
 from .runner import Runner, tool_exists
 
 TABLE_FAMILY = "inet"
@@ -254,16 +254,35 @@ def _format_span(start: int, end: int, family: int) -> str:
 
 
 def render_table(ruleset: Ruleset, options: Options) -> NftTable:
-    """The table we want for ``ruleset`` (pure: no commands run)."""
-    sets: list[NftSet] = []
-    for address_set in ruleset.address_sets:
-        for family in (4, 6):
-            members = collapse_members(address_set.family_members(family), family)
-            sets.append(NftSet(set_object_name(address_set.name, family), family, members, address_set.comment))
+    """The table we want for ``ruleset`` (pure: no commands run).
+
+    Rendered once per distinct ruleset of a run: the pods of a node share a handful of rulesets
+    (one per workload and policy), and the table is immutable.
+    """
+    try:
+        return _cached_table(ruleset, options)
+    except TypeError:  # a ruleset built by a caller with a list where the model has tuples: not hashable
+        return _render_table(ruleset, options)
+
+
+@functools.lru_cache(maxsize=64)
+def _cached_table(ruleset: Ruleset, options: Options) -> NftTable:
+    return _render_table(ruleset, options)
+
+
+def _render_table(ruleset: Ruleset, options: Options) -> NftTable:
+    sets = [_render_set(address_set, family) for address_set in ruleset.address_sets for family in (4, 6)]
     names = [nft_set.name for nft_set in sets]
     if len(set(names)) != len(names):
         raise NftablesError(f"address set names collide once made nft names: {', '.join(sorted(names))}; rename one of them")
     return NftTable(sets=tuple(sets), chains=tuple(_render_chain(chain, options) for chain in ruleset.chains))
+
+
+@functools.lru_cache(maxsize=1 << 8)
+def _render_set(address_set: AddressSet, family: int) -> NftSet:
+    """One family of a model set as our nft set; once per set and run (the pods of a node share their sets)."""
+    members = collapse_members(address_set.family_members(family), family)
+    return NftSet(set_object_name(address_set.name, family), family, members, address_set.comment)
 
 
 def _render_chain(chain: Chain, options: Options) -> NftChain:

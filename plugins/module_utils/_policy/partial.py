@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 from collections.abc import Mapping
-from typing import Any, Union
+from typing import Any, Optional, Union
 
 from ansible_collections.zerotrust.workloads.plugins.module_utils._policy.compiler import Compiler
 from ansible_collections.zerotrust.workloads.plugins.module_utils._policy.index import peer_addresses
@@ -30,7 +30,7 @@ from ansible_collections.zerotrust.workloads.plugins.module_utils._policy.reacha
     Reachability,
     ServicePath,
 )
-from ansible_collections.zerotrust.workloads.plugins.module_utils._policy.services import match_service_ports
+from ansible_collections.zerotrust.workloads.plugins.module_utils._policy.services import ServicePort, match_service_ports
 from ansible_collections.zerotrust.workloads.plugins.module_utils._policy.workloads import Workload
 
 PARTIAL_SERVICE = "partial_service"
@@ -163,7 +163,75 @@ def _questions(reachability: Reachability) -> list[tuple[str, str, Workload, Flo
                         if (via == "cluster_ip" and not service.addresses) or not screen.may_refuse(denies, source, service, via):
                             continue
                         questions.append((rule.origin(spec), label, service, Flow(source, service.host, port.protocol, port.port, via)))
+    return questions + _pod_provider_questions(reachability, screen)
+
+
+def _pod_provider_questions(reachability: Reachability, screen: _Screen) -> list[tuple[str, str, Workload, Flow]]:
+    """The flows where an allow policy whose provider names pods admits a consumer at some endpoints of a Service only.
+
+    Such a policy places its rule at the pods it names, not at the Service's other endpoints, where the
+    catch-all (or an earlier deny) decides. The consumer reaches the Service when nothing on its way
+    refuses the Service's address (a consumer outside the scope; for a Local NodePort, nodes outside it
+    too); the oracle answers whether it does. Only the Services of the policy's pods are looked at, and
+    of those only the ones it covers in part or where an earlier deny covers an endpoint.
+    """
+    questions = []
+    services_of = _services_of_pods(reachability)
+    for rule in screen.rules:
+        if rule.action != "allow":
+            continue
+        pods = {workload.host for workload in reachability.matched(rule.provider) if workload.kind == "pod"}
+        services = {service.host: service for pod in pods for service in services_of.get(pod, ())}
+        consumers = _consumer_sources(reachability, rule.consumer) if services else []
+        for service in services.values():
+            endpoints = _endpoint_pods(reachability, service)
+            covered = [pod for pod in endpoints if pod.host in pods]
+            uncovered = [pod for pod in endpoints if pod.host not in pods and pod.host in reachability.index.enforced]
+            if not covered or not (uncovered or screen.denies(rule, service)):
+                continue
+            for label, source, inside in consumers:
+                for port in service.service_ports:
+                    origin = _covering_origin(reachability, rule, service, port, covered)
+                    via = _way_in(service, port, inside)
+                    if origin is None or via is None:
+                        continue
+                    questions.append((origin, label, service, Flow(source, service.host, port.protocol, port.port, via)))
     return questions
+
+
+def _services_of_pods(reachability: Reachability) -> dict[str, list[Workload]]:
+    """Each endpoint pod's Services with more than one endpoint, so a policy looks only at the Services of its own pods."""
+    services_of: dict[str, list[Workload]] = {}
+    for found in reachability.index.services_by_cluster.values():
+        for service in found:
+            if len(service.endpoints) > 1:
+                for pod in _endpoint_pods(reachability, service):
+                    services_of.setdefault(pod.host, []).append(service)
+    return services_of
+
+
+def _way_in(service: Workload, port: ServicePort, inside: bool) -> Optional[str]:
+    """How a consumer reaches a Service whose endpoints a pod rule can tell apart: the ClusterIP from inside, a Local NodePort from outside.
+
+    Through a NodePort with ``Cluster`` the endpoints see a node's address, which a rule for pods never admits.
+    """
+    if inside:
+        return "cluster_ip" if service.addresses else None
+    return "node_port" if service.local_traffic and service.has_node_ports and port.node_port is not None else None
+
+
+def _covering_origin(
+    reachability: Reachability, rule: PolicyRule, service: Workload, port: ServicePort, covered: list[Workload]
+) -> Optional[str]:
+    """The origin of the rule's port entry that admits ``port``'s target port at one of the ``covered`` endpoints, else None."""
+    for spec in rule.ports:
+        if spec.protocol not in ("any", port.protocol):
+            continue
+        for pod in covered:
+            target = reachability._target(service, port, pod)  # the oracle's own target-port resolution
+            if target is not None and reachability._direct_port(spec, pod, port.protocol, target):
+                return rule.origin(spec)
+    return None
 
 
 def _oracle(source: Union[Compiler, Reachability]) -> Reachability:

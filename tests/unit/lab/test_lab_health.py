@@ -70,6 +70,30 @@ def test_api_access_from_the_policy_option() -> None:
     assert [pod.key for pod in api_access_pods(build_scenario(document))] == ["wordpress/wordpress-mysql-5b58bbd695-gxtc4"]
 
 
+def test_api_access_from_a_policy_rule() -> None:
+    """A rule whose provider is default/kubernetes gives its consumer a health cell, with or without `cluster`."""
+    from lab.expected import policy_api_pods, scenario_hostvars  # noqa: PLC0415
+
+    document: dict[str, Any] = yaml.safe_load(SEED.read_text())
+    hostvars = scenario_hostvars(build_scenario(document))  # the policy does not change the inventory
+    assert [pod.key for pod in policy_api_pods(build_scenario(document), hostvars)] == ["kube-system/coredns-7c65d6cfc9-zt5lb"]
+    document["policy"]["filters"]["api"] = "service_name = kubernetes and namespace = default"
+    document["policy"]["policies"]["default"].append({"consumer": "db", "provider": "api", "ports": ["tcp/443"]})
+    with_rule = build_scenario(document)
+    assert [pod.key for pod in policy_api_pods(with_rule, hostvars)] == [
+        "wordpress/wordpress-mysql-5b58bbd695-gxtc4",
+        "kube-system/coredns-7c65d6cfc9-zt5lb",
+    ]
+    ids = [cell.id for cell in health_cells(with_rule, policy_api_pods(with_rule, hostvars))]
+    assert [cell_id for cell_id in ids if cell_id.endswith("svc:default/kubernetes:tcp/443")] == [
+        f"{DB} -> svc:default/kubernetes:tcp/443",
+        f"{DNS} -> svc:default/kubernetes:tcp/443",
+    ]
+    # Without the allowance only the rule's consumer may reach the API (kube-system pods keep their cell in health_cells).
+    document["policy"]["options"] = {"implicit": {"cluster": False}}
+    assert [pod.key for pod in policy_api_pods(build_scenario(document), hostvars)] == ["wordpress/wordpress-mysql-5b58bbd695-gxtc4"]
+
+
 def test_no_control_plane_no_cells() -> None:
     document: dict[str, Any] = yaml.safe_load(SEED.read_text())
     del document["topology"]["cluster"]["upstream_dns"]

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from lab import listener, probe_agent
-from lab.expected import expected_from_policy, expected_open
+from lab.expected import expected_from_policy, expected_open, scenario_hostvars
 from lab.partial import attempt_oks, attempts_for, counted, reachable_endpoints, tries_detail
 from lab.probes import BLOCKED, CONNECTED, PARTIAL, Probe, probe_matrix
 from lab.scenario import load_scenario
@@ -109,6 +109,27 @@ def test_policy_table_predicts_the_quarantined_endpoint() -> None:
     assert table["pod:apps/client -> svc:shop/shop:tcp/80"] == CONNECTED
     assert table["pod:apps/client -> nodeport:shop/shop:tcp/80"] == BLOCKED
     assert table["pod:apps/client -> svc:web/web:tcp/80"] == BLOCKED
+
+
+def test_the_scenario_compiles_to_one_partial_service_warning() -> None:
+    """The warning the enforce run of `make demo` shows: the Service, the refusing endpoint and the deciding policy."""
+    from ansible_collections.zerotrust.workloads.plugins.module_utils._policy.compiler import compile_policy  # noqa: PLC0415
+
+    scenario = load_scenario(PARTIAL_SCENARIO)
+    assert scenario.policy is not None
+    plan = compile_policy(dict(scenario.policy), scenario_hostvars(scenario))
+    found = [finding for finding in plan["findings"] if finding["code"] == "partial_service"]
+    deny = "absolute[0] deny everyone->quarantined any"
+    assert [
+        (item["service"], item["consumer"], [refusing["endpoint"] for refusing in item["refusing"]], item["decided_by"],
+         item["failing_paths"], item["paths"])
+        for item in found
+    ] == [("web/web", "vm lb", ["web/web-q"], [deny], 3, 9)]  # one path in three, through each of the 3 nodes
+    assert found[0]["text"].startswith(
+        "partial_service: service web/web is only partly reachable for vm lb (tcp/80 via NodePort; allowed by default[0] lb->web tcp/80): "
+        f"endpoint web/web-q refuses it ({deny}), so about 33% of its connections fail (3 of 9 paths). Fix: take web/web-q out of "
+    )
+    assert found[0]["text"] in plan["warnings"]
 
 
 def _free_port(kind: int) -> int:

@@ -4,11 +4,15 @@
 from __future__ import annotations
 
 from typing import Any
+from unittest.mock import MagicMock
 
 import pytest
+from ansible.errors import AnsibleActionFail
 from ansible_collections.zerotrust.workloads.plugins.action.enforce_report import (
+    ActionModule,
     change_percent,
     host_report,
+    registered_results,
     render_lines,
     summarise,
 )
@@ -109,3 +113,68 @@ def test_the_module_counts_are_used_without_diff_texts() -> None:
     assert totals["in_place"] == 29
     assert render_lines({**summary, "totals": {**totals, "change_percent": None}})[1] == (
         "  pod web.shop.pod.lab: changed, rules +4 -1, set members +7 -2")
+
+
+class _HostVars(dict[str, Any]):
+    """Ansible's hostvars: ``raw_get`` gives a host's variables untemplated (a missing host: not a mapping)."""
+
+    def raw_get(self, host: str) -> Any:
+        return self.get(host, object())
+
+
+def _action(args: dict[str, Any]) -> Any:
+    task = MagicMock(args=args, async_val=0, check_mode=False, diff=False)
+    return ActionModule(task, MagicMock(), MagicMock(), loader=None, templar=None, shared_loader_obj=None)
+
+
+HOSTVARS = _HostVars({
+    "k8s-node1": {"enforce_preview": PREVIEW_NODE, "enforce_applied": APPLIED_NODE, "other": 1},
+    "haproxy": {"enforce_preview": NOOP_PREVIEW, "enforce_applied": {"skipped": True}},
+    "vm-left": {"other": 1},
+})
+
+
+def test_registered_results_are_read_from_each_plan_host_in_play() -> None:
+    names = {"previews": "enforce_preview", "applied": "enforce_applied", "rollbacks": "enforce_rolled_back"}
+    found = registered_results(HOSTVARS, ["haproxy", "k8s-node1", "vm-left", "not-in-inventory"], names)
+    assert found == {"previews": {"haproxy": NOOP_PREVIEW, "k8s-node1": PREVIEW_NODE},
+                     "applied": {"haproxy": {"skipped": True}, "k8s-node1": APPLIED_NODE}, "rollbacks": {}}
+    # The same through the action: the summary equals the one built from results passed directly.
+    plan_hosts, play_hosts = ["haproxy", "k8s-node1", "vm-left", "vm-out"], ["haproxy", "k8s-node1", "vm-left"]
+    args = {"plan_hosts": plan_hosts, "play_hosts": play_hosts, "registered": names}
+    result = _action(args).run(task_vars={"hostvars": HOSTVARS})
+    direct = summarise(plan_hosts, play_hosts, previews=found["previews"], applied=found["applied"], rollbacks={}, check_mode=False)
+    assert result["summary"] == {**direct, "totals": {**direct["totals"], "change_percent": result["summary"]["totals"]["change_percent"]}}
+    assert {host: report["status"] for host, report in result["summary"]["hosts"].items()} == {
+        "haproxy": "unchanged", "k8s-node1": "changed", "vm-left": "not run", "vm-out": "not in play"}
+
+
+NOT_A_MAP = ("enforce_report: registered must map previews, applied or rollbacks to the name of a host variable "
+             "(registered: {previews: enforce_preview})")
+
+
+@pytest.mark.parametrize(("registered", "extra", "message"), [
+    ({"preview": "enforce_preview"}, {}, NOT_A_MAP),
+    ({"previews": ""}, {}, NOT_A_MAP),
+    ("enforce_preview", {}, NOT_A_MAP),
+    ({"previews": "enforce_preview"}, {"previews": {"haproxy": NOOP_PREVIEW}},
+     "enforce_report: previews given both directly and in registered: give each in one place"),
+])
+def test_registered_errors(registered: Any, extra: dict[str, Any], message: str) -> None:
+    action = _action({"plan_hosts": ["haproxy"], "play_hosts": ["haproxy"], "registered": registered, **extra})
+    with pytest.raises(AnsibleActionFail) as raised:
+        action.run(task_vars={"hostvars": HOSTVARS})
+    assert str(raised.value) == message
+
+
+def test_pods_left_out_of_the_apply_are_reported_from_the_preview() -> None:
+    # The apply skips the pods the preview found unchanged (skip_unchanged_pods): they are absent from its result.
+    preview_entries: list[Any] = list(PREVIEW_NODE["results"])  # type: ignore[call-overload]
+    applied_entries: list[Any] = list(APPLIED_NODE["results"])  # type: ignore[call-overload]
+    preview = {"changed": True, "results": [*preview_entries, _entry("web.wordpress.pod.lab", False, UNCHANGED)]}
+    listed = {**APPLIED_NODE, "results": [*applied_entries, {"target": "web.wordpress.pod.lab", "changed": False}]}
+    left_out = host_report(preview, APPLIED_NODE, None, check_mode=False)
+    assert left_out == host_report(preview, listed, None, check_mode=False)
+    assert left_out["status"] == "changed"
+    assert left_out["pods"]["web.wordpress.pod.lab"] == {"changed": False, "rules_added": 0, "rules_removed": 0, "set_members_added": 0,
+                                                         "set_members_removed": 0, "in_place": 4, "rules": 3}

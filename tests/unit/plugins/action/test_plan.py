@@ -3,13 +3,14 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 from ansible.errors import AnsibleActionFail
-from ansible_collections.zerotrust.workloads.plugins.action.allowlist import arguments_from_plan
+from ansible_collections.zerotrust.workloads.plugins.action.allowlist import arguments_from_plan, pod_label, unchanged_pods
 from ansible_collections.zerotrust.workloads.plugins.module_utils._planning.spec import ARGUMENT_SPEC
 from ansible_collections.zerotrust.workloads.plugins.modules import plan as plan_doc
 from ansible_collections.zerotrust.workloads.plugins.plugin_utils._planning import step, store
@@ -46,10 +47,56 @@ def test_a_host_gets_its_part_and_the_run_options(outline: Any) -> None:
     assert args == {"state": "present", "backend": "nftables", "persist": False, "management_addresses": ["192.0.2.10"], "keep_ssh": True,
                     **part, "rollback_timeout": 30}
     assert [pod["host"] for pod in args["pods"]] == [WORDPRESS_POD]
+    # The allowlist action packs the part into one compact JSON text; what the task gives stays an option.
+    packed = arguments_from_plan("zerotrust.workloads.allowlist", {"plan": outline, "rollback_timeout": 30}, "k8s-node1", packed=True)
+    assert {key: value for key, value in packed.items() if key != "plan_json"} == {
+        "state": "present", "backend": "nftables", "persist": False, "management_addresses": ["192.0.2.10"], "keep_ssh": True,
+        "rollback_timeout": 30}
+    assert packed["plan_json"] == json.dumps(part, separators=(",", ":"))
+    given = arguments_from_plan("zerotrust.workloads.allowlist", {"plan": outline, "pods": []}, "k8s-node1", packed=True)
+    assert given["pods"] == [] and json.loads(given["plan_json"]) == {"ruleset": part["ruleset"], "sets": part["sets"]}
     # The flows module takes only the pods (and what the task gives).
     given = {"plan": outline, "host_label": "k8s-node1"}
     flows = arguments_from_plan("zerotrust.workloads.flows", given, "k8s-node1", frozenset(("pods",)))
     assert flows == {"pods": part["pods"], "host_label": "k8s-node1"}
+
+
+PREVIEW = {"changed": True, "results": [
+    {"target": "host", "changed": False},
+    {"target": "db.pod", "changed": False},
+    {"target": "web.pod", "changed": True},
+    {"target": "gone.pod", "changed": False, "skipped": True},
+    {"target": "broken.pod", "changed": False, "failed": True},
+    {"target": "ns/unnamed", "changed": False},
+]}
+
+
+def test_unchanged_pods_are_those_the_preview_read_and_found_right() -> None:
+    assert unchanged_pods(PREVIEW) == {"db.pod", "ns/unnamed"}
+    # No usable preview: every pod runs.
+    for preview in (None, {}, {**PREVIEW, "failed": True}, {**PREVIEW, "skipped": True}, {**PREVIEW, "unreachable": True}, "x"):
+        assert unchanged_pods(preview) == frozenset()
+
+
+def test_the_action_names_pods_as_the_module_reports_them() -> None:
+    from ansible_collections.zerotrust.workloads.plugins.module_utils._netfilter import apply  # noqa: PLC0415 - only here
+
+    for pod in ({"host": "db.pod", "namespace": "ns", "name": "db"}, {"namespace": "ns", "name": "db"}, {"host": "", "name": "x"}):
+        assert pod_label(pod) == apply._pod_label(pod)
+
+
+def test_pods_the_preview_found_unchanged_are_left_out(outline: Any) -> None:
+    part = store.host_part(outline, "k8s-node1")
+    packed = arguments_from_plan("zerotrust.workloads.allowlist", {"plan": outline}, "k8s-node1", packed=True,
+                                 leave_out=frozenset((WORDPRESS_POD,)))
+    assert json.loads(packed["plan_json"]) == {**part, "pods": []}
+    kept = arguments_from_plan("zerotrust.workloads.allowlist", {"plan": outline}, "k8s-node1", packed=True,
+                               leave_out=frozenset(("other.pod",)))
+    assert json.loads(kept["plan_json"]) == part
+    # Pods the task gives itself are its own: not filtered.
+    given = arguments_from_plan("zerotrust.workloads.allowlist", {"plan": outline, "pods": part["pods"]}, "k8s-node1", packed=True,
+                                leave_out=frozenset((WORDPRESS_POD,)))
+    assert given["pods"] == part["pods"]
 
 
 def test_a_host_outside_the_plan_is_refused(outline: Any) -> None:

@@ -61,11 +61,11 @@ def test_errors_are_filter_errors(call: object, pattern: str) -> None:
         call()  # type: ignore[operator]
 
 
-def _playbook(name: str, *extra: str) -> subprocess.CompletedProcess[str]:
+def _playbook(name: str, *extra: str, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
     environment = {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "ANSIBLE_LOCALHOST_WARNING": "false"}
     return subprocess.run(
         [str(Path(sys.executable).parent / "ansible-playbook"), str(REPO / "playbooks" / name), *extra],
-        cwd=REPO,
+        cwd=cwd,
         env=environment,
         capture_output=True,
         text=True,
@@ -84,6 +84,21 @@ def test_import_playbook_writes_the_policy_file(tmp_path: Path) -> None:
     # again: nothing to change
     again = _playbook("import_csw.yml", "-e", f"csw_workspace_file={WORKSPACES / 'seed-workspace.json'}", "-e", f"csw_policy_file={target}")
     assert "changed=0" in again.stdout, again.stdout
+
+
+def test_relative_file_names_are_the_callers_directory(tmp_path: Path) -> None:
+    # As docs/csw.md runs them: bare names, from the directory that holds the workspace. The files are
+    # written there, not beside the playbook (where the copy module alone would put a relative dest).
+    (tmp_path / "workspace.json").write_text((WORKSPACES / "seed-workspace.json").read_text())
+    before = sorted((REPO / "playbooks").iterdir())
+    imported = _playbook("import_csw.yml", "-e", "csw_workspace_file=workspace.json", "-e", "csw_policy_file=policy.yml", cwd=tmp_path)
+    assert imported.returncode == 0, imported.stdout + imported.stderr
+    assert yaml.safe_load((tmp_path / "policy.yml").read_text()) == seed_policy()
+    exported = _playbook("export_csw.yml", "-e", "csw_policy_file=policy.yml", "-e", "csw_workspace_file=exported.json", cwd=tmp_path)
+    assert exported.returncode == 0, exported.stdout + exported.stderr
+    assert [entry["name"] for entry in json.loads((tmp_path / "exported.json").read_text())["inventory_filters"]] == [
+        "db", "frontend", "haproxy", "wordpress"]
+    assert sorted((REPO / "playbooks").iterdir()) == before
 
 
 def test_import_playbook_lists_everything_and_writes_nothing(tmp_path: Path) -> None:

@@ -156,3 +156,21 @@ def test_filters_in_a_real_playbook(tmp_path: Path) -> None:
         ["30358"],
         "default[0] haproxy->wordpress tcp/30358",
     )
+
+
+def test_policy_errors_in_a_real_playbook_name_no_python_types(tmp_path: Path) -> None:
+    """A bad policy from play vars reaches the filter as ansible-core's tagged and lazy values (issue 15, item 11)."""
+    policy = {"filters": {"a": 5, "b": ["kind = vm"]}, "policies": {"default": [{"consumer": "a", "provider": "b", "ports": [80]}]}}
+    tasks = [{"ansible.builtin.set_fact": {"plan": "{{ zt_policy | zerotrust.workloads.compile(hostvars) }}"}}]
+    playbook = [{"hosts": "localhost", "gather_facts": False, "vars": {"zt_policy": policy}, "tasks": tasks}]
+    (tmp_path / "playbook.yml").write_text(yaml.safe_dump(playbook))
+    environment = {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "ANSIBLE_LOCALHOST_WARNING": "false", "ANSIBLE_NOCOLOR": "1"}
+    result = subprocess.run([str(Path(sys.executable).parent / "ansible-playbook"), "-i", "localhost,", "-c", "local",
+                             str(tmp_path / "playbook.yml")], cwd=REPO, env=environment, capture_output=True, text=True, timeout=300,
+                            check=False)
+    output = " ".join((result.stdout + result.stderr).split())
+    assert result.returncode != 0, output
+    assert "filters.a: must be a query string such as 'label.app = web', got an integer" in output
+    assert "filters.b: must be a query string such as 'label.app = web', got a list" in output
+    assert "a port must be text such as tcp/80, got an integer 80" in output
+    assert "_Ansible" not in output

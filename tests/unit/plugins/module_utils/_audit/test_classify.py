@@ -11,6 +11,8 @@ from ansible_collections.zerotrust.workloads.plugins.module_utils._audit.observa
 from ansible_collections.zerotrust.workloads.plugins.module_utils._policy.reachability import Reachability
 from audit_seed import MYSQL_POD, WORDPRESS_POD
 
+from tests.unit.plugins.module_utils._policy.policy_seed import add_control_plane
+
 
 @pytest.fixture
 def classifier(policy: dict[str, Any], hostvars: dict[str, dict[str, Any]]) -> Classifier:
@@ -154,6 +156,22 @@ def test_classify_groups_connections_and_sorts_by_class(classifier: Classifier) 
         ("permitted", "vm:haproxy", 2, 1, ["haproxy", "k8s-node1"]),
         ("escaped", "vm:outsider", 1, 1, ["k8s-node1"]),
     ]
+
+
+
+def test_control_plane_flows_carry_their_cluster_origin(policy: dict[str, Any], hostvars: dict[str, dict[str, Any]]) -> None:
+    """The audit names a flow of the `cluster` allowance by its origin, as plans do; without the allowance it escaped."""
+    add_control_plane(hostvars)
+    for node in ("k8s-master", "k8s-node1", "k8s-node2", "k8s-node3"):
+        hostvars[node]["workload"]["annotations"] = {"flannel.alpha.coreos.com/backend-type": "vxlan"}
+    observed = [_observed("172.18.221.12", "172.18.221.10", 6443, True), _observed("172.18.221.11", "172.18.221.13", 8472, True, "udp")]
+    flows = Classifier(Reachability.from_hostvars(policy, hostvars)).classify(observed)
+    assert [(f["class"], f["source"], f["destination"], f["decided_by"], f["implicit"]) for f in flows] == [
+        ("permitted", "node:k8s-node1", "node:k8s-node3", ["implicit:cluster overlay flannel-vxlan"], True),
+        ("permitted", "node:k8s-node2", "node:k8s-master", ["implicit:cluster nodes to API server"], True),
+    ]
+    off = Classifier(Reachability.from_hostvars(policy, hostvars, {"implicit": {"cluster": False}})).classify(observed)
+    assert [(f["class"], f["decided_by"], f["implicit"]) for f in off] == [("escaped", ["catch_all"], False)] * 2
 
 
 def test_conformance_explains_differences(classifier: Classifier) -> None:

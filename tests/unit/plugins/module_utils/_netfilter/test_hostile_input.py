@@ -203,6 +203,16 @@ def test_ipset_is_sized_from_its_members(members: int, options: str) -> None:
     assert lines[1 + members] == "create zt-big-6 hash:net family inet6 comment"
 
 
+def test_an_ipv6_ipset_is_sized_from_its_members_too() -> None:
+    """The IPv6 set of a model set gets its own size: 100,000 IPv6 members beside 3 IPv4 ones."""
+    addresses = ["10.0.0.1", "10.0.0.2", "10.0.0.3"] + [f"fd00::{n // 65536:x}:{n % 65536:x}" for n in range(100000)]
+    ruleset = Ruleset.from_dict({"chains": [], "address_sets": [{"name": "zt-big", "members": addresses}]})
+    lines, _unused_origins = iptables._set_update_lines(iptables.Renderer(Options()).state(ruleset), iptables.State())
+    assert [line for line in lines if line.startswith("create ")] == [
+        "create zt-big-4 hash:net family inet comment", "create zt-big-6 hash:net family inet6 hashsize 131072 maxelem 262144 comment"]
+    assert sum(line.startswith("add zt-big-6 ") for line in lines) == 100000
+
+
 def test_a_full_ipset_is_replaced_by_a_bigger_one_in_the_same_restore() -> None:
     live = iptables.State()
     iptables.parse_ipset_save(
@@ -247,6 +257,10 @@ class AddressRunner(Runner):
      "the pod's ips are not all IP addresses: 'fe80::1%eth0'"),
     ({"ips": "10.0.0.9", "netns": "mine"},
      "the pod's ips must be a list of addresses, got a string"),
+    ({"ips": {"v4": "10.0.0.9"}, "netns": "mine"},
+     "the pod's ips must be a list of addresses, got a mapping"),
+    ({"ips": 167772169, "netns": "mine"},
+     "the pod's ips must be a list of addresses, got an integer"),
     ({"ips": [], "netns": "mine"},
      "netns hint 'mine' cannot be verified: the pod has no IPs"),
 ])

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from ansible_collections.zerotrust.workloads.plugins.module_utils._netfilter import iptables, model
-from ansible_collections.zerotrust.workloads.plugins.module_utils._netfilter.backend import LiveState, Options, Plan, Step
+from ansible_collections.zerotrust.workloads.plugins.module_utils._netfilter.backend import LiveState, Options, Plan, Step, members_hash
 from ansible_collections.zerotrust.workloads.plugins.module_utils._netfilter.errors import NetfilterError
 from ansible_collections.zerotrust.workloads.plugins.module_utils._netfilter.model import AddressSet, Chain, PortRange, Rule, Ruleset
 from ansible_collections.zerotrust.workloads.plugins.module_utils._netfilter.runner import Namespace, Runner
@@ -295,6 +295,27 @@ def test_parse_ipset_save_ours_only_canonical() -> None:
     found = state.sets["zt-a-6"]
     assert (found.family, found.members, found.recorded) == (6, ("fd00:1::/64", "fd00::1"), ("aaaa",))
     assert (state.sets["zt-b-4"].family, state.sets["zt-b-4"].members) == (4, ())
+
+
+def test_parse_ipset_save_reads_every_entry_wherever_it_stands() -> None:
+    written = ("10.0.0.1", "10.0.0.2", "10.0.0.3")
+    mark = members_hash(written)
+    text = "\n".join([
+        "create zt-a-4 hash:net family inet hashsize 1024 maxelem 65536 comment",  # the first line: no newline before it
+        f'add zt-a-4 10.0.0.2 comment "{mark}"',
+        "create zt-b-4 hash:net family inet hashsize 1024 maxelem 65536 comment",
+        'add zt-b-4 10.0.1.1 comment "other"',
+        f'add zt-a-4 10.0.0.1 comment "{mark}"',  # a second run of zt-a-4's entries, after zt-b-4's
+        f'add zt-a-4 10.0.0.3 comment "{mark}"',
+        "add zt-b-4 10.0.1.2",  # added by hand, without our comment
+        "add zt-gone-4 10.0.2.1",  # no create line: not a set of this save
+    ])
+    state = iptables.State()
+    iptables.parse_ipset_save(text, state)
+    assert sorted(state.sets) == ["zt-a-4", "zt-b-4"]
+    assert (state.sets["zt-a-4"].members, state.sets["zt-a-4"].recorded) == (written, (mark,))
+    assert (state.sets["zt-b-4"].members, state.sets["zt-b-4"].recorded) == (("10.0.1.1", "10.0.1.2"), ("", "other"))
+    assert state.sets["zt-a-4"].options == "hash:net family inet hashsize 1024 maxelem 65536 comment"
 
 
 @pytest.mark.parametrize(("members", "expected"), [

@@ -153,3 +153,18 @@ def test_addresses_in_namespace_reads_a_real_namespace_and_comes_back() -> None:
         assert netns.AddressIndex().find(["2001:db8::77"]) == Namespace(name=name)
     finally:
         subprocess.run(["ip", "netns", "del", name], check=False)
+
+
+def test_a_hint_verified_in_process_starts_no_ip(monkeypatch: pytest.MonkeyPatch) -> None:
+    table = {"ztd-pod-1": ["10.0.0.1"], "ztd-pod-2": ["10.0.0.2"]}
+    # ztd-pod-2's interface is down: the in-process read misses its address, so only that hint asks ip.
+    seen = {"/run/netns/ztd-pod-1": {ipaddress.ip_address("10.0.0.1")}}
+    monkeypatch.setattr(netns, "addresses_in_namespace", lambda path: seen.get(path, set()))
+    monkeypatch.setattr(netns, "namespace_from_hint", lambda hint: Namespace(name=hint))
+    monkeypatch.setattr(netns, "_is_root_namespace", lambda path: False)
+    runner = AddrRunner(table)
+    index = netns.AddressIndex(runner)
+    assert netns.resolve_pod_namespace({"ips": ["10.0.0.1"], "netns": "ztd-pod-1"}, runner, index) == Namespace(name="ztd-pod-1")
+    assert runner.calls == []
+    assert netns.resolve_pod_namespace({"ips": ["10.0.0.2"], "netns": "ztd-pod-2"}, runner, index) == Namespace(name="ztd-pod-2")
+    assert runner.calls == ["ztd-pod-2"]

@@ -243,6 +243,65 @@ def test_partial_service_for_an_in_cluster_consumer() -> None:
     assert (finding["ways"], finding["failing_paths"], finding["paths"], finding["failing_share"]) == (["tcp/80 via ClusterIP"], 1, 2, 0.5)
 
 
+def pod_provider_policy(case: str) -> tuple[dict[str, Any], Optional[dict[str, Any]], dict[str, Any]]:
+    """A consumer allowed to one wordpress pod by name, not to the Service: policy, options, hostvars.
+
+    The Service's other endpoint (unquarantined here) is left to the catch-all.
+    """
+    hostvars = with_second_endpoint(seed_hostvars(), quarantined=False)
+    policy = seed_policy()
+    policy["filters"]["one_frontend"] = "pod_name = wordpress-6dfdd9f64f-d75j2"
+    consumer, options = "db", None
+    if case == "a Local NodePort, only pods in scope":
+        consumer, options = "haproxy", {"scope": "kind = pod"}
+        policy["policies"]["default"][0]["provider"] = "db"  # haproxy is no longer allowed to the Service itself
+        local(hostvars)
+    elif case == "the service network":
+        policy["filters"]["service_network"] = "address = 172.18.192.0/20"
+        policy["policies"]["default"].append({"consumer": "db", "provider": "service_network", "ports": ["tcp/80"]})
+    elif case in ("the consumer out of scope", "every endpoint named"):
+        options = {"scope": "not pod_name contains wordpress-mysql"}
+        if case == "every endpoint named":
+            policy["filters"]["one_frontend"] = "label.app = wordpress and kind = pod"
+    policy["policies"]["default"].append({"consumer": consumer, "provider": "one_frontend", "ports": ["tcp/80"]})
+    return policy, options, hostvars
+
+
+POD_PROVIDER = [
+    # Nothing restricts the consumer's way to the Service (its egress, and the nodes' NodePort guards, are not
+    # enforced) and the policy's provider names one endpoint: the other refuses by the catch-all.
+    (
+        "the consumer out of scope",
+        (MYSQL_POD, "cluster_ip"),
+        ("pod wordpress/wordpress-mysql-5b58bbd695-gxtc4", "tcp/80 via ClusterIP", "db", 2),
+    ),
+    ("a Local NodePort, only pods in scope", ("haproxy", "node_port"), ("vm haproxy", "tcp/80 via NodePort", "haproxy", 2)),
+    # The consumer's own egress refuses the ClusterIP: every connection fails, nothing is partial.
+    ("the egress refuses", (MYSQL_POD, "cluster_ip"), None),
+    ("every endpoint named", (MYSQL_POD, "cluster_ip"), None),
+    # An address filter that holds the ClusterIP selects the Service itself: its rule goes to every endpoint.
+    ("the service network", (MYSQL_POD, "cluster_ip"), None),
+]
+
+
+@pytest.mark.parametrize(("case", "flow", "finding"), POD_PROVIDER, ids=[row[0] for row in POD_PROVIDER])
+def test_partial_service_when_the_policy_names_only_some_endpoints(
+    case: str, flow: tuple[str, str], finding: Optional[tuple[str, str, str, int]]
+) -> None:
+    policy, options, hostvars = pod_provider_policy(case)
+    plan = compile_inline(policy, hostvars, options)
+    found = [item for item in plan["findings"] if item["code"] == "partial_service"]
+    verdict = Reachability.from_hostvars(policy, hostvars, options).check(Flow(flow[0], WORDPRESS_SERVICE, "tcp", 80, flow[1]))
+    assert verdict.partial == (finding is not None), verdict.reason
+    if finding is None:
+        assert found == []
+        return
+    consumer, way, allowed, paths = finding
+    assert [(item["consumer"], item["ways"], item["allowed_by"], item["decided_by"], item["failing_paths"], item["paths"])
+            for item in found] == [(consumer, [way], [f"default[2] {allowed}->one_frontend tcp/80"], ["catch_all"], 1, paths)]
+    assert [item["endpoint"] for item in found[0]["refusing"]] == ["wordpress/wordpress-6dfdd9f64f-q7x2k"]
+
+
 # -- Local NodePorts: only the nodes that serve; the health-check NodePort ----------------------
 
 
