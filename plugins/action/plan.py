@@ -18,6 +18,7 @@ from ansible.plugins.action import ActionBase
 from ansible_collections.zerotrust.workloads.plugins.module_utils._planning.spec import ARGUMENT_SPEC, MUTUALLY_EXCLUSIVE
 from ansible_collections.zerotrust.workloads.plugins.plugin_utils._planning import step, store
 from ansible_collections.zerotrust.workloads.plugins.plugin_utils._planning.errors import PlanningError
+from ansible_collections.zerotrust.workloads.plugins.plugin_utils._planning.hostvars import PlanningHostvars
 from ansible_collections.zerotrust.workloads.plugins.plugin_utils._planning.inputs import (
     Request,
     check_kubernetes_inventory,
@@ -52,7 +53,8 @@ class ActionModule(ActionBase):  # type: ignore[misc]
         result: dict[str, Any] = super().run(tmp, task_vars)
         task_vars = task_vars or {}
         _unused_validation, args = self.validate_argument_spec(argument_spec=ARGUMENT_SPEC, mutually_exclusive=MUTUALLY_EXCLUSIVE)
-        hostvars = task_vars.get("hostvars") or {}
+        # Each host read once and its cluster record untemplated (see hostvars.py): the plan reads every host.
+        hostvars = PlanningHostvars(task_vars.get("hostvars") or {}, self._loader)
         try:
             if args.get("discard"):
                 result.update(changed=False, discarded=store.discard(args["discard"]))

@@ -435,8 +435,10 @@ def workloads_from_hostvars(hostvars: Mapping[str, Mapping[str, Any]]) -> tuple[
         if not isinstance(variables, Mapping):
             continue
         try:
-            if variables.get("workload") is not None:
-                workloads.append(workload_from_record(str(host), variables["workload"], variables))
+            # Read once: each read of a host's variable renders it again (Ansible's hostvars template on access).
+            record = variables.get("workload")
+            if record is not None:
+                workloads.append(workload_from_record(str(host), record, variables))
                 continue
             workload, warning = vm_from_hostvars(str(host), variables)
         except WorkloadError as error:
