@@ -26,6 +26,7 @@ from typing import Any, Optional
 from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
 from ansible.utils.vars import merge_hash
+from ansible_collections.zerotrust.workloads.plugins.module_utils._netfilter.apply import pod_label
 from ansible_collections.zerotrust.workloads.plugins.plugin_utils._planning import store
 from ansible_collections.zerotrust.workloads.plugins.plugin_utils._planning.errors import PlanningError
 
@@ -34,11 +35,6 @@ __all__ = ["ActionModule", "arguments_from_plan", "pod_label", "unchanged_pods"]
 
 PACKED_KEYS = ("ruleset", "pods", "sets")
 """The host's part, which the allowlist module takes as one JSON text (``plan_json``)."""
-
-
-def pod_label(pod: Mapping[str, Any]) -> str:
-    """The ``target`` the module reports a pod under (its inventory hostname, else namespace/name): the same rule as the module's."""
-    return str(pod.get("host") or f"{pod.get('namespace')}/{pod.get('name')}")
 
 
 def unchanged_pods(preview: Any) -> frozenset[str]:

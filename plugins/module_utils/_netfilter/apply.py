@@ -185,7 +185,7 @@ def build_targets(ruleset: Optional[Mapping[str, Any]], pods: Sequence[Mapping[s
     index = AddressIndex()
     parsed: dict[str, Ruleset] = {}
     for pod in pods:
-        label = _pod_label(pod)
+        label = pod_label(pod)
         pod_ruleset = _parse_pod_ruleset(pod.get("ruleset"), f"pod {label}", run.sets, parsed) if run.state == "present" else None
         try:
             namespace = resolve_pod_namespace(pod, index=index)
@@ -207,7 +207,8 @@ def management_addresses(run: RunOptions, environ: Mapping[str, str]) -> list[st
     return addresses
 
 
-def _pod_label(pod: Mapping[str, Any]) -> str:
+def pod_label(pod: Mapping[str, Any]) -> str:
+    """The ``target`` a pod is reported under: its inventory hostname, else namespace/name."""
     return str(pod.get("host") or f"{pod.get('namespace')}/{pod.get('name')}")
 
 
@@ -221,7 +222,7 @@ def shared_sets(sets: Optional[Mapping[str, Any]], ruleset: Optional[Mapping[str
         parsed = sets_from_dict({} if sets is None else sets)
     except ModelError as error:
         raise NetfilterError(f"sets: {error}") from error
-    named = [("the host ruleset", ruleset)] + [(f"pod {_pod_label(pod)}", pod.get("ruleset")) for pod in pods if isinstance(pod, Mapping)]
+    named = [("the host ruleset", ruleset)] + [(f"pod {pod_label(pod)}", pod.get("ruleset")) for pod in pods if isinstance(pod, Mapping)]
     for what, data in named:
         items = data.get("address_sets") if isinstance(data, Mapping) else None
         for item in items if isinstance(items, list) else ():

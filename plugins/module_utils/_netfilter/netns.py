@@ -18,9 +18,9 @@ import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Optional, Union
 
-from .errors import CommandError, NamespaceNotFoundError, NetfilterError
+from .errors import CommandError, NamespaceNotFoundError
 from .model import _kind
-from .runner import NETNS_DIRS, CommandResult, Namespace, Runner, setns_net, tool_exists
+from .runner import NETNS_DIRS, CommandResult, Namespace, Runner, enter_namespace, return_to, tool_exists
 
 IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
 _PLAIN_NAME = re.compile(r"^[A-Za-z0-9_.][A-Za-z0-9_.-]{0,254}$")
@@ -130,11 +130,6 @@ def _addresses_from_ip(ip_addr_show: Callable[[], CommandResult]) -> set[IPAddre
     return found
 
 
-def _setns(fd: int) -> None:
-    """Move this thread into the network namespace open as ``fd``."""
-    setns_net(fd)
-
-
 def addresses_in_namespace(path: str) -> set[IPAddress]:
     """The local addresses of the namespace at ``path``: this thread enters it, reads its /proc/net files, and
     comes back. IPv4 from ``fib_trie`` (its ``/32 host LOCAL`` entries, so addresses of interfaces that are up),
@@ -143,23 +138,16 @@ def addresses_in_namespace(path: str) -> set[IPAddress]:
     Raises OSError when the namespace cannot be entered (nothing changed then), and NetfilterError when this
     thread cannot return to its own namespace: every later command would run in the wrong one.
     """
-    own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+    target = os.open(path, os.O_RDONLY)
     try:
-        target = os.open(path, os.O_RDONLY)
-        try:
-            _setns(target)
-        finally:
-            os.close(target)
-        try:
-            trie = _read_proc_net("fib_trie")
-            inet6 = _read_proc_net("if_inet6")
-        finally:
-            try:
-                _setns(own)
-            except OSError as error:
-                raise NetfilterError(f"could not return to this module's own network namespace after reading {path}: {error}") from error
+        own = enter_namespace(target)
     finally:
-        os.close(own)
+        os.close(target)
+    try:
+        trie = _read_proc_net("fib_trie")
+        inet6 = _read_proc_net("if_inet6")
+    finally:
+        return_to(own, f"reading {path}")
     found: set[IPAddress] = set()
     previous = ""
     for line in trie.splitlines():

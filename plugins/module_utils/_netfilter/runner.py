@@ -71,7 +71,7 @@ class Namespace:
         ``/proc/PID/ns/net`` of the same namespace share one lock, and two machines'
         worth of namespaces on one host (a lab) do not.
         """
-        path = os.path.join(NETNS_DIRS[0], self.name) if self.name is not None else self.path or "/proc/self/ns/net"
+        path = self.file or "/proc/self/ns/net"
         try:
             info = os.stat(path)
         except OSError:
@@ -160,32 +160,21 @@ class Runner:
             # Gone or not a namespace: the tools' own way of entering it says so, in their words.
             yield self.namespace.prefix()
             return
-        own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
         try:
-            try:
-                setns_net(target)
-            except OSError:
-                # No privilege or no setns here: enter with the tools from now on (nothing changed yet).
-                Runner.in_process = False
-                entered = False
-            else:
-                entered = True
-            finally:
-                os.close(target)
-            if not entered:
-                yield self.namespace.prefix()
-                return
-            try:
-                yield ()
-            finally:
-                try:
-                    setns_net(own)
-                except OSError as error:
-                    raise NetfilterError(
-                        f"could not return to this module's own network namespace after a command in {self.namespace.label}: {error}"
-                    ) from error
+            own: Optional[int] = enter_namespace(target)
+        except OSError:
+            # No privilege or no setns here: enter with the tools from now on (nothing changed yet).
+            Runner.in_process = False
+            own = None
         finally:
-            os.close(own)
+            os.close(target)
+        if own is None:
+            yield self.namespace.prefix()
+            return
+        try:
+            yield ()
+        finally:
+            return_to(own, f"a command in {self.namespace.label}")
 
     def _start(self, full: tuple[str, ...], argv: Sequence[str], stdin: Optional[str]) -> subprocess.CompletedProcess[str]:
         try:
@@ -221,6 +210,34 @@ def setns_net(fd: int) -> None:
     if _libc().setns(fd, CLONE_NEWNET) != 0:
         code = ctypes.get_errno()
         raise OSError(code, os.strerror(code))
+
+
+def enter_namespace(target: int) -> int:
+    """Move this thread into the network namespace open as ``target``; returns its own, for :func:`return_to`.
+
+    Raises OSError when the namespace cannot be entered: nothing changed then.
+    """
+    own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+    try:
+        setns_net(target)
+    except BaseException:
+        os.close(own)
+        raise
+    return own
+
+
+def return_to(own: int, after: str) -> None:
+    """Move this thread back into its own namespace (from :func:`enter_namespace`) and close it.
+
+    NetfilterError when it cannot (``after`` says what ran in the other namespace): every later command of
+    this process would run in the wrong namespace.
+    """
+    try:
+        setns_net(own)
+    except OSError as error:
+        raise NetfilterError(f"could not return to this module's own network namespace after {after}: {error}") from error
+    finally:
+        os.close(own)
 
 
 def tool_exists(name: str) -> bool:

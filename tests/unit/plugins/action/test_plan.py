@@ -82,7 +82,7 @@ def test_the_action_names_pods_as_the_module_reports_them() -> None:
     from ansible_collections.zerotrust.workloads.plugins.module_utils._netfilter import apply  # noqa: PLC0415 - only here
 
     for pod in ({"host": "db.pod", "namespace": "ns", "name": "db"}, {"namespace": "ns", "name": "db"}, {"host": "", "name": "x"}):
-        assert pod_label(pod) == apply._pod_label(pod)
+        assert pod_label(pod) == apply.pod_label(pod)
 
 
 def test_pods_the_preview_found_unchanged_are_left_out(outline: Any) -> None:
