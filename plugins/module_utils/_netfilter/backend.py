@@ -377,7 +377,12 @@ def rule_hash(*parts: str) -> str:
 
 def members_hash(members: Sequence[str]) -> str:
     """Deterministic 16-hex identity of a set's members (order-independent)."""
-    return hashlib.sha256("\n".join(sorted(members)).encode()).hexdigest()[:HASH_LENGTH]
+    return sorted_members_hash(sorted(members))
+
+
+def sorted_members_hash(ordered: Sequence[str]) -> str:
+    """:func:`members_hash` of members already sorted (a big set read back is not sorted twice)."""
+    return hashlib.sha256("\n".join(ordered).encode()).hexdigest()[:HASH_LENGTH]
 
 
 def sanitise_origin(origin: str) -> str:

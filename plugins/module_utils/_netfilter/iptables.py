@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
 import ipaddress
 import itertools
 import os
@@ -36,7 +35,6 @@ from typing import ClassVar, Optional
 
 from .backend import (
     COMMENT_PREFIX,
-    HASH_LENGTH,
     Backend,
     Changes,
     LiveState,
@@ -52,6 +50,7 @@ from .backend import (
     object_chain_name,
     rule_hash,
     sanitise_origin,
+    sorted_members_hash,
 )
 from .errors import NetfilterError
 from .model import AddressSet, Chain, Rule, Ruleset
@@ -422,17 +421,12 @@ def parse_ipset_save(text: str, state: State) -> None:
     for name, found in members.items():
         marks = tuple(sorted({_entry_comment(tail) for tail in tails[name]}))
         ordered = sorted(found)
-        if len(marks) == 1 and marks[0] and _sorted_members_hash(ordered) == marks[0]:
+        if len(marks) == 1 and marks[0] and sorted_members_hash(ordered) == marks[0]:
             # Exactly the members we wrote (their hash is the one we recorded): already canonical, no re-parse.
             canonical = tuple(ordered)
         else:
             canonical = tuple(sorted({_canonical_member(member) for member in found}))
         state.sets[name] = dataclasses.replace(state.sets[name], members=canonical, recorded=marks)
-
-
-def _sorted_members_hash(ordered: list[str]) -> str:
-    """:func:`members_hash` of members already sorted (a big set is not sorted twice)."""
-    return hashlib.sha256("\n".join(ordered).encode()).hexdigest()[:HASH_LENGTH]
 
 
 def _entry_comment(tail: str) -> str:
