@@ -16,9 +16,10 @@ splitting the run into phases: ``inventory`` (Ansible's start and the inventory,
 play), ``plan`` (validate, compile, the controller's address), ``preview`` (the check-mode run
 on every host: the plan handed over, each namespace read and compared), ``apply`` (the write and
 its confirmation), ``other`` (the summary). It also reports the peak RSS of ``ansible-playbook``
-and its forks (``wait4``) and the bytes handed to the busiest host (the largest module argument
-payload of any task on one host, echoed by the modules in the first run only). After enforcing the large lab, the sampled probe checks the
-truth table against the expected one (``--no-probe`` skips it).
+and its forks (``wait4``) and the bytes handed to the busiest host (the largest host part of the
+plan, from the plan step's outline: what the allowlist action hands that host's module). After
+enforcing the large lab, the sampled probe checks the truth table against the expected one
+(``--no-probe`` skips it).
 
 The controller-only 10,000 pods / 50 nodes (inventory + plan, no host touched) comes from
 benchmarks/fleet_plan.py (``--no-fleet`` skips it).
@@ -106,12 +107,8 @@ def phases_of(times: dict[str, Any], started: float) -> dict[str, float]:
     return phases
 
 
-def enforce(policy_file: Path, workdir: Path, forks: int, label: str, *, weigh: bool = False) -> Run:
-    """One enforce run over the lab's inventory; raise if it fails. The callback's record stays as ``<label>-phases.json``.
-
-    ``weigh``: modules echo their arguments (``ANSIBLE_INJECT_INVOCATION``), so the callback can weigh what each host
-    was handed; the echo travels back too, so only the first run does it.
-    """
+def enforce(policy_file: Path, workdir: Path, forks: int, label: str) -> Run:
+    """One enforce run over the lab's inventory; raise if it fails. The callback's record stays as ``<label>-phases.json``."""
     times_file = workdir / f"{label}-phases.json"
     times_file.unlink(missing_ok=True)
     env = {
@@ -121,7 +118,8 @@ def enforce(policy_file: Path, workdir: Path, forks: int, label: str, *, weigh: 
         "ANSIBLE_CALLBACK_PLUGINS": str(CALLBACKS),
         "ANSIBLE_CALLBACKS_ENABLED": "zt_bench_phases",
         "ZT_BENCH_PHASES_FILE": str(times_file),
-        "ANSIBLE_INJECT_INVOCATION": "1" if weigh else "0",
+        # Results without the module's arguments echoed back: the bytes per host come from the plan's outline.
+        "ANSIBLE_INJECT_INVOCATION": "0",
     }
     argv = [
         str(Path(PYTHON).parent / "ansible-playbook"),
@@ -182,7 +180,7 @@ def measure(name: str, document: dict[str, Any], workdir: Path, forks: int, prob
     up_seconds = time.monotonic() - started
     # The lab's change lock (the one lab up/down take), so nobody rebuilds the lab mid-measurement.
     with lab_lock(timeout=1800):
-        first = enforce(path, workdir, forks, f"{name}-first", weigh=True)
+        first = enforce(path, workdir, forks, f"{name}-first")
         noop = enforce(path, workdir, forks, f"{name}-noop")
     if not all(counts.get("changed", 0) >= 1 for counts in first.recap.values()):
         raise RuntimeError(f"the first run did not change every host: {first.recap}")

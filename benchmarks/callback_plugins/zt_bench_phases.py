@@ -7,13 +7,15 @@ end of the run:
 
     {"play_start": epoch, "end": epoch,
      "tasks": [{"name", "file", "action", "start", "end"}],
-     "args_bytes": {host: largest module argument payload of any task, as JSON bytes},
+     "args_bytes": {host: bytes of the host's part of the plan, as the plan step wrote it},
      "host_seconds": {task name: {host: seconds from the host's start of the task to its result}}}
 
 A task lasts from its start to the next task's start (the linear strategy runs each task on every
-host before the next). The argument payload is what the module was invoked with on that host
-(``invocation.module_args``; tasks that run no module on the host, such as ``set_fact``, report
-none and are not counted), the closest a callback sees to the bytes handed to the host.
+host before the next). The bytes per host come from the outline the plan step returns (its
+``hosts``: each host's part as written to the plan's directory, what the allowlist action hands
+to that host's module as ``plan_json``); the last complete plan of the run counts. Reading them
+there costs the run nothing, where echoing every module's arguments back
+(``ANSIBLE_INJECT_INVOCATION``) would add each host's part to each result and slow the run measured.
 """
 
 from __future__ import annotations
@@ -80,15 +82,11 @@ class CallbackModule(CallbackBase):  # type: ignore[misc] # ansible-core ships n
         started = self._host_start.pop((host, result._task._uuid), None)
         if started is not None:
             self._host_seconds.setdefault(result._task.get_name(), {})[host] = time.time() - started
-        invocation = result._result.get("invocation") or {}
-        args = invocation.get("module_args") if isinstance(invocation, dict) else None
-        if args is None:
-            return
-        try:
-            size = len(json.dumps(args, default=str))
-        except (TypeError, ValueError):
-            return
-        self._args_bytes[host] = max(self._args_bytes.get(host, 0), size)
+        outline = result._result.get("hosts")
+        if result._task.action.endswith("plan") and isinstance(outline, dict):
+            sizes = {name: entry["bytes"] for name, entry in outline.items() if isinstance(entry, dict) and "bytes" in entry}
+            if sizes:
+                self._args_bytes = sizes
 
     def v2_runner_on_ok(self, result: Any) -> None:
         """A task finished on a host."""

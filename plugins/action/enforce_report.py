@@ -21,6 +21,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any, Optional
 
 from ansible.errors import AnsibleActionFail
+from ansible.module_utils.parsing.convert_bool import boolean
 from ansible.plugins.action import ActionBase
 
 __all__ = ["ActionModule", "registered_results", "summarise"]
@@ -204,7 +205,7 @@ class ActionModule(ActionBase):  # type: ignore[misc]
     """Summarise (and guard) an enforce run on the controller."""
 
     TRANSFERS_FILES = False
-    _VALID_ARGS = frozenset(("plan_hosts", "play_hosts", *RESULT_KINDS, "registered", "check_mode", "max_change_percent"))
+    _VALID_ARGS = frozenset(("plan_hosts", "play_hosts", *RESULT_KINDS, "registered", "check_mode", "max_change_percent", "details"))
     _requires_connection = False
 
     def run(self, tmp: Any = None, task_vars: Optional[dict[str, Any]] = None) -> dict[str, Any]:
@@ -244,6 +245,12 @@ class ActionModule(ActionBase):  # type: ignore[misc]
         )
         percent = change_percent(summary["totals"])
         summary["totals"]["change_percent"] = percent
+        if not boolean(args.get("details", True), strict=False):
+            # The guard's view: each host's status and the totals. Every pod's counts make the result large at
+            # thousands of pods, and Ansible copies a result several times on its way to the callbacks.
+            summary["hosts"] = {
+                host: {key: report[key] for key in ("status", "reason") if key in report} for host, report in summary["hosts"].items()
+            }
         result.update(changed=False, summary=summary, lines=render_lines(summary))
         limit = int(args.get("max_change_percent") or 0)
         if limit > 0 and percent is not None and percent > limit:

@@ -59,8 +59,9 @@ options:
     description:
       - Pods on this node, each with its ruleset, in the compiled plan's form.
       - A pod's namespace is found from C(netns) (a name under /run/netns, a path or a PID), then the CRI
-        (C(crictl)), then a search of the named namespaces for one of its C(ips). A pod that is not found is
-        skipped with the reason; the others are applied.
+        (C(crictl)), then a search of the named namespaces for one of its C(ips), those linked to this host (with a
+        namespace id here, as a pod's veth peer has) first. A pod that is not found is skipped with the reason; the
+        others are applied.
       - A C(netns) hint is used only when that namespace holds one of the pod's C(ips); a hint naming another
         namespace, a pod without C(ips), or C(ips) that are not all IP addresses skip the pod with the reason.
     type: list
@@ -121,6 +122,14 @@ options:
   confirm:
     description: The C(rollback.token) of a previous run; confirms it and cancels its rollback.
     type: str
+  report_changes:
+    description:
+      - In check mode and in diff mode, return each namespace's structured plan, RV(results[].changes), with every rule
+        and set it gains, loses and keeps.
+      - The enforce role's preview turns it off unless the run shows diffs (C(--diff)). Its change guard and summary
+        need only the counts, and at hundreds of pods per node the rule lists are most of the result.
+    type: bool
+    default: true
   netns:
     description:
       - Apply the host ruleset inside this named network namespace instead of the root one (tests, benchmarks).
@@ -230,7 +239,7 @@ results:
         - "C(sets): per set as the backend names it (C(zt-abc-4), C(zt-abc_4)), the number of members C(added),
           C(removed) and C(kept)."
       type: dict
-      returned: in check mode and in diff mode
+      returned: in check mode and in diff mode, unless O(report_changes) is off
       sample:
         rules:
           added: [{chain: ingress, hash: 6ae486570e21694e, origin: "default[0] haproxy->wordpress tcp/80", position: 5}]
@@ -346,6 +355,7 @@ def main() -> None:
             "keep_ssh": {"type": "bool", "default": True},
             "rollback_timeout": {"type": "int", "default": 0},
             "confirm": {"type": "str", "no_log": False},
+            "report_changes": {"type": "bool", "default": True},
             "netns": {"type": "str"},
             "persist": {"type": "bool"},
             "boot_policy": {"type": "str", "choices": ["restore", "closed"], "default": "restore"},
@@ -398,6 +408,7 @@ def main() -> None:
         ssh_from_ancestors=True,
         check_mode=module.check_mode,
         diff_mode=module._diff,
+        report_changes=params["report_changes"],
         persist=persist,
         sets=sets,
     )

@@ -61,6 +61,13 @@ options:
     description: Fail above this percentage of change; C(0) or absent does not check.
     type: int
     default: 0
+  details:
+    description:
+      - Report each host's C(host), C(pods) and C(skipped_pods) in RV(summary), and a line per pod in RV(lines).
+      - Off, RV(summary) holds each host's C(status) (and C(reason)) and the totals, and RV(lines) a line per host and the
+        total. That is what the enforce role's change guard needs, without a result the size of every pod's counts.
+    type: bool
+    default: true
 notes:
   - An action plugin; this file only documents it.
 """
@@ -78,7 +85,9 @@ EXAMPLES = r"""
 
 RETURN = r"""
 summary:
-  description: Per host (C(status), C(host) and C(pods) counts, C(skipped_pods)) and C(totals) of the run.
+  description:
+    - Per host (C(status), C(host) and C(pods) counts, C(skipped_pods)) and C(totals) of the run.
+    - Without O(details), each host has only C(status) and C(reason).
   type: dict
   returned: always
   sample:
@@ -112,6 +121,7 @@ def main() -> None:
             "rollbacks": {"type": "dict", "default": {}},
             "check_mode": {"type": "bool", "default": False},
             "max_change_percent": {"type": "int", "default": 0},
+            "details": {"type": "bool", "default": True},
         },
         supports_check_mode=True,
     )

@@ -50,6 +50,8 @@ class RunOptions:
     """Also look for the SSH client in the parent processes' environment (the module under become)."""
     check_mode: bool = False
     diff_mode: bool = False
+    report_changes: bool = True
+    """Return each namespace's structured plan (``changes``) in check and diff mode; the counts come always."""
     state_dir: str = lockout.STATE_DIR
     persist: Optional[persistence.PersistOptions] = None
     """Boot persistence of the host target (``None``: not managed, as in tests of the apply alone)."""
@@ -98,12 +100,11 @@ def detect_backend(runner: Runner) -> str:
             return False
 
     if tool_exists("nft"):
-        try:
-            tables = runner.run(["nft", "list", "tables"]).stdout
-        except CommandError:
-            tables = ""
-        if any(line.strip() in ("table ip kube-proxy", "table ip6 kube-proxy") for line in tables.splitlines()):
-            return "nftables"
+        # Each table asked for by name: ``nft list tables`` reads every rule of the host first (0.17 s on a node
+        # with 8,000 iptables-nft rules), where a table that does not exist answers at once.
+        for family in ("ip", "ip6"):
+            if runner.run(["nft", "-t", "list", "table", family, "kube-proxy"], check=False).returncode == 0:
+                return "nftables"
     in_legacy = kube_chains("iptables-legacy-save")
     in_nft = kube_chains("iptables-nft-save")
     if in_nft:
@@ -395,7 +396,7 @@ def apply_target(backend: Backend, target: Target, run_options: RunOptions) -> t
             # What this namespace gains and loses, and what was in place: the enforce role's summary and change guard.
             **plan.changes.counts(),
         }
-        if run_options.check_mode or run_options.diff_mode:
+        if run_options.report_changes and (run_options.check_mode or run_options.diff_mode):
             # The rules and sets themselves (the audit's material): only when asked to look, not on every enforce run.
             entry["changes"] = plan.changes.to_dict()
         if run_options.diff_mode:

@@ -4,7 +4,8 @@
 
 Order: the explicit ``netns`` hint (a name under /run/netns or /var/run/netns, a
 path, or a PID), then the CRI (``crictl``), then a search of the named namespaces
-for one that holds one of the pod's IPs. The root namespace is never a pod's.
+for one that holds one of the pod's IPs (those linked to this node first). The root
+namespace is never a pod's.
 Everything from the cluster (names, hints) only ever travels as separate argv
 elements or as a file name checked to be a plain name.
 """
@@ -57,15 +58,32 @@ class AddressIndex:
             if address in self._owners:
                 return self._owners[address]
         if self._unread is None:
-            self._unread = iter(named_namespaces())
+            self._unread = iter(self.search_order())
         found = self._scan(self._unread, self._addresses, wanted)
         if found is None and self.in_process:
             # The in-process read sees IPv4 addresses of interfaces that are up; ``ip`` sees every address.
             # Only a pod not found so far pays for this second pass, and each namespace is read once by it.
             if self._unread_by_ip is None:
-                self._unread_by_ip = iter(named_namespaces())
+                self._unread_by_ip = iter(self.search_order())
             found = self._scan(self._unread_by_ip, self._addresses_by_ip, wanted)
         return found
+
+    def search_order(self) -> list[str]:
+        """The named namespaces, those linked to this one first.
+
+        A pod's namespace is linked to its node's: its veth's peer lives there, so the kernel has given it a
+        namespace id here (``ip netns list`` shows ``(id: N)``). Where /run/netns also holds namespaces of other
+        things (or, on a machine that hosts several nodes, of other nodes' pods) the search reads this node's
+        first and usually stops before the rest. Only an order: a pod found nowhere among them is still looked
+        for in every other namespace.
+        """
+        names = named_namespaces()
+        try:
+            listed = self.runner.run(["ip", "netns", "list"]).stdout
+        except (CommandError, OSError):
+            return names
+        linked = {line.split(maxsplit=1)[0] for line in listed.splitlines() if "(id:" in line}
+        return sorted(names, key=lambda name: name not in linked)  # stable: sorted by name within each group
 
     def _scan(self, names: Iterator[str], read: Callable[[str], set[IPAddress]], wanted: set[IPAddress]) -> Optional[Namespace]:
         for name in names:

@@ -178,3 +178,23 @@ def test_pods_left_out_of_the_apply_are_reported_from_the_preview() -> None:
     assert left_out["status"] == "changed"
     assert left_out["pods"]["web.wordpress.pod.lab"] == {"changed": False, "rules_added": 0, "rules_removed": 0, "set_members_added": 0,
                                                          "set_members_removed": 0, "in_place": 4, "rules": 3}
+
+
+def test_without_details_the_report_keeps_each_host_status_and_the_totals() -> None:
+    names = {"previews": "enforce_preview", "applied": "enforce_applied"}
+    args = {"plan_hosts": ["haproxy", "k8s-node1", "vm-out"], "play_hosts": ["haproxy", "k8s-node1"], "registered": names}
+    full = _action(args).run(task_vars={"hostvars": HOSTVARS})
+    guard = _action({**args, "details": False}).run(task_vars={"hostvars": HOSTVARS})
+    assert guard["summary"]["totals"] == full["summary"]["totals"]
+    assert guard["summary"]["hosts"] == {
+        "haproxy": {"status": "unchanged"},
+        "k8s-node1": {"status": "changed"},
+        "vm-out": {"status": "not in play", "reason": "the plan names this host but the play does not target it (--limit, hosts:)"},
+    }
+    assert guard["lines"] == [
+        "haproxy: unchanged",
+        "k8s-node1: changed",
+        "vm-out: not in play (the plan names this host but the play does not target it (--limit, hosts:))",
+        full["lines"][-1],
+    ]
+    assert len(full["lines"]) > len(guard["lines"])

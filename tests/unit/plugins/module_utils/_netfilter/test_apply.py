@@ -76,13 +76,18 @@ def test_backend_class() -> None:
 
 
 class SaveRunner(Runner):
-    """Returns canned output per command (what the host's tools would print)."""
+    """Returns canned output per command (what the host's tools would print).
+
+    ``nft`` holds the tables as ``nft list tables`` prints them."""
 
     def __init__(self, outputs: dict[str, str]) -> None:
         super().__init__(Namespace())
         self.outputs = outputs
 
     def run(self, argv: Any, stdin: Optional[str] = None, check: bool = True, write: bool = False) -> CommandResult:
+        if argv[0] == "nft":  # ``nft -t list table FAMILY NAME``: found when ``nft`` lists the table
+            found = f"table {argv[-2]} {argv[-1]}" in self.outputs.get("nft", "").splitlines()
+            return CommandResult(tuple(argv), 0 if found else 1, "", "" if found else "Error: No such file or directory")
         return CommandResult(tuple(argv), 0, self.outputs.get(argv[0], ""), "")
 
 
@@ -145,15 +150,20 @@ class FakeBackend:
         return self.plan_result
 
 
-@pytest.mark.parametrize(("check_mode", "diff_mode", "keys"), [
-    (True, False, {"changes"}),
-    (True, True, {"changes", "diff"}),
-    (False, False, set()),
+@pytest.mark.parametrize(("check_mode", "diff_mode", "report_changes", "keys"), [
+    (True, False, True, {"changes"}),
+    (True, True, True, {"changes", "diff"}),
+    (False, False, True, set()),
+    # The enforce role's preview: counts only.
+    (True, False, False, set()),
+    (True, True, False, {"diff"}),
 ])
-def test_each_namespace_reports_its_counts_from_the_plan(tmp_path: Any, check_mode: bool, diff_mode: bool, keys: set[str]) -> None:
+def test_each_namespace_reports_its_counts_from_the_plan(
+    tmp_path: Any, check_mode: bool, diff_mode: bool, report_changes: bool, keys: set[str]
+) -> None:
     target = apply.Target("pod", Namespace(), None)
-    entry, restore = apply.apply_target(FakeBackend(check_mode), target,  # type: ignore[arg-type]
-                                        apply.RunOptions(check_mode=check_mode, diff_mode=diff_mode, state_dir=str(tmp_path)))
+    run_options = apply.RunOptions(check_mode=check_mode, diff_mode=diff_mode, report_changes=report_changes, state_dir=str(tmp_path))
+    entry, restore = apply.apply_target(FakeBackend(check_mode), target, run_options)  # type: ignore[arg-type]
     counts = {key: entry[key] for key in ("rules_added", "rules_removed", "set_members_added", "set_members_removed", "in_place")}
     assert counts == {"rules_added": 1, "rules_removed": 1, "set_members_added": 1, "set_members_removed": 0, "in_place": 3}
     assert {"changes", "diff"} & set(entry) == keys and restore is None

@@ -7,11 +7,12 @@ import ipaddress
 import json
 import os
 import subprocess
+from collections.abc import Sequence
 from typing import Any, Optional
 
 import pytest
 from ansible_collections.zerotrust.workloads.plugins.module_utils._netfilter import netns
-from ansible_collections.zerotrust.workloads.plugins.module_utils._netfilter.errors import NamespaceNotFoundError
+from ansible_collections.zerotrust.workloads.plugins.module_utils._netfilter.errors import CommandError, NamespaceNotFoundError
 from ansible_collections.zerotrust.workloads.plugins.module_utils._netfilter.runner import CommandResult, Namespace, Runner
 
 
@@ -95,14 +96,18 @@ def test_cri_lookup_without_a_match() -> None:
 
 
 class AddrRunner(Runner):
-    """Answers ``ip -n NAME -j addr show`` from a table and counts the calls."""
+    """Answers ``ip -n NAME -j addr show`` from a table and counts the calls; ``ip netns list`` shows ``linked`` with an id."""
 
-    def __init__(self, addresses: dict[str, list[str]]) -> None:
+    def __init__(self, addresses: dict[str, list[str]], linked: Sequence[str] = ()) -> None:
         super().__init__(Namespace())
         self.addresses = addresses
+        self.linked = linked
         self.calls: list[str] = []
 
     def run(self, argv: Any, stdin: Optional[str] = None, check: bool = True, write: bool = False) -> CommandResult:
+        if list(argv) == ["ip", "netns", "list"]:
+            listing = [f"{name} (id: {number})" if name in self.linked else name for number, name in enumerate(self.addresses)]
+            return CommandResult(tuple(argv), 0, "\n".join(listing) + "\n", "")
         self.calls.append(argv[2])
         listing = [{"ifname": "eth0", "addr_info": [{"local": address} for address in self.addresses[argv[2]]]}]
         return CommandResult(tuple(argv), 0, json.dumps(listing), "")
@@ -119,6 +124,53 @@ def test_address_index_reads_each_namespace_once_for_all_pods(monkeypatch: pytes
     assert index.find(["10.0.0.5/32", "not an ip"]) == Namespace(name="ztd-pod-5")
     assert index.find(["192.0.2.1"]) is None
     assert runner.calls == [f"ztd-pod-{number}" for number in range(6)], "no namespace was read twice"
+
+
+def test_address_index_reads_the_namespaces_linked_here_first(monkeypatch: pytest.MonkeyPatch) -> None:
+    table = {f"ztd-pod-{number}": [f"10.0.0.{number}"] for number in range(6)}
+    monkeypatch.setattr(netns, "named_namespaces", lambda: sorted(table))
+    runner = AddrRunner(table, linked=["ztd-pod-5", "ztd-pod-3"])
+    index = netns.AddressIndex(runner, in_process=False)
+    assert index.search_order() == ["ztd-pod-3", "ztd-pod-5", "ztd-pod-0", "ztd-pod-1", "ztd-pod-2", "ztd-pod-4"]
+    assert index.find(["10.0.0.5"]) == Namespace(name="ztd-pod-5")
+    assert runner.calls == ["ztd-pod-3", "ztd-pod-5"], "this node's pods are found before any other namespace is read"
+    assert index.find(["10.0.0.1"]) == Namespace(name="ztd-pod-1"), "a pod not linked here is still found"
+    assert runner.calls == ["ztd-pod-3", "ztd-pod-5", "ztd-pod-0", "ztd-pod-1"]
+
+
+class FailingListRunner(AddrRunner):
+    """``ip netns list`` fails (no ip, no permission): the order is the plain one."""
+
+    def run(self, argv: Any, stdin: Optional[str] = None, check: bool = True, write: bool = False) -> CommandResult:
+        if list(argv) == ["ip", "netns", "list"]:
+            raise CommandError("ip netns failed in namespace root (exit 1): boom", tuple(argv), 1, "boom")
+        return super().run(argv, stdin, check, write)
+
+
+def test_without_the_namespace_ids_the_search_reads_in_name_order(monkeypatch: pytest.MonkeyPatch) -> None:
+    table = {f"ztd-pod-{number}": [f"10.0.0.{number}"] for number in range(3)}
+    monkeypatch.setattr(netns, "named_namespaces", lambda: sorted(table))
+    runner = FailingListRunner(table, linked=["ztd-pod-2"])
+    index = netns.AddressIndex(runner, in_process=False)
+    assert index.find(["10.0.0.2"]) == Namespace(name="ztd-pod-2")
+    assert runner.calls == ["ztd-pod-0", "ztd-pod-1", "ztd-pod-2"]
+
+
+@pytest.mark.netns
+@pytest.mark.skipif(os.geteuid() != 0, reason="creates network namespaces")
+def test_a_namespace_with_a_veth_to_the_node_comes_first_in_the_search() -> None:
+    # A throwaway node with two pods: "a" unlinked, "b" linked by a veth, as a CNI links a pod to its node.
+    node, pod_a, pod_b = (f"ztd-order-{os.getpid()}-{suffix}" for suffix in ("node", "a", "b"))
+    for name in (node, pod_a, pod_b):
+        subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        subprocess.run(["ip", "-n", node, "link", "add", "ztd0", "type", "veth", "peer", "name", "ztd1", "netns", pod_b], check=True)
+        order = netns.AddressIndex(Runner(Namespace(name=node))).search_order()
+        assert order.index(pod_b) < order.index(pod_a)
+        assert set(order) >= {node, pod_a, pod_b}
+    finally:
+        for name in (node, pod_a, pod_b):
+            subprocess.run(["ip", "netns", "del", name], check=False)
 
 
 def test_address_index_reads_in_process_and_asks_ip_only_for_what_it_missed(monkeypatch: pytest.MonkeyPatch) -> None:
