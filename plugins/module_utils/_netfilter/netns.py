@@ -43,6 +43,7 @@ class AddressIndex:
         self._owners: dict[IPAddress, Namespace] = {}
         self._unread: Optional[Iterator[str]] = None
         self._unread_by_ip: Optional[Iterator[str]] = None
+        self._order: Optional[list[str]] = None
         self.in_process = in_process
         """Read addresses by entering each namespace in this process (no process per namespace)."""
 
@@ -69,7 +70,7 @@ class AddressIndex:
         return found
 
     def search_order(self) -> list[str]:
-        """The named namespaces, those linked to this one first.
+        """The named namespaces, those linked to this one first; listed once per index (both passes use it).
 
         A pod's namespace is linked to its node's: its veth's peer lives there, so the kernel has given it a
         namespace id here (``ip netns list`` shows ``(id: N)``). Where /run/netns also holds namespaces of other
@@ -77,13 +78,16 @@ class AddressIndex:
         first and usually stops before the rest. Only an order: a pod found nowhere among them is still looked
         for in every other namespace.
         """
-        names = named_namespaces()
-        try:
-            listed = self.runner.run(["ip", "netns", "list"]).stdout
-        except (CommandError, OSError):
-            return names
-        linked = {line.split(maxsplit=1)[0] for line in listed.splitlines() if "(id:" in line}
-        return sorted(names, key=lambda name: name not in linked)  # stable: sorted by name within each group
+        if self._order is None:
+            names = named_namespaces()
+            try:
+                listed = self.runner.run(["ip", "netns", "list"]).stdout
+            except (CommandError, OSError):
+                linked: set[str] = set()
+            else:
+                linked = {line.split(maxsplit=1)[0] for line in listed.splitlines() if "(id:" in line}
+            self._order = sorted(names, key=lambda name: name not in linked)  # stable: by name within each group
+        return self._order
 
     def _scan(self, names: Iterator[str], read: Callable[[str], set[IPAddress]], wanted: set[IPAddress]) -> Optional[Namespace]:
         for name in names:

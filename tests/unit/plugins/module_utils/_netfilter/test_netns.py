@@ -103,9 +103,11 @@ class AddrRunner(Runner):
         self.addresses = addresses
         self.linked = linked
         self.calls: list[str] = []
+        self.listings = 0
 
     def run(self, argv: Any, stdin: Optional[str] = None, check: bool = True, write: bool = False) -> CommandResult:
         if list(argv) == ["ip", "netns", "list"]:
+            self.listings += 1
             listing = [f"{name} (id: {number})" if name in self.linked else name for number, name in enumerate(self.addresses)]
             return CommandResult(tuple(argv), 0, "\n".join(listing) + "\n", "")
         self.calls.append(argv[2])
@@ -185,6 +187,7 @@ def test_address_index_reads_in_process_and_asks_ip_only_for_what_it_missed(monk
     assert index.find(["10.0.0.3"]) == Namespace(name="ztd-pod-3")
     assert runner.calls == [f"ztd-pod-{number}" for number in range(4)]
     assert index.find(["10.9.9.9"]) is None and len(runner.calls) == 4
+    assert runner.listings == 1, "both passes search in the same order, listed once"
 
 
 @pytest.mark.netns
