@@ -19,7 +19,8 @@ from ansible_collections.zerotrust.workloads.plugins.module_utils._netfilter.bac
 )
 from ansible_collections.zerotrust.workloads.plugins.module_utils._netfilter.errors import BackendUnavailableError, NetfilterError
 from ansible_collections.zerotrust.workloads.plugins.module_utils._netfilter.iptables import IptablesLegacyBackend
-from ansible_collections.zerotrust.workloads.plugins.module_utils._netfilter.runner import CommandResult, Namespace, Runner
+from ansible_collections.zerotrust.workloads.plugins.module_utils._netfilter.runner import Namespace, Runner
+from detect_fakes import SaveRunner
 
 RULESET = {"chains": [{"name": "ingress", "hook": "input", "default_verdict": "deny", "rules": []}]}
 SSH = {"SSH_CONNECTION": "192.0.2.50 40000 192.0.2.1 22"}
@@ -73,22 +74,6 @@ def test_backend_class() -> None:
     assert apply.backend_class("nftables").name == "nftables"
     with pytest.raises(BackendUnavailableError, match="backend 'pf' is not one of auto, iptables"):
         apply.backend_class("pf")
-
-
-class SaveRunner(Runner):
-    """Returns canned output per command (what the host's tools would print).
-
-    ``nft`` holds the tables as ``nft list tables`` prints them."""
-
-    def __init__(self, outputs: dict[str, str]) -> None:
-        super().__init__(Namespace())
-        self.outputs = outputs
-
-    def run(self, argv: Any, stdin: Optional[str] = None, check: bool = True, write: bool = False) -> CommandResult:
-        if argv[0] == "nft":  # ``nft -t list table FAMILY NAME``: found when ``nft`` lists the table
-            found = f"table {argv[-2]} {argv[-1]}" in self.outputs.get("nft", "").splitlines()
-            return CommandResult(tuple(argv), 0 if found else 1, "", "" if found else "Error: No such file or directory")
-        return CommandResult(tuple(argv), 0, self.outputs.get(argv[0], ""), "")
 
 
 KUBE = "*nat\n:KUBE-SERVICES - [0:0]\nCOMMIT\n"

@@ -16,6 +16,7 @@ from ansible_collections.zerotrust.workloads.plugins.module_utils._netfilter.bac
 from ansible_collections.zerotrust.workloads.plugins.module_utils._netfilter.errors import NamespaceNotFoundError
 from ansible_collections.zerotrust.workloads.plugins.module_utils._netfilter.model import ModelError, PortRange, Ruleset
 from ansible_collections.zerotrust.workloads.plugins.module_utils._netfilter.runner import CommandResult, Namespace, Runner
+from detect_fakes import SaveRunner
 
 
 def chain(name: str, hook: str = "input", rules: Optional[list[dict[str, Any]]] = None, verdict: str = "deny") -> dict[str, Any]:
@@ -281,20 +282,6 @@ def test_a_pod_hint_holding_its_address_is_used(monkeypatch: pytest.MonkeyPatch)
 
 
 # --------------------------------------------------------------------------- item 18: backend detection
-
-
-class SaveRunner(Runner):
-    """Canned output per command. ``nft`` holds the tables as ``nft list tables`` prints them."""
-
-    def __init__(self, outputs: dict[str, str]) -> None:
-        super().__init__(Namespace())
-        self.outputs = outputs
-
-    def run(self, argv: Any, stdin: Optional[str] = None, check: bool = True, write: bool = False) -> CommandResult:
-        if argv[0] == "nft":  # ``nft -t list table FAMILY NAME``: found when ``nft`` lists the table
-            found = f"table {argv[-2]} {argv[-1]}" in self.outputs.get("nft", "").splitlines()
-            return CommandResult(tuple(argv), 0 if found else 1, "", "" if found else "Error: No such file or directory")
-        return CommandResult(tuple(argv), 0, self.outputs.get(argv[0], ""), "")
 
 
 KUBELET_CHAINS = "*mangle\n:KUBE-KUBELET-CANARY - [0:0]\nCOMMIT\n*filter\n:KUBE-FIREWALL - [0:0]\nCOMMIT\n"
