@@ -13,8 +13,9 @@ with the arguments filled in).
 
 ``skip_unchanged_pods`` names this host's registered check-mode result of the same plan: the pods it
 found unchanged are left out of the run (the host target always stays), so a run that changes a few
-pods of a node reads and compares only those. The enforce role's apply uses it after its fleet-wide
-preview.
+pods of a node reads and compares only those, and the pods it found holding nothing at all go to the
+module's ``pristine_pods`` (written without a read first). The enforce role's apply uses it after its
+fleet-wide preview.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from ansible_collections.zerotrust.workloads.plugins.module_utils._netfilter.app
 from ansible_collections.zerotrust.workloads.plugins.plugin_utils._planning import store
 from ansible_collections.zerotrust.workloads.plugins.plugin_utils._planning.errors import PlanningError
 
-__all__ = ["ActionModule", "arguments_from_plan", "pod_label", "unchanged_pods"]
+__all__ = ["ActionModule", "arguments_from_plan", "pod_label", "pristine_pods", "unchanged_pods"]
 
 
 PACKED_KEYS = ("ruleset", "pods", "sets")
@@ -49,6 +50,22 @@ def unchanged_pods(preview: Any) -> frozenset[str]:
         for entry in preview.get("results") or ()
         if isinstance(entry, Mapping) and entry.get("target") not in (None, "host") and entry.get("changed") is False
         and not entry.get("failed") and not entry.get("skipped")
+    )
+
+
+def pristine_pods(preview: Any) -> frozenset[str]:
+    """The pods (their ``target``) a check-mode result found holding nothing at all: no rule or set of ours, no other rule.
+
+    Such a pod gains every rule and member and has nothing in place (``in_place`` counts every live rule and member
+    the comparison saw, ours or not). The module writes them without reading first (its ``pristine_pods``).
+    """
+    if not isinstance(preview, Mapping) or any(preview.get(flag) for flag in ("failed", "skipped", "unreachable")):
+        return frozenset()
+    return frozenset(
+        str(entry["target"])
+        for entry in preview.get("results") or ()
+        if isinstance(entry, Mapping) and entry.get("target") not in (None, "host") and entry.get("changed") is True
+        and entry.get("in_place") == 0 and not entry.get("failed") and not entry.get("skipped")
     )
 
 
@@ -86,6 +103,8 @@ class ActionModule(ActionBase):  # type: ignore[misc]
     MODULE = "zerotrust.workloads.allowlist"
     PLAN_KEYS: Any = None
     PACKED = True
+    WRITES = True
+    """The module writes rules, so pods a preview found holding nothing are handed over as ``pristine_pods``."""
 
     def run(self, tmp: Any = None, task_vars: Optional[dict[str, Any]] = None) -> dict[str, Any]:
         """Fill the arguments from the plan, then run the module as the normal action does."""
@@ -103,6 +122,8 @@ class ActionModule(ActionBase):  # type: ignore[misc]
         # The registered result as stored (task_vars are not templated): only its per-namespace changed flags are read.
         leave_out = unchanged_pods(task_vars.get(preview)) if preview else frozenset()
         module_args = arguments_from_plan(self.MODULE, args, host, self.PLAN_KEYS, packed=self.PACKED, leave_out=leave_out)
+        if preview and self.WRITES and "pristine_pods" not in module_args:
+            module_args["pristine_pods"] = sorted(pristine_pods(task_vars.get(preview)))
         wrap_async = self._task.async_val
         result = merge_hash(result, self._execute_module(module_args=module_args, task_vars=task_vars, wrap_async=wrap_async))
         if not wrap_async:

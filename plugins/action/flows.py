@@ -19,3 +19,4 @@ class ActionModule(AllowlistAction):
     MODULE = "zerotrust.workloads.flows"
     PLAN_KEYS = frozenset(("pods",))
     PACKED = False
+    WRITES = False

@@ -47,7 +47,20 @@ options:
         The host's own ruleset is always applied; pods the preview skipped or failed on run again.
       - Only as fresh as that preview. A pod whose rules are changed by hand between the preview and this run is repaired
         on the next run.
+      - The pods that result found holding nothing at all (no rule or set of ours, no other rule in the chains ours go
+        into) are passed on in O(pristine_pods).
     type: str
+  pristine_pods:
+    description:
+      - Pods (their C(target), as RV(results[].target) names them) that a check-mode run found holding nothing at all.
+        Their rules are written without reading the namespace first, in writes that fail, before changing anything there,
+        when a chain or set of ours exists after all; such a pod is then read and applied as any other. The read after
+        the write that checks every namespace still compares the whole namespace with the ruleset.
+      - Set by the action in front of this module from O(skip_unchanged_pods); give it yourself only from such a result.
+      - Ignored in check mode and by the nftables backend, which always read first.
+    type: list
+    elements: str
+    default: []
   ruleset:
     description:
       - The host's own ruleset in the dictionary form of the ruleset model (the compiled plan's C(ruleset)).
@@ -356,6 +369,7 @@ def main() -> None:
             "rollback_timeout": {"type": "int", "default": 0},
             "confirm": {"type": "str", "no_log": False},
             "report_changes": {"type": "bool", "default": True},
+            "pristine_pods": {"type": "list", "elements": "str", "default": []},
             "netns": {"type": "str"},
             "persist": {"type": "bool"},
             "boot_policy": {"type": "str", "choices": ["restore", "closed"], "default": "restore"},
@@ -409,6 +423,7 @@ def main() -> None:
         check_mode=module.check_mode,
         diff_mode=module._diff,
         report_changes=params["report_changes"],
+        pristine_pods=frozenset(params["pristine_pods"]),
         persist=persist,
         sets=sets,
     )

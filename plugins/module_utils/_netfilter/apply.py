@@ -18,11 +18,11 @@ import os
 import shutil
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any, Optional
+from typing import Any, NoReturn, Optional
 
 from . import lockout
 from . import persist as persistence
-from .backend import Backend, LiveState, Options, Step
+from .backend import Backend, LiveState, Options, Plan, Step, failed_line
 from .errors import ApplyError, BackendUnavailableError, CommandError, NamespaceNotFoundError, NetfilterError
 from .iptables import IptablesBackend, IptablesLegacyBackend, IptablesNftBackend
 from .model import AddressSet, ModelError, Ruleset, sets_from_dict
@@ -57,6 +57,8 @@ class RunOptions:
     """Boot persistence of the host target (``None``: not managed, as in tests of the apply alone)."""
     sets: Mapping[str, AddressSet] = dataclasses.field(default_factory=dict)
     """The host's shared sets (the module's ``sets``, from ``shared_sets``): the rulesets name them with ``shared: true``."""
+    pristine_pods: frozenset[str] = frozenset()
+    """Pods (by target) a check-mode run found holding nothing of ours: written without a read first (``create_steps``)."""
 
 
 @dataclasses.dataclass
@@ -68,6 +70,8 @@ class Target:
     ruleset: Optional[Ruleset]
     is_host: bool = False
     skip_reason: str = ""
+    pristine: bool = False
+    """A check-mode run found nothing of ours here: try writing without reading first."""
 
 
 def backend_class(name: str) -> type[Backend]:
@@ -193,7 +197,7 @@ def build_targets(ruleset: Optional[Mapping[str, Any]], pods: Sequence[Mapping[s
         except NamespaceNotFoundError as error:
             targets.append(Target(label, None, pod_ruleset, skip_reason=str(error)))
             continue
-        targets.append(Target(label, namespace, pod_ruleset))
+        targets.append(Target(label, namespace, pod_ruleset, pristine=label in run.pristine_pods))
     return targets
 
 
@@ -382,8 +386,12 @@ def apply_target(backend: Backend, target: Target, run_options: RunOptions) -> t
         raise ApplyError(f"{target.label}: no network namespace to apply to")
     desired = target.ruleset
     with namespace_lock(target.namespace, run_options.state_dir) as lock_path:
-        live = backend.read()
-        plan = backend.plan(desired, live)
+        written = _create_without_reading(backend, desired) if target.pristine and not run_options.check_mode else None
+        if written is None:
+            live = backend.read()
+            plan = backend.plan(desired, live)
+        else:
+            live, plan = written
         entry: dict[str, Any] = {
             "target": target.label,
             "namespace": target.namespace.label,
@@ -403,7 +411,8 @@ def apply_target(backend: Backend, target: Target, run_options: RunOptions) -> t
             entry["diff"] = {"before": plan.before, "after": plan.after}
         restore: Optional[lockout.RollbackTarget] = None
         if plan.changed and not run_options.check_mode:
-            _apply_or_restore(backend, plan.steps, live)
+            if written is None:
+                _apply_or_restore(backend, plan.steps, live)
             after = backend.read()
             leftover = backend.plan(desired, after)
             if leftover.changed:
@@ -426,15 +435,54 @@ def apply_target(backend: Backend, target: Target, run_options: RunOptions) -> t
     return entry, restore
 
 
+def _create_without_reading(backend: Backend, desired: Optional[Ruleset]) -> Optional[tuple[LiveState, Plan]]:
+    """Write ``desired`` into a namespace believed to hold nothing of ours, without reading it first.
+
+    Returns what a read would have found and the plan from it, once written. ``None`` when the backend
+    cannot write this way, or when a step failed on a line that creates a chain or a set: that object of
+    ours was there after all (a run in between), and the caller reads and applies the usual way (the
+    steps before the failing line made only objects of ours that are right, see ``Backend.create_steps``).
+    Any other failure is the write's own: what it made is removed, as a failed apply restores the state
+    read before it, and the error is raised. The verification read that follows every write still
+    compares the whole namespace with ``desired``.
+    """
+    steps = backend.create_steps(desired) if desired is not None else None
+    if not steps:
+        return None
+    empty = backend.nothing_of_ours()
+    plan = backend.plan(desired, empty)
+    for step in steps:
+        try:
+            backend.apply([step])
+        except ApplyError as error:
+            if _failed_creating(step, error):
+                return None
+            _restore_and_raise(backend, empty, error)
+    return empty, plan
+
+
+def _failed_creating(step: Step, error: ApplyError) -> bool:
+    """Whether ``step`` failed on a line that creates a chain (``-N``) or a set (``create``): the object existed."""
+    cause = error.__cause__
+    line = failed_line(cause.stderr) if isinstance(cause, CommandError) else 0
+    lines = step.stdin.splitlines()
+    return 0 < line <= len(lines) and lines[line - 1].startswith(("-N ", "create "))
+
+
 def _apply_or_restore(backend: Backend, steps: Sequence[Step], live: LiveState) -> None:
     try:
         backend.apply(steps)
     except ApplyError as error:
-        try:
-            _restore(backend, live, backend.read())
-        except NetfilterError as restore_error:
-            raise ApplyError(f"{error}; restoring the previous rules ALSO failed: {restore_error}", error.namespace, error.rule) from error
-        raise ApplyError(f"{error} (the previous rules were restored)", error.namespace, error.rule) from error
+        _restore_and_raise(backend, live, error)
+
+
+def _restore_and_raise(backend: Backend, live: LiveState, error: ApplyError) -> NoReturn:
+    """After a failed write: put our objects back as ``live`` found them, and raise ``error`` saying so."""
+    try:
+        _restore(backend, live, backend.read())
+    except NetfilterError as restore_error:
+        raise ApplyError(f"{error}; restoring the previous rules ALSO failed: {restore_error}", error.namespace, error.rule) from error
+    raise ApplyError(f"{error} (the previous rules were restored)", error.namespace, error.rule) from error
 
 
 def _restore(backend: Backend, target: LiveState, current: LiveState) -> None:

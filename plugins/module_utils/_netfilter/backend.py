@@ -94,19 +94,26 @@ class Step:
     ``argv`` has no namespace prefix (the runner adds it); ``stdin`` is the restore
     file; ``what`` names the step in messages (``iptables-restore (IPv4)``).
     ``line_origins`` maps 1-based stdin line numbers to what the line is (a rule's
-    origin, ``set zt-abc-4``) so a failure can say which rule broke.
+    origin, ``set zt-abc-4``) so a failure can say which rule broke. ``member_runs``
+    names the lines that each add one member to a set, a run per set: (first line, set,
+    members in line order), shared with the members themselves instead of a string per
+    member (a pod's copy of its node's sets has thousands, written into every pod).
     """
 
     argv: tuple[str, ...]
     stdin: str = ""
     what: str = ""
     line_origins: tuple[tuple[int, str], ...] = ()
+    member_runs: tuple[tuple[int, str, tuple[str, ...]], ...] = ()
 
     def origin_of_line(self, line: int) -> str:
         """What stdin line ``line`` is, or ``""``."""
         for number, origin in self.line_origins:
             if number == line:
                 return origin
+        for first, name, members in self.member_runs:
+            if first <= line < first + len(members):
+                return f"set {name} member {members[line - first]}"
         return ""
 
     def to_dict(self) -> dict[str, Any]:
@@ -328,6 +335,20 @@ class Backend(abc.ABC):
         are never touched. The steps must not depend on anything but these two states:
         the rollback watchdog runs them later, in another process, without this code.
         """
+
+    def nothing_of_ours(self) -> LiveState:
+        """What :meth:`read` returns in a namespace that holds none of our objects."""
+        return LiveState(present=False)
+
+    def create_steps(self, desired: Ruleset) -> Optional[list[Step]]:
+        """Steps writing ``desired`` into a namespace without reading it first, or ``None`` (this backend reads first).
+
+        For a namespace that a check-mode run found without any object of ours: the steps must fail, before
+        changing anything that was there, when an object of ours exists after all; the caller then reads and
+        applies the usual way. What they write must be exactly what :meth:`plan` writes after an empty read.
+        """
+        del desired
+        return None
 
     def apply(self, steps: Sequence[Step]) -> None:
         """Run ``steps`` in order; raise ApplyError naming the namespace and the rule."""

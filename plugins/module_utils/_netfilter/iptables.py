@@ -537,14 +537,32 @@ class IptablesBackend(Backend):
         """Take our objects from ``current`` back to ``target`` (both parsed saves)."""
         return self.transaction(_ours_only(target.raw), current.raw)
 
-    def transaction(self, target: State, current: State) -> list[Step]:
-        """The steps taking ``current`` to ``target``: set updates, rules per family, set removals."""
+    def nothing_of_ours(self) -> LiveState:
+        """What :meth:`read` returns in a namespace without any chain, jump or set of ours."""
+        return LiveState(present=False, raw=State())
+
+    def create_steps(self, desired: Ruleset) -> list[Step]:
+        """The first write into a namespace that holds nothing of ours, without reading it first.
+
+        The same transaction as :meth:`plan` builds from an empty read, except that our chains are created
+        with ``-N``, which fails when the chain exists: ``ipset restore`` already refuses to ``create`` a set
+        that exists. If anything of ours is there after all, a step fails; a ``-N`` fails its whole
+        ``iptables-restore`` (one transaction), and the sets a failed ``ipset restore`` made before the
+        failing line are ours and right, so reading and applying the usual way after it converges.
+        """
+        return self.transaction(self.desired_state(desired), State(), create_only=True)
+
+    def transaction(self, target: State, current: State, *, create_only: bool = False) -> list[Step]:
+        """The steps taking ``current`` to ``target``: set updates, rules per family, set removals.
+
+        ``create_only``: ``current`` is assumed empty and every chain is created with ``-N`` (see :meth:`create_steps`).
+        """
         steps: list[Step] = []
-        set_lines, line_origins = _set_update_lines(target, current)
+        set_lines, line_origins, member_runs = _set_update_lines(target, current)
         if set_lines:
-            steps.append(Step(("ipset", "restore"), "\n".join(set_lines) + "\n", "ipset restore", line_origins))
+            steps.append(Step(("ipset", "restore"), "\n".join(set_lines) + "\n", "ipset restore", line_origins, member_runs))
         for family in self.families:
-            restore_input, origins = _rules_restore(target, current, family)
+            restore_input, origins = _rules_restore(target, current, family, create_only=create_only)
             if restore_input:
                 _unused_save, restore = self.tools(family)
                 what = f"{restore} (IPv{family})"
@@ -630,9 +648,13 @@ def _members(found: Optional[SetState]) -> Optional[tuple[str, ...]]:
     return found.members if found is not None else None
 
 
-def _set_update_lines(target: State, current: State) -> tuple[list[str], tuple[tuple[int, str], ...]]:
+def _set_update_lines(
+    target: State, current: State
+) -> tuple[list[str], tuple[tuple[int, str], ...], tuple[tuple[int, str, tuple[str, ...]], ...]]:
+    """``ipset restore`` lines creating or refilling the sets that differ, with their origins (see ``Step``)."""
     lines: list[str] = []
     origins: list[tuple[int, str]] = []
+    runs: list[tuple[int, str, tuple[str, ...]]] = []
     for name in sorted(target.sets):
         wanted = target.sets[name]
         live = current.sets.get(name)
@@ -649,28 +671,30 @@ def _set_update_lines(target: State, current: State) -> tuple[list[str], tuple[t
         lines.append(f"create {fill} {options}" + (" -exist" if live is not None else ""))
         if live is not None:
             lines.append(f"flush {fill}")
-        adds, member_origins = _add_lines(name, fill, wanted.members, record)
-        origins.extend((len(lines) + index, origin) for index, origin in member_origins)
-        lines.extend(adds)
+        runs.append((len(lines) + 1, name, wanted.members))
+        lines.extend(_add_lines(fill, wanted.members, record))
         if live is not None:
             lines.append(f"swap {fill} {name}")
             lines.append(f"destroy {fill}")
-    return lines, tuple(origins)
+    return lines, tuple(origins), tuple(runs)
 
 
 @functools.lru_cache(maxsize=1 << 8)
-def _add_lines(name: str, fill: str, members: tuple[str, ...], record: str) -> tuple[tuple[str, ...], tuple[tuple[int, str], ...]]:
-    """The ``add`` lines filling ``fill`` with ``members`` and their origins (1-based within these lines).
+def _add_lines(fill: str, members: tuple[str, ...], record: str) -> tuple[str, ...]:
+    """The ``add`` lines filling ``fill`` with ``members``, in their order.
 
     Once per set and run: the pods of a node get the same shared sets, written the same way into each namespace.
     """
     tail = f' comment "{record}"' if record else ""
-    adds = tuple(f"add {fill} {member}{tail}" for member in members)
-    return adds, tuple((index, f"set {name} member {member}") for index, member in enumerate(members, start=1))
+    return tuple(f"add {fill} {member}{tail}" for member in members)
 
 
-def _rules_restore(target: State, current: State, family: int) -> tuple[str, tuple[tuple[int, str], ...]]:
-    """``iptables-restore --noflush`` input for one family, or "" when nothing differs."""
+def _rules_restore(target: State, current: State, family: int, *, create_only: bool = False) -> tuple[str, tuple[tuple[int, str], ...]]:
+    """``iptables-restore --noflush`` input for one family, or "" when nothing differs.
+
+    A chain is declared with ``:CHAIN - [0:0]``, which under ``--noflush`` creates it or empties it;
+    ``create_only`` declares it with ``-N CHAIN`` instead, which fails (and with it the whole restore) when it exists.
+    """
     lines: list[str] = []
     origins: list[tuple[int, str]] = []
     for table in TABLES:
@@ -686,7 +710,7 @@ def _rules_restore(target: State, current: State, family: int) -> tuple[str, tup
             live = current_chains.get(key)
             if live is not None and [rule_written(spec) for spec in live] == [rule_written(spec) for spec in specs]:
                 continue
-            declare.append(f":{key[2]} - [0:0]")
+            declare.append(f"-N {key[2]}" if create_only else f":{key[2]} - [0:0]")
             for index, spec in enumerate(specs):
                 append_origins.append((len(append), target.origins.get((key, index), f"{key[2]} rule {index + 1}")))
                 append.append(f"-A {key[2]} {spec}")

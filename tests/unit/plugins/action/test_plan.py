@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 from ansible.errors import AnsibleActionFail
-from ansible_collections.zerotrust.workloads.plugins.action.allowlist import arguments_from_plan, pod_label, unchanged_pods
+from ansible_collections.zerotrust.workloads.plugins.action.allowlist import arguments_from_plan, pod_label, pristine_pods, unchanged_pods
 from ansible_collections.zerotrust.workloads.plugins.module_utils._planning.spec import ARGUMENT_SPEC
 from ansible_collections.zerotrust.workloads.plugins.modules import plan as plan_doc
 from ansible_collections.zerotrust.workloads.plugins.plugin_utils._planning import step, store
@@ -62,12 +62,14 @@ def test_a_host_gets_its_part_and_the_run_options(outline: Any) -> None:
 
 
 PREVIEW = {"changed": True, "results": [
-    {"target": "host", "changed": False},
-    {"target": "db.pod", "changed": False},
-    {"target": "web.pod", "changed": True},
+    {"target": "host", "changed": False, "in_place": 12},
+    {"target": "db.pod", "changed": False, "in_place": 9},
+    {"target": "web.pod", "changed": True, "in_place": 4},
+    {"target": "new.pod", "changed": True, "in_place": 0},
     {"target": "gone.pod", "changed": False, "skipped": True},
     {"target": "broken.pod", "changed": False, "failed": True},
-    {"target": "ns/unnamed", "changed": False},
+    {"target": "broken-new.pod", "changed": True, "failed": True, "in_place": 0},
+    {"target": "ns/unnamed", "changed": False, "in_place": 9},
 ]}
 
 
@@ -76,6 +78,15 @@ def test_unchanged_pods_are_those_the_preview_read_and_found_right() -> None:
     # No usable preview: every pod runs.
     for preview in (None, {}, {**PREVIEW, "failed": True}, {**PREVIEW, "skipped": True}, {**PREVIEW, "unreachable": True}, "x"):
         assert unchanged_pods(preview) == frozenset()
+
+
+def test_pristine_pods_are_those_the_preview_found_holding_nothing() -> None:
+    # Not the host (it always reads first), not a pod with anything in place, not one the preview failed on.
+    assert pristine_pods(PREVIEW) == {"new.pod"}
+    for preview in (None, {}, {**PREVIEW, "failed": True}, {**PREVIEW, "skipped": True}, {**PREVIEW, "unreachable": True}, "x"):
+        assert pristine_pods(preview) == frozenset()
+    # A result without counts (an older module) names none.
+    assert pristine_pods({"results": [{"target": "new.pod", "changed": True}]}) == frozenset()
 
 
 def test_the_action_names_pods_as_the_module_reports_them() -> None:

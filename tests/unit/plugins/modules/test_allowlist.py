@@ -102,5 +102,6 @@ def test_documentation_lists_every_argument() -> None:
     documented = set(yaml.safe_load(allowlist.DOCUMENTATION)["options"])
     assert documented == {"plan", "plan_json", "skip_unchanged_pods", "ruleset", "pods", "state", "backend", "default_action",
                           "log_denied", "log_rate", "management_addresses",
-                          "keep_ssh", "rollback_timeout", "confirm", "report_changes", "netns", "persist", "boot_policy", "persist_dir",
+                          "keep_ssh", "rollback_timeout", "confirm", "report_changes", "pristine_pods", "netns", "persist", "boot_policy",
+                          "persist_dir",
                           "unit_dir", "sets"}

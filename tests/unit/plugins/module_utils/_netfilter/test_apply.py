@@ -12,14 +12,20 @@ from ansible_collections.zerotrust.workloads.plugins.module_utils._netfilter imp
 from ansible_collections.zerotrust.workloads.plugins.module_utils._netfilter.backend import (
     Changes,
     LiveState,
+    Options,
     Plan,
     RuleEntry,
     SetEntry,
     Step,
 )
-from ansible_collections.zerotrust.workloads.plugins.module_utils._netfilter.errors import BackendUnavailableError, NetfilterError
-from ansible_collections.zerotrust.workloads.plugins.module_utils._netfilter.iptables import IptablesLegacyBackend
-from ansible_collections.zerotrust.workloads.plugins.module_utils._netfilter.runner import Namespace, Runner
+from ansible_collections.zerotrust.workloads.plugins.module_utils._netfilter.errors import (
+    ApplyError,
+    BackendUnavailableError,
+    CommandError,
+    NetfilterError,
+)
+from ansible_collections.zerotrust.workloads.plugins.module_utils._netfilter.iptables import IptablesLegacyBackend, IptablesNftBackend
+from ansible_collections.zerotrust.workloads.plugins.module_utils._netfilter.runner import CommandResult, Namespace, Runner
 from detect_fakes import SaveRunner
 
 RULESET = {"chains": [{"name": "ingress", "hook": "input", "default_verdict": "deny", "rules": []}]}
@@ -131,7 +137,7 @@ class FakeBackend:
     def read(self) -> LiveState:
         return LiveState(present=True)
 
-    def plan(self, desired: Any, live: LiveState) -> apply.Plan:
+    def plan(self, desired: Any, live: LiveState) -> Plan:
         return self.plan_result
 
 
@@ -158,3 +164,77 @@ def test_each_namespace_reports_its_counts_from_the_plan(
         assert entry["changes"]["sets"] == [{"name": "zt-a-4", "added": 1, "removed": 0, "kept": 1}]
     if "diff" in keys:
         assert entry["diff"] == {"before": "before", "after": "after"}
+
+
+IPSET_INPUT = "create zt-a hash:net family inet comment\nadd zt-a 10.0.0.1 comment \"h\"\ncreate zt-b hash:net family inet comment\n"
+RULES_INPUT = "*filter\n-N ZT-INGRESS\n-A ZT-INGRESS -j ACCEPT\n-I INPUT 1 -j ZT-INGRESS\nCOMMIT\n"
+
+
+# (what the write was, what the tool said) -> whether it failed creating an object that exists (then: read and apply as usual)
+FAILED_CREATING = [
+    (IPSET_INPUT, "ipset v7.17: Error in line 3: Set cannot be created: set with the same name already exists", True),
+    (IPSET_INPUT, "ipset v7.17: Error in line 1: Set cannot be created: set with the same name already exists", True),
+    (IPSET_INPUT, "ipset v7.17: Error in line 2: Kernel error received: maximal number of elements reached", False),
+    (RULES_INPUT, "iptables-nft-restore: line 2 failed: Chain already exists.", True),
+    (RULES_INPUT, "iptables-restore: line 2 failed", True),  # legacy names no reason
+    (RULES_INPUT, "iptables-restore: line 3 failed", False),
+    (RULES_INPUT, "iptables-nft-restore v1.8.9 (nf_tables): Couldn't load match `set'", False),  # no line
+    (RULES_INPUT, "iptables-restore: line 9 failed", False),  # past the input
+]
+
+
+@pytest.mark.parametrize(("stdin", "stderr", "expected"), FAILED_CREATING)
+def test_a_write_without_reading_falls_back_only_when_it_met_an_object_of_ours(stdin: str, stderr: str, expected: bool) -> None:
+    step = Step(("tool", "restore"), stdin, "tool restore")
+    error = ApplyError("tool restore failed in namespace pod", "pod")
+    error.__cause__ = CommandError("tool restore failed", ("tool", "restore"), 1, stderr)
+    assert apply._failed_creating(step, error) is expected
+
+
+class FailingRunner(Runner):
+    """Records every command; ``fail`` maps a program to the stderr it fails with (exit 1); saves print empty tables."""
+
+    def __init__(self, fail: dict[str, str]) -> None:
+        super().__init__(Namespace())
+        self.fail = fail
+        self.calls: list[tuple[str, bool]] = []
+
+    def run(self, argv: Any, stdin: Optional[str] = None, check: bool = True, write: bool = False) -> CommandResult:
+        self.calls.append((argv[0], write))
+        stderr = self.fail.get(argv[0], "")
+        if stderr and check:
+            raise CommandError(f"{argv[0]} failed", tuple(argv), 1, stderr)
+        printed = "*filter\n:INPUT ACCEPT [0:0]\nCOMMIT\n" if argv[0].endswith("-save") else ""
+        return CommandResult(tuple(argv), 1 if stderr else 0, printed, stderr)
+
+
+POD_RULESET = {"chains": [{"name": "ingress", "hook": "input", "default_verdict": "deny",
+                           "rules": [{"verdict": "accept", "origin": "default[0] a->b tcp/80", "protocol": "tcp", "ports": ["80"]}]}]}
+
+
+@pytest.mark.parametrize(("fail", "calls", "message"), [
+    # The IPv6 restore fails on a rule, not on creating the chain: the write's own failure. What it made is read and
+    # removed (here the saves show nothing left to remove), and the error says so; no second attempt.
+    ({"ip6tables-nft-restore": "ip6tables-nft-restore: line 3 failed"},
+     [("iptables-nft-restore", True), ("ip6tables-nft-restore", True),
+      ("iptables-nft-save", False), ("ip6tables-nft-save", False), ("ipset", False)],
+     "ip6tables-nft-restore (IPv6) failed in namespace host, rule 'default[0] a->b tcp/80': "
+     "ip6tables-nft-restore: line 3 failed (the previous rules were restored)"),
+    # The chain existed: the usual read, plan and write follow (and fail the same way here, restoring what was read).
+    ({"iptables-nft-restore": "iptables-nft-restore: line 2 failed: Chain already exists."},
+     [("iptables-nft-restore", True),
+      ("iptables-nft-save", False), ("ip6tables-nft-save", False), ("ipset", False),
+      ("iptables-nft-restore", True),
+      ("iptables-nft-save", False), ("ip6tables-nft-save", False), ("ipset", False)],
+     "iptables-nft-restore (IPv4) failed in namespace host, input line 2: iptables-nft-restore: line 2 failed: Chain already exists. "
+     "(the previous rules were restored)"),
+])
+def test_a_failed_write_without_reading(tmp_path: Any, fail: dict[str, str], calls: list[tuple[str, bool]], message: str) -> None:
+    runner = FailingRunner(fail)
+    backend = IptablesNftBackend(runner, Options())
+    backend.families = (4, 6)
+    target = apply.Target("pod", Namespace(), apply.Ruleset.from_dict(POD_RULESET), pristine=True)
+    with pytest.raises(ApplyError) as raised:
+        apply.apply_target(backend, target, apply.RunOptions(state_dir=str(tmp_path)))
+    assert runner.calls == calls
+    assert str(raised.value) == message

@@ -199,7 +199,7 @@ def test_ipset_is_sized_from_its_members(members: int, options: str) -> None:
     addresses = [f"10.{n // 65536}.{(n // 256) % 256}.{n % 256}" for n in range(members)]
     ruleset = Ruleset.from_dict({"chains": [], "address_sets": [{"name": "zt-big", "members": addresses}]})
     state = iptables.Renderer(Options()).state(ruleset)
-    lines, _unused_origins = iptables._set_update_lines(state, iptables.State())
+    lines, _unused_origins, _unused_runs = iptables._set_update_lines(state, iptables.State())
     assert lines[0] == f"create zt-big-4 {options}"
     assert lines[1 + members] == "create zt-big-6 hash:net family inet6 comment"
 
@@ -208,7 +208,7 @@ def test_an_ipv6_ipset_is_sized_from_its_members_too() -> None:
     """The IPv6 set of a model set gets its own size: 100,000 IPv6 members beside 3 IPv4 ones."""
     addresses = ["10.0.0.1", "10.0.0.2", "10.0.0.3"] + [f"fd00::{n // 65536:x}:{n % 65536:x}" for n in range(100000)]
     ruleset = Ruleset.from_dict({"chains": [], "address_sets": [{"name": "zt-big", "members": addresses}]})
-    lines, _unused_origins = iptables._set_update_lines(iptables.Renderer(Options()).state(ruleset), iptables.State())
+    lines, _unused_origins, _unused_runs = iptables._set_update_lines(iptables.Renderer(Options()).state(ruleset), iptables.State())
     assert [line for line in lines if line.startswith("create ")] == [
         "create zt-big-4 hash:net family inet comment", "create zt-big-6 hash:net family inet6 hashsize 131072 maxelem 262144 comment"]
     assert sum(line.startswith("add zt-big-6 ") for line in lines) == 100000
@@ -223,7 +223,7 @@ def test_a_full_ipset_is_replaced_by_a_bigger_one_in_the_same_restore() -> None:
     addresses = [f"10.{1 + n // 65536}.{(n // 256) % 256}.{n % 256}" for n in range(65537)]
     ruleset = Ruleset.from_dict({"chains": [], "address_sets": [{"name": "zt-big", "members": addresses}]})
     target = iptables.Renderer(Options()).state(ruleset)
-    lines, _unused_origins = iptables._set_update_lines(target, live)
+    lines, _unused_origins, _unused_runs = iptables._set_update_lines(target, live)
     # A temporary set left by an interrupted run is destroyed first: ``create -exist`` would refuse its other size.
     assert lines[:3] == ["destroy zt-big-4n", "create zt-big-4n hash:net family inet hashsize 131072 maxelem 262144 comment -exist",
                          "flush zt-big-4n"]

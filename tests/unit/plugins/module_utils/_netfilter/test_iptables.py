@@ -10,6 +10,7 @@ would leave, in the exact format iptables 1.8.9 and ipset 7.17 print it.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -112,6 +113,21 @@ def test_first_apply_transaction_matches_golden(name: str, options: Options) -> 
         ("ip6tables-nft-restore", "-w", "30", "--noflush"),
     ]
     golden(name, steps_text(plan.steps))
+
+
+@pytest.mark.parametrize("options", [DROP, REJECT])
+def test_create_steps_are_the_first_apply_with_chains_made_by_minus_n(options: Options) -> None:
+    """Without a read first: the golden first apply, each ``:CHAIN - [0:0]`` (create or empty) a ``-N CHAIN`` (create)."""
+    first = backend(options).plan(seed_ruleset(), EMPTY).steps
+    created = backend(options).create_steps(seed_ruleset())
+    assert [(step.argv, step.what, step.line_origins) for step in created] == [(step.argv, step.what, step.line_origins) for step in first]
+    for made, usual in zip(created, first, strict=True):
+        expected = [re.sub(r"^:(ZT-\S+) - \[0:0\]$", r"-N \1", line) for line in usual.stdin.splitlines()]
+        assert made.stdin.splitlines() == expected
+    # The seed ruleset: ingress, egress and the NodePort guard, in both families.
+    assert sum(line.startswith("-N ZT-") for step in created for line in step.stdin.splitlines()) == 6
+    # The plan the caller reports beside them is the one from an empty read.
+    assert backend(options).plan(seed_ruleset(), backend(options).nothing_of_ours()).steps == first
 
 
 def test_noop_plan_has_no_steps_and_same_text() -> None:

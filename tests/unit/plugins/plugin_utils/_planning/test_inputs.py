@@ -20,6 +20,7 @@ from ansible_collections.zerotrust.workloads.plugins.plugin_utils._planning.inpu
     kubernetes_hosts,
     kubernetes_sources,
     load_policy,
+    load_yaml,
     run_options,
 )
 
@@ -115,8 +116,35 @@ def test_policy_errors(request_: Request, message: str) -> None:
 def test_a_policy_file_that_is_not_yaml(tmp_path: Path) -> None:
     broken = tmp_path / "broken.yml"
     broken.write_text("filters: [unclosed\n")
-    with pytest.raises(PlanningError, match=r"^the policy file .*broken.yml is not valid YAML or JSON: "):
+    with pytest.raises(PlanningError) as raised:
         load_policy(Request(policy_file=str(broken)))
+    # The pure-Python loader's wording, which quotes the line and points at the column (libyaml's does not).
+    assert str(raised.value) == (
+        f"the policy file {broken} is not valid YAML or JSON: while parsing a flow sequence\n"
+        f'  in "<unicode string>", line 1, column 10:\n    filters: [unclosed\n             ^\n'
+        "expected ',' or ']', but got '<stream end>'\n"
+        f'  in "<unicode string>", line 2, column 1:\n    \n    ^'
+    )
+
+
+# text -> what yaml.safe_load makes of it: the fast loader must read every document as the pure-Python one does.
+YAML_DOCUMENTS = [
+    "filters: {web: 'app = web'}\npolicies: {default: [], catch_all: deny}\n",
+    '{"filters": {}, "policies": {"absolute": [], "catch_all": "allow"}}',
+    "ports: [80, '443', 0x1F, 1_000, 08]\nflag: yes\nempty:\ndate: 2026-12-03\n",
+    "anchors: &a {k: v}\nuse: *a\nmerge: {<<: *a, x: 1}\n",
+    "",
+]
+
+
+@pytest.mark.parametrize("text", YAML_DOCUMENTS)
+def test_load_yaml_reads_as_safe_load(text: str) -> None:
+    assert load_yaml(text) == yaml.safe_load(text)
+
+
+def test_load_yaml_refuses_python_tags() -> None:
+    with pytest.raises(yaml.YAMLError, match=r"could not determine a constructor for the tag 'tag:yaml\.org,2002:python/name:os\.system'"):
+        load_yaml("!!python/name:os.system ''\n")
 
 
 # -- guards ------------------------------------------------------------------------------------
