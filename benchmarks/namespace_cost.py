@@ -13,7 +13,9 @@ Per backend, on fresh namespaces, in this order:
 * ``preview``: check mode on namespaces without our rules (the enforce role's preview of a first run),
 * ``first``: the first apply,
 * ``noop``: the same run again (nothing to change),
-* ``check``: check mode on the applied namespaces (a no-op run's preview, an audit).
+* ``check``: check mode on the applied namespaces (a no-op run's preview, an audit),
+* ``pristine``: once our objects are removed again (not measured), the first apply as the enforce role
+  makes it after its preview: every pod named in ``pristine_pods``, written without a read first.
 
 Each phase is measured as CPU milliseconds per namespace (``getrusage``: this process plus the
 commands it waited for, user + system), wall milliseconds per namespace and processes started per
@@ -37,6 +39,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import cProfile
+import dataclasses
 import io
 import json
 import os
@@ -66,7 +69,7 @@ if "--compile-only" not in sys.argv:
     from ansible_collections.zerotrust.workloads.plugins.module_utils._netfilter.backend import Options
 
 DEFAULT_CACHE = Path(tempfile.gettempdir()) / "zt-bench-namespace-cost-plan.json"
-PHASES = ("preview", "first", "noop", "check")
+PHASES = ("preview", "first", "noop", "check", "pristine")
 
 
 def busiest_node_part(nodes: int, pods: int, vms: int) -> dict[str, Any]:
@@ -218,10 +221,15 @@ def measure_backend(backend: str, part: dict[str, Any], count: int, profile: boo
     figures: dict[str, dict[str, Any]] = {}
     with pod_namespaces(pods) as placed, tempfile.TemporaryDirectory(prefix="zt-bench-state-") as state_dir:
         base = apply.RunOptions(backend=backend, options=Options(), keep_ssh=False, state_dir=state_dir, sets=sets)
-        check = apply.RunOptions(**{**base.__dict__, "check_mode": True})
-        for phase, run_options in zip(PHASES, (check, base, base, check)):  # noqa: B905  (same length)
+        check = dataclasses.replace(base, check_mode=True)
+        pristine = dataclasses.replace(base, pristine_pods=frozenset(apply.pod_label(pod) for pod in placed))
+        for phase, run_options in zip(PHASES, (check, base, base, check, pristine)):  # noqa: B905  (same length)
+            if phase == "pristine":
+                removed = apply.run(None, placed, dataclasses.replace(base, state="absent"), {})
+                if removed.get("failed") or not removed.get("changed"):
+                    raise SystemExit(f"{backend}: removing our objects before the pristine phase failed: {removed.get('msg')}")
             figures[phase] = measure_phase(placed, run_options, profile)
-            expected_changed = count if phase in ("preview", "first") else 0
+            expected_changed = count if phase in ("preview", "first", "pristine") else 0
             if figures[phase]["changed"] != expected_changed or figures[phase]["skipped"]:
                 raise SystemExit(f"{backend} {phase}: {figures[phase]['changed']} of {count} namespaces changed "
                                  f"(expected {expected_changed}), {figures[phase]['skipped']} skipped")
