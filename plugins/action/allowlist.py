@@ -21,7 +21,7 @@ fleet-wide preview.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Optional
 
 from ansible.errors import AnsibleActionFail
@@ -43,14 +43,7 @@ def unchanged_pods(preview: Any) -> frozenset[str]:
 
     Only a namespace that the preview read and found right is left out: skipped, failed and changed ones all run.
     """
-    if not isinstance(preview, Mapping) or any(preview.get(flag) for flag in ("failed", "skipped", "unreachable")):
-        return frozenset()
-    return frozenset(
-        str(entry["target"])
-        for entry in preview.get("results") or ()
-        if isinstance(entry, Mapping) and entry.get("target") not in (None, "host") and entry.get("changed") is False
-        and not entry.get("failed") and not entry.get("skipped")
-    )
+    return _previewed_pods(preview, lambda entry: entry.get("changed") is False)
 
 
 def pristine_pods(preview: Any) -> frozenset[str]:
@@ -59,13 +52,18 @@ def pristine_pods(preview: Any) -> frozenset[str]:
     Such a pod gains every rule and member and has nothing in place (``in_place`` counts every live rule and member
     the comparison saw, ours or not). The module writes them without reading first (its ``pristine_pods``).
     """
+    return _previewed_pods(preview, lambda entry: entry.get("changed") is True and entry.get("in_place") == 0)
+
+
+def _previewed_pods(preview: Any, chosen: Callable[[Mapping[str, Any]], bool]) -> frozenset[str]:
+    """The pods of a usable check-mode result that the preview read (not skipped, not failed) and ``chosen`` picks."""
     if not isinstance(preview, Mapping) or any(preview.get(flag) for flag in ("failed", "skipped", "unreachable")):
         return frozenset()
     return frozenset(
         str(entry["target"])
         for entry in preview.get("results") or ()
-        if isinstance(entry, Mapping) and entry.get("target") not in (None, "host") and entry.get("changed") is True
-        and entry.get("in_place") == 0 and not entry.get("failed") and not entry.get("skipped")
+        if isinstance(entry, Mapping) and entry.get("target") not in (None, "host")
+        and not entry.get("failed") and not entry.get("skipped") and chosen(entry)
     )
 
 
