@@ -58,7 +58,7 @@ class RunOptions:
     sets: Mapping[str, AddressSet] = dataclasses.field(default_factory=dict)
     """The host's shared sets (the module's ``sets``, from ``shared_sets``): the rulesets name them with ``shared: true``."""
     pristine_pods: frozenset[str] = frozenset()
-    """Pods (by target) a check-mode run found holding nothing of ours: written without a read first (``create_steps``)."""
+    """Pods (by target) a check-mode run found holding nothing of ours: written without a read first (``Backend.create_plan``)."""
 
 
 @dataclasses.dataclass
@@ -441,17 +441,16 @@ def _create_without_reading(backend: Backend, desired: Optional[Ruleset]) -> Opt
     Returns what a read would have found and the plan from it, once written. ``None`` when the backend
     cannot write this way, or when a step failed on a line that creates a chain or a set: that object of
     ours was there after all (a run in between), and the caller reads and applies the usual way (the
-    steps before the failing line made only objects of ours that are right, see ``Backend.create_steps``).
+    steps before the failing line made only objects of ours that are right, see ``Backend.create_plan``).
     Any other failure is the write's own: what it made is removed, as a failed apply restores the state
     read before it, and the error is raised. The verification read that follows every write still
     compares the whole namespace with ``desired``.
     """
-    steps = backend.create_steps(desired) if desired is not None else None
-    if not steps:
+    plan = backend.create_plan(desired) if desired is not None else None
+    if plan is None or not plan.changed:
         return None
     empty = backend.nothing_of_ours()
-    plan = backend.plan(desired, empty)
-    for step in steps:
+    for step in plan.steps:
         try:
             backend.apply([step])
         except ApplyError as error:

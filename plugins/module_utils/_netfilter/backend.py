@@ -340,12 +340,13 @@ class Backend(abc.ABC):
         """What :meth:`read` returns in a namespace that holds none of our objects."""
         return LiveState(present=False)
 
-    def create_steps(self, desired: Ruleset) -> Optional[list[Step]]:
-        """Steps writing ``desired`` into a namespace without reading it first, or ``None`` (this backend reads first).
+    def create_plan(self, desired: Ruleset) -> Optional[Plan]:
+        """The plan writing ``desired`` into a namespace without reading it first, or ``None`` (this backend reads first).
 
-        For a namespace that a check-mode run found without any object of ours: the steps must fail, before
-        changing anything that was there, when an object of ours exists after all; the caller then reads and
-        applies the usual way. What they write must be exactly what :meth:`plan` writes after an empty read.
+        For a namespace that a check-mode run found without any object of ours: :meth:`plan` after an empty
+        read (:meth:`nothing_of_ours`), with steps that fail, before changing anything that was there, when
+        an object of ours exists after all; the caller then reads and applies the usual way. What the steps
+        write must be exactly what the plan from an empty read writes.
         """
         del desired
         return None

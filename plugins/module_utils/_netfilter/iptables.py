@@ -522,10 +522,23 @@ class IptablesBackend(Backend):
 
     def plan(self, desired: Optional[Ruleset], live: LiveState) -> Plan:
         """Compare by hashes and build the transaction (``desired=None``: remove ours)."""
-        current: State = live.raw
+        return self._plan(desired, live.raw)
+
+    def create_plan(self, desired: Ruleset) -> Plan:
+        """The plan from an empty read, for the first write into a namespace that holds nothing of ours.
+
+        Its transaction is the one :meth:`plan` builds from an empty read, except that our chains are created
+        with ``-N``, which fails when the chain exists: ``ipset restore`` already refuses to ``create`` a set
+        that exists. If anything of ours is there after all, a step fails; a ``-N`` fails its whole
+        ``iptables-restore`` (one transaction), and the sets a failed ``ipset restore`` made before the
+        failing line are ours and right, so reading and applying the usual way after it converges.
+        """
+        return self._plan(desired, State(), create_only=True)
+
+    def _plan(self, desired: Optional[Ruleset], current: State, *, create_only: bool = False) -> Plan:
         target = self.desired_state(desired) if desired is not None else State()
         drift = find_drift(target, current) if desired is not None else []
-        steps = self.transaction(target, current)
+        steps = self.transaction(target, current, create_only=create_only)
 
         def texts() -> tuple[str, str]:
             # Built-in chains without any jump of ours are of no interest to the diff.
@@ -541,21 +554,10 @@ class IptablesBackend(Backend):
         """What :meth:`read` returns in a namespace without any chain, jump or set of ours."""
         return LiveState(present=False, raw=State())
 
-    def create_steps(self, desired: Ruleset) -> list[Step]:
-        """The first write into a namespace that holds nothing of ours, without reading it first.
-
-        The same transaction as :meth:`plan` builds from an empty read, except that our chains are created
-        with ``-N``, which fails when the chain exists: ``ipset restore`` already refuses to ``create`` a set
-        that exists. If anything of ours is there after all, a step fails; a ``-N`` fails its whole
-        ``iptables-restore`` (one transaction), and the sets a failed ``ipset restore`` made before the
-        failing line are ours and right, so reading and applying the usual way after it converges.
-        """
-        return self.transaction(self.desired_state(desired), State(), create_only=True)
-
     def transaction(self, target: State, current: State, *, create_only: bool = False) -> list[Step]:
         """The steps taking ``current`` to ``target``: set updates, rules per family, set removals.
 
-        ``create_only``: ``current`` is assumed empty and every chain is created with ``-N`` (see :meth:`create_steps`).
+        ``create_only``: ``current`` is assumed empty and every chain is created with ``-N`` (see :meth:`create_plan`).
         """
         steps: list[Step] = []
         set_lines, line_origins, member_runs = _set_update_lines(target, current)

@@ -116,18 +116,21 @@ def test_first_apply_transaction_matches_golden(name: str, options: Options) -> 
 
 
 @pytest.mark.parametrize("options", [DROP, REJECT])
-def test_create_steps_are_the_first_apply_with_chains_made_by_minus_n(options: Options) -> None:
+def test_create_plan_is_the_first_apply_with_chains_made_by_minus_n(options: Options) -> None:
     """Without a read first: the golden first apply, each ``:CHAIN - [0:0]`` (create or empty) a ``-N CHAIN`` (create)."""
-    first = backend(options).plan(seed_ruleset(), EMPTY).steps
-    created = backend(options).create_steps(seed_ruleset())
+    from_empty = backend(options).plan(seed_ruleset(), EMPTY)
+    first = from_empty.steps
+    create_plan = backend(options).create_plan(seed_ruleset())
+    created = create_plan.steps
     assert [(step.argv, step.what, step.line_origins) for step in created] == [(step.argv, step.what, step.line_origins) for step in first]
     for made, usual in zip(created, first, strict=True):
         expected = [re.sub(r"^:(ZT-\S+) - \[0:0\]$", r"-N \1", line) for line in usual.stdin.splitlines()]
         assert made.stdin.splitlines() == expected
     # The seed ruleset: ingress, egress and the NodePort guard, in both families.
     assert sum(line.startswith("-N ZT-") for step in created for line in step.stdin.splitlines()) == 6
-    # The plan the caller reports beside them is the one from an empty read.
+    # What the caller reports from it is what the plan from an empty read says.
     assert backend(options).plan(seed_ruleset(), backend(options).nothing_of_ours()).steps == first
+    assert (create_plan.drift, create_plan.changes, create_plan.after) == (from_empty.drift, from_empty.changes, from_empty.after)
 
 
 def test_noop_plan_has_no_steps_and_same_text() -> None:
