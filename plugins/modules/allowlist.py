@@ -17,6 +17,9 @@ description:
     C(inet zerotrust)). Foreign rules (kube-proxy, the CNI, Docker) are never flushed, reordered or rewritten.
   - Applies atomically per namespace, is idempotent (rules carry a hash in their comment; a no-op run only reads),
     reports and repairs drift in its own objects, and never locks the controller out of SSH.
+  - With the iptables-nft and nftables backends, a namespace is first asked over netfilter netlink which nf_tables
+    tables and ipsets it holds (by name, no command started); one that holds no table or set where ours could be
+    (a new pod's) is planned from nothing without the backend's read commands. Every write is still read back.
 version_added: 0.1.0
 author: zerotrust.workloads contributors (@zerotrust)
 options:
@@ -57,7 +60,7 @@ options:
         when a chain or set of ours exists after all; such a pod is then read and applied as any other. The read after
         the write that checks every namespace still compares the whole namespace with the ruleset.
       - Set by the action in front of this module from O(skip_unchanged_pods); give it yourself only from such a result.
-      - Ignored in check mode and by the nftables backend, which always read first.
+      - Ignored in check mode and by the nftables backend, which look first (see the description).
     type: list
     elements: str
     default: []

@@ -388,7 +388,8 @@ def apply_target(backend: Backend, target: Target, run_options: RunOptions) -> t
     with namespace_lock(target.namespace, run_options.state_dir) as lock_path:
         written = _create_without_reading(backend, desired) if target.pristine and not run_options.check_mode else None
         if written is None:
-            live = backend.read()
+            # A namespace that holds nothing of ours (a pod's before its first enforce) is known so without a command.
+            live = backend.nothing_of_ours() if backend.holds_nothing_of_ours() else backend.read()
             plan = backend.plan(desired, live)
         else:
             live, plan = written

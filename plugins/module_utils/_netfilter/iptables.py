@@ -33,6 +33,7 @@ import re
 import shlex
 from typing import ClassVar, Optional
 
+from . import netlink
 from .backend import (
     COMMENT_PREFIX,
     Backend,
@@ -602,6 +603,24 @@ class IptablesNftBackend(IptablesBackend):
 
     name: ClassVar[str] = "iptables-nft"
     tool_prefix: ClassVar[str] = "-nft"
+
+    def holds_nothing_of_ours(self) -> bool:
+        """No ``filter`` or ``mangle`` table of iptables-nft (nf_tables families ip, ip6) and no ``zt-*`` ipset.
+
+        Asked over netlink, without the two saves and ``ipset save`` of :meth:`read`. Our chains and jumps
+        can only live in those tables; a namespace where nothing ever ran iptables has no table at all.
+        """
+
+        def look() -> bool:
+            tables = netlink.nftables_tables()
+            if any(family in (netlink.NFPROTO_IPV4, netlink.NFPROTO_IPV6) and name in TABLES for family, name in tables):
+                return False
+            return not any(name.startswith(SET_PREFIX) for name in netlink.ipset_names())
+
+        try:
+            return bool(self.runner.call_inside(look))
+        except netlink.NetlinkError:
+            return False
 
 
 def _ours_only(state: State) -> State:

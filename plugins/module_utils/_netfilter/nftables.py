@@ -59,6 +59,7 @@ import socket
 from collections.abc import Iterable, Sequence
 from typing import Any, Optional
 
+from . import netlink
 from .backend import (
     COMMENT_PREFIX,
     Backend,
@@ -786,6 +787,17 @@ class NftablesBackend(Backend):
         if result.returncode != 0:
             return f"nft cannot work in namespace {runner.namespace.label} (no nf_tables support?): {result.stderr.strip()}"
         return None
+
+    def holds_nothing_of_ours(self) -> bool:
+        """No ``table inet zerotrust``, asked over netlink without starting ``nft``."""
+
+        def look() -> bool:
+            return (netlink.NFPROTO_INET, TABLE_NAME) not in netlink.nftables_tables()
+
+        try:
+            return bool(self.runner.call_inside(look))
+        except netlink.NetlinkError:
+            return False
 
     def read(self) -> LiveState:
         """``nft -j list table inet zerotrust`` (one read)."""

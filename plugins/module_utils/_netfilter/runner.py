@@ -25,8 +25,8 @@ import os
 import re
 import shutil
 import subprocess
-from collections.abc import Iterator, Sequence
-from typing import ClassVar, Optional
+from collections.abc import Callable, Iterator, Sequence
+from typing import ClassVar, Optional, TypeVar
 
 from .errors import CommandError, NetfilterError
 
@@ -34,6 +34,7 @@ DEFAULT_TIMEOUT = 60.0
 NETNS_DIRS = ("/run/netns", "/var/run/netns")
 CLONE_NEWNET = 0x40000000
 _SAFE_NETNS_NAME = re.compile(r"^[A-Za-z0-9_.][A-Za-z0-9_.-]{0,254}$")
+T = TypeVar("T")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -142,6 +143,17 @@ class Runner:
                 completed.stderr,
             )
         return result
+
+    def call_inside(self, function: Callable[[], T]) -> Optional[T]:
+        """``function()`` run by this thread inside the namespace (a netlink socket it opens belongs there).
+
+        ``None`` when this process cannot enter the namespace itself (no privilege, no ``setns``): then only
+        commands can look inside, through :meth:`run`. Exceptions of ``function`` pass through.
+        """
+        with self._entered() as prefix:
+            if prefix:
+                return None
+            return function()
 
     @contextlib.contextmanager
     def _entered(self) -> Iterator[tuple[str, ...]]:

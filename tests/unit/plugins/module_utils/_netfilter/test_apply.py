@@ -134,6 +134,9 @@ class FakeBackend:
         self.plan_result = Plan(steps=[Step(("true",))] if changed else [], drift=[], changes=CHANGES,
                                 texts=lambda: ("before", "after"))
 
+    def holds_nothing_of_ours(self) -> bool:
+        return False
+
     def read(self) -> LiveState:
         return LiveState(present=True)
 
@@ -206,6 +209,10 @@ class FailingRunner(Runner):
             raise CommandError(f"{argv[0]} failed", tuple(argv), 1, stderr)
         printed = "*filter\n:INPUT ACCEPT [0:0]\nCOMMIT\n" if argv[0].endswith("-save") else ""
         return CommandResult(tuple(argv), 1 if stderr else 0, printed, stderr)
+
+    def call_inside(self, function: Any) -> None:
+        """Only the recorded commands look at this namespace (not this machine's kernel over netlink)."""
+        return None
 
 
 POD_RULESET = {"chains": [{"name": "ingress", "hook": "input", "default_verdict": "deny",
