@@ -20,7 +20,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, NoReturn, Optional
 
-from . import lockout
+from . import lockout, netlink
 from . import persist as persistence
 from .backend import Backend, LiveState, Options, Plan, Step, failed_line
 from .errors import ApplyError, BackendUnavailableError, CommandError, NamespaceNotFoundError, NetfilterError
@@ -92,8 +92,24 @@ def detect_backend(runner: Runner) -> str:
 
     kube-proxy's own nftables tables come first: the kubelet creates ``KUBE-`` chains in iptables
     (``KUBE-KUBELET-CANARY``) whatever the proxy mode, so those chains alone do not say that
-    kube-proxy runs in iptables mode.
+    kube-proxy runs in iptables mode. nf_tables (kube-proxy's tables, iptables-nft's chains) is asked
+    over netlink, names only: an ``iptables-nft-save`` of a node's kube-proxy rules costs 0.1 s of CPU
+    on every module run. Without netlink here, the tools are asked.
     """
+    followed = _kube_proxy_flavour(runner)
+    if followed:
+        return followed
+    default = shutil.which("iptables", path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin")
+    real = os.path.basename(os.path.realpath(default)) if default else ""
+    if "legacy" in real:
+        return "iptables-legacy"
+    if "nft" in real:
+        return "iptables-nft"
+    return "iptables"
+
+
+def _kube_proxy_flavour(runner: Runner) -> Optional[str]:
+    """The backend kube-proxy's (or the kubelet's) objects show, or ``None`` when there are none."""
 
     def kube_chains(save: str) -> bool:
         if not tool_exists(save):
@@ -103,25 +119,38 @@ def detect_backend(runner: Runner) -> str:
         except CommandError:
             return False
 
-    if tool_exists("nft"):
+    try:
+        kernel = runner.call_inside(_kube_in_nf_tables)
+    except netlink.NetlinkError:
+        kernel = None
+    if kernel is not None:
+        proxy_tables, in_nft = kernel
+    else:
         # Each table asked for by name: ``nft list tables`` reads every rule of the host first (0.17 s on a node
         # with 8,000 iptables-nft rules), where a table that does not exist answers at once.
-        for family in ("ip", "ip6"):
-            if runner.run(["nft", "-t", "list", "table", family, "kube-proxy"], check=False).returncode == 0:
-                return "nftables"
-    in_legacy = kube_chains("iptables-legacy-save")
-    in_nft = kube_chains("iptables-nft-save")
+        proxy_tables = tool_exists("nft") and any(
+            runner.run(["nft", "-t", "list", "table", family, "kube-proxy"], check=False).returncode == 0 for family in ("ip", "ip6")
+        )
+        in_nft = not proxy_tables and kube_chains("iptables-nft-save")
+    if proxy_tables:
+        return "nftables"
     if in_nft:
         return "iptables-nft"
-    if in_legacy:
-        return "iptables-legacy"
-    default = shutil.which("iptables", path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin")
-    real = os.path.realpath(default) if default else ""
-    if "legacy" in os.path.basename(real):
-        return "iptables-legacy"
-    if "nft" in os.path.basename(real):
-        return "iptables-nft"
-    return "iptables"
+    return "iptables-legacy" if kube_chains("iptables-legacy-save") else None
+
+
+IPTABLES_TABLES = ("filter", "nat", "mangle", "raw", "security")
+"""The tables ``iptables-nft-save`` lists (the IPv4 ones; others in family ip are not iptables')."""
+
+
+def _kube_in_nf_tables() -> tuple[bool, bool]:
+    """(kube-proxy's nftables table exists in family ip or ip6, an iptables-nft table of family ip has a ``KUBE-`` chain)."""
+    tables = netlink.nftables_tables()
+    if any((family, "kube-proxy") in tables for family in (netlink.NFPROTO_IPV4, netlink.NFPROTO_IPV6)):
+        return True, False
+    chains = netlink.nftables_chains()
+    return False, any(family == netlink.NFPROTO_IPV4 and table in IPTABLES_TABLES and chain.startswith("KUBE-")
+                      for family, table, chain in chains)
 
 
 @contextlib.contextmanager

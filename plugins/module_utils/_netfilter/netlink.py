@@ -2,7 +2,7 @@
 # Copyright: contributors to zerotrust.workloads
 """Two questions asked of the kernel over netfilter netlink, without starting a command.
 
-Which nf_tables tables exist, and which ipsets: names only, so that a namespace holding nothing
+Which nf_tables tables and chains exist, and which ipsets: names only, so that a namespace holding nothing
 of ours can be told from one that may in well under a millisecond, where the tools' reads cost
 three processes (a node's module run meets 100 fresh pod namespaces on a first enforce). The
 answers only ever let a caller skip a read that would have found nothing; they never decide what
@@ -34,7 +34,10 @@ ATTRIBUTE_TYPE_MASK = 0x3FFF
 NFNL_SUBSYS_IPSET = 6
 NFNL_SUBSYS_NFTABLES = 10
 NFT_MSG_GETTABLE = 1
+NFT_MSG_GETCHAIN = 4
 NFTA_TABLE_NAME = 1
+NFTA_CHAIN_TABLE = 1
+NFTA_CHAIN_NAME = 3
 IPSET_CMD_LIST = 7
 IPSET_PROTOCOL_MIN = 6
 """The oldest ipset netlink protocol; every kernel that speaks a newer one still accepts it for a listing."""
@@ -62,6 +65,16 @@ def nftables_tables() -> set[tuple[int, str]]:
         for kind, value in _attributes(payload):
             if kind == NFTA_TABLE_NAME:
                 found.add((family, _string(value)))
+    return found
+
+
+def nftables_chains() -> set[tuple[int, str, str]]:
+    """Every nf_tables chain of this thread's namespace as ``(NFPROTO family, table, chain)``, without their rules."""
+    found: set[tuple[int, str, str]] = set()
+    for family, payload in _dump((NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETCHAIN, socket.AF_UNSPEC, b""):
+        names = {kind: _string(value) for kind, value in _attributes(payload) if kind in (NFTA_CHAIN_TABLE, NFTA_CHAIN_NAME)}
+        if NFTA_CHAIN_TABLE in names and NFTA_CHAIN_NAME in names:
+            found.add((family, names[NFTA_CHAIN_TABLE], names[NFTA_CHAIN_NAME]))
     return found
 
 

@@ -13,7 +13,7 @@ import subprocess
 from collections.abc import Iterator
 
 import pytest
-from ansible_collections.zerotrust.workloads.plugins.module_utils._netfilter import netlink
+from ansible_collections.zerotrust.workloads.plugins.module_utils._netfilter import apply, netlink
 from ansible_collections.zerotrust.workloads.plugins.module_utils._netfilter.backend import Options
 from ansible_collections.zerotrust.workloads.plugins.module_utils._netfilter.iptables import (
     IptablesBackend,
@@ -122,6 +122,10 @@ def test_the_kernel_answers_what_the_tools_list(namespace: str) -> None:
     inside(namespace, "nft", "add", "table", "inet", "other")
     inside(namespace, "ipset", "create", "theirs", "hash:ip")
     assert runner.call_inside(netlink.nftables_tables) == {(netlink.NFPROTO_IPV4, "mangle"), (netlink.NFPROTO_INET, "other")}
+    # (iptables-nft adds the table's built-in chains when it first needs them: not asserted either way.)
+    chains = runner.call_inside(netlink.nftables_chains)
+    assert chains is not None and (netlink.NFPROTO_IPV4, "mangle", "SOMEONE-ELSE") in chains
+    assert {(family, table_name) for family, table_name, _chain in chains} == {(netlink.NFPROTO_IPV4, "mangle")}
     assert runner.call_inside(netlink.ipset_names) == {"theirs"}
     assert (runner.reads, runner.writes) == (0, 0), "no command was started"
 
@@ -160,3 +164,25 @@ def test_nothing_of_ours_is_told_from_what_may_be_ours(namespace: str) -> None:
 def test_a_process_that_cannot_enter_the_namespace_reads(namespace: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(Runner, "in_process", False)
     assert verdicts(namespace) == {"iptables-nft": False, "iptables-legacy": False, "iptables": False, "nftables": False}
+
+
+@pytest.mark.netns
+@needs_root
+def test_auto_detection_asks_nf_tables_over_netlink(namespace: str) -> None:
+    runner = Runner(Namespace(name=namespace))
+    # Nothing of kube-proxy's: the host's iptables alternative (checked by the detection tests with canned output).
+    fallback = apply.detect_backend(Runner(Namespace(name=namespace)))
+    assert fallback in ("iptables-nft", "iptables-legacy", "iptables")
+    # The kubelet's KUBE- chain in iptables-legacy, no nf_tables chain: legacy (its save is a command).
+    inside(namespace, "iptables-legacy", "-t", "mangle", "-N", "KUBE-KUBELET-CANARY")
+    assert apply.detect_backend(runner) == "iptables-legacy"
+    # A KUBE- chain in a table iptables does not know (family ip, table "other") is not iptables-nft's ...
+    inside(namespace, "nft", "add", "table", "ip", "other")
+    inside(namespace, "nft", "add", "chain", "ip", "other", "KUBE-LOOKALIKE")
+    assert apply.detect_backend(runner) == "iptables-legacy"
+    # ... one in its nat table is, and wins over legacy; kube-proxy's own IPv6 table wins over both.
+    inside(namespace, "iptables-nft", "-t", "nat", "-N", "KUBE-SERVICES")
+    assert apply.detect_backend(runner) == "iptables-nft"
+    inside(namespace, "nft", "add", "table", "ip6", "kube-proxy")
+    assert apply.detect_backend(runner) == "nftables"
+    assert runner.reads == 2, "iptables-legacy-save only, in the two runs that found no KUBE- chain in nf_tables"
