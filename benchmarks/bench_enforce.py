@@ -53,6 +53,7 @@ from typing import Any
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script: the repository root holds benchmarks/
+from benchmarks.cpu_split import cpu_split
 from benchmarks.scaled_seed import scaled_seed
 from lab.generate import generate
 from lab.system import lab_lock
@@ -82,6 +83,8 @@ class Run:
     recap: dict[str, dict[str, int]] = field(default_factory=dict)
     slowest: list[tuple[str, str, float]] = field(default_factory=list)
     """The tasks whose slowest host took longest: (task, host, seconds)."""
+    cpu: dict[str, float] = field(default_factory=dict)
+    """CPU seconds: ``busy`` (the machine), ``controller``, ``hosts``, ``rest`` (benchmarks/cpu_split.py); empty without cgroups."""
 
 
 def small_scenario() -> dict[str, Any]:
@@ -132,13 +135,15 @@ def enforce(policy_file: Path, workdir: Path, forks: int, label: str) -> Run:
         json.dumps({"enforce_policy_file": str(policy_file), "enforce_show_summary": False}),
     ]
     log = workdir / f"{label}.log"
-    with log.open("w") as output:
+    with log.open("w") as output, cpu_split(label) as split:
         started_epoch = time.time()
         started = time.monotonic()
-        process = subprocess.Popen(argv, cwd=REPO_ROOT, stdout=output, stderr=subprocess.STDOUT, env=env)
+        process = subprocess.Popen(argv, cwd=REPO_ROOT, stdout=output, stderr=subprocess.STDOUT, env=env,
+                                   preexec_fn=split.join_controller if split else None)  # noqa: PLW1509 - no threads here
         # wait4: this child's own peak RSS (KiB), its waited-for forks included; not every child's of this process.
         _, status, usage = os.wait4(process.pid, 0)
         elapsed = time.monotonic() - started
+        cpu = split.seconds() if split else {}
     text = log.read_text()
     if os.waitstatus_to_exitcode(status) != 0:
         raise RuntimeError(f"enforce failed ({os.waitstatus_to_exitcode(status)}):\n{text[-4000:]}")
@@ -154,7 +159,7 @@ def enforce(policy_file: Path, workdir: Path, forks: int, label: str) -> Run:
         ((task, max(hosts, key=lambda host: hosts[host]), max(hosts.values())) for task, hosts in per_task.items() if hosts),
         key=lambda item: -item[2],
     )[:3]
-    return Run(elapsed, phases_of(times, started_epoch), usage.ru_maxrss / 1024, busiest, sizes[busiest], recap, slowest)
+    return Run(elapsed, phases_of(times, started_epoch), usage.ru_maxrss / 1024, busiest, sizes[busiest], recap, slowest, cpu)
 
 
 def probe_sampled(workdir: Path) -> tuple[int, str]:
@@ -202,10 +207,14 @@ def describe(name: str, up_seconds: float, first: Run, noop: Run) -> str:
     def slowest(run: Run) -> str:
         return "; ".join(f"{task!r} {seconds:.1f} s on {host}" for task, host, seconds in run.slowest)
 
+    def cpu(run: Run) -> str:
+        return " ".join(f"{part}={seconds:.1f}" for part, seconds in run.cpu.items()) or "n/a (no writable cgroup hierarchy)"
+
     return (
         f"{name}: lab_up_s={up_seconds:.1f} first_s={first.seconds:.2f} ({phases(first)}) noop_s={noop.seconds:.2f} ({phases(noop)}) "
         f"rss_mb={first.rss_mb:.0f} busiest_host={first.busiest_host} busiest_host_kb={first.busiest_bytes / 1024:.1f}\n"
-        f"  slowest tasks, first run: {slowest(first)}\n  slowest tasks, no-op: {slowest(noop)}"
+        f"  slowest tasks, first run: {slowest(first)}\n  slowest tasks, no-op: {slowest(noop)}\n"
+        f"  CPU seconds, first run: {cpu(first)}; no-op: {cpu(noop)}"
     )
 
 
