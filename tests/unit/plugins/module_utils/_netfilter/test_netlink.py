@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import struct
 import subprocess
-from collections.abc import Iterator
 
 import pytest
 from ansible_collections.zerotrust.workloads.plugins.module_utils._netfilter import apply, netlink
@@ -90,16 +89,6 @@ def test_a_malformed_attribute_is_an_error() -> None:
 # --------------------------------------------------------------------------- real namespaces
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="creates a network namespace")
-
-
-@pytest.fixture
-def namespace() -> Iterator[str]:
-    name = f"ztd-nl-{os.getpid()}"
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    try:
-        yield name
-    finally:
-        subprocess.run(["ip", "netns", "del", name], check=False)
 
 
 def inside(namespace: str, *argv: str) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 
 import pytest
 from ansible_collections.zerotrust.workloads.plugins.module_utils._netfilter import runner as runner_module
@@ -20,16 +19,6 @@ PRINT_NETNS = [sys.executable, "-c", "import os; print(os.stat('/proc/self/ns/ne
 def _in_process_again(monkeypatch: pytest.MonkeyPatch) -> None:
     """Each test starts with in-process entering on (a test that turns it off does not leak)."""
     monkeypatch.setattr(Runner, "in_process", True)
-
-
-@pytest.fixture
-def namespace() -> Iterator[str]:
-    name = f"ztd-run-{os.getpid()}"
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    try:
-        yield name
-    finally:
-        subprocess.run(["ip", "netns", "del", name], check=False)
 
 
 def _own() -> int:
