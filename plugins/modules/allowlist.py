@@ -146,6 +146,17 @@ options:
         need only the counts, and at hundreds of pods per node the rule lists are most of the result.
     type: bool
     default: true
+  read_cache:
+    description:
+      - With the iptables-nft and nftables backends, keep what the nf_tables read commands (C(iptables-nft-save),
+        C(ip6tables-nft-save), C(nft list table)) printed in each namespace, in a file per host under
+        C(/run/zerotrust-workloads), and print it again instead of running them while the kernel's nf_tables generation
+        of that namespace (its count of committed changes, by any tool) has not moved. The rules are still compared in
+        full; a change by hand moves the generation and is read and found as before. C(ipset save) always runs.
+      - Written in check mode too, as the per-namespace locks beside it are; it changes nothing on the host.
+      - Turn it off to make every read run its commands.
+    type: bool
+    default: true
   netns:
     description:
       - Apply the host ruleset inside this named network namespace instead of the root one (tests, benchmarks).
@@ -265,7 +276,8 @@ results:
     skipped: {description: The pod was not found., type: bool}
     reason: {description: Why it was skipped., type: str}
     diff: {description: "In diff mode, C(before) and C(after) text of our objects.", type: dict}
-    commands: {description: Number of reading and writing commands run (a no-op run has C(writes=0))., type: dict}
+    commands: {description: "Number of reading and writing commands run (a no-op run has C(writes=0)), and of the read commands
+        answered from O(read_cache) instead (C(cached_reads)).", type: dict}
 skipped_pods:
   description: Pods that were not found, with the reason (Ansible reserves a top-level C(skipped)).
   type: list
@@ -372,6 +384,7 @@ def main() -> None:
             "rollback_timeout": {"type": "int", "default": 0},
             "confirm": {"type": "str", "no_log": False},
             "report_changes": {"type": "bool", "default": True},
+            "read_cache": {"type": "bool", "default": True},
             "pristine_pods": {"type": "list", "elements": "str", "default": []},
             "netns": {"type": "str"},
             "persist": {"type": "bool"},
@@ -427,6 +440,7 @@ def main() -> None:
         diff_mode=module._diff,
         report_changes=params["report_changes"],
         pristine_pods=frozenset(params["pristine_pods"]),
+        read_cache=params["read_cache"],
         persist=persist,
         sets=sets,
     )

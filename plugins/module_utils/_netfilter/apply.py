@@ -28,6 +28,7 @@ from .iptables import IptablesBackend, IptablesLegacyBackend, IptablesNftBackend
 from .model import AddressSet, ModelError, Ruleset, sets_from_dict
 from .netns import AddressIndex, namespace_from_hint, resolve_pod_namespace
 from .nftables import NftablesBackend
+from .readcache import ReadCache
 from .runner import Namespace, Runner, tool_exists
 
 BACKEND_CHOICES = ("auto", "iptables", "iptables-legacy", "iptables-nft", "nftables")
@@ -59,6 +60,8 @@ class RunOptions:
     """The host's shared sets (the module's ``sets``, from ``shared_sets``): the rulesets name them with ``shared: true``."""
     pristine_pods: frozenset[str] = frozenset()
     """Pods (by target) a check-mode run found holding nothing of ours: written without a read first (``Backend.create_plan``)."""
+    read_cache: bool = True
+    """Keep the nf_tables read commands' outputs in ``state_dir`` and reuse them while nothing was committed (``readcache.py``)."""
 
 
 @dataclasses.dataclass
@@ -324,7 +327,14 @@ def run(ruleset: Optional[Mapping[str, Any]], pods: Sequence[Mapping[str, Any]],
         backend_name = detect_backend(Runner(probe))
     cls = backend_class(backend_name)
     result["backend"] = backend_name
-    rollback_targets, errors = _apply_targets(cls, targets, run_options, result)
+    read_cache = ReadCache.load(run_options.state_dir, host_id) if run_options.read_cache else None
+    rollback_targets, errors = _apply_targets(cls, targets, run_options, result, read_cache)
+    if read_cache is not None:
+        try:
+            read_cache.save()
+        except OSError as error:
+            # A cache that cannot be kept costs the next run its reads, nothing else.
+            result.setdefault("warnings", []).append(f"could not keep the read cache {read_cache.path}: {error}")
     if run_options.persist is not None:
         _persist_host(cls, targets, run_options, environ, result, rollback_targets=rollback_targets)
     if run_options.diff_mode:
@@ -376,8 +386,8 @@ def _persist_host(cls: type[Backend], targets: Sequence[Target], run_options: Ru
     result["changed"] = result["changed"] or outcome["changed"]
 
 
-def _apply_targets(cls: type[Backend], targets: Sequence[Target], run_options: RunOptions,
-                   result: dict[str, Any]) -> tuple[list[lockout.RollbackTarget], list[str]]:
+def _apply_targets(cls: type[Backend], targets: Sequence[Target], run_options: RunOptions, result: dict[str, Any],
+                   read_cache: Optional[ReadCache] = None) -> tuple[list[lockout.RollbackTarget], list[str]]:
     """Apply every target in turn; a failing namespace is reported and the others still run."""
     rollback_targets: list[lockout.RollbackTarget] = []
     errors: list[str] = []
@@ -388,7 +398,7 @@ def _apply_targets(cls: type[Backend], targets: Sequence[Target], run_options: R
             result["results"].append(entry)
             result["skipped_pods"].append({"target": target.label, "reason": target.skip_reason})
             continue
-        runner = Runner(target.namespace)
+        runner = Runner(target.namespace, read_cache=read_cache)
         # The tools and the kernel's support are the same in every namespace of the host: asked once, not
         # once per pod (a node with 100 pods would otherwise start 100 more processes).
         unavailable = cls.available(runner) if not checked else None
@@ -461,7 +471,7 @@ def apply_target(backend: Backend, target: Target, run_options: RunOptions) -> t
                 )
             if run_options.rollback_timeout > 0:
                 restore = lockout.RollbackTarget(target.namespace, lock_path, backend.restore_steps(live, after))
-        entry["commands"] = {"reads": backend.runner.reads, "writes": backend.runner.writes}
+        entry["commands"] = {"reads": backend.runner.reads, "writes": backend.runner.writes, "cached_reads": backend.runner.cached_reads}
     return entry, restore
 
 

@@ -8,6 +8,8 @@ own) and never touches anything else. One module run drives a backend through:
 
 1. ``read()``: read back only our own objects -> :class:`LiveState`. Reads only. Skipped, in favour of
    ``nothing_of_ours()``, when ``holds_nothing_of_ours()`` can tell without a command that there is nothing.
+   Commands whose output depends on nothing but nf_tables go through ``runner.read_nf_tables``, which
+   answers them from the run's read cache while the namespace's nf_tables generation holds (``readcache.py``).
 2. ``plan(desired, live)``: compare by hashes -> :class:`Plan`: the :class:`Changes`
    (rules added, removed and kept, set members per set, as data), the drift found and
    the write :class:`Step` list of ONE atomic transaction (empty = nothing to do).

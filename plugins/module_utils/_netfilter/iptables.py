@@ -31,6 +31,7 @@ import itertools
 import os
 import re
 import shlex
+from collections.abc import Sequence
 from typing import ClassVar, Optional
 
 from . import netlink
@@ -55,7 +56,7 @@ from .backend import (
 )
 from .errors import NetfilterError
 from .model import AddressSet, Chain, Rule, Ruleset
-from .runner import Runner, tool_exists
+from .runner import CommandResult, Runner, tool_exists
 
 FAMILIES = (4, 6)
 TABLES = ("filter", "mangle")
@@ -499,11 +500,15 @@ class IptablesBackend(Backend):
     def read(self) -> LiveState:
         """Two saves (IPv4, IPv6) and one ``ipset save``: reads only."""
         state = State()
-        for family in self.families:
-            save, _unused_restore = self.tools(family)
-            parse_save(self.runner.run([save]).stdout, family, state)
+        saves = [(self.tools(family)[0],) for family in self.families]
+        for family, result in zip(self.families, self._run_saves(saves)):  # noqa: B905  (strict= needs 3.10; hosts run 3.9)
+            parse_save(result.stdout, family, state)
         parse_ipset_save(self.runner.run(["ipset", "save"]).stdout, state)
         return LiveState(present=state.present, raw=state)
+
+    def _run_saves(self, saves: Sequence[Sequence[str]]) -> list[CommandResult]:
+        """The families' saves, each a command of its own."""
+        return [self.runner.run(save) for save in saves]
 
     def render(self, desired: Ruleset) -> str:
         """Diff-mode text of ``desired``."""
@@ -603,6 +608,10 @@ class IptablesNftBackend(IptablesBackend):
 
     name: ClassVar[str] = "iptables-nft"
     tool_prefix: ClassVar[str] = "-nft"
+
+    def _run_saves(self, saves: Sequence[Sequence[str]]) -> list[CommandResult]:
+        """The saves print nf_tables objects only: answered from the runner's read cache while nothing was committed."""
+        return self.runner.read_nf_tables(saves)
 
     def holds_nothing_of_ours(self) -> bool:
         """No ``filter`` or ``mangle`` table of iptables-nft (nf_tables families ip, ip6) and no ``zt-*`` ipset.

@@ -1,12 +1,14 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 # Copyright: contributors to zerotrust.workloads
-"""Two questions asked of the kernel over netfilter netlink, without starting a command.
+"""Questions asked of the kernel over netfilter netlink, without starting a command.
 
 Which nf_tables tables and chains exist, and which ipsets: names only, so that a namespace holding nothing
 of ours can be told from one that may in well under a millisecond, where the tools' reads cost
-three processes (a node's module run meets 100 fresh pod namespaces on a first enforce). The
-answers only ever let a caller skip a read that would have found nothing; they never decide what
-to write. Anything unexpected (no netlink, an error answer, a malformed message) raises
+three processes (a node's module run meets 100 fresh pod namespaces on a first enforce). And which
+generation of nf_tables a namespace is at (:func:`nftables_generation`): the kernel counts up on every
+committed change, so an unchanged generation means the read commands would print what they printed
+before (``readcache.py``). The answers only ever let a caller skip a read; they never decide what to
+write. Anything unexpected (no netlink, an error answer, a malformed message) raises
 :class:`NetlinkError` and the caller reads with the tools as before.
 
 Both calls work in the network namespace of the calling thread: the socket belongs to the
@@ -35,9 +37,14 @@ NFNL_SUBSYS_IPSET = 6
 NFNL_SUBSYS_NFTABLES = 10
 NFT_MSG_GETTABLE = 1
 NFT_MSG_GETCHAIN = 4
+NFT_MSG_NEWGEN = 15
+NFT_MSG_GETGEN = 16
 NFTA_TABLE_NAME = 1
 NFTA_CHAIN_TABLE = 1
 NFTA_CHAIN_NAME = 3
+NFTA_GEN_ID = 1
+SO_NETNS_COOKIE = 71
+"""getsockopt: the 64-bit cookie of the socket's network namespace, unique until the machine reboots (Linux 5.14)."""
 IPSET_CMD_LIST = 7
 IPSET_PROTOCOL_MIN = 6
 """The oldest ipset netlink protocol; every kernel that speaks a newer one still accepts it for a listing."""
@@ -90,6 +97,32 @@ def ipset_names() -> set[str]:
     return names
 
 
+def nftables_generation() -> tuple[int, int]:
+    """``(namespace cookie, nf_tables generation)`` of this thread's network namespace.
+
+    The generation is the kernel's count of committed nf_tables transactions in this namespace (every
+    rule, chain, table or set change by any tool). The cookie names the namespace itself: inode numbers
+    of namespace files are reused once a namespace is gone, a new namespace's generation starts at the
+    same small number, and a cookie is never handed out twice before the machine reboots.
+    """
+    _family, payload = _ask((NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETGEN, (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWGEN)
+    for kind, value in _attributes(payload):
+        if kind == NFTA_GEN_ID and len(value) == 4:
+            return _namespace_cookie(), struct.unpack("!I", value)[0]
+    raise NetlinkError("the kernel's nf_tables generation answer has no generation id")
+
+
+def _namespace_cookie() -> int:
+    try:
+        with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER) as sock:
+            value = sock.getsockopt(socket.SOL_SOCKET, SO_NETNS_COOKIE, 8)
+    except OSError as error:
+        raise NetlinkError(f"this kernel does not tell a network namespace's cookie (Linux 5.14 or later does): {error}") from error
+    if len(value) != 8:
+        raise NetlinkError(f"a network namespace cookie of {len(value)} bytes instead of 8")
+    return int(struct.unpack("=Q", value)[0])
+
+
 def _attribute(kind: int, value: bytes) -> bytes:
     length = ATTRIBUTE_HEADER.size + len(value)
     return ATTRIBUTE_HEADER.pack(length, kind) + value + b"\0" * (-length % 4)
@@ -110,18 +143,26 @@ def _string(value: bytes) -> str:
     return value.split(b"\0", 1)[0].decode("utf-8", "replace")
 
 
-def _dump(message_type: int, family: int, request: bytes) -> Iterator[tuple[int, bytes]]:
-    """Send one dump request; yield ``(nfgenmsg family, attributes)`` of every answer up to NLMSG_DONE."""
+def _socket() -> socket.socket:
+    """A netfilter netlink socket of this thread's network namespace, with the module's timeout."""
     try:
         sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER)
     except (OSError, AttributeError) as error:
         raise NetlinkError(f"no netfilter netlink socket: {error}") from error
-    with sock:
-        sock.settimeout(TIMEOUT_SECONDS)
-        body = NFGENMSG.pack(family, 0, 0) + request
+    sock.settimeout(TIMEOUT_SECONDS)
+    return sock
+
+
+def _send(sock: socket.socket, message_type: int, flags: int, sequence: int, body: bytes) -> None:
+    sock.send(NLMSG_HEADER.pack(NLMSG_HEADER.size + len(body), message_type, flags, sequence, 0) + body)
+
+
+def _dump(message_type: int, family: int, request: bytes) -> Iterator[tuple[int, bytes]]:
+    """Send one dump request; yield ``(nfgenmsg family, attributes)`` of every answer up to NLMSG_DONE."""
+    with _socket() as sock:
         sequence = 1
         try:
-            sock.send(NLMSG_HEADER.pack(NLMSG_HEADER.size + len(body), message_type, NLM_F_REQUEST | NLM_F_DUMP, sequence, 0) + body)
+            _send(sock, message_type, NLM_F_REQUEST | NLM_F_DUMP, sequence, NFGENMSG.pack(family, 0, 0) + request)
             while True:
                 data = sock.recv(RECEIVE_BUFFER)
                 if not data:
@@ -138,6 +179,21 @@ def _dump(message_type: int, family: int, request: bytes) -> Iterator[tuple[int,
                     return
         except OSError as error:
             raise NetlinkError(f"netfilter netlink dump failed: {error}") from error
+
+
+def _ask(message_type: int, answer_type: int) -> tuple[int, bytes]:
+    """Send one request that is not a dump; ``(nfgenmsg family, attributes)`` of its answer of ``answer_type``."""
+    with _socket() as sock:
+        sequence = 1
+        try:
+            _send(sock, message_type, NLM_F_REQUEST, sequence, NFGENMSG.pack(socket.AF_UNSPEC, 0, 0))
+            data = sock.recv(RECEIVE_BUFFER)
+        except OSError as error:
+            raise NetlinkError(f"netfilter netlink request failed: {error}") from error
+    for kind, payload in _messages(data, sequence):
+        if kind == answer_type and len(payload) >= NFGENMSG.size:
+            return payload[0], payload[NFGENMSG.size:]
+    raise NetlinkError(f"no answer of type {answer_type:#x} to netfilter netlink request {message_type:#x}")
 
 
 def _messages(data: bytes, sequence: int) -> Iterator[tuple[int, bytes]]:

@@ -800,8 +800,8 @@ class NftablesBackend(Backend):
             return False
 
     def read(self) -> LiveState:
-        """``nft -j list table inet zerotrust`` (one read)."""
-        result = self.runner.run(("nft", "-j", "list", "table", TABLE_FAMILY, TABLE_NAME), check=False)
+        """``nft -j list table inet zerotrust`` (one read; from the runner's read cache while nothing was committed)."""
+        (result,) = self.runner.read_nf_tables([("nft", "-j", "list", "table", TABLE_FAMILY, TABLE_NAME)], check=False)
         if result.returncode != 0:
             if "No such file or directory" in result.stderr:
                 return LiveState(present=False, raw=None)

@@ -28,7 +28,9 @@ import subprocess
 from collections.abc import Callable, Iterator, Sequence
 from typing import ClassVar, Optional, TypeVar
 
+from . import netlink
 from .errors import CommandError, NetfilterError
+from .readcache import ReadCache
 
 DEFAULT_TIMEOUT = 60.0
 NETNS_DIRS = ("/run/netns", "/var/run/netns")
@@ -112,17 +114,20 @@ class CommandResult:
 class Runner:
     """Executes commands in one namespace and counts the writes it made.
 
-    ``reads`` and ``writes`` let a module run prove that a no-op run wrote nothing.
+    ``reads`` and ``writes`` let a module run prove that a no-op run wrote nothing; ``cached_reads`` counts the
+    read commands :meth:`read_nf_tables` answered from ``read_cache`` instead of starting them.
     """
 
     in_process: ClassVar[bool] = True
     """Enter namespaces with setns in this process; turned off for good (every runner) the first time that fails."""
 
-    def __init__(self, namespace: Namespace, timeout: float = DEFAULT_TIMEOUT) -> None:
+    def __init__(self, namespace: Namespace, timeout: float = DEFAULT_TIMEOUT, read_cache: Optional[ReadCache] = None) -> None:
         self.namespace = namespace
         self.timeout = timeout
+        self.read_cache = read_cache
         self.reads = 0
         self.writes = 0
+        self.cached_reads = 0
 
     def run(self, argv: Sequence[str], stdin: Optional[str] = None, check: bool = True, write: bool = False) -> CommandResult:
         """Run ``argv`` in the namespace; raise CommandError on failure when ``check``."""
@@ -143,6 +148,31 @@ class Runner:
                 completed.stderr,
             )
         return result
+
+    def read_nf_tables(self, commands: Sequence[Sequence[str]], check: bool = True) -> list[CommandResult]:
+        """Run read-only ``commands`` whose output depends on nothing but this namespace's nf_tables objects.
+
+        With a ``read_cache``, their outputs come from it while the namespace's nf_tables generation is the one
+        they were recorded at (no command starts), and they are recorded when they all succeeded and nothing
+        was committed while they ran (``readcache.py``). Without netlink, or without a cache, they just run.
+        """
+        generation = self._nf_tables_generation() if self.read_cache is not None else None
+        if self.read_cache is not None and generation is not None:
+            outputs = self.read_cache.outputs(self.namespace.label, generation, commands)
+            if outputs is not None:
+                self.cached_reads += len(commands)
+                return [CommandResult(tuple(command), 0, output, "") for command, output in zip(commands, outputs)]  # noqa: B905 (3.9)
+        results = [self.run(command, check=check) for command in commands]
+        if (self.read_cache is not None and generation is not None and all(result.returncode == 0 for result in results)
+                and self._nf_tables_generation() == generation):
+            self.read_cache.record(self.namespace.label, self.namespace.file, generation, commands, [result.stdout for result in results])
+        return results
+
+    def _nf_tables_generation(self) -> Optional[tuple[int, int]]:
+        try:
+            return self.call_inside(netlink.nftables_generation)
+        except netlink.NetlinkError:
+            return None
 
     def call_inside(self, function: Callable[[], T]) -> Optional[T]:
         """``function()`` run by this thread inside the namespace (a netlink socket it opens belongs there).

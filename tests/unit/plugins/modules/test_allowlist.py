@@ -104,4 +104,4 @@ def test_documentation_lists_every_argument() -> None:
                           "log_denied", "log_rate", "management_addresses",
                           "keep_ssh", "rollback_timeout", "confirm", "report_changes", "pristine_pods", "netns", "persist", "boot_policy",
                           "persist_dir",
-                          "unit_dir", "sets"}
+                          "unit_dir", "sets", "read_cache"}
