@@ -318,6 +318,7 @@ def build(scenario: Scenario) -> dict[str, Any]:  # noqa: PLR0912, PLR0915 - one
     access.ensure_keys()
     _ensure_privsep_dir(state)
     state["root"]["neigh_limits"] = podbuild.raise_neigh_limits(scenario)
+    state["root"]["backlog_limit"] = podbuild.raise_backlog_limit(scenario)
     write_state(state)
 
     # Root: the underlay bridge and the controller's address, nothing else.
@@ -723,6 +724,18 @@ def _delete_each(kind: str, names: list[str]) -> list[str]:
     return [f"{kind} {name}" for name in names]
 
 
+def _restore_kernel_limits(root: dict[str, Any]) -> list[str]:
+    """Put back the machine-wide limits ``up`` raised for the lab; what was put back."""
+    restored = []
+    if root.get("neigh_limits"):
+        podbuild.restore_neigh_limits(root["neigh_limits"])
+        restored.append("raised neighbour table limits")
+    if root.get("backlog_limit"):
+        podbuild.restore_backlog_limit(root["backlog_limit"])
+        restored.append("raised receive backlog limit")
+    return restored
+
+
 def down() -> list[str]:
     """Remove everything the lab made; idempotent. Returns what was removed."""
     require_root()
@@ -750,9 +763,8 @@ def down() -> list[str]:
     removed += _delete_each("netns", lab_netns)
     # Listed after the namespaces are gone: deleting a namespace deletes the veth ends inside it, and their peers.
     removed += _delete_each("link", [link for link in link_names() if LAB_ROOT_LINK.match(link)])
-    if state is not None and state.get("root", {}).get("neigh_limits"):
-        podbuild.restore_neigh_limits(state["root"]["neigh_limits"])
-        removed.append("raised neighbour table limits")
+    if state is not None:
+        removed += _restore_kernel_limits(state.get("root", {}))
     if state is not None and state.get("root", {}).get("created_privsep_dir"):
         with contextlib.suppress(OSError):
             PRIVSEP_DIR.rmdir()

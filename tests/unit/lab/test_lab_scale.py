@@ -246,6 +246,33 @@ def test_neighbour_limits_are_raised_when_the_scenario_needs_it_and_restored(
     assert {name: (tmp_path / f"ipv6.{name}").read_text() for name in defaults} == defaults
 
 
+@pytest.mark.parametrize(
+    ("document", "kernel", "written", "replaced"),
+    [
+        # the seed's few veth ports fit the default
+        (None, "1000\n", "1000\n", None),
+        # 200 pods on 3 workers + the master, 5 VMs + the outsider: five times 210
+        (generate(4, 200, 5), "1000\n", "1050\n", 1000),
+        # 2,000 pods on 20 nodes, 6 VMs: five times 2,026
+        (generate(20, 2000, 5), "1000\n", "10130\n", 1000),
+        # a machine already set higher keeps its value
+        (generate(20, 2000, 5), "30000\n", "30000\n", None),
+    ],
+)
+def test_the_receive_backlog_is_raised_for_large_labs_and_restored(
+    document: dict[str, Any] | None, kernel: str, written: str, replaced: int | None, *, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    limit = tmp_path / "netdev_max_backlog"
+    limit.write_text(kernel)
+    monkeypatch.setattr(podbuild, "BACKLOG_PATH", limit)
+    scenario = load_scenario(SEED) if document is None else build_scenario(document, source="generated")
+    assert podbuild.raise_backlog_limit(scenario) == replaced
+    assert limit.read_text() == written
+    if replaced is not None:
+        podbuild.restore_backlog_limit(replaced)
+        assert limit.read_text() == kernel
+
+
 def test_overlay_commands_run_as_one_ip_and_one_bridge_batch_per_node(monkeypatch: pytest.MonkeyPatch) -> None:
     from lab import overlay  # noqa: PLC0415
 
