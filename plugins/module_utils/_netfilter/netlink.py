@@ -105,17 +105,18 @@ def nftables_generation() -> tuple[int, int]:
     of namespace files are reused once a namespace is gone, a new namespace's generation starts at the
     same small number, and a cookie is never handed out twice before the machine reboots.
     """
-    _family, payload = _ask((NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETGEN, (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWGEN)
+    with _socket() as sock:
+        cookie = _namespace_cookie(sock)
+        _family, payload = _ask(sock, (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETGEN, (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWGEN)
     for kind, value in _attributes(payload):
         if kind == NFTA_GEN_ID and len(value) == 4:
-            return _namespace_cookie(), struct.unpack("!I", value)[0]
+            return cookie, struct.unpack("!I", value)[0]
     raise NetlinkError("the kernel's nf_tables generation answer has no generation id")
 
 
-def _namespace_cookie() -> int:
+def _namespace_cookie(sock: socket.socket) -> int:
     try:
-        with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER) as sock:
-            value = sock.getsockopt(socket.SOL_SOCKET, SO_NETNS_COOKIE, 8)
+        value = sock.getsockopt(socket.SOL_SOCKET, SO_NETNS_COOKIE, 8)
     except OSError as error:
         raise NetlinkError(f"this kernel does not tell a network namespace's cookie (Linux 5.14 or later does): {error}") from error
     if len(value) != 8:
@@ -181,15 +182,14 @@ def _dump(message_type: int, family: int, request: bytes) -> Iterator[tuple[int,
             raise NetlinkError(f"netfilter netlink dump failed: {error}") from error
 
 
-def _ask(message_type: int, answer_type: int) -> tuple[int, bytes]:
-    """Send one request that is not a dump; ``(nfgenmsg family, attributes)`` of its answer of ``answer_type``."""
-    with _socket() as sock:
-        sequence = 1
-        try:
-            _send(sock, message_type, NLM_F_REQUEST, sequence, NFGENMSG.pack(socket.AF_UNSPEC, 0, 0))
-            data = sock.recv(RECEIVE_BUFFER)
-        except OSError as error:
-            raise NetlinkError(f"netfilter netlink request failed: {error}") from error
+def _ask(sock: socket.socket, message_type: int, answer_type: int) -> tuple[int, bytes]:
+    """Send one request that is not a dump on ``sock``; ``(nfgenmsg family, attributes)`` of its answer of ``answer_type``."""
+    sequence = 1
+    try:
+        _send(sock, message_type, NLM_F_REQUEST, sequence, NFGENMSG.pack(socket.AF_UNSPEC, 0, 0))
+        data = sock.recv(RECEIVE_BUFFER)
+    except OSError as error:
+        raise NetlinkError(f"netfilter netlink request failed: {error}") from error
     for kind, payload in _messages(data, sequence):
         if kind == answer_type and len(payload) >= NFGENMSG.size:
             return payload[0], payload[NFGENMSG.size:]
