@@ -152,7 +152,8 @@ options:
         C(ip6tables-nft-save), C(nft list table)) printed in each namespace, in a file per host under
         C(/run/zerotrust-workloads), and print it again instead of running them while the kernel's nf_tables generation
         of that namespace (its count of committed changes, by any tool) has not moved. The rules are still compared in
-        full; a change by hand moves the generation and is read and found as before. C(ipset save) always runs.
+        full; a change by hand moves the generation and is read and found as before. ipsets have no generation; the iptables
+        backends list them over netlink on every read (RV(results[].commands)).
       - Written in check mode too, as the per-namespace locks beside it are; it changes nothing on the host.
       - Turn it off to make every read run its commands.
     type: bool
@@ -276,8 +277,9 @@ results:
     skipped: {description: The pod was not found., type: bool}
     reason: {description: Why it was skipped., type: str}
     diff: {description: "In diff mode, C(before) and C(after) text of our objects.", type: dict}
-    commands: {description: "Number of reading and writing commands run (a no-op run has C(writes=0)), and of the read commands
-        answered from O(read_cache) instead (C(cached_reads)).", type: dict}
+    commands: {description: "Number of reading and writing commands run (a no-op run has C(writes=0)), of the read commands
+        answered from O(read_cache) instead (C(cached_reads)), and of those answered by the kernel over netlink
+        (C(netlink_reads): the iptables backends' C(ipset save)).", type: dict}
 skipped_pods:
   description: Pods that were not found, with the reason (Ansible reserves a top-level C(skipped)).
   type: list

@@ -92,8 +92,9 @@ def commands(result: dict[str, Any]) -> dict[str, dict[str, int]]:
 def test_pristine_pods_get_the_same_rules_with_one_read(pair: NetnsPair, backend: str) -> None:
     first = run_module(arguments(pair, backend, ALLOWED, pristine=PODS))
     assert (first["failed"], first["changed"]) == (False, True), first
-    # Written straight away (ipset restore, one restore per family), then read once to verify (two saves, ipset save).
-    assert commands(first) == each({"reads": 3, "writes": 3, "cached_reads": 0})
+    # Written straight away (ipset restore, one restore per family), then read once to verify (two saves; the ipsets
+    # over netlink).
+    assert commands(first) == each({"reads": 2, "writes": 3, "cached_reads": 0, "netlink_reads": 1})
     assert truth(pair) == {"v4/80": True, "v4/8080": False, "v6/80": True, "v6/8080": False}
     written = {namespace: ours(backend, namespace) for namespace in (pair.server, pair.client)}
     assert any(line.startswith(":ZT-INGRESS") for line in written[pair.server]), written
@@ -106,7 +107,7 @@ def test_pristine_pods_get_the_same_rules_with_one_read(pair: NetnsPair, backend
     # Read, written, read to verify. iptables-nft's two saves before the write print what the removal's verifying read
     # printed (nothing was committed since): from the read cache.
     cached = 2 if backend == "iptables-nft" else 0
-    assert commands(usual) == each({"reads": 6 - cached, "writes": 3, "cached_reads": cached})
+    assert commands(usual) == each({"reads": 4 - cached, "writes": 3, "cached_reads": cached, "netlink_reads": 2})
     assert {namespace: ours(backend, namespace) for namespace in (pair.server, pair.client)} == written
     # ... and a run after it finds nothing to change.
     again = run_module(arguments(pair, backend, ALLOWED))
@@ -124,7 +125,7 @@ def test_a_pod_named_pristine_that_holds_our_rules_is_read_and_applied(pair: Net
     assert (wrong["failed"], wrong["changed"]) == (False, True), wrong
     # The refused ipset restore counts as a write; then a read (its two saves from the read cache: the refused restore
     # committed nothing to nf_tables), the two changed families, and the verifying read.
-    assert commands(wrong) == each({"reads": 4, "writes": 3, "cached_reads": 2})
+    assert commands(wrong) == each({"reads": 2, "writes": 3, "cached_reads": 2, "netlink_reads": 2})
     assert truth(pair) == {"v4/80": True, "v4/8080": False, "v6/80": True, "v6/8080": False}
     expected = {namespace: ours(backend, namespace) for namespace in (pair.server, pair.client)}
     again = run_module(arguments(pair, backend, ALLOWED))
@@ -136,7 +137,7 @@ def test_check_mode_and_nftables_look_first_whatever_the_hint(pair: NetnsPair) -
     preview = run_module(arguments(pair, "iptables-nft", ALLOWED, pristine=PODS), check=True)
     assert (preview["failed"], preview["changed"]) == (False, True), preview
     # Fresh namespaces: the kernel shows over netlink that they hold no table and no set; no command reads them.
-    assert commands(preview) == each({"reads": 0, "writes": 0, "cached_reads": 0})
+    assert commands(preview) == each({"reads": 0, "writes": 0, "cached_reads": 0, "netlink_reads": 0})
     assert [entry["in_place"] for entry in preview["results"]] == [0, 0]
     assert all("ZT-" not in in_ns(namespace, ["iptables-save"]).stdout for namespace in (pair.server, pair.client))
     applied = run_module(arguments(pair, "nftables", ALLOWED, pristine=PODS))
@@ -144,7 +145,7 @@ def test_check_mode_and_nftables_look_first_whatever_the_hint(pair: NetnsPair) -
     # nft: no table of ours seen over netlink, one write (nft -f), one verifying read; in the first namespace also
     # the check whether the kernel takes our table (nft -c), once per run.
     assert commands(applied) == {
-        PODS[0]: {"reads": 2, "writes": 1, "cached_reads": 0},
-        PODS[1]: {"reads": 1, "writes": 1, "cached_reads": 0},
+        PODS[0]: {"reads": 2, "writes": 1, "cached_reads": 0, "netlink_reads": 0},
+        PODS[1]: {"reads": 1, "writes": 1, "cached_reads": 0, "netlink_reads": 0},
     }
     assert truth(pair) == {"v4/80": True, "v4/8080": False, "v6/80": True, "v6/8080": False}

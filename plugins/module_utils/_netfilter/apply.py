@@ -471,7 +471,9 @@ def apply_target(backend: Backend, target: Target, run_options: RunOptions) -> t
                 )
             if run_options.rollback_timeout > 0:
                 restore = lockout.RollbackTarget(target.namespace, lock_path, backend.restore_steps(live, after))
-        entry["commands"] = {"reads": backend.runner.reads, "writes": backend.runner.writes, "cached_reads": backend.runner.cached_reads}
+        runner = backend.runner
+        entry["commands"] = {"reads": runner.reads, "writes": runner.writes, "cached_reads": runner.cached_reads,
+                             "netlink_reads": runner.netlink_reads}
     return entry, restore
 
 

@@ -7,9 +7,14 @@ of ours can be told from one that may in well under a millisecond, where the too
 three processes (a node's module run meets 100 fresh pod namespaces on a first enforce). And which
 generation of nf_tables a namespace is at (:func:`nftables_generation`): the kernel counts up on every
 committed change, so an unchanged generation means the read commands would print what they printed
-before (``readcache.py``). The answers only ever let a caller skip a read; they never decide what to
-write. Anything unexpected (no netlink, an error answer, a malformed message) raises
-:class:`NetlinkError` and the caller reads with the tools as before.
+before (``readcache.py``). Those answers only ever let a caller skip a read.
+
+One answer is a read itself: :func:`ipset_save` lists our ipsets as ``ipset save`` prints them, for the
+iptables backends' every read (ipsets have no generation, so without it each read of each pod
+namespace started ``ipset save``). It is strict: a set of ours with anything the text could not say
+exactly as ``ipset save`` would (another type, timeouts, counters, ``nomatch`` entries, an attribute
+this reader does not know) is a :class:`NetlinkError`, like no netlink, an error answer or a malformed
+message, and the caller reads with the tools as before.
 
 Both calls work in the network namespace of the calling thread: the socket belongs to the
 namespace it was opened in (:meth:`Runner.call_inside`).
@@ -20,7 +25,8 @@ from __future__ import annotations
 import os
 import socket
 import struct
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from typing import NamedTuple
 
 NETLINK_NETFILTER = 12
 NLM_F_REQUEST = 0x1
@@ -53,10 +59,45 @@ IPSET_ATTR_SETNAME = 2
 IPSET_ATTR_FLAGS = 6
 IPSET_FLAG_LIST_SETNAME = 1 << 1
 """List the names only: no header, no members."""
+IPSET_PROTOCOL = 7
+"""The protocol ``ipset`` 7 speaks; a full listing asked in it carries every creation option (bucketsize)."""
+IPSET_ATTR_TYPENAME = 3
+IPSET_ATTR_REVISION = 4
+IPSET_ATTR_FAMILY = 5
+IPSET_ATTR_DATA = 7
+IPSET_ATTR_ADT = 8
+IPSET_ATTR_INDEX = 11
+IPSET_ATTR_IP = 1
+IPSET_ATTR_CIDR = 3
+IPSET_ATTR_CADT_FLAGS = 8
+IPSET_ATTR_INITVAL = 17
+IPSET_ATTR_HASHSIZE = 18
+IPSET_ATTR_MAXELEM = 19
+IPSET_ATTR_BUCKETSIZE = 21
+IPSET_ATTR_ELEMENTS = 24
+IPSET_ATTR_REFERENCES = 25
+IPSET_ATTR_MEMSIZE = 26
+IPSET_ATTR_COMMENT = 26
+"""In an entry, attribute 26 is its comment; in a set's header, the same number is its memory size."""
+IPSET_ATTR_IPADDR_IPV4 = 1
+IPSET_ATTR_IPADDR_IPV6 = 2
+IPSET_FLAG_WITH_COMMENT = 1 << 4
+"""A set created with ``comment``: the only creation flag of the sets :func:`ipset_save` reads."""
+IPSET_LISTED_TYPE = "hash:net"
+_IPSET_LISTING = {IPSET_ATTR_PROTOCOL, IPSET_ATTR_SETNAME, IPSET_ATTR_TYPENAME, IPSET_ATTR_REVISION, IPSET_ATTR_FAMILY,
+                      IPSET_ATTR_INDEX, IPSET_ATTR_DATA, IPSET_ATTR_ADT}
+"""The attributes of a set's listing message; one more (a newer kernel's) means the set is not read here."""
+_IPSET_CREATE_KNOWN = {IPSET_ATTR_HASHSIZE, IPSET_ATTR_MAXELEM, IPSET_ATTR_BUCKETSIZE, IPSET_ATTR_INITVAL, IPSET_ATTR_CADT_FLAGS,
+                       IPSET_ATTR_ELEMENTS, IPSET_ATTR_REFERENCES, IPSET_ATTR_MEMSIZE}
 
 NFPROTO_INET = 1
 NFPROTO_IPV4 = 2
 NFPROTO_IPV6 = 10
+_IPSET_FAMILIES: dict[int, tuple[str, int, int, int]] = {
+    NFPROTO_IPV4: ("inet", socket.AF_INET, 4, 32),
+    NFPROTO_IPV6: ("inet6", socket.AF_INET6, 16, 128),
+}
+"""NFPROTO family -> (ipset's name for it, address family, address bytes, address bits)."""
 TIMEOUT_SECONDS = 5.0
 RECEIVE_BUFFER = 1 << 16
 
@@ -95,6 +136,145 @@ def ipset_names() -> set[str]:
             if kind == IPSET_ATTR_SETNAME:
                 names.add(_string(value))
     return names
+
+
+def ipset_save(prefix: str) -> str:
+    """The ipsets of this thread's namespace whose names start with ``prefix``, as ``ipset save`` prints them.
+
+    Each set is a ``create`` line (type, family, hashsize, maxelem, ``comment``, bucketsize, initval, in
+    ``ipset save``'s order) and one ``add`` line per entry (``ADDRESS[/PREFIX] [comment "..."]``, the
+    address as ``inet_ntop`` writes it, the prefix left out for a single address). Other sets are skipped
+    unread. Raises :class:`NetlinkError` for a set of ``prefix`` that is not a ``hash:net`` set with only
+    the options and entry fields above, or whose entries do not add up to the count its header gives
+    (it changed while it was listed): the caller then runs ``ipset save`` itself.
+    """
+    request = _attribute(IPSET_ATTR_PROTOCOL, struct.pack("=B", IPSET_PROTOCOL))
+    return ipset_listing_text((payload for _family, payload in _dump((NFNL_SUBSYS_IPSET << 8) | IPSET_CMD_LIST, socket.AF_INET, request)),
+                              prefix)
+
+
+def ipset_listing_text(payloads: Iterable[bytes], prefix: str) -> str:
+    """:func:`ipset_save` of the attributes of an ipset listing's messages (each after its nfgenmsg)."""
+    headers: dict[str, _IpsetHeader] = {}
+    entries: dict[str, list[str]] = {}
+    for payload in payloads:
+        found = dict(_attributes(payload))
+        name = _string(found.get(IPSET_ATTR_SETNAME, b""))
+        if not name.startswith(prefix):
+            continue
+        if not set(found) <= _IPSET_LISTING:
+            raise NetlinkError(f"ipset {name}: listing attributes {sorted(set(found) - _IPSET_LISTING)} are not read here")
+        # A set's first message carries its header; a large set's entries go on in messages of their own.
+        if IPSET_ATTR_DATA in found:
+            headers[name] = _ipset_header(name, found)
+        if name not in headers:
+            raise NetlinkError(f"ipset {name}: entries listed before the set's header")
+        listed = entries.setdefault(name, [])
+        for kind, entry in _attributes(found.get(IPSET_ATTR_ADT, b"")):
+            if kind != IPSET_ATTR_DATA:
+                raise NetlinkError(f"ipset {name}: an entry of attribute type {kind}")
+            listed.append(_ipset_entry(name, entry, headers[name].family))
+    lines: list[str] = []
+    for name, header in headers.items():
+        listed = entries.get(name, [])
+        if len(listed) != header.elements:
+            raise NetlinkError(
+                f"ipset {name}: {len(listed)} entries listed where its header counts {header.elements} (changed while listed)"
+            )
+        lines.append(f"create {name} {header.options}")
+        lines.extend(f"add {name} {entry}" for entry in listed)
+    return "".join(line + "\n" for line in lines)
+
+
+class _IpsetHeader(NamedTuple):
+    options: str
+    """What follows the name on the ``create`` line."""
+    elements: int
+    family: tuple[str, int, int, int]
+    """See ``_IPSET_FAMILIES``."""
+
+
+def _ipset_header(name: str, found: dict[int, bytes]) -> _IpsetHeader:
+    """A set's ``create`` options, entry count and family from its first listing message."""
+    kind = _string(found.get(IPSET_ATTR_TYPENAME, b""))
+    if kind != IPSET_LISTED_TYPE:
+        raise NetlinkError(f"ipset {name}: type {kind or 'missing'} is not read here")
+    family = found.get(IPSET_ATTR_FAMILY, b"")
+    if len(family) != 1 or family[0] not in _IPSET_FAMILIES:
+        raise NetlinkError(f"ipset {name}: family {family.hex() or 'missing'} is not inet or inet6")
+    options = dict(_attributes(found[IPSET_ATTR_DATA]))
+    unknown = set(options) - _IPSET_CREATE_KNOWN
+    if unknown:
+        raise NetlinkError(f"ipset {name}: creation attributes {sorted(unknown)} are not read here")
+    try:
+        hashsize, maxelem, elements = (_net32(options[key]) for key in (IPSET_ATTR_HASHSIZE, IPSET_ATTR_MAXELEM, IPSET_ATTR_ELEMENTS))
+    except KeyError as error:
+        raise NetlinkError(f"ipset {name}: its header has no attribute {error}") from error
+    flags = _net32(options.get(IPSET_ATTR_CADT_FLAGS, b"\0\0\0\0"))
+    if flags & ~IPSET_FLAG_WITH_COMMENT:
+        raise NetlinkError(f"ipset {name}: creation flags {flags:#x} are not read here")
+    text = f"{kind} family {_IPSET_FAMILIES[family[0]][0]} hashsize {hashsize} maxelem {maxelem}"
+    if flags & IPSET_FLAG_WITH_COMMENT:
+        text += " comment"
+    if IPSET_ATTR_BUCKETSIZE in options:
+        if len(options[IPSET_ATTR_BUCKETSIZE]) != 1:
+            raise NetlinkError(f"ipset {name}: a bucketsize of {len(options[IPSET_ATTR_BUCKETSIZE])} bytes")
+        text += f" bucketsize {options[IPSET_ATTR_BUCKETSIZE][0]}"
+    if IPSET_ATTR_INITVAL in options:
+        text += f" initval {_net32(options[IPSET_ATTR_INITVAL]):#010x}"
+    return _IpsetHeader(text, elements, _IPSET_FAMILIES[family[0]])
+
+
+_IPSET_IPV4_ENTRY = struct.Struct("=HHHH4sHHB3xHH")
+"""The usual IPv4 entry: the nested address (one IPv4 attribute), the prefix length, then the comment's header."""
+
+
+def _ipset_entry(name: str, data: bytes, family: tuple[str, int, int, int]) -> str:
+    """One entry as ``ipset save`` writes it after ``add NAME``: address, /prefix unless a single address, comment."""
+    _label, address_family, size, bits = family
+    # Pod namespaces hold thousands of entries of the same shape: one unpack instead of three levels of attributes.
+    if size == 4 and len(data) > _IPSET_IPV4_ENTRY.size:
+        outer, outer_kind, inner, inner_kind, raw, cidr_length, cidr_kind, cidr, comment_length, comment_kind = (
+            _IPSET_IPV4_ENTRY.unpack_from(data))
+        if ((outer, outer_kind & ATTRIBUTE_TYPE_MASK, inner, inner_kind & ATTRIBUTE_TYPE_MASK, cidr_length, cidr_kind, comment_kind)
+                == (12, IPSET_ATTR_IP, 8, IPSET_ATTR_IPADDR_IPV4, 5, IPSET_ATTR_CIDR, IPSET_ATTR_COMMENT)
+                and cidr <= bits and 20 + ((comment_length + 3) & ~3) == len(data)):
+            address = socket.inet_ntop(address_family, raw)
+            comment = _string(data[24:20 + comment_length])
+            return f'{address} comment "{comment}"' if cidr == bits else f'{address}/{cidr} comment "{comment}"'
+    return _ipset_entry_fields(name, data, family)
+
+
+def _ipset_entry_fields(name: str, data: bytes, family: tuple[str, int, int, int]) -> str:
+    """:func:`_ipset_entry` attribute by attribute, for any entry (IPv6, no comment, another order)."""
+    _label, address_family, size, bits = family
+    address = ""
+    prefix = bits
+    comment = None
+    for kind, value in _attributes(data):
+        if kind == IPSET_ATTR_IP:
+            inner = list(_attributes(value))
+            if len(inner) != 1 or inner[0][0] not in (IPSET_ATTR_IPADDR_IPV4, IPSET_ATTR_IPADDR_IPV6) or len(inner[0][1]) != size:
+                raise NetlinkError(f"ipset {name}: an entry's address is not one {size}-byte address")
+            address = socket.inet_ntop(address_family, inner[0][1])
+        elif kind == IPSET_ATTR_CIDR and len(value) == 1 and value[0] <= bits:
+            prefix = value[0]
+        elif kind == IPSET_ATTR_COMMENT:
+            comment = _string(value)
+        elif kind == IPSET_ATTR_CADT_FLAGS and _net32(value) == 0:
+            continue
+        else:
+            raise NetlinkError(f"ipset {name}: entry attribute {kind} ({value.hex()}) is not read here")
+    if not address:
+        raise NetlinkError(f"ipset {name}: an entry without an address")
+    text = address if prefix == bits else f"{address}/{prefix}"
+    return text if comment is None else f'{text} comment "{comment}"'
+
+
+def _net32(value: bytes) -> int:
+    if len(value) != 4:
+        raise NetlinkError(f"a 32-bit attribute of {len(value)} bytes")
+    return int(struct.unpack("!I", value)[0])
 
 
 def nftables_generation() -> tuple[int, int]:

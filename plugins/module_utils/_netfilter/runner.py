@@ -115,7 +115,8 @@ class Runner:
     """Executes commands in one namespace and counts the writes it made.
 
     ``reads`` and ``writes`` let a module run prove that a no-op run wrote nothing; ``cached_reads`` counts the
-    read commands :meth:`read_nf_tables` answered from ``read_cache`` instead of starting them.
+    read commands :meth:`read_nf_tables` answered from ``read_cache`` instead of starting them, ``netlink_reads``
+    those :meth:`read_netlink` answered by asking the kernel itself.
     """
 
     in_process: ClassVar[bool] = True
@@ -128,6 +129,7 @@ class Runner:
         self.reads = 0
         self.writes = 0
         self.cached_reads = 0
+        self.netlink_reads = 0
 
     def run(self, argv: Sequence[str], stdin: Optional[str] = None, check: bool = True, write: bool = False) -> CommandResult:
         """Run ``argv`` in the namespace; raise CommandError on failure when ``check``."""
@@ -167,6 +169,20 @@ class Runner:
                 and self._nf_tables_generation() == generation):
             self.read_cache.record(self.namespace.label, self.namespace.file, generation, commands, [result.stdout for result in results])
         return results
+
+    def read_netlink(self, function: Callable[[], T]) -> Optional[T]:
+        """``function()``, a read over netlink that stands for a read command, run inside the namespace.
+
+        ``None`` when it cannot answer (this process cannot enter the namespace, no netlink, an answer
+        ``function`` does not read): the caller then starts the command.
+        """
+        try:
+            answer = self.call_inside(function)
+        except netlink.NetlinkError:
+            return None
+        if answer is not None:
+            self.netlink_reads += 1
+        return answer
 
     def _nf_tables_generation(self) -> Optional[tuple[int, int]]:
         try:

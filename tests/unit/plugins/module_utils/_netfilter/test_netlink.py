@@ -86,6 +86,111 @@ def test_a_malformed_attribute_is_an_error() -> None:
         list(netlink._attributes(struct.pack("=HH", 40, 1) + b"abcd"))
 
 
+# --------------------------------------------------------------------------- ipsets listed as ipset save lists them
+
+def nested(kind: int, *attributes: bytes) -> bytes:
+    return netlink._attribute(0x8000 | kind, b"".join(attributes))
+
+
+def net32(kind: int, value: int) -> bytes:
+    return netlink._attribute(0x4000 | kind, struct.pack("!I", value))
+
+
+def text(kind: int, value: str) -> bytes:
+    return netlink._attribute(kind, value.encode() + b"\0")
+
+
+def byte(kind: int, value: int) -> bytes:
+    return netlink._attribute(kind, bytes([value]))
+
+
+def set_header(name: str, elements: int, *, family: int = 2, kind: str = "hash:net", flags: int = 0x10, extra: bytes = b"") -> bytes:
+    """A set's first listing message as the kernel sends it: name, type, family, then its creation attributes."""
+    options = net32(18, 1024) + net32(19, 65536) + byte(21, 12) + net32(17, 0xAF62307F) + net32(25, 1) + net32(26, 1234)
+    return (byte(1, 7) + text(2, name) + text(3, kind) + byte(5, family) + byte(4, 7) + net32(11, 0)
+            + nested(7, options, net32(24, elements), net32(8, flags), extra))
+
+
+def entries(*items: bytes) -> bytes:
+    return nested(8, *items)
+
+
+def entry(address: str, cidr: int, comment: str = "", extra: bytes = b"") -> bytes:
+    """One entry (``IPSET_ATTR_DATA``): the address nested in its own attribute, its prefix length, its comment."""
+    import ipaddress  # noqa: PLC0415 - only the crafted entries need it
+
+    packed = ipaddress.ip_address(address).packed
+    fields = nested(1, netlink._attribute(1 if len(packed) == 4 else 2, packed)) + byte(3, cidr)
+    return nested(7, fields, text(26, comment) if comment else b"", extra)
+
+
+def more(name: str, *items: bytes) -> bytes:
+    """A later message of the same set: its name and more entries, no header."""
+    return byte(1, 7) + text(2, name) + entries(*items)
+
+
+CREATE = "hash:net family inet hashsize 1024 maxelem 65536 comment bucketsize 12 initval 0xaf62307f"
+
+
+@pytest.mark.parametrize(
+    ("payloads", "expected"),
+    [
+        ([], ""),
+        (
+            [set_header("zt-a-4", 2) + entries(entry("10.244.1.0", 24, "9835935d668d1097"), entry("172.18.221.254", 32, "98359"))],
+            f'create zt-a-4 {CREATE}\nadd zt-a-4 10.244.1.0/24 comment "9835935d668d1097"\nadd zt-a-4 172.18.221.254 comment "98359"\n',
+        ),
+        # Sets of others are skipped unread, whatever their type; an empty set of ours is its create line.
+        (
+            [set_header("theirs", 1, kind="hash:ip,port", flags=0xFF) + entries(b"junk"), set_header("zt-b-4", 0)],
+            f"create zt-b-4 {CREATE}\n",
+        ),
+        # A large set goes on in messages of its own; IPv6 without comment, a single address without its /128.
+        (
+            [set_header("zt-c-6", 3, family=10, flags=0) + entries(entry("fd00::1", 128)),
+             more("zt-c-6", entry("2001:db8::", 32), entry("::ffff:1.2.3.4", 128))],
+            "create zt-c-6 hash:net family inet6 hashsize 1024 maxelem 65536 bucketsize 12 initval 0xaf62307f\n"
+            "add zt-c-6 fd00::1\nadd zt-c-6 2001:db8::/32\nadd zt-c-6 ::ffff:1.2.3.4\n",
+        ),
+        # Zero entry flags say nothing ipset save would print.
+        (
+            [set_header("zt-d-4", 1) + entries(entry("10.0.0.0", 8, "x", extra=net32(8, 0)))],
+            f'create zt-d-4 {CREATE}\nadd zt-d-4 10.0.0.0/8 comment "x"\n',
+        ),
+    ],
+)
+def test_an_ipset_listing_reads_as_ipset_save(payloads: list[bytes], expected: str) -> None:
+    assert netlink.ipset_listing_text(payloads, "zt-") == expected
+
+
+@pytest.mark.parametrize(
+    ("payloads", "error"),
+    [
+        ([set_header("zt-a-4", 0, kind="hash:ip")], "ipset zt-a-4: type hash:ip is not read here"),
+        ([set_header("zt-a-4", 0, family=7)], "ipset zt-a-4: family 07 is not inet or inet6"),
+        # Timeouts, counters, a nomatch entry: what the text would have to say otherwise, or could not say.
+        ([set_header("zt-a-4", 0, extra=net32(6, 0))], "ipset zt-a-4: creation attributes [6] are not read here"),
+        ([set_header("zt-a-4", 0, flags=0x18)], "ipset zt-a-4: creation flags 0x18 are not read here"),
+        ([set_header("zt-a-4", 1) + entries(entry("10.0.0.0", 8, extra=net32(8, 4)))],
+         "ipset zt-a-4: entry attribute 8 (00000004) is not read here"),
+        ([set_header("zt-a-4", 1) + entries(entry("10.0.0.0", 8, extra=net32(24, 1)))],
+         "ipset zt-a-4: entry attribute 24 (00000001) is not read here"),
+        ([set_header("zt-a-4", 1) + entries(nested(7, byte(3, 8)))], "ipset zt-a-4: an entry without an address"),
+        ([set_header("zt-a-4", 1, family=10) + entries(entry("10.0.0.0", 8))],
+         "ipset zt-a-4: an entry's address is not one 16-byte address"),
+        ([set_header("zt-a-4", 1) + net32(9, 1)], "ipset zt-a-4: listing attributes [9] are not read here"),
+        # Entries that do not add up to the header's count: the set changed while it was listed.
+        ([set_header("zt-a-4", 2) + entries(entry("10.0.0.0", 8))],
+         "ipset zt-a-4: 1 entries listed where its header counts 2 (changed while listed)"),
+        ([more("zt-a-4", entry("10.0.0.0", 8))], "ipset zt-a-4: entries listed before the set's header"),
+    ],
+)
+def test_an_ipset_listing_the_text_could_not_say_is_refused(payloads: list[bytes], error: str) -> None:
+    with pytest.raises(netlink.NetlinkError) as raised:
+        netlink.ipset_listing_text(payloads, "zt-")
+    assert str(raised.value) == error
+
+
 # --------------------------------------------------------------------------- real namespaces
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="creates a network namespace")
@@ -129,7 +234,9 @@ def test_nothing_of_ours_is_told_from_what_may_be_ours(namespace: str) -> None:
     for cls in (IptablesNftBackend, NftablesBackend):
         backend = cls(Runner(Namespace(name=namespace)), Options())
         assert backend.read() == backend.nothing_of_ours()
-        assert backend.holds_nothing_of_ours() and backend.runner.reads == (3 if cls is IptablesNftBackend else 1)
+        # iptables-nft: its two saves (its ipsets are listed over netlink); nftables: its one read.
+        assert backend.holds_nothing_of_ours() and backend.runner.reads == (2 if cls is IptablesNftBackend else 1)
+        assert backend.runner.netlink_reads == (1 if cls is IptablesNftBackend else 0)
     # Tables and sets of others change nothing...
     inside(namespace, "iptables-nft", "-t", "nat", "-N", "SOMEONE-ELSE")
     inside(namespace, "ipset", "create", "theirs", "hash:ip")
@@ -175,3 +282,54 @@ def test_auto_detection_asks_nf_tables_over_netlink(namespace: str) -> None:
     inside(namespace, "nft", "add", "table", "ip6", "kube-proxy")
     assert apply.detect_backend(runner) == "nftables"
     assert runner.reads == 2, "iptables-legacy-save only, in the two runs that found no KUBE- chain in nf_tables"
+
+
+SETS = [
+    "create zt-big-4 hash:net family inet hashsize 4096 maxelem 8192 comment",
+    *(f'add zt-big-4 10.{index // 250}.{index % 250}.0/24 comment "0123456789abcdef"' for index in range(3000)),
+    "create zt-v6-6 hash:net family inet6 comment",
+    *(f'add zt-v6-6 {address} comment "x"'
+      for address in ("fd00::1", "fd00:0:0:1::/64", "2001:db8::/32", "::ffff:1.2.3.4", "1:0:1:1:1:1:1:1")),
+    "create zt-plain-4 hash:net family inet",
+    "add zt-plain-4 192.0.2.7",
+    "create zt-empty-4 hash:net family inet comment",
+    "create theirs hash:ip,port",
+    "add theirs 192.0.2.1,tcp:80",
+]
+
+
+def ipset_save_of_ours(namespace: str) -> str:
+    listed = subprocess.run(["ip", "netns", "exec", namespace, "ipset", "save"], check=True, capture_output=True, text=True).stdout
+    return "".join(line + "\n" for line in listed.splitlines() if line.split(" ")[1].startswith("zt-"))
+
+
+@pytest.mark.netns
+@needs_root
+def test_the_kernel_lists_our_ipsets_as_ipset_save_does(namespace: str) -> None:
+    subprocess.run(["ip", "netns", "exec", namespace, "ipset", "restore"], input="\n".join(SETS) + "\n", check=True, text=True)
+    runner = Runner(Namespace(name=namespace))
+    listed = runner.call_inside(lambda: netlink.ipset_save("zt-"))
+    assert listed == ipset_save_of_ours(namespace)
+    assert listed is not None and listed.count("\nadd zt-big-4 ") == 3000 and "theirs" not in listed
+    # The backend's read takes it instead of starting ipset save.
+    backend = IptablesNftBackend(runner, Options())
+    assert set(backend.read().raw.sets) == {"zt-big-4", "zt-v6-6", "zt-plain-4", "zt-empty-4"}
+    assert (runner.reads, runner.netlink_reads) == (2, 1)
+
+
+@pytest.mark.netns
+@needs_root
+@pytest.mark.parametrize(
+    ("create", "add"),
+    [("hash:net timeout 0 comment", "10.0.0.0/8"), ("hash:net counters comment", "10.0.0.0/8"), ("hash:net comment", "10.0.0.0/8 nomatch"),
+     ("hash:ip comment", "10.0.0.1")],
+)
+def test_a_set_of_ours_the_text_could_not_say_is_read_with_ipset_save(namespace: str, create: str, add: str) -> None:
+    subprocess.run(["ip", "netns", "exec", namespace, "ipset", "restore"], input=f"create zt-odd-4 {create}\nadd zt-odd-4 {add}\n",
+                   check=True, text=True)
+    runner = Runner(Namespace(name=namespace))
+    with pytest.raises(netlink.NetlinkError, match=r"^ipset zt-odd-4: "):
+        runner.call_inside(lambda: netlink.ipset_save("zt-"))
+    live = IptablesNftBackend(runner, Options()).read().raw.sets["zt-odd-4"]
+    assert (runner.reads, runner.netlink_reads) == (3, 0), "the two saves and ipset save"
+    assert live.options.startswith(create.split(" ", 1)[0] + " family inet ") and live.members == (add.split(" ", 1)[0],)
