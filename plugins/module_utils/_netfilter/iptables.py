@@ -31,7 +31,7 @@ import itertools
 import os
 import re
 import shlex
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import ClassVar, Optional
 
 from . import netlink
@@ -401,13 +401,11 @@ def parse_ipset_save(text: str, state: State) -> None:
     picked out by two regular expressions, and each set's distinct entry tails (what carries our
     member hash) are read once per set, not once per entry.
     """
-    members: dict[str, list[str]] = {}
+    listings: dict[str, netlink.IpsetListing] = {}
     tails: dict[str, set[str]] = {}
     text = "\n" + text
     for name, options in _IPSET_CREATE.findall(text):
-        family = 6 if " family inet6" in f" {options}" else 4
-        state.sets[name] = SetState(family, (), (), options)
-        members[name] = []
+        listings[name] = netlink.IpsetListing(options, [], set())
         tails[name] = set()
     entries = _IPSET_ADD.findall(text)
     if entries:
@@ -416,19 +414,27 @@ def parse_ipset_save(text: str, state: State) -> None:
         # ipset save lists a set's entries together: one slice per run of a name, not a step per entry.
         for name, run in itertools.groupby(names):
             end = start + sum(1 for _unused in run)
-            if name in members:
-                members[name].extend(found_members[start:end])
+            if name in listings:
+                listings[name].members.extend(found_members[start:end])
                 tails[name].update(found_tails[start:end])
             start = end
-    for name, found in members.items():
-        marks = tuple(sorted({_entry_comment(tail) for tail in tails[name]}))
-        ordered = sorted(found)
+    for name, listing in listings.items():
+        listing.comments.update(_entry_comment(tail) for tail in tails[name])
+    add_ipset_listings(listings, state)
+
+
+def add_ipset_listings(listings: Mapping[str, netlink.IpsetListing], state: State) -> None:
+    """Add our sets to ``state`` as ``ipset save`` lists them (parsed from its text, or asked over netlink)."""
+    for name, listing in listings.items():
+        family = 6 if " family inet6" in f" {listing.options}" else 4
+        marks = tuple(sorted(listing.comments))
+        ordered = sorted(listing.members)
         if len(marks) == 1 and marks[0] and sorted_members_hash(ordered) == marks[0]:
             # Exactly the members we wrote (their hash is the one we recorded): already canonical, no re-parse.
             canonical = tuple(ordered)
         else:
-            canonical = tuple(sorted({_canonical_member(member) for member in found}))
-        state.sets[name] = dataclasses.replace(state.sets[name], members=canonical, recorded=marks)
+            canonical = tuple(sorted({_canonical_member(member) for member in listing.members}))
+        state.sets[name] = SetState(family, canonical, marks, listing.options)
 
 
 def _entry_comment(tail: str) -> str:
@@ -500,15 +506,19 @@ class IptablesBackend(Backend):
     def read(self) -> LiveState:
         """Two saves (IPv4, IPv6) and our ipsets as ``ipset save`` lists them: reads only.
 
-        The ipsets are asked of the kernel over netlink (``netlink.ipset_save``: the same text, without a
-        process in every pod namespace on every read); ``ipset save`` runs where netlink cannot answer.
+        The ipsets are asked of the kernel over netlink (``netlink.ipset_list``: what ``ipset save`` would
+        list, without a process in every pod namespace on every read); ``ipset save`` runs where netlink
+        cannot answer.
         """
         state = State()
         saves = [(self.tools(family)[0],) for family in self.families]
         for family, result in zip(self.families, self._run_saves(saves)):  # noqa: B905  (strict= needs 3.10; hosts run 3.9)
             parse_save(result.stdout, family, state)
-        listed = self.runner.read_netlink(functools.partial(netlink.ipset_save, SET_PREFIX))
-        parse_ipset_save(listed if listed is not None else self.runner.run(["ipset", "save"]).stdout, state)
+        listings = self.runner.read_netlink(functools.partial(netlink.ipset_list, SET_PREFIX))
+        if listings is None:
+            parse_ipset_save(self.runner.run(["ipset", "save"]).stdout, state)
+        else:
+            add_ipset_listings(listings, state)
         return LiveState(present=state.present, raw=state)
 
     def _run_saves(self, saves: Sequence[Sequence[str]]) -> list[CommandResult]:

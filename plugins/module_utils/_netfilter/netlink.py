@@ -9,7 +9,7 @@ generation of nf_tables a namespace is at (:func:`nftables_generation`): the ker
 committed change, so an unchanged generation means the read commands would print what they printed
 before (``readcache.py``). Those answers only ever let a caller skip a read.
 
-One answer is a read itself: :func:`ipset_save` lists our ipsets as ``ipset save`` prints them, for the
+One answer is a read itself: :func:`ipset_list` lists our ipsets as ``ipset save`` would, for the
 iptables backends' every read (ipsets have no generation, so without it each read of each pod
 namespace started ``ipset save``). It is strict: a set of ours with anything the text could not say
 exactly as ``ipset save`` would (another type, timeouts, counters, ``nomatch`` entries, an attribute
@@ -22,7 +22,9 @@ namespace it was opened in (:meth:`Runner.call_inside`).
 
 from __future__ import annotations
 
+import functools
 import os
+import re
 import socket
 import struct
 from collections.abc import Iterable, Iterator
@@ -82,7 +84,7 @@ IPSET_ATTR_COMMENT = 26
 IPSET_ATTR_IPADDR_IPV4 = 1
 IPSET_ATTR_IPADDR_IPV6 = 2
 IPSET_FLAG_WITH_COMMENT = 1 << 4
-"""A set created with ``comment``: the only creation flag of the sets :func:`ipset_save` reads."""
+"""A set created with ``comment``: the only creation flag of the sets :func:`ipset_list` reads."""
 IPSET_LISTED_TYPE = "hash:net"
 _IPSET_LISTING = {IPSET_ATTR_PROTOCOL, IPSET_ATTR_SETNAME, IPSET_ATTR_TYPENAME, IPSET_ATTR_REVISION, IPSET_ATTR_FAMILY,
                       IPSET_ATTR_INDEX, IPSET_ATTR_DATA, IPSET_ATTR_ADT}
@@ -138,25 +140,36 @@ def ipset_names() -> set[str]:
     return names
 
 
-def ipset_save(prefix: str) -> str:
-    """The ipsets of this thread's namespace whose names start with ``prefix``, as ``ipset save`` prints them.
+class IpsetListing(NamedTuple):
+    """One set as ``ipset save`` would list it."""
 
-    Each set is a ``create`` line (type, family, hashsize, maxelem, ``comment``, bucketsize, initval, in
-    ``ipset save``'s order) and one ``add`` line per entry (``ADDRESS[/PREFIX] [comment "..."]``, the
-    address as ``inet_ntop`` writes it, the prefix left out for a single address). Other sets are skipped
-    unread. Raises :class:`NetlinkError` for a set of ``prefix`` that is not a ``hash:net`` set with only
-    the options and entry fields above, or whose entries do not add up to the count its header gives
-    (it changed while it was listed): the caller then runs ``ipset save`` itself.
+    options: str
+    """What follows the set's name on its ``create`` line: type, family, hashsize, maxelem, ``comment``, bucketsize,
+    initval, in ``ipset save``'s order."""
+    members: list[str]
+    """Its entries as its ``add`` lines write them: the address as ``inet_ntop`` writes it, ``/PREFIX`` unless it is a
+    single address; in the kernel's order."""
+    comments: set[str]
+    """The distinct comments of its entries (``""`` for an entry without one)."""
+
+
+def ipset_list(prefix: str) -> dict[str, IpsetListing]:
+    """The ipsets of this thread's namespace whose names start with ``prefix``, as ``ipset save`` would list them.
+
+    Other sets are skipped unread. Raises :class:`NetlinkError` for a set of ``prefix`` that is not a
+    ``hash:net`` set with only the options and entry fields :class:`IpsetListing` holds, or whose entries
+    do not add up to the count its header gives (it changed while it was listed): the caller then runs
+    ``ipset save`` itself.
     """
     request = _attribute(IPSET_ATTR_PROTOCOL, struct.pack("=B", IPSET_PROTOCOL))
-    return ipset_listing_text((payload for _family, payload in _dump((NFNL_SUBSYS_IPSET << 8) | IPSET_CMD_LIST, socket.AF_INET, request)),
-                              prefix)
+    answers = _dump((NFNL_SUBSYS_IPSET << 8) | IPSET_CMD_LIST, socket.AF_INET, request)
+    return ipset_listing((payload for _family, payload in answers), prefix)
 
 
-def ipset_listing_text(payloads: Iterable[bytes], prefix: str) -> str:
-    """:func:`ipset_save` of the attributes of an ipset listing's messages (each after its nfgenmsg)."""
+def ipset_listing(payloads: Iterable[bytes], prefix: str) -> dict[str, IpsetListing]:
+    """:func:`ipset_list` of the attributes of an ipset listing's messages (each after its nfgenmsg)."""
     headers: dict[str, _IpsetHeader] = {}
-    entries: dict[str, list[str]] = {}
+    listings: dict[str, IpsetListing] = {}
     for payload in payloads:
         found = dict(_attributes(payload))
         name = _string(found.get(IPSET_ATTR_SETNAME, b""))
@@ -167,23 +180,71 @@ def ipset_listing_text(payloads: Iterable[bytes], prefix: str) -> str:
         # A set's first message carries its header; a large set's entries go on in messages of their own.
         if IPSET_ATTR_DATA in found:
             headers[name] = _ipset_header(name, found)
+            listings[name] = IpsetListing(headers[name].options, [], set())
         if name not in headers:
             raise NetlinkError(f"ipset {name}: entries listed before the set's header")
-        listed = entries.setdefault(name, [])
-        for kind, entry in _attributes(found.get(IPSET_ATTR_ADT, b"")):
-            if kind != IPSET_ATTR_DATA:
-                raise NetlinkError(f"ipset {name}: an entry of attribute type {kind}")
-            listed.append(_ipset_entry(name, entry, headers[name].family))
-    lines: list[str] = []
+        _read_entries(name, found.get(IPSET_ATTR_ADT, b""), headers[name].family, listings[name])
     for name, header in headers.items():
-        listed = entries.get(name, [])
-        if len(listed) != header.elements:
-            raise NetlinkError(
-                f"ipset {name}: {len(listed)} entries listed where its header counts {header.elements} (changed while listed)"
-            )
-        lines.append(f"create {name} {header.options}")
-        lines.extend(f"add {name} {entry}" for entry in listed)
-    return "".join(line + "\n" for line in lines)
+        count = len(listings[name].members)
+        if count != header.elements:
+            raise NetlinkError(f"ipset {name}: {count} entries listed where its header counts {header.elements} (changed while listed)")
+    return listings
+
+
+def _read_entries(name: str, entries: bytes, family: tuple[str, int, int, int], listing: IpsetListing) -> None:
+    """Add the entries of one message (its ``IPSET_ATTR_ADT``) to ``listing``."""
+    if family[2] == 4 and _read_uniform_ipv4_entries(entries, listing):
+        return
+    for kind, entry in _attributes(entries):
+        if kind != IPSET_ATTR_DATA:
+            raise NetlinkError(f"ipset {name}: an entry of attribute type {kind}")
+        member, comment = _ipset_entry(name, entry, family)
+        listing.members.append(member)
+        listing.comments.add(comment)
+
+
+_IPV4_ENTRY_START = struct.Struct("=HHHHHH4sHHB3xHH")
+"""The start of an IPv4 entry with a comment: its header, the nested address, the prefix length, the comment's header."""
+_IPV4_ENTRY_SHAPE = (IPSET_ATTR_DATA, 12, IPSET_ATTR_IP, 8, IPSET_ATTR_IPADDR_IPV4, 5, IPSET_ATTR_CIDR, IPSET_ATTR_COMMENT)
+
+
+def _read_uniform_ipv4_entries(entries: bytes, listing: IpsetListing) -> bool:
+    """The entries of one message when all have the first one's shape: address, prefix length, a comment of its length.
+
+    A pod namespace holds copies of its node's shared sets, thousands of entries, all written by us in that one shape:
+    the shape is checked for all of them at once (a regular expression made of the first entry), and they are taken
+    apart by ``struct``, not attribute by attribute. False when they do not all have it (nothing is added then).
+    """
+    if len(entries) < _IPV4_ENTRY_START.size:
+        return False
+    fields = _IPV4_ENTRY_START.unpack_from(entries)
+    length, comment_header = fields[0], fields[10]
+    size = (length + 3) & ~3
+    shape = (fields[1] & ATTRIBUTE_TYPE_MASK, fields[2], fields[3] & ATTRIBUTE_TYPE_MASK, fields[4], fields[5] & ATTRIBUTE_TYPE_MASK,
+             fields[7], fields[8] & ATTRIBUTE_TYPE_MASK, fields[11] & ATTRIBUTE_TYPE_MASK)
+    text_length = comment_header - ATTRIBUTE_HEADER.size - 1
+    if shape != _IPV4_ENTRY_SHAPE or text_length < 0 or length != 24 + ((comment_header + 3) & ~3) or len(entries) % size:
+        return False
+    first = entries[:size]
+    matcher, layout = _uniform_entries(first[:12], first[16:20], first[21:28], first[28 + text_length:size], text_length)
+    if not matcher.fullmatch(entries):
+        return False
+    rows = list(layout.iter_unpack(entries))
+    if any(prefix > 32 for _raw, prefix, _comment in rows):
+        return False
+    ntop = socket.inet_ntop
+    listing.members.extend(ntop(socket.AF_INET, raw) if prefix == 32 else f"{ntop(socket.AF_INET, raw)}/{prefix}"
+                           for raw, prefix, _comment in rows)
+    listing.comments.update(comment.decode("utf-8", "replace") for comment in {comment for _raw, _prefix, comment in rows})
+    return True
+
+
+@functools.lru_cache(maxsize=16)
+def _uniform_entries(head: bytes, middle: bytes, to_text: bytes, tail: bytes, text_length: int) -> tuple[re.Pattern[bytes], struct.Struct]:
+    """(pattern of a run of entries shaped like the first, layout of one entry): the variable parts left open."""
+    one = re.escape(head) + b".{4}" + re.escape(middle) + b"." + re.escape(to_text) + b"[^\\0]{%d}" % text_length + re.escape(tail)
+    size = len(head) + 4 + len(middle) + 1 + len(to_text) + text_length + len(tail)
+    return re.compile(b"(?:" + one + b")*", re.DOTALL), struct.Struct(f"=12x4s4xB7x{text_length}s{size - 28 - text_length}x")
 
 
 class _IpsetHeader(NamedTuple):
@@ -225,32 +286,12 @@ def _ipset_header(name: str, found: dict[int, bytes]) -> _IpsetHeader:
     return _IpsetHeader(text, elements, _IPSET_FAMILIES[family[0]])
 
 
-_IPSET_IPV4_ENTRY = struct.Struct("=HHHH4sHHB3xHH")
-"""The usual IPv4 entry: the nested address (one IPv4 attribute), the prefix length, then the comment's header."""
-
-
-def _ipset_entry(name: str, data: bytes, family: tuple[str, int, int, int]) -> str:
-    """One entry as ``ipset save`` writes it after ``add NAME``: address, /prefix unless a single address, comment."""
-    _label, address_family, size, bits = family
-    # Pod namespaces hold thousands of entries of the same shape: one unpack instead of three levels of attributes.
-    if size == 4 and len(data) > _IPSET_IPV4_ENTRY.size:
-        outer, outer_kind, inner, inner_kind, raw, cidr_length, cidr_kind, cidr, comment_length, comment_kind = (
-            _IPSET_IPV4_ENTRY.unpack_from(data))
-        if ((outer, outer_kind & ATTRIBUTE_TYPE_MASK, inner, inner_kind & ATTRIBUTE_TYPE_MASK, cidr_length, cidr_kind, comment_kind)
-                == (12, IPSET_ATTR_IP, 8, IPSET_ATTR_IPADDR_IPV4, 5, IPSET_ATTR_CIDR, IPSET_ATTR_COMMENT)
-                and cidr <= bits and 20 + ((comment_length + 3) & ~3) == len(data)):
-            address = socket.inet_ntop(address_family, raw)
-            comment = _string(data[24:20 + comment_length])
-            return f'{address} comment "{comment}"' if cidr == bits else f'{address}/{cidr} comment "{comment}"'
-    return _ipset_entry_fields(name, data, family)
-
-
-def _ipset_entry_fields(name: str, data: bytes, family: tuple[str, int, int, int]) -> str:
-    """:func:`_ipset_entry` attribute by attribute, for any entry (IPv6, no comment, another order)."""
+def _ipset_entry(name: str, data: bytes, family: tuple[str, int, int, int]) -> tuple[str, str]:
+    """(member, comment) of one entry, attribute by attribute: any IPv6 entry, one without a comment, another order."""
     _label, address_family, size, bits = family
     address = ""
     prefix = bits
-    comment = None
+    comment = ""
     for kind, value in _attributes(data):
         if kind == IPSET_ATTR_IP:
             inner = list(_attributes(value))
@@ -267,8 +308,7 @@ def _ipset_entry_fields(name: str, data: bytes, family: tuple[str, int, int, int
             raise NetlinkError(f"ipset {name}: entry attribute {kind} ({value.hex()}) is not read here")
     if not address:
         raise NetlinkError(f"ipset {name}: an entry without an address")
-    text = address if prefix == bits else f"{address}/{prefix}"
-    return text if comment is None else f'{text} comment "{comment}"'
+    return (address if prefix == bits else f"{address}/{prefix}"), comment or ""
 
 
 def _net32(value: bytes) -> int:

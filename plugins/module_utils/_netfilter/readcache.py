@@ -14,8 +14,8 @@ An output is recorded only when the generation was the same just before and just
 ran (nothing was committed in between), and is used only when the namespace's cookie and generation
 both match: the cookie tells a namespace from a later one with a reused inode (whose generation
 starts again at the same small number). ipsets live outside nf_tables and have no such counter: the
-iptables backends list them over netlink on every read instead (``netlink.ipset_save``). A backend asks for this through :meth:`Runner.read_nf_tables`; the
-iptables-legacy backend never does.
+iptables backends list them over netlink on every read instead (``netlink.ipset_list``). A backend
+asks for this through :meth:`Runner.read_nf_tables`; the iptables-legacy backend never does.
 
 One file per host in the state directory (``/run``: gone with the reboot that resets every namespace,
 and it names the boot it belongs to), written by every run, check mode included, as the namespace locks

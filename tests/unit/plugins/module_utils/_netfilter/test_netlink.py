@@ -18,6 +18,8 @@ from ansible_collections.zerotrust.workloads.plugins.module_utils._netfilter.ipt
     IptablesBackend,
     IptablesLegacyBackend,
     IptablesNftBackend,
+    State,
+    parse_ipset_save,
 )
 from ansible_collections.zerotrust.workloads.plugins.module_utils._netfilter.nftables import NftablesBackend
 from ansible_collections.zerotrust.workloads.plugins.module_utils._netfilter.runner import Namespace, Runner
@@ -132,6 +134,22 @@ def more(name: str, *items: bytes) -> bytes:
 CREATE = "hash:net family inet hashsize 1024 maxelem 65536 comment bucketsize 12 initval 0xaf62307f"
 
 
+def listings_of(save: str, prefix: str = "zt-") -> dict[str, netlink.IpsetListing]:
+    """What ``ipset save`` text says of the sets of ``prefix``: options, members in order, distinct comments."""
+    found: dict[str, netlink.IpsetListing] = {}
+    for line in save.splitlines():
+        command, name, rest = line.split(" ", 2) if line.count(" ") >= 2 else (*line.split(" ", 1), "")
+        if not name.startswith(prefix):
+            continue
+        if command == "create":
+            found[name] = netlink.IpsetListing(rest, [], set())
+        else:
+            member, _space, tail = rest.partition(" ")
+            found[name].members.append(member)
+            found[name].comments.add(tail[len('comment "'):-1] if tail.startswith('comment "') else tail)
+    return found
+
+
 @pytest.mark.parametrize(
     ("payloads", "expected"),
     [
@@ -152,6 +170,12 @@ CREATE = "hash:net family inet hashsize 1024 maxelem 65536 comment bucketsize 12
             "create zt-c-6 hash:net family inet6 hashsize 1024 maxelem 65536 bucketsize 12 initval 0xaf62307f\n"
             "add zt-c-6 fd00::1\nadd zt-c-6 2001:db8::/32\nadd zt-c-6 ::ffff:1.2.3.4\n",
         ),
+        # Entries of one shape (a comment of one length) are taken apart at once; their comments may still differ.
+        (
+            [set_header("zt-e-4", 3) + entries(entry("10.0.0.0", 8, "aaaa"), entry("10.1.0.0", 16, "bbbb"), entry("10.1.2.3", 32, "aaaa"))],
+            f'create zt-e-4 {CREATE}\nadd zt-e-4 10.0.0.0/8 comment "aaaa"\nadd zt-e-4 10.1.0.0/16 comment "bbbb"\n'
+            'add zt-e-4 10.1.2.3 comment "aaaa"\n',
+        ),
         # Zero entry flags say nothing ipset save would print.
         (
             [set_header("zt-d-4", 1) + entries(entry("10.0.0.0", 8, "x", extra=net32(8, 0)))],
@@ -160,7 +184,7 @@ CREATE = "hash:net family inet hashsize 1024 maxelem 65536 comment bucketsize 12
     ],
 )
 def test_an_ipset_listing_reads_as_ipset_save(payloads: list[bytes], expected: str) -> None:
-    assert netlink.ipset_listing_text(payloads, "zt-") == expected
+    assert netlink.ipset_listing(payloads, "zt-") == listings_of(expected)
 
 
 @pytest.mark.parametrize(
@@ -176,6 +200,8 @@ def test_an_ipset_listing_reads_as_ipset_save(payloads: list[bytes], expected: s
         ([set_header("zt-a-4", 1) + entries(entry("10.0.0.0", 8, extra=net32(24, 1)))],
          "ipset zt-a-4: entry attribute 24 (00000001) is not read here"),
         ([set_header("zt-a-4", 1) + entries(nested(7, byte(3, 8)))], "ipset zt-a-4: an entry without an address"),
+        ([set_header("zt-a-4", 2) + entries(entry("10.0.0.0", 8, "aaaa"), entry("10.0.0.0", 33, "aaaa"))],
+         "ipset zt-a-4: entry attribute 3 (21) is not read here"),
         ([set_header("zt-a-4", 1, family=10) + entries(entry("10.0.0.0", 8))],
          "ipset zt-a-4: an entry's address is not one 16-byte address"),
         ([set_header("zt-a-4", 1) + net32(9, 1)], "ipset zt-a-4: listing attributes [9] are not read here"),
@@ -187,7 +213,7 @@ def test_an_ipset_listing_reads_as_ipset_save(payloads: list[bytes], expected: s
 )
 def test_an_ipset_listing_the_text_could_not_say_is_refused(payloads: list[bytes], error: str) -> None:
     with pytest.raises(netlink.NetlinkError) as raised:
-        netlink.ipset_listing_text(payloads, "zt-")
+        netlink.ipset_listing(payloads, "zt-")
     assert str(raised.value) == error
 
 
@@ -298,9 +324,8 @@ SETS = [
 ]
 
 
-def ipset_save_of_ours(namespace: str) -> str:
-    listed = subprocess.run(["ip", "netns", "exec", namespace, "ipset", "save"], check=True, capture_output=True, text=True).stdout
-    return "".join(line + "\n" for line in listed.splitlines() if line.split(" ")[1].startswith("zt-"))
+def ipset_save(namespace: str) -> str:
+    return subprocess.run(["ip", "netns", "exec", namespace, "ipset", "save"], check=True, capture_output=True, text=True).stdout
 
 
 @pytest.mark.netns
@@ -308,13 +333,18 @@ def ipset_save_of_ours(namespace: str) -> str:
 def test_the_kernel_lists_our_ipsets_as_ipset_save_does(namespace: str) -> None:
     subprocess.run(["ip", "netns", "exec", namespace, "ipset", "restore"], input="\n".join(SETS) + "\n", check=True, text=True)
     runner = Runner(Namespace(name=namespace))
-    listed = runner.call_inside(lambda: netlink.ipset_save("zt-"))
-    assert listed == ipset_save_of_ours(namespace)
-    assert listed is not None and listed.count("\nadd zt-big-4 ") == 3000 and "theirs" not in listed
-    # The backend's read takes it instead of starting ipset save.
+    listed = runner.call_inside(lambda: netlink.ipset_list("zt-"))
+    assert listed == listings_of(ipset_save(namespace))
+    assert listed is not None and len(listed["zt-big-4"].members) == 3000 and "theirs" not in listed
+    assert (listed["zt-big-4"].comments, listed["zt-plain-4"].comments, listed["zt-empty-4"].members) == ({"0123456789abcdef"}, {""}, [])
+    assert listed["zt-empty-4"].options.startswith("hash:net family inet hashsize 1024 maxelem 65536 comment bucketsize 12 initval 0x")
+    # The backend's read takes it instead of starting ipset save, and finds what ipset save shows.
     backend = IptablesNftBackend(runner, Options())
-    assert set(backend.read().raw.sets) == {"zt-big-4", "zt-v6-6", "zt-plain-4", "zt-empty-4"}
+    from_netlink = backend.read().raw.sets
     assert (runner.reads, runner.netlink_reads) == (2, 1)
+    from_text = State()
+    parse_ipset_save(ipset_save(namespace), from_text)
+    assert from_netlink == from_text.sets and set(from_netlink) == {"zt-big-4", "zt-v6-6", "zt-plain-4", "zt-empty-4"}
 
 
 @pytest.mark.netns
@@ -329,7 +359,7 @@ def test_a_set_of_ours_the_text_could_not_say_is_read_with_ipset_save(namespace:
                    check=True, text=True)
     runner = Runner(Namespace(name=namespace))
     with pytest.raises(netlink.NetlinkError, match=r"^ipset zt-odd-4: "):
-        runner.call_inside(lambda: netlink.ipset_save("zt-"))
+        runner.call_inside(lambda: netlink.ipset_list("zt-"))
     live = IptablesNftBackend(runner, Options()).read().raw.sets["zt-odd-4"]
     assert (runner.reads, runner.netlink_reads) == (3, 0), "the two saves and ipset save"
     assert live.options.startswith(create.split(" ", 1)[0] + " family inet ") and live.members == (add.split(" ", 1)[0],)
