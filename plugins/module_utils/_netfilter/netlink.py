@@ -11,12 +11,12 @@ before (``readcache.py``). Those answers only ever let a caller skip a read.
 
 One answer is a read itself: :func:`ipset_list` lists our ipsets as ``ipset save`` would, for the
 iptables backends' every read (ipsets have no generation, so without it each read of each pod
-namespace started ``ipset save``). It is strict: a set of ours with anything the text could not say
-exactly as ``ipset save`` would (another type, timeouts, counters, ``nomatch`` entries, an attribute
-this reader does not know) is a :class:`NetlinkError`, like no netlink, an error answer or a malformed
-message, and the caller reads with the tools as before.
+namespace started ``ipset save``). It is strict: a set of ours whose listing holds anything
+:class:`IpsetListing` cannot hold exactly as ``ipset save`` would print it (another type, timeouts,
+counters, ``nomatch`` entries, an attribute this reader does not know) is a :class:`NetlinkError`, like
+no netlink, an error answer or a malformed message, and the caller reads with the tools as before.
 
-Both calls work in the network namespace of the calling thread: the socket belongs to the
+All calls work in the network namespace of the calling thread: the socket belongs to the
 namespace it was opened in (:meth:`Runner.call_inside`).
 """
 

@@ -1,8 +1,10 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""The netlink look at a namespace: the kernel's tables and ipsets by name, and the backends' "nothing of ours".
+"""The netlink look at a namespace: the kernel's tables and ipsets by name, our ipsets in full, and the backends'
+"nothing of ours".
 
 The parsing is checked on crafted datagrams (a table of input and expected output); the answers and the
-backends' verdicts on real throwaway namespaces against what the tools themselves list.
+backends' verdicts on real throwaway namespaces against what the tools themselves list (``ipset save`` for the
+listing of our sets).
 """
 
 from __future__ import annotations
