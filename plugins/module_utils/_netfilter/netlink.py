@@ -87,7 +87,7 @@ IPSET_FLAG_WITH_COMMENT = 1 << 4
 """A set created with ``comment``: the only creation flag of the sets :func:`ipset_list` reads."""
 IPSET_LISTED_TYPE = "hash:net"
 _IPSET_LISTING = {IPSET_ATTR_PROTOCOL, IPSET_ATTR_SETNAME, IPSET_ATTR_TYPENAME, IPSET_ATTR_REVISION, IPSET_ATTR_FAMILY,
-                      IPSET_ATTR_INDEX, IPSET_ATTR_DATA, IPSET_ATTR_ADT}
+                  IPSET_ATTR_INDEX, IPSET_ATTR_DATA, IPSET_ATTR_ADT}
 """The attributes of a set's listing message; one more (a newer kernel's) means the set is not read here."""
 _IPSET_CREATE_KNOWN = {IPSET_ATTR_HASHSIZE, IPSET_ATTR_MAXELEM, IPSET_ATTR_BUCKETSIZE, IPSET_ATTR_INITVAL, IPSET_ATTR_CADT_FLAGS,
                        IPSET_ATTR_ELEMENTS, IPSET_ATTR_REFERENCES, IPSET_ATTR_MEMSIZE}
