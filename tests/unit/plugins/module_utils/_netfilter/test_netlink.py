@@ -194,7 +194,7 @@ def test_an_ipset_listing_reads_as_ipset_save(payloads: list[bytes], expected: s
     [
         ([set_header("zt-a-4", 0, kind="hash:ip")], "ipset zt-a-4: type hash:ip is not read here"),
         ([set_header("zt-a-4", 0, family=7)], "ipset zt-a-4: family 07 is not inet or inet6"),
-        # Timeouts, counters, a nomatch entry: what the text would have to say otherwise, or could not say.
+        # Timeouts, counters, a nomatch entry: what ipset save would print beyond a listing.
         ([set_header("zt-a-4", 0, extra=net32(6, 0))], "ipset zt-a-4: creation attributes [6] are not read here"),
         ([set_header("zt-a-4", 0, flags=0x18)], "ipset zt-a-4: creation flags 0x18 are not read here"),
         ([set_header("zt-a-4", 1) + entries(entry("10.0.0.0", 8, extra=net32(8, 4)))],
@@ -213,7 +213,7 @@ def test_an_ipset_listing_reads_as_ipset_save(payloads: list[bytes], expected: s
         ([more("zt-a-4", entry("10.0.0.0", 8))], "ipset zt-a-4: entries listed before the set's header"),
     ],
 )
-def test_an_ipset_listing_the_text_could_not_say_is_refused(payloads: list[bytes], error: str) -> None:
+def test_an_ipset_listing_ipset_save_would_print_otherwise_is_refused(payloads: list[bytes], error: str) -> None:
     with pytest.raises(netlink.NetlinkError) as raised:
         netlink.ipset_listing(payloads, "zt-")
     assert str(raised.value) == error
@@ -356,7 +356,7 @@ def test_the_kernel_lists_our_ipsets_as_ipset_save_does(namespace: str) -> None:
     [("hash:net timeout 0 comment", "10.0.0.0/8"), ("hash:net counters comment", "10.0.0.0/8"), ("hash:net comment", "10.0.0.0/8 nomatch"),
      ("hash:ip comment", "10.0.0.1")],
 )
-def test_a_set_of_ours_the_text_could_not_say_is_read_with_ipset_save(namespace: str, create: str, add: str) -> None:
+def test_a_set_of_ours_the_listing_cannot_hold_is_read_with_ipset_save(namespace: str, create: str, add: str) -> None:
     subprocess.run(["ip", "netns", "exec", namespace, "ipset", "restore"], input=f"create zt-odd-4 {create}\nadd zt-odd-4 {add}\n",
                    check=True, text=True)
     runner = Runner(Namespace(name=namespace))
