@@ -193,7 +193,7 @@ def ipset_listing(payloads: Iterable[bytes], prefix: str) -> dict[str, IpsetList
 
 def _read_entries(name: str, entries: bytes, family: tuple[str, int, int, int], listing: IpsetListing) -> None:
     """Add the entries of one message (its ``IPSET_ATTR_ADT``) to ``listing``."""
-    if family[2] == 4 and _read_uniform_ipv4_entries(entries, listing):
+    if _read_uniform_entries(entries, family, listing):
         return
     for kind, entry in _attributes(entries):
         if kind != IPSET_ATTR_DATA:
@@ -203,48 +203,58 @@ def _read_entries(name: str, entries: bytes, family: tuple[str, int, int, int], 
         listing.comments.add(comment)
 
 
-_IPV4_ENTRY_START = struct.Struct("=HHHHHH4sHHB3xHH")
-"""The start of an IPv4 entry with a comment: its header, the nested address, the prefix length, the comment's header."""
-_IPV4_ENTRY_SHAPE = (IPSET_ATTR_DATA, 12, IPSET_ATTR_IP, 8, IPSET_ATTR_IPADDR_IPV4, 5, IPSET_ATTR_CIDR, IPSET_ATTR_COMMENT)
+_ENTRY_HEAD = struct.Struct("=HHHHHH")
+"""The start of an entry: its header, the header of its nested address, the header of the address itself."""
+_ENTRY_TAIL = struct.Struct("=HHB3xHH")
+"""What follows the address in an entry with a comment: the prefix length, the comment's header."""
 
 
-def _read_uniform_ipv4_entries(entries: bytes, listing: IpsetListing) -> bool:
+def _read_uniform_entries(entries: bytes, family: tuple[str, int, int, int], listing: IpsetListing) -> bool:
     """The entries of one message when all have the first one's shape: address, prefix length, a comment of its length.
 
     A pod namespace holds copies of its node's shared sets, thousands of entries, all written by us in that one shape:
     the shape is checked for all of them at once (a regular expression made of the first entry), and they are taken
     apart by ``struct``, not attribute by attribute. False when they do not all have it (nothing is added then).
     """
-    if len(entries) < _IPV4_ENTRY_START.size:
+    _label, address_family, size, bits = family
+    start = _ENTRY_HEAD.size + size
+    if len(entries) < start + _ENTRY_TAIL.size:
         return False
-    fields = _IPV4_ENTRY_START.unpack_from(entries)
-    length, comment_header = fields[0], fields[10]
-    size = (length + 3) & ~3
-    shape = (fields[1] & ATTRIBUTE_TYPE_MASK, fields[2], fields[3] & ATTRIBUTE_TYPE_MASK, fields[4], fields[5] & ATTRIBUTE_TYPE_MASK,
-             fields[7], fields[8] & ATTRIBUTE_TYPE_MASK, fields[11] & ATTRIBUTE_TYPE_MASK)
+    length, kind, nested_length, nested_kind, address_length, address_kind = _ENTRY_HEAD.unpack_from(entries)
+    prefix_length, prefix_kind, _prefix, comment_header, comment_kind = _ENTRY_TAIL.unpack_from(entries, start)
+    address_type = IPSET_ATTR_IPADDR_IPV4 if size == 4 else IPSET_ATTR_IPADDR_IPV6
+    text_start = start + _ENTRY_TAIL.size
     text_length = comment_header - ATTRIBUTE_HEADER.size - 1
-    if shape != _IPV4_ENTRY_SHAPE or text_length < 0 or length != 24 + ((comment_header + 3) & ~3) or len(entries) % size:
+    mask = ATTRIBUTE_TYPE_MASK
+    shape = (kind & mask, nested_length, nested_kind & mask, address_length, address_kind & mask, prefix_length, prefix_kind & mask,
+             comment_kind & mask)
+    if (shape != (IPSET_ATTR_DATA, 8 + size, IPSET_ATTR_IP, 4 + size, address_type, 5, IPSET_ATTR_CIDR, IPSET_ATTR_COMMENT)
+            or text_length < 0 or length != text_start - ATTRIBUTE_HEADER.size + ((comment_header + 3) & ~3) or len(entries) % length):
         return False
-    first = entries[:size]
-    matcher, layout = _uniform_entries(first[:12], first[16:20], first[21:28], first[28 + text_length:size], text_length)
+    first = entries[:length]
+    matcher, layout = _uniform_entries(first[:12], size, first[start:start + 4], first[start + 5:text_start], text_length,
+                                       first[text_start + text_length:])
     if not matcher.fullmatch(entries):
         return False
     rows = list(layout.iter_unpack(entries))
-    if any(prefix > 32 for _raw, prefix, _comment in rows):
+    if any(prefix > bits for _raw, prefix, _comment in rows):
         return False
     ntop = socket.inet_ntop
-    listing.members.extend(ntop(socket.AF_INET, raw) if prefix == 32 else f"{ntop(socket.AF_INET, raw)}/{prefix}"
+    listing.members.extend(ntop(address_family, raw) if prefix == bits else f"{ntop(address_family, raw)}/{prefix}"
                            for raw, prefix, _comment in rows)
     listing.comments.update(comment.decode("utf-8", "replace") for comment in {comment for _raw, _prefix, comment in rows})
     return True
 
 
 @functools.lru_cache(maxsize=16)
-def _uniform_entries(head: bytes, middle: bytes, to_text: bytes, tail: bytes, text_length: int) -> tuple[re.Pattern[bytes], struct.Struct]:
+def _uniform_entries(  # noqa: PLR0917 - the fixed parts of one entry, in their order
+    head: bytes, size: int, middle: bytes, to_text: bytes, text_length: int, tail: bytes
+) -> tuple[re.Pattern[bytes], struct.Struct]:
     """(pattern of a run of entries shaped like the first, layout of one entry): the variable parts left open."""
-    one = re.escape(head) + b".{4}" + re.escape(middle) + b"." + re.escape(to_text) + b"[^\\0]{%d}" % text_length + re.escape(tail)
-    size = len(head) + 4 + len(middle) + 1 + len(to_text) + text_length + len(tail)
-    return re.compile(b"(?:" + one + b")*", re.DOTALL), struct.Struct(f"=12x4s4xB7x{text_length}s{size - 28 - text_length}x")
+    one = (re.escape(head) + b".{%d}" % size + re.escape(middle) + b"." + re.escape(to_text) + b"[^\\0]{%d}" % text_length
+           + re.escape(tail))
+    return (re.compile(b"(?:" + one + b")*", re.DOTALL),
+            struct.Struct(f"={len(head)}x{size}s{len(middle)}xB{len(to_text)}x{text_length}s{len(tail)}x"))
 
 
 class _IpsetHeader(NamedTuple):
@@ -351,12 +361,13 @@ def _attribute(kind: int, value: bytes) -> bytes:
 
 def _attributes(data: bytes) -> Iterator[tuple[int, bytes]]:
     """The top-level attributes of one message's payload (after its nfgenmsg)."""
-    offset = 0
-    while offset + ATTRIBUTE_HEADER.size <= len(data):
-        length, kind = ATTRIBUTE_HEADER.unpack_from(data, offset)
-        if length < ATTRIBUTE_HEADER.size or offset + length > len(data):
-            raise NetlinkError(f"malformed netlink attribute (length {length} at offset {offset} of {len(data)})")
-        yield kind & ATTRIBUTE_TYPE_MASK, data[offset + ATTRIBUTE_HEADER.size:offset + length]
+    # Locals, not attribute lookups: an ipset listing walks tens of thousands of attributes.
+    offset, end, header, unpack = 0, len(data), ATTRIBUTE_HEADER.size, ATTRIBUTE_HEADER.unpack_from
+    while offset + header <= end:
+        length, kind = unpack(data, offset)
+        if length < header or offset + length > end:
+            raise NetlinkError(f"malformed netlink attribute (length {length} at offset {offset} of {end})")
+        yield kind & ATTRIBUTE_TYPE_MASK, data[offset + header:offset + length]
         offset += (length + 3) & ~3
 
 

@@ -174,9 +174,16 @@ def listings_of(save: str, prefix: str = "zt-") -> dict[str, netlink.IpsetListin
         ),
         # Entries of one shape (a comment of one length) are taken apart at once; their comments may still differ.
         (
-            [set_header("zt-e-4", 3) + entries(entry("10.0.0.0", 8, "aaaa"), entry("10.1.0.0", 16, "bbbb"), entry("10.1.2.3", 32, "aaaa"))],
+            [set_header("zt-e-4", 4) + entries(entry("10.0.0.0", 8, "aaaa"), entry("10.1.0.0", 16, "bbbb"), entry("10.1.2.3", 32, "aaaa"),
+                                               entry("10.1.2.4", 31, "aaaa"))],
             f'create zt-e-4 {CREATE}\nadd zt-e-4 10.0.0.0/8 comment "aaaa"\nadd zt-e-4 10.1.0.0/16 comment "bbbb"\n'
-            'add zt-e-4 10.1.2.3 comment "aaaa"\n',
+            'add zt-e-4 10.1.2.3 comment "aaaa"\nadd zt-e-4 10.1.2.4/31 comment "aaaa"\n',
+        ),
+        (
+            [set_header("zt-f-6", 3, family=10)
+             + entries(entry("fd00::1", 128, "ab"), entry("2001:db8::", 32, "ab"), entry("fd00::2", 127, "ab"))],
+            "create zt-f-6 hash:net family inet6 hashsize 1024 maxelem 65536 comment bucketsize 12 initval 0xaf62307f\n"
+            'add zt-f-6 fd00::1 comment "ab"\nadd zt-f-6 2001:db8::/32 comment "ab"\nadd zt-f-6 fd00::2/127 comment "ab"\n',
         ),
         # Zero entry flags say nothing ipset save would print.
         (
@@ -202,6 +209,10 @@ def test_an_ipset_listing_reads_as_ipset_save(payloads: list[bytes], expected: s
         ([set_header("zt-a-4", 1) + entries(entry("10.0.0.0", 8, extra=net32(24, 1)))],
          "ipset zt-a-4: entry attribute 24 (00000001) is not read here"),
         ([set_header("zt-a-4", 1) + entries(nested(7, byte(3, 8)))], "ipset zt-a-4: an entry without an address"),
+        # An entry of the first one's size but another shape (flags where the prefix length was) is not taken for one.
+        ([set_header("zt-a-4", 2) + entries(entry("10.0.0.0", 8, "aaaa"), nested(7, nested(1, netlink._attribute(1, bytes(4))), net32(8, 4),
+                                                                             text(26, "aaaa")))],
+         "ipset zt-a-4: entry attribute 8 (00000004) is not read here"),
         ([set_header("zt-a-4", 2) + entries(entry("10.0.0.0", 8, "aaaa"), entry("10.0.0.0", 33, "aaaa"))],
          "ipset zt-a-4: entry attribute 3 (21) is not read here"),
         ([set_header("zt-a-4", 1, family=10) + entries(entry("10.0.0.0", 8))],
@@ -315,6 +326,8 @@ def test_auto_detection_asks_nf_tables_over_netlink(namespace: str) -> None:
 SETS = [
     "create zt-big-4 hash:net family inet hashsize 4096 maxelem 8192 comment",
     *(f'add zt-big-4 10.{index // 250}.{index % 250}.0/24 comment "0123456789abcdef"' for index in range(3000)),
+    'add zt-big-4 192.0.2.8/31 comment "0123456789abcdef"',
+    'add zt-big-4 192.0.2.11 comment "0123456789abcdef"',
     "create zt-v6-6 hash:net family inet6 comment",
     *(f'add zt-v6-6 {address} comment "x"'
       for address in ("fd00::1", "fd00:0:0:1::/64", "2001:db8::/32", "::ffff:1.2.3.4", "1:0:1:1:1:1:1:1")),
@@ -337,7 +350,7 @@ def test_the_kernel_lists_our_ipsets_as_ipset_save_does(namespace: str) -> None:
     runner = Runner(Namespace(name=namespace))
     listed = runner.call_inside(lambda: netlink.ipset_list("zt-"))
     assert listed == listings_of(ipset_save(namespace))
-    assert listed is not None and len(listed["zt-big-4"].members) == 3000 and "theirs" not in listed
+    assert listed is not None and len(listed["zt-big-4"].members) == 3002 and "theirs" not in listed
     assert (listed["zt-big-4"].comments, listed["zt-plain-4"].comments, listed["zt-empty-4"].members) == ({"0123456789abcdef"}, {""}, [])
     assert listed["zt-empty-4"].options.startswith("hash:net family inet hashsize 1024 maxelem 65536 comment bucketsize 12 initval 0x")
     # The backend's read takes it instead of starting ipset save, and finds what ipset save shows.
