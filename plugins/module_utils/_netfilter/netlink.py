@@ -297,7 +297,7 @@ def _ipset_header(name: str, found: dict[int, bytes]) -> _IpsetHeader:
 
 
 def _ipset_entry(name: str, data: bytes, family: tuple[str, int, int, int]) -> tuple[str, str]:
-    """(member, comment) of one entry, attribute by attribute: any IPv6 entry, one without a comment, another order."""
+    """(member, comment) of one entry, attribute by attribute: one without a comment, or of another shape or order."""
     _label, address_family, size, bits = family
     address = ""
     prefix = bits
@@ -318,7 +318,7 @@ def _ipset_entry(name: str, data: bytes, family: tuple[str, int, int, int]) -> t
             raise NetlinkError(f"ipset {name}: entry attribute {kind} ({value.hex()}) is not read here")
     if not address:
         raise NetlinkError(f"ipset {name}: an entry without an address")
-    return (address if prefix == bits else f"{address}/{prefix}"), comment or ""
+    return (address if prefix == bits else f"{address}/{prefix}"), comment
 
 
 def _net32(value: bytes) -> int:
