@@ -218,6 +218,23 @@ def describe(name: str, up_seconds: float, first: Run, noop: Run) -> str:
     )
 
 
+def linear_model(small: float, large: float, small_pods: int = 200, large_pods: int = 2000) -> str:
+    """The straight line through the two first runs, and what a ratio of 5 between them asks of it.
+
+    With ``seconds = fixed + pods * per_pod``, large / small <= 5 holds only when ``fixed >= 250 * per_pod``
+    (for 200 and 2,000 pods): a run's fixed seconds (Ansible's start, the per-host tasks, each host's module
+    start) must outweigh 250 pods. Every second taken off the fixed part moves the ratio away from 5; only the
+    per-pod part moves it towards 5. (The two labs differ in hosts too, 8 against 25: their fixed parts are not
+    quite the same, so this is a reading aid, not a measurement.)
+    """
+    per_pod = (large - small) / (large_pods - small_pods)
+    fixed = small - small_pods * per_pod
+    needed = (large_pods - 5 * small_pods) / 4  # fixed + L*c <= 5 * (fixed + S*c)  <=>  fixed >= (L - 5*S) / 4 * c
+    return (f"linear model of the first runs: fixed {fixed:.2f} s + {1000 * per_pod:.1f} ms per pod; a ratio of 5 needs the "
+            f"fixed part to weigh {needed:.0f} pods ({needed * per_pod:.2f} s at this per-pod cost) or the per-pod cost to be "
+            f"{1000 * fixed / needed:.1f} ms at this fixed part")
+
+
 def fleet_figures(repeat: int) -> dict[str, float] | None:
     """The controller-only 10,000-pod figures from benchmarks/fleet_plan.py, or None when it is not there."""
     try:
@@ -277,6 +294,8 @@ def main() -> int:
         "rss_2000_mb": median("large", 0, "rss_mb"),
         "busiest_host_10000_kb": fleet["busiest_host_kb"] if fleet else None,
     }
+    if small and large:
+        print(linear_model(small, large))
     if fleet:
         print("fleet (10,000 pods / 50 nodes, controller only): " + ", ".join(f"{key} {value:.2f}" for key, value in fleet.items()))
     checks = (

@@ -68,6 +68,11 @@ if "--compile-only" not in sys.argv:
     from ansible_collections.zerotrust.workloads.plugins.module_utils._netfilter import apply
     from ansible_collections.zerotrust.workloads.plugins.module_utils._netfilter.backend import Options
 
+    try:
+        from ansible_collections.zerotrust.workloads.plugins.module_utils._netfilter.targets import pod_label
+    except ImportError:  # a tree from before the eleventh session, which kept it in apply.py
+        pod_label = apply.pod_label  # type: ignore[attr-defined]
+
 DEFAULT_CACHE = Path(tempfile.gettempdir()) / "zt-bench-namespace-cost-plan.json"
 PHASES = ("preview", "first", "noop", "check", "pristine")
 
@@ -222,7 +227,7 @@ def measure_backend(backend: str, part: dict[str, Any], count: int, profile: boo
     with pod_namespaces(pods) as placed, tempfile.TemporaryDirectory(prefix="zt-bench-state-") as state_dir:
         base = apply.RunOptions(backend=backend, options=Options(), keep_ssh=False, state_dir=state_dir, sets=sets)
         check = dataclasses.replace(base, check_mode=True)
-        pristine = dataclasses.replace(base, pristine_pods=frozenset(apply.pod_label(pod) for pod in placed))
+        pristine = dataclasses.replace(base, pristine_pods=frozenset(pod_label(pod) for pod in placed))
         for phase, run_options in zip(PHASES, (check, base, base, check, pristine)):  # noqa: B905  (same length)
             if phase == "pristine":
                 removed = apply.run(None, placed, dataclasses.replace(base, state="absent"), {})

@@ -27,7 +27,7 @@ from typing import Any, Optional
 from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
 from ansible.utils.vars import merge_hash
-from ansible_collections.zerotrust.workloads.plugins.module_utils._netfilter.apply import pod_label
+from ansible_collections.zerotrust.workloads.plugins.module_utils._netfilter.targets import pod_label
 from ansible_collections.zerotrust.workloads.plugins.plugin_utils._planning import store
 from ansible_collections.zerotrust.workloads.plugins.plugin_utils._planning.errors import PlanningError
 

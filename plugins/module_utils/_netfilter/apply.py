@@ -24,12 +24,11 @@ from . import lockout, netlink
 from . import persist as persistence
 from .backend import Backend, LiveState, Options, Plan, Step, failed_line
 from .errors import ApplyError, BackendUnavailableError, CommandError, NamespaceNotFoundError, NetfilterError
-from .iptables import IptablesBackend, IptablesLegacyBackend, IptablesNftBackend
 from .model import AddressSet, ModelError, Ruleset, sets_from_dict
 from .netns import AddressIndex, namespace_from_hint, resolve_pod_namespace
-from .nftables import NftablesBackend
 from .readcache import ReadCache
 from .runner import Namespace, Runner, tool_exists
+from .targets import pod_label
 
 BACKEND_CHOICES = ("auto", "iptables", "iptables-legacy", "iptables-nft", "nftables")
 LOCK_TIMEOUT_SECONDS = 120.0
@@ -78,16 +77,26 @@ class Target:
 
 
 def backend_class(name: str) -> type[Backend]:
-    """The class behind a backend name (``auto`` resolved before)."""
-    classes: dict[str, type[Backend]] = {
-        "iptables": IptablesBackend,
-        "iptables-legacy": IptablesLegacyBackend,
-        "iptables-nft": IptablesNftBackend,
-        "nftables": NftablesBackend,
-    }
-    if name not in classes:
-        raise BackendUnavailableError(f"backend {name!r} is not one of {', '.join(BACKEND_CHOICES)}")
-    return classes[name]
+    """The class behind a backend name (``auto`` resolved before).
+
+    Only the backend a run uses is imported: every module run starts by compiling what it imports from
+    the payload's sources (no bytecode travels), and the other backend is about a fifth of it (20 ms of a
+    0.35 s module start on Python 3.11).
+    """
+    if name == "nftables":
+        from .nftables import NftablesBackend  # noqa: PLC0415 - imported by the runs that use it
+
+        return NftablesBackend
+    if name in ("iptables", "iptables-legacy", "iptables-nft"):
+        from .iptables import IptablesBackend, IptablesLegacyBackend, IptablesNftBackend  # noqa: PLC0415 - as above
+
+        classes: dict[str, type[Backend]] = {
+            "iptables": IptablesBackend,
+            "iptables-legacy": IptablesLegacyBackend,
+            "iptables-nft": IptablesNftBackend,
+        }
+        return classes[name]
+    raise BackendUnavailableError(f"backend {name!r} is not one of {', '.join(BACKEND_CHOICES)}")
 
 
 def detect_backend(runner: Runner) -> str:
@@ -242,11 +251,6 @@ def management_addresses(run: RunOptions, environ: Mapping[str, str]) -> list[st
     if client:
         addresses.append(client)
     return addresses
-
-
-def pod_label(pod: Mapping[str, Any]) -> str:
-    """The ``target`` a pod is reported under: its inventory hostname, else namespace/name."""
-    return str(pod.get("host") or f"{pod.get('namespace')}/{pod.get('name')}")
 
 
 def shared_sets(sets: Optional[Mapping[str, Any]], ruleset: Optional[Mapping[str, Any]],

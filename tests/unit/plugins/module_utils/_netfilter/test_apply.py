@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from typing import Any, Optional
 
 import pytest
@@ -80,6 +82,33 @@ def test_backend_class() -> None:
     assert apply.backend_class("nftables").name == "nftables"
     with pytest.raises(BackendUnavailableError, match="backend 'pf' is not one of auto, iptables"):
         apply.backend_class("pf")
+
+
+NETFILTER = "ansible_collections.zerotrust.workloads.plugins.module_utils._netfilter"
+IMPORTED_AFTER = f"""
+import sys
+import {NETFILTER}.apply as apply
+for name in sys.argv[1:]:
+    apply.backend_class(name)
+print(sorted(module.rsplit(".", 1)[1] for module in sys.modules if module.startswith("{NETFILTER}.") and module.endswith("tables")))
+"""
+
+
+@pytest.mark.parametrize(
+    ("backends", "loaded"),
+    [
+        ((), []),
+        (("iptables-nft",), ["iptables"]),
+        (("iptables-legacy",), ["iptables"]),
+        (("nftables",), ["nftables"]),
+        (("iptables", "nftables"), ["iptables", "nftables"]),
+    ],
+)
+def test_a_run_imports_only_the_backend_it_uses(backends: tuple[str, ...], loaded: list[str]) -> None:
+    # A module run compiles every source it imports from the payload: the backend it does not use stays unread.
+    done = subprocess.run([sys.executable, "-c", IMPORTED_AFTER, *backends], capture_output=True, text=True, check=True,
+                          env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert done.stdout.strip() == repr(loaded)
 
 
 KUBE = "*nat\n:KUBE-SERVICES - [0:0]\nCOMMIT\n"
