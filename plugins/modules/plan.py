@@ -29,7 +29,10 @@ description:
     controller's address must first be read from the hosts; the first call then validates and compiles, returns
     RV(complete=false) and RV(discover=true), and a second call with O(resume) (after a task that reads
     C(SSH_CONNECTION) on the hosts, registered under O(discover_from)) compiles with that address and writes the
-    plan. With nothing to discover, O(resume) returns the plan as it is, so a role can always call it.
+    plan. It compiles from what the first call read of each host (kept in the plan's directory), not from the
+    inventory again, unless the policy's C(var.) queries read variables other than the compiler's own
+    (C(workload), C(group_names), C(ansible_host), C(ansible_connection), C(zt_*)), which are never written down.
+    With nothing to discover, O(resume) returns the plan as it is, so a role can always call it.
   - O(discard) removes the directory; the roles do so at their end, also when they fail.
 version_added: 0.3.0
 author: zerotrust.workloads contributors (@zerotrust)

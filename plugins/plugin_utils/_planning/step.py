@@ -8,6 +8,11 @@ so that a wrong policy or inventory stops the run before any host is contacted, 
 outline with ``complete: false``; the role then reads ``SSH_CONNECTION`` on the hosts and
 :func:`resume` compiles again with that address and writes the hosts' parts. Otherwise the first
 pass writes them and :func:`resume` returns the stored outline as it is.
+
+The second pass compiles from what the first read of the inventory (``inventory.json``, see
+:class:`RecordedHostvars`), not from the inventory again: the same hosts as the first pass saw, without
+resolving every host's variables a second time. When the first pass read more than the compiler's own
+variables, nothing is written down and the second pass reads the inventory as the first did.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from ansible_collections.zerotrust.workloads.plugins.module_utils._policy.option
 from ansible_collections.zerotrust.workloads.plugins.module_utils._policy.policy import merge_options, parse_policy
 from ansible_collections.zerotrust.workloads.plugins.plugin_utils._planning import store
 from ansible_collections.zerotrust.workloads.plugins.plugin_utils._planning.errors import PlanningError
+from ansible_collections.zerotrust.workloads.plugins.plugin_utils._planning.hostvars import RecordedHostvars
 from ansible_collections.zerotrust.workloads.plugins.plugin_utils._planning.inputs import (
     Effective,
     Request,
@@ -75,11 +81,14 @@ def _outline(  # noqa: PLR0917 - the pieces of one compile run
 def first_pass(request: Request, hostvars: Mapping[str, Mapping[str, Any]], parent: Optional[str] = None) -> dict[str, Any]:
     """Load, validate, compile and guard; write the plan unless the controller's address is still to be read."""
     policy = load_policy(request)
-    chosen, plan, options = compile_request(request, policy, hostvars)
+    recorded = RecordedHostvars(hostvars)
+    chosen, plan, options = compile_request(request, policy, recorded)
     check_findings(request, plan["findings"])
     directory = store.create(parent)
     try:
         store.write_json(os.path.join(directory, store.REQUEST), {"request": request.to_dict(), "policy": policy})
+        if chosen.discover:
+            store.write_inventory(directory, recorded.snapshot())
         outline = _outline(request, policy, chosen, plan, options, directory, write=not chosen.discover)
         store.write_json(os.path.join(directory, store.OUTLINE), outline)
     except BaseException:
@@ -89,7 +98,10 @@ def first_pass(request: Request, hostvars: Mapping[str, Mapping[str, Any]], pare
 
 
 def resume(directory: Any, hostvars: Mapping[str, Mapping[str, Any]], reports: Reports) -> dict[str, Any]:
-    """The complete plan: as stored, or compiled again with the addresses the plan's hosts reported."""
+    """The complete plan: as stored, or compiled again with the addresses the plan's hosts reported.
+
+    ``hostvars`` is read only when the first pass could not write down what it read (its module docstring).
+    """
     directory = store.check_directory(directory)
     outline = store.read_json(os.path.join(directory, store.OUTLINE), "outline")
     if not isinstance(outline, dict) or outline.get("complete"):
@@ -98,7 +110,8 @@ def resume(directory: Any, hostvars: Mapping[str, Mapping[str, Any]], reports: R
     request = Request.from_args(stored["request"])
     policy = stored["policy"]
     discovered = discovered_addresses(reports(sorted(outline["hosts"])))
-    chosen, plan, options = compile_request(request, policy, hostvars, discovered)
+    inventory = store.read_inventory(directory)
+    chosen, plan, options = compile_request(request, policy, hostvars if inventory is None else inventory, discovered)
     check_findings(request, plan["findings"])
     outline = _outline(request, policy, chosen, plan, options, directory, write=True)
     store.write_json(os.path.join(directory, store.OUTLINE), outline)

@@ -9,6 +9,7 @@ outline; the ``allowlist`` (and ``flows``) action reads the part of the host it 
     zt-plan-XXXXXXXX/          0700, in the controller's temporary directory
         request.json           the step's arguments and the loaded policy (the second pass reads them)
         outline.json           what the step returned (the second pass returns it when nothing is left to do)
+        inventory.json         what the first pass read of each host, when the second pass is to compile from it
         hosts/<sha256>.json    one host's part: {"ruleset", "pods", ...} as the compiler made it
 
 Host files are named by a digest of the inventory hostname: names come from cluster metadata and
@@ -23,13 +24,14 @@ import os
 import shutil
 import tempfile
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Optional
 
 from ansible_collections.zerotrust.workloads.plugins.plugin_utils._planning.errors import PlanningError
 
 PREFIX = "zt-plan-"
 REQUEST = "request.json"
 OUTLINE = "outline.json"
+INVENTORY = "inventory.json"
 HOSTS = "hosts"
 
 
@@ -70,6 +72,31 @@ def read_json(path: str, what: str) -> Any:
             f"cannot read the plan's {what} ({path}): {error}; the plan directory is removed at the end of the role, "
             "so plan and use it in the same play"
         ) from error
+
+
+def write_inventory(directory: str, snapshot: Optional[Mapping[str, Mapping[str, Any]]]) -> bool:
+    """Keep what the first pass read of each host (``RecordedHostvars.snapshot``); False when there is none to keep.
+
+    A value JSON cannot hold leaves nothing written: the second pass then reads the inventory itself.
+    """
+    if snapshot is None:
+        return False
+    try:
+        write_json(os.path.join(directory, INVENTORY), snapshot)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def read_inventory(directory: str) -> Optional[dict[str, dict[str, Any]]]:
+    """What :func:`write_inventory` kept, or ``None`` when it kept nothing."""
+    path = os.path.join(directory, INVENTORY)
+    if not os.path.exists(path):
+        return None
+    snapshot = read_json(path, "inventory snapshot")
+    if not isinstance(snapshot, dict):
+        raise PlanningError(f"the plan's inventory snapshot ({path}) is not a mapping of hosts; plan again")
+    return snapshot
 
 
 def write_hosts(directory: str, hosts: Mapping[str, Mapping[str, Any]], *, pods_only: bool = False) -> dict[str, dict[str, Any]]:

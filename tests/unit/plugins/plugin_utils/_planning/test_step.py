@@ -85,6 +85,58 @@ def test_two_passes_when_the_controller_address_is_read_from_the_hosts() -> None
     store.discard(second["path"])
 
 
+class Untouchable(dict[str, Any]):
+    """Hostvars the second pass must not read: it compiles from what the first pass read."""
+
+    def __getitem__(self, host: str) -> Any:
+        raise AssertionError(f"the second pass read host {host}")
+
+    def __iter__(self) -> Any:
+        raise AssertionError("the second pass walked the inventory")
+
+
+class Counted(dict[str, Any]):
+    """Hostvars that count the hosts read."""
+
+    reads = 0
+
+    def __getitem__(self, host: str) -> Any:
+        Counted.reads += 1
+        return super().__getitem__(host)
+
+
+def test_the_second_pass_compiles_from_what_the_first_read() -> None:
+    hostvars = seed_hostvars()
+    first = step.first_pass(Request(policy=seed_policy()), hostvars)
+    snapshot = Path(first["path"]) / store.INVENTORY
+    assert stat.S_IMODE(snapshot.stat().st_mode) == 0o600
+    kept = json.loads(snapshot.read_text())
+    assert sorted(kept) == sorted(hostvars)
+    # Only the compiler's own variables are written down.
+    assert {name for variables in kept.values() for name in variables} <= {
+        "workload", "group_names", "ansible_host", "ansible_connection", "zt_addresses", "zt_labels", "zt_enforce_host", "zt_netns"}
+    assert kept[WORDPRESS_POD]["workload"] == hostvars[WORDPRESS_POD]["workload"]
+    second = step.resume(first["path"], Untouchable(), lambda hosts: [("192.0.2.7 5000 172.18.221.1 22", None)])
+    expected = compile_policy(seed_policy(), hostvars, {"management_addresses": ["192.0.2.7"]})["hosts"]
+    assert sorted(second["hosts"]) == sorted(expected)
+    for host in expected:
+        assert store.host_part(second, host) == expected[host], host
+    store.discard(second["path"])
+
+
+def test_a_policy_reading_other_variables_leaves_the_second_pass_to_read_them() -> None:
+    # var.<path> may name anything, a secret too: such a read is never written down.
+    hostvars = {**seed_hostvars(), "vm-secret": {"ansible_host": "192.0.2.44", "vault_token": "s3cr3t"}}
+    policy = {**seed_policy(), "filters": {**seed_policy()["filters"], "tokened": "var.vault_token exists"}}
+    first = step.first_pass(Request(policy=policy), hostvars)
+    assert not (Path(first["path"]) / store.INVENTORY).exists()
+    Counted.reads = 0
+    second = step.resume(first["path"], Counted(hostvars), lambda hosts: [("192.0.2.7 5000 172.18.221.1 22", None)])
+    assert Counted.reads == len(hostvars)
+    assert "s3cr3t" not in "".join(path.read_text() for path in Path(second["path"]).rglob("*.json"))
+    store.discard(second["path"])
+
+
 def test_failures_leave_nothing_behind(tmp_path: Path) -> None:
     unknown = {"filters": {"a": "pod_name = x"}, "policies": {"default": [{"consumer": "a", "provider": "b", "ports": ["tcp/80"]}]}}
     with pytest.raises(PlanningError) as raised:
