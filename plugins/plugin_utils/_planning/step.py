@@ -100,7 +100,7 @@ def first_pass(request: Request, hostvars: Mapping[str, Mapping[str, Any]], pare
 def resume(directory: Any, hostvars: Mapping[str, Mapping[str, Any]], reports: Reports) -> dict[str, Any]:
     """The complete plan: as stored, or compiled again with the addresses the plan's hosts reported.
 
-    ``hostvars`` is read only when the first pass could not write down what it read (its module docstring).
+    ``hostvars`` is read only when the first pass could not write down what it read (see the module's docstring).
     """
     directory = store.check_directory(directory)
     outline = store.read_json(os.path.join(directory, store.OUTLINE), "outline")
