@@ -87,16 +87,16 @@ def backend_class(name: str) -> type[Backend]:
         from .nftables import NftablesBackend  # noqa: PLC0415 - imported by the runs that use it
 
         return NftablesBackend
-    if name in ("iptables", "iptables-legacy", "iptables-nft"):
-        from .iptables import IptablesBackend, IptablesLegacyBackend, IptablesNftBackend  # noqa: PLC0415 - as above
+    from .iptables import IptablesBackend, IptablesLegacyBackend, IptablesNftBackend  # noqa: PLC0415 - as above
 
-        classes: dict[str, type[Backend]] = {
-            "iptables": IptablesBackend,
-            "iptables-legacy": IptablesLegacyBackend,
-            "iptables-nft": IptablesNftBackend,
-        }
-        return classes[name]
-    raise BackendUnavailableError(f"backend {name!r} is not one of {', '.join(BACKEND_CHOICES)}")
+    classes: dict[str, type[Backend]] = {
+        "iptables": IptablesBackend,
+        "iptables-legacy": IptablesLegacyBackend,
+        "iptables-nft": IptablesNftBackend,
+    }
+    if name not in classes:
+        raise BackendUnavailableError(f"backend {name!r} is not one of {', '.join(BACKEND_CHOICES)}")
+    return classes[name]
 
 
 def detect_backend(runner: Runner) -> str:

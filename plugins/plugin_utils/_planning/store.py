@@ -18,6 +18,7 @@ never become paths. The role removes the directory at its end (:func:`discard`),
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -74,18 +75,16 @@ def read_json(path: str, what: str) -> Any:
         ) from error
 
 
-def write_inventory(directory: str, snapshot: Optional[Mapping[str, Mapping[str, Any]]]) -> bool:
-    """Keep what the first pass read of each host (``RecordedHostvars.snapshot``); False when there is none to keep.
+def write_inventory(directory: str, snapshot: Optional[Mapping[str, Mapping[str, Any]]]) -> None:
+    """Keep what the first pass read of each host (``RecordedHostvars.snapshot``), if there is one.
 
-    A value JSON cannot hold leaves nothing written: the second pass then reads the inventory itself.
+    No snapshot, or a value JSON cannot hold, leaves nothing written: the second pass then reads the inventory itself.
     """
     if snapshot is None:
-        return False
-    try:
+        return
+    # A failed dump raises before anything is written (write_json encodes first).
+    with contextlib.suppress(TypeError, ValueError):
         write_json(os.path.join(directory, INVENTORY), snapshot)
-    except (TypeError, ValueError):
-        return False
-    return True
 
 
 def read_inventory(directory: str) -> Optional[dict[str, dict[str, Any]]]:
