@@ -214,7 +214,7 @@ def measure_phase(pods: list[dict[str, Any]], run_options: apply.RunOptions, pro
     figures["commands"] = {program: (len(spent) / count, sum(spent) / len(spent)) for program, spent in sorted(commands.costs.items())}
     if profiler is not None:
         text = io.StringIO()
-        pstats.Stats(profiler, stream=text).sort_stats("tottime").print_stats(12)
+        pstats.Stats(profiler, stream=text).sort_stats(os.environ.get("ZT_PROFILE_SORT", "tottime")).print_stats(12)
         figures["profile"] = text.getvalue()
     return figures
 

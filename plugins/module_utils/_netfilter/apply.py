@@ -431,8 +431,7 @@ def apply_target(backend: Backend, target: Target, run_options: RunOptions) -> t
     with namespace_lock(target.namespace, run_options.state_dir) as lock_path:
         written = _create_without_reading(backend, desired) if target.pristine and not run_options.check_mode else None
         if written is None:
-            # A namespace that holds nothing of ours (a pod's before its first enforce) is known so without a command.
-            live = backend.nothing_of_ours() if backend.holds_nothing_of_ours() else backend.read()
+            live = _read_for_plan(backend, desired, run_options)
             plan = backend.plan(desired, live)
         else:
             live, plan = written
@@ -457,7 +456,10 @@ def apply_target(backend: Backend, target: Target, run_options: RunOptions) -> t
         if plan.changed and not run_options.check_mode:
             if written is None:
                 _apply_or_restore(backend, plan.steps, live)
-            after = backend.read()
+            # What a write made is always read back; where it holds exactly what was written, the kernel says so.
+            after = _exactly(backend, desired) if run_options.rollback_timeout <= 0 else None
+            if after is None:
+                after = backend.read()
             leftover = backend.plan(desired, after)
             if leftover.changed:
                 # Another tool may have raced us (kube-proxy prepending its own jump above
@@ -479,6 +481,25 @@ def apply_target(backend: Backend, target: Target, run_options: RunOptions) -> t
         entry["commands"] = {"reads": runner.reads, "writes": runner.writes, "cached_reads": runner.cached_reads,
                              "netlink_reads": runner.netlink_reads}
     return entry, restore
+
+
+def _read_for_plan(backend: Backend, desired: Optional[Ruleset], run_options: RunOptions) -> LiveState:
+    """What the plan starts from: a read, unless a look without a command can tell what it would find.
+
+    A namespace that holds nothing of ours (a pod's before its first enforce), or exactly ``desired`` (a pod's on
+    every later run that changes nothing), is known so without a command. Diff mode reads: its texts show our
+    rules as the tools print them.
+    """
+    # Exactly what is desired first: a no-op run asks that of every namespace, and in a fresh one it fails at its first
+    # question (no chain of ours), where the look for nothing of ours asks two.
+    exact = _exactly(backend, desired) if not run_options.diff_mode else None
+    if exact is not None:
+        return exact
+    return backend.nothing_of_ours() if backend.holds_nothing_of_ours() else backend.read()
+
+
+def _exactly(backend: Backend, desired: Optional[Ruleset]) -> Optional[LiveState]:
+    return backend.holding_exactly(desired) if desired is not None else None
 
 
 def _create_without_reading(backend: Backend, desired: Optional[Ruleset]) -> Optional[tuple[LiveState, Plan]]:

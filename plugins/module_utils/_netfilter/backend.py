@@ -7,7 +7,8 @@ A backend owns a fixed set of objects in one network namespace (iptables: our
 own) and never touches anything else. One module run drives a backend through:
 
 1. ``read()``: read back only our own objects -> :class:`LiveState`. Reads only. Skipped, in favour of
-   ``nothing_of_ours()``, when ``holds_nothing_of_ours()`` can tell without a command that there is nothing.
+   ``nothing_of_ours()``, when ``holds_nothing_of_ours()`` can tell without a command that there is nothing,
+   and in favour of ``holding_exactly(desired)`` when it can tell that there is exactly the desired state.
    Commands whose output depends on nothing but nf_tables go through ``runner.read_nf_tables``, which
    answers them from the run's read cache while the namespace's nf_tables generation holds (``readcache.py``).
 2. ``plan(desired, live)``: compare by hashes -> :class:`Plan`: the :class:`Changes`
@@ -352,6 +353,19 @@ class Backend(abc.ABC):
         skipped this way: what a write just made is always read back.
         """
         return False
+
+    def holding_exactly(self, desired: Ruleset) -> Optional[LiveState]:
+        """What :meth:`read` would return for :meth:`plan`, when a look that starts no command finds exactly ``desired``.
+
+        ``None`` when the namespace may hold anything else of ours (or anything of ours otherwise), or when this
+        backend (or this process) cannot look without a command: the caller then reads. The look compares what
+        :meth:`plan` compares (our objects' identities, in order); where it finds them all as ``desired`` has
+        them and nothing else of ours, a plan from the state it returns has no step, no drift and the same
+        changes as a plan from a read. A no-op run of a node's hundred pods and the read that checks each of
+        their first writes are then a question to the kernel instead of commands and their output parsed.
+        """
+        del desired
+        return None
 
     def create_plan(self, desired: Ruleset) -> Optional[Plan]:
         """The plan writing ``desired`` into a namespace without reading it first, or ``None`` (this backend reads first).

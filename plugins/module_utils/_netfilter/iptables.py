@@ -66,6 +66,8 @@ HOOKS = {
     "forward": ("filter", "FORWARD"),
     "prerouting": ("mangle", "PREROUTING"),
 }
+BUILTIN_CHAINS = ("INPUT", "OUTPUT", "FORWARD", "PREROUTING", "POSTROUTING")
+"""The built-in chains a save lists in ``filter`` and ``mangle``: where our jumps may be."""
 CHAIN_PREFIX = "ZT-"
 SET_PREFIX = "zt-"
 MULTIPORT_SLOTS = 15
@@ -370,7 +372,7 @@ def parse_save(text: str, family: int, state: State) -> None:
             chain = line[1:].split(" ", 1)[0]
             if chain.startswith(CHAIN_PREFIX):
                 state.chains.setdefault((family, table, chain), [])
-            elif chain.isupper() and chain in ("INPUT", "OUTPUT", "FORWARD", "PREROUTING", "POSTROUTING"):
+            elif chain in BUILTIN_CHAINS:
                 state.builtins.setdefault((family, table, chain), [])
                 state.policies[(family, table, chain)] = line[1:].split(" ")[1] if " " in line else ""
             continue
@@ -645,6 +647,62 @@ class IptablesNftBackend(IptablesBackend):
             return bool(self.runner.call_inside(look))
         except netlink.NetlinkError:
             return False
+
+    def holding_exactly(self, desired: Ruleset) -> Optional[LiveState]:
+        """Our chains, jumps and sets asked of the kernel over netlink (:func:`holds_exactly`), instead of the two saves.
+
+        The state returned is ``desired``'s own: where the namespace holds it exactly, a read differs from it only in
+        what :meth:`plan` does not compare (a foreign rule below our jumps, the tools' spelling of our rules).
+        """
+        target = self.desired_state(desired)
+
+        def look() -> Optional[bool]:
+            # Counted as a netlink read (one that stood for the saves) only where it answers for them.
+            return True if holds_exactly(target, self.families) else None
+
+        if not self.runner.read_netlink(look):
+            return None
+        target.nf_tables.update(self.families)
+        # The built-in chains begin with our jumps (what was looked at); the rules below them are not compared.
+        target.builtins = {key: list(specs) for key, specs in target.jumps.items()}
+        return LiveState(present=target.present, raw=target)
+
+
+def holds_exactly(target: State, families: Sequence[int]) -> bool:
+    """Whether this thread's namespace holds exactly ``target``'s objects of ours, asked over netlink (iptables-nft).
+
+    What :meth:`IptablesBackend.transaction` compares, compared the same way or stricter: the chains of ours in
+    each family's ``filter`` and ``mangle`` tables (no more, no fewer), each chain's rules by their comments in
+    order (fingerprint included), our jumps in the built-in chains (every rule there that jumps to a chain of
+    ours, and the first rules of the chain, by their comments), and our ipsets (names, members, the member hash
+    they record). Raises :class:`netlink.NetlinkError` where the kernel cannot be asked.
+    """
+    for family in families:
+        number = netlink.NFPROTO_IPV4 if family == 4 else netlink.NFPROTO_IPV6
+        for table in TABLES:
+            wanted = {key[2]: specs for key, specs in target.chains.items() if key[:2] == (family, table)}
+            jumps = {key[2]: specs for key, specs in target.jumps.items() if key[:2] == (family, table)}
+            chains = {name for _family, _table, name in netlink.nftables_chains(number, table)}
+            if {name for name in chains if name.startswith(CHAIN_PREFIX)} != set(wanted):
+                return False
+            live: dict[str, list[netlink.RuleSummary]] = {}
+            for rule in netlink.iptables_rules(number, table) if chains else ():
+                live.setdefault(rule.chain, []).append(rule)
+            for name, specs in wanted.items():
+                if [rule.comment for rule in live.get(name, ())] != [spec_comment(spec) for spec in specs]:
+                    return False
+            for builtin in BUILTIN_CHAINS:
+                comments = [spec_comment(spec) for spec in jumps.get(builtin, ())]
+                rules = live.get(builtin, [])
+                ours = [rule.comment for rule in rules if rule.jump is not None and rule.jump.startswith(CHAIN_PREFIX)]
+                if ours != comments or [rule.comment for rule in rules[: len(comments)]] != comments:
+                    return False
+    found = State()
+    add_ipset_listings(netlink.ipset_list(SET_PREFIX), found)
+    if set(found.sets) != set(target.sets):
+        return False
+    return all((found.sets[name].members, found.sets[name].recorded) == (wanted.members, wanted.recorded)
+               for name, wanted in target.sets.items())
 
 
 def _ours_only(state: State) -> State:

@@ -27,8 +27,8 @@ import os
 import re
 import socket
 import struct
-from collections.abc import Iterable, Iterator
-from typing import NamedTuple
+from collections.abc import Iterable, Iterator, Sequence
+from typing import NamedTuple, Optional
 
 NETLINK_NETFILTER = 12
 NLM_F_REQUEST = 0x1
@@ -45,12 +45,23 @@ NFNL_SUBSYS_IPSET = 6
 NFNL_SUBSYS_NFTABLES = 10
 NFT_MSG_GETTABLE = 1
 NFT_MSG_GETCHAIN = 4
+NFT_MSG_GETRULE = 7
 NFT_MSG_NEWGEN = 15
 NFT_MSG_GETGEN = 16
 NFTA_TABLE_NAME = 1
 NFTA_CHAIN_TABLE = 1
 NFTA_CHAIN_NAME = 3
 NFTA_GEN_ID = 1
+NFTA_RULE_TABLE = 1
+NFTA_RULE_CHAIN = 2
+NFTA_RULE_EXPRESSIONS = 4
+NFTA_MATCH_NAME = 1
+NFTA_MATCH_REVISION = 2
+NFTA_MATCH_INFO = 3
+NFTA_VERDICT_CODE = 1
+NFTA_VERDICT_CHAIN = 2
+NFT_JUMP = -3
+NFT_GOTO = -4
 SO_NETNS_COOKIE = 71
 """getsockopt: the 64-bit cookie of the socket's network namespace, unique until the machine reboots (Linux 5.14)."""
 IPSET_CMD_LIST = 7
@@ -118,14 +129,74 @@ def nftables_tables() -> set[tuple[int, str]]:
     return found
 
 
-def nftables_chains() -> set[tuple[int, str, str]]:
-    """Every nf_tables chain of this thread's namespace as ``(NFPROTO family, table, chain)``, without their rules."""
+def nftables_chains(family: int = socket.AF_UNSPEC, table: str = "") -> set[tuple[int, str, str]]:
+    """Every nf_tables chain of this thread's namespace as ``(NFPROTO family, table, chain)``, without their rules.
+
+    ``family`` and ``table`` ask for the chains of one table only (a node's ``nat`` table holds one chain per
+    service and endpoint).
+    """
     found: set[tuple[int, str, str]] = set()
-    for family, payload in _dump((NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETCHAIN, socket.AF_UNSPEC, b""):
+    request = _attribute(NFTA_CHAIN_TABLE, table.encode() + b"\0") if table else b""
+    for answer_family, payload in _dump((NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETCHAIN, family, request):
         names = {kind: _string(value) for kind, value in _attributes(payload) if kind in (NFTA_CHAIN_TABLE, NFTA_CHAIN_NAME)}
+        if table and names.get(NFTA_CHAIN_TABLE) != table:
+            continue
         if NFTA_CHAIN_TABLE in names and NFTA_CHAIN_NAME in names:
-            found.add((family, names[NFTA_CHAIN_TABLE], names[NFTA_CHAIN_NAME]))
+            found.add((answer_family, names[NFTA_CHAIN_TABLE], names[NFTA_CHAIN_NAME]))
     return found
+
+
+class RuleSummary(NamedTuple):
+    """What one iptables-nft rule says of itself: its chain, its comment and the chain it jumps to."""
+
+    chain: str
+    comment: Optional[str]
+    """The text of its first ``comment`` match (``-m comment --comment``), or ``None``."""
+    jump: Optional[str]
+    """The chain its verdict jumps or goes to (``-j CHAIN``, ``-g CHAIN``), or ``None``."""
+
+
+def iptables_rules(family: int, table: str) -> list[RuleSummary]:
+    """The rules of one table of ``family`` (an NFPROTO number), chain by chain in their order, as summaries.
+
+    iptables-nft keeps a rule's ``-m comment`` as an xtables ``comment`` match and a jump to a chain as an
+    ``immediate`` verdict: both are found in the rule's expressions by their fixed encoding, and every other
+    expression is skipped unread (what a rule matches is not compared by comparing comments, see ``iptables.py``).
+    A pod namespace holds a hundred rules of ours per family, asked on every run: a walk through every expression's
+    attributes would cost more than the command it replaces.
+    """
+    rules: list[RuleSummary] = []
+    request = _attribute(NFTA_RULE_TABLE, table.encode() + b"\0")
+    comment_of, jump_of = _COMMENT_MATCH.search, _JUMP_VERDICT.search
+    for answer_family, payload in _dump((NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETRULE, family, request):
+        found = dict(_attributes(payload))
+        if answer_family != family or _string(found.get(NFTA_RULE_TABLE, b"")) != table or NFTA_RULE_CHAIN not in found:
+            continue
+        expressions = found.get(NFTA_RULE_EXPRESSIONS, b"")
+        comment = comment_of(expressions)
+        jump = jump_of(expressions)
+        rules.append(RuleSummary(_string(found[NFTA_RULE_CHAIN]), comment.group(1).decode("utf-8", "replace") if comment else None,
+                                 jump.group(1).decode("utf-8", "replace") if jump else None))
+    return rules
+
+
+def _header(length: int, kind: int) -> bytes:
+    return ATTRIBUTE_HEADER.pack(length, kind)
+
+
+_COMMENT_MATCH = re.compile(
+    re.escape(_header(4 + 8, NFTA_MATCH_NAME) + b"comment\0") + re.escape(_header(8, NFTA_MATCH_REVISION)) + b".{4}"
+    + b".." + re.escape(struct.pack("=H", NFTA_MATCH_INFO)) + b"([^\0]*)",
+    re.DOTALL,
+)
+"""An xtables ``comment`` match's name, revision and the start of its text (``struct xt_comment_info``)."""
+_JUMP_VERDICT = re.compile(
+    re.escape(_header(8, NFTA_VERDICT_CODE))
+    + b"(?:" + re.escape(struct.pack("!i", NFT_JUMP)) + b"|" + re.escape(struct.pack("!i", NFT_GOTO)) + b")"
+    + b".." + re.escape(struct.pack("=H", NFTA_VERDICT_CHAIN)) + b"([^\0]+)\0",
+    re.DOTALL,
+)
+"""A jump or goto verdict and the chain it names."""
 
 
 def ipset_names() -> set[str]:
@@ -148,7 +219,7 @@ class IpsetListing(NamedTuple):
     initval, in ``ipset save``'s order."""
     members: list[str]
     """Its entries as its ``add`` lines write them: the address as ``inet_ntop`` writes it, ``/PREFIX`` unless it is a
-    single address; in the kernel's order."""
+    single address; sorted (the kernel lists a hash set in an order of its own, different in every copy of it)."""
     comments: set[str]
     """The distinct comments of its entries (``""`` for an entry without one)."""
 
@@ -170,6 +241,7 @@ def ipset_listing(payloads: Iterable[bytes], prefix: str) -> dict[str, IpsetList
     """:func:`ipset_list` of the attributes of an ipset listing's messages (each after its nfgenmsg)."""
     headers: dict[str, _IpsetHeader] = {}
     listings: dict[str, IpsetListing] = {}
+    uniform: dict[str, list[_UniformRun]] = {}
     for payload in payloads:
         found = dict(_attributes(payload))
         name = _string(found.get(IPSET_ATTR_SETNAME, b""))
@@ -181,20 +253,30 @@ def ipset_listing(payloads: Iterable[bytes], prefix: str) -> dict[str, IpsetList
         if IPSET_ATTR_DATA in found:
             headers[name] = _ipset_header(name, found)
             listings[name] = IpsetListing(headers[name].options, [], set())
+            uniform[name] = []
         if name not in headers:
             raise NetlinkError(f"ipset {name}: entries listed before the set's header")
-        _read_entries(name, found.get(IPSET_ATTR_ADT, b""), headers[name].family, listings[name])
+        entries = found.get(IPSET_ATTR_ADT, b"")
+        run = _uniform_run(entries, headers[name].family)
+        if run is not None:
+            uniform[name].append(run)
+        else:
+            _read_entries(name, entries, headers[name].family, listings[name])
     for name, header in headers.items():
-        count = len(listings[name].members)
+        listing = listings[name]
+        if uniform[name]:
+            members, comments = _decoded(name, uniform[name], header.family)
+            listing.members.extend(members)
+            listing.comments.update(comments)
+        count = len(listing.members)
         if count != header.elements:
             raise NetlinkError(f"ipset {name}: {count} entries listed where its header counts {header.elements} (changed while listed)")
+        listing.members.sort()
     return listings
 
 
 def _read_entries(name: str, entries: bytes, family: tuple[str, int, int, int], listing: IpsetListing) -> None:
-    """Add the entries of one message (its ``IPSET_ATTR_ADT``) to ``listing``."""
-    if _read_uniform_entries(entries, family, listing):
-        return
+    """Add the entries of one message (its ``IPSET_ATTR_ADT``) to ``listing``, attribute by attribute."""
     for kind, entry in _attributes(entries):
         if kind != IPSET_ATTR_DATA:
             raise NetlinkError(f"ipset {name}: an entry of attribute type {kind}")
@@ -209,17 +291,26 @@ _ENTRY_TAIL = struct.Struct("=HHB3xHH")
 """What follows the address in an entry with a comment: the prefix length, the comment's header."""
 
 
-def _read_uniform_entries(entries: bytes, family: tuple[str, int, int, int], listing: IpsetListing) -> bool:
+class _UniformRun(NamedTuple):
+    """The entries of one message that all have the first one's shape, each as its bytes (see :func:`_uniform_run`)."""
+
+    layout: struct.Struct
+    """How one entry's bytes come apart: (address, prefix length, comment)."""
+    records: list[bytes]
+
+
+def _uniform_run(entries: bytes, family: tuple[str, int, int, int]) -> Optional[_UniformRun]:
     """The entries of one message when all have the first one's shape: address, prefix length, a comment of its length.
 
     A pod namespace holds copies of its node's shared sets, thousands of entries, all written by us in that one shape:
-    the shape is checked for all of them at once (a regular expression made of the first entry), and they are taken
-    apart by ``struct``, not attribute by attribute. False when they do not all have it (nothing is added then).
+    the shape is checked for all of them at once (a regular expression made of the first entry), and they are cut
+    into one ``bytes`` each without being taken apart (:func:`_decoded` does that, once per run of the module for
+    the same entries). ``None`` when they do not all have it.
     """
-    _label, address_family, size, bits = family
+    _label, _address_family, size, _bits = family
     start = _ENTRY_HEAD.size + size
     if len(entries) < start + _ENTRY_TAIL.size:
-        return False
+        return None
     length, kind, nested_length, nested_kind, address_length, address_kind = _ENTRY_HEAD.unpack_from(entries)
     prefix_length, prefix_kind, _prefix, comment_header, comment_kind = _ENTRY_TAIL.unpack_from(entries, start)
     address_type = IPSET_ATTR_IPADDR_IPV4 if size == 4 else IPSET_ATTR_IPADDR_IPV6
@@ -230,31 +321,64 @@ def _read_uniform_entries(entries: bytes, family: tuple[str, int, int, int], lis
              comment_kind & mask)
     if (shape != (IPSET_ATTR_DATA, 8 + size, IPSET_ATTR_IP, 4 + size, address_type, 5, IPSET_ATTR_CIDR, IPSET_ATTR_COMMENT)
             or text_length < 0 or length != text_start - ATTRIBUTE_HEADER.size + ((comment_header + 3) & ~3) or len(entries) % length):
-        return False
+        return None
     first = entries[:length]
-    matcher, layout = _uniform_entries(first[:12], size, first[start:start + 4], first[start + 5:text_start], text_length,
-                                       first[text_start + text_length:])
+    matcher, layout, cutter = _uniform_entries(first[:12], size, first[start:start + 4], first[start + 5:text_start], text_length,
+                                               first[text_start + text_length:])
     if not matcher.fullmatch(entries):
-        return False
-    rows = list(layout.iter_unpack(entries))
-    if any(prefix > bits for _raw, prefix, _comment in rows):
-        return False
-    ntop = socket.inet_ntop
-    listing.members.extend(ntop(address_family, raw) if prefix == bits else f"{ntop(address_family, raw)}/{prefix}"
-                           for raw, prefix, _comment in rows)
-    listing.comments.update(comment.decode("utf-8", "replace") for comment in {comment for _raw, _prefix, comment in rows})
-    return True
+        return None
+    return _UniformRun(layout, cutter.findall(entries))
 
 
 @functools.lru_cache(maxsize=16)
 def _uniform_entries(  # noqa: PLR0917 - the fixed parts of one entry, in their order
     head: bytes, size: int, middle: bytes, to_text: bytes, text_length: int, tail: bytes
-) -> tuple[re.Pattern[bytes], struct.Struct]:
-    """(pattern of a run of entries shaped like the first, layout of one entry): the variable parts left open."""
+) -> tuple[re.Pattern[bytes], struct.Struct, re.Pattern[bytes]]:
+    """(pattern of a run of entries shaped like the first, layout of one entry, pattern that cuts a run into entries)."""
     one = (re.escape(head) + b".{%d}" % size + re.escape(middle) + b"." + re.escape(to_text) + b"[^\\0]{%d}" % text_length
            + re.escape(tail))
-    return (re.compile(b"(?:" + one + b")*", re.DOTALL),
-            struct.Struct(f"={len(head)}x{size}s{len(middle)}xB{len(to_text)}x{text_length}s{len(tail)}x"))
+    layout = struct.Struct(f"={len(head)}x{size}s{len(middle)}xB{len(to_text)}x{text_length}s{len(tail)}x")
+    return re.compile(b"(?:" + one + b")*", re.DOTALL), layout, re.compile(b".{%d}" % layout.size, re.DOTALL)
+
+
+_DECODED: dict[tuple[int, frozenset[bytes]], tuple[list[str], frozenset[str]]] = {}
+"""The members (sorted) and comments of the entries already taken apart in this process, by the entries' bytes."""
+_DECODED_MAX = 64
+
+
+def _decoded(name: str, runs: Sequence[_UniformRun], family: tuple[str, int, int, int]) -> tuple[list[str], frozenset[str]]:
+    """(members sorted, distinct comments) of one set's uniform entries, taken apart once per process for the same entries.
+
+    A node's module run reads one copy of each shared set in every pod namespace (and reads it again after a write):
+    the copies hold the same entries in another order, so the entries as a set of byte strings find the members
+    another namespace's copy already gave, without an address formatted again.
+    """
+    records = frozenset(record for run in runs for record in run.records)
+    if len(records) < sum(len(run.records) for run in runs):
+        raise NetlinkError(f"ipset {name}: an entry listed twice (changed while listed)")
+    key = (family[1], records)
+    found = _DECODED.get(key)
+    if found is not None:
+        return found
+    _label, address_family, _size, bits = family
+    ntop = socket.inet_ntop
+    members: list[str] = []
+    comments: set[str] = set()
+    for run in runs:
+        rows = list(run.layout.iter_unpack(b"".join(run.records)))
+        if any(prefix > bits for _raw, prefix, _comment in rows):
+            # Not a prefix length ipset save would print: the entry by entry reading says which.
+            listing = IpsetListing("", [], set())
+            for record in run.records:
+                _read_entries(name, record, family, listing)
+        members.extend(ntop(address_family, raw) if prefix == bits else f"{ntop(address_family, raw)}/{prefix}"
+                       for raw, prefix, _comment in rows)
+        comments.update(comment.decode("utf-8", "replace") for comment in {comment for _raw, _prefix, comment in rows})
+    members.sort()
+    if len(_DECODED) >= _DECODED_MAX:
+        _DECODED.clear()
+    _DECODED[key] = found = (members, frozenset(comments))
+    return found
 
 
 class _IpsetHeader(NamedTuple):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import struct
 import subprocess
+from typing import Any
 
 import pytest
 from ansible_collections.zerotrust.workloads.plugins.module_utils._netfilter import apply, netlink
@@ -23,6 +24,7 @@ from ansible_collections.zerotrust.workloads.plugins.module_utils._netfilter.ipt
     State,
     parse_ipset_save,
 )
+from ansible_collections.zerotrust.workloads.plugins.module_utils._netfilter.model import Ruleset
 from ansible_collections.zerotrust.workloads.plugins.module_utils._netfilter.nftables import NftablesBackend
 from ansible_collections.zerotrust.workloads.plugins.module_utils._netfilter.runner import Namespace, Runner
 
@@ -137,7 +139,7 @@ CREATE = "hash:net family inet hashsize 1024 maxelem 65536 comment bucketsize 12
 
 
 def listings_of(save: str, prefix: str = "zt-") -> dict[str, netlink.IpsetListing]:
-    """What ``ipset save`` text says of the sets of ``prefix``: options, members in order, distinct comments."""
+    """What ``ipset save`` text says of the sets of ``prefix``: options, members sorted, distinct comments."""
     found: dict[str, netlink.IpsetListing] = {}
     for line in save.splitlines():
         command, name, rest = line.split(" ", 2) if line.count(" ") >= 2 else (*line.split(" ", 1), "")
@@ -149,6 +151,8 @@ def listings_of(save: str, prefix: str = "zt-") -> dict[str, netlink.IpsetListin
             member, _space, tail = rest.partition(" ")
             found[name].members.append(member)
             found[name].comments.add(tail[len('comment "'):-1] if tail.startswith('comment "') else tail)
+    for listing in found.values():
+        listing.members.sort()
     return found
 
 
@@ -222,12 +226,31 @@ def test_an_ipset_listing_reads_as_ipset_save(payloads: list[bytes], expected: s
         ([set_header("zt-a-4", 2) + entries(entry("10.0.0.0", 8))],
          "ipset zt-a-4: 1 entries listed where its header counts 2 (changed while listed)"),
         ([more("zt-a-4", entry("10.0.0.0", 8))], "ipset zt-a-4: entries listed before the set's header"),
+        # The same entry twice (a set resized while it was listed): not one entry, nor two.
+        ([set_header("zt-a-4", 2) + entries(entry("10.0.0.0", 8, "aaaa")), more("zt-a-4", entry("10.0.0.0", 8, "aaaa"))],
+         "ipset zt-a-4: an entry listed twice (changed while listed)"),
     ],
 )
 def test_an_ipset_listing_ipset_save_would_print_otherwise_is_refused(payloads: list[bytes], error: str) -> None:
     with pytest.raises(netlink.NetlinkError) as raised:
         netlink.ipset_listing(payloads, "zt-")
     assert str(raised.value) == error
+
+
+def test_copies_of_one_set_in_another_order_list_the_same() -> None:
+    # Every pod namespace of a node holds its own copy of a shared set, listed in an order of that copy's hash table.
+    items = [entry(f"10.{index}.0.0", 16, "0123456789abcdef") for index in range(40)] + [entry("192.0.2.1", 32, "0123456789abcdef")]
+    listed = [netlink.ipset_listing([set_header("zt-s-4", len(items)) + entries(*ordered)], "zt-")["zt-s-4"]
+              for ordered in (items, items[::-1], items[20:] + items[:20])]
+    expected = sorted([f"10.{index}.0.0/16" for index in range(40)] + ["192.0.2.1"])
+    assert [listing.members for listing in listed] == [expected] * 3
+    assert [listing.comments for listing in listed] == [{"0123456789abcdef"}] * 3
+    # One entry more or one comment another: other members, other comments.
+    other = netlink.ipset_listing([set_header("zt-s-4", len(items)) + entries(*items[:-1], entry("192.0.2.1", 32, "fedcba9876543210"))],
+                                  "zt-")["zt-s-4"]
+    assert (other.members, other.comments) == (expected, {"0123456789abcdef", "fedcba9876543210"})
+    fewer = netlink.ipset_listing([set_header("zt-s-4", len(items) - 1) + entries(*items[1:])], "zt-")["zt-s-4"]
+    assert fewer.members == sorted(set(expected) - {"10.0.0.0/16"})
 
 
 # --------------------------------------------------------------------------- real namespaces
@@ -378,3 +401,76 @@ def test_a_set_of_ours_the_listing_cannot_hold_is_read_with_ipset_save(namespace
     live = IptablesNftBackend(runner, Options()).read().raw.sets["zt-odd-4"]
     assert (runner.reads, runner.netlink_reads) == (3, 0), "the two saves and ipset save"
     assert live.options.startswith(create.split(" ", 1)[0] + " family inet ") and live.members == (add.split(" ", 1)[0],)
+
+
+# --------------------------------------------------------------------------- exactly the desired state, asked of the kernel
+
+EXACT_RULESET: dict[str, Any] = {
+    "version": 1,
+    "address_sets": [{"name": "zt-peers", "members": ["192.0.2.10", "198.51.100.0/24", "2001:db8::10"]}],
+    "chains": [
+        {"name": "ingress", "hook": "input", "default_verdict": "deny", "default_origin": "catch_all",
+         "rules": [{"verdict": "accept", "origin": "p[0]", "protocol": "tcp", "ports": ["80", "443"], "peer_set": "zt-peers"}]},
+        {"name": "egress", "hook": "output", "default_verdict": "accept", "default_origin": "catch_all", "rules": []},
+    ],
+}
+
+
+def written_backend(namespace: str) -> tuple[IptablesNftBackend, Ruleset]:
+    """The iptables-nft backend in ``namespace``, after writing ``EXACT_RULESET`` there and reading it back."""
+    desired = Ruleset.from_dict(EXACT_RULESET, {})
+    backend = IptablesNftBackend(Runner(Namespace(name=namespace)), Options())
+    backend.apply(backend.plan(desired, backend.read()).steps)
+    return backend, desired
+
+
+@pytest.mark.netns
+@needs_root
+@pytest.mark.parametrize(
+    ("by_hand", "exact"),
+    [
+        ([], True),
+        # Below our jump and outside our objects: nothing a plan compares.
+        ([("iptables-nft", "-A", "INPUT", "-p", "udp", "-j", "DROP")], True),
+        ([("iptables-nft", "-t", "nat", "-N", "ZT-ELSEWHERE")], True),
+        ([("ipset", "create", "theirs", "hash:ip")], True),
+        # A rule in a chain of ours, one above our jump, our jump gone, a foreign jump to our chain, a chain of ours more.
+        ([("iptables-nft", "-A", "ZT-INGRESS", "-j", "ACCEPT")], False),
+        ([("ip6tables-nft", "-I", "ZT-EGRESS", "1", "-j", "DROP")], False),
+        ([("iptables-nft", "-I", "INPUT", "1", "-j", "ACCEPT")], False),
+        ([("iptables-nft", "-D", "INPUT", "1")], False),
+        ([("iptables-nft", "-A", "INPUT", "-g", "ZT-INGRESS")], False),
+        ([("iptables-nft", "-t", "mangle", "-N", "ZT-OLD")], False),
+        ([("ip6tables-nft", "-N", "ZT-OLD")], False),
+        # A rule of ours replaced by one of the same matches and another comment (the chain's fingerprint changed).
+        ([("iptables-nft", "-R", "ZT-EGRESS", "1", "-m", "comment", "--comment", "zt:0123456789abcdef catch_all fp=0123456789abcdef",
+           "-j", "ACCEPT")], False),
+        # Sets: a member more, one less, another comment, a set of ours more.
+        ([("ipset", "add", "zt-peers-4", "203.0.113.1")], False),
+        ([("ipset", "del", "zt-peers-4", "192.0.2.10")], False),
+        ([("ipset", "del", "zt-peers-6", "2001:db8::10"), ("ipset", "add", "zt-peers-6", "2001:db8::10", "comment", "x")], False),
+        ([("ipset", "create", "zt-peers-4n", "hash:net")], False),
+    ],
+)
+def test_the_kernel_says_exactly_where_a_read_plans_nothing(namespace: str, by_hand: list[tuple[str, ...]], exact: bool) -> None:
+    backend, desired = written_backend(namespace)
+    for command in by_hand:
+        inside(namespace, *command)
+    found = backend.holding_exactly(desired)
+    read_plan = backend.plan(desired, backend.read())
+    assert (found is not None, read_plan.changed or bool(read_plan.drift)) == (exact, not exact)
+    if found is not None:
+        # The plan from the look is the plan from the read: no step, no drift, the same rules and members kept.
+        plan = backend.plan(desired, found)
+        assert (plan.steps, plan.drift, plan.changes) == ([], [], read_plan.changes)
+        assert backend.runner.netlink_reads >= 1
+
+
+@pytest.mark.netns
+@needs_root
+def test_the_kernel_says_not_exactly_where_it_cannot_be_asked(namespace: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    backend, desired = written_backend(namespace)
+    assert backend.holding_exactly(desired) is not None
+    monkeypatch.setattr(Runner, "in_process", False)
+    assert backend.holding_exactly(desired) is None
+    assert IptablesLegacyBackend(Runner(Namespace(name=namespace)), Options()).holding_exactly(desired) is None

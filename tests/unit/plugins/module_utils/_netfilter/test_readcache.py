@@ -235,9 +235,10 @@ RULESET: dict[str, Any] = {
 }
 
 
-def module_run(namespace: str, backend: str, state_dir: Path, *, check: bool, read_cache: bool = True) -> dict[str, Any]:
+def module_run(namespace: str, backend: str, state_dir: Path, *, check: bool, read_cache: bool = True,
+               diff: bool = False) -> dict[str, Any]:
     options = apply.RunOptions(backend=backend, options=Options(), keep_ssh=False, host_netns=namespace, state_dir=str(state_dir),
-                               check_mode=check, read_cache=read_cache)
+                               check_mode=check, read_cache=read_cache, diff_mode=diff)
     result = apply.run(RULESET, [], options, {})
     assert not result.get("failed"), result
     return result
@@ -246,35 +247,55 @@ def module_run(namespace: str, backend: str, state_dir: Path, *, check: bool, re
 @pytest.mark.netns
 @needs_root
 @pytest.mark.parametrize(
-    ("backend", "no_op_commands", "by_hand"),
+    ("backend", "diff", "no_op_commands", "by_hand"),
     # nftables: the one read is cached; the other is the run's check that nft works here (``nft -c``), once per run.
-    # The iptables backends list their ipsets over netlink; iptables-legacy's two saves always run.
+    # iptables-nft: the kernel is asked whether the namespace holds exactly the desired state (one netlink read, no
+    # command); diff mode reads (its texts are the tools'), the saves from the cache. The iptables backends list their
+    # ipsets over netlink; iptables-legacy's two saves always run.
     [
-        ("iptables-nft", {"reads": 0, "writes": 0, "cached_reads": 2, "netlink_reads": 1},
+        ("iptables-nft", False, {"reads": 0, "writes": 0, "cached_reads": 0, "netlink_reads": 1},
          ("iptables-nft", "-I", "ZT-INGRESS", "1", "-j", "ACCEPT")),
-        ("nftables", {"reads": 1, "writes": 0, "cached_reads": 1, "netlink_reads": 0},
+        ("iptables-nft", True, {"reads": 0, "writes": 0, "cached_reads": 2, "netlink_reads": 1},
+         ("iptables-nft", "-I", "ZT-INGRESS", "1", "-j", "ACCEPT")),
+        ("nftables", False, {"reads": 1, "writes": 0, "cached_reads": 1, "netlink_reads": 0},
          ("nft", "insert", "rule", "inet", "zerotrust", "ingress", "accept")),
-        ("iptables-legacy", {"reads": 2, "writes": 0, "cached_reads": 0, "netlink_reads": 1},
+        ("iptables-legacy", False, {"reads": 2, "writes": 0, "cached_reads": 0, "netlink_reads": 1},
          ("iptables-legacy", "-I", "ZT-INGRESS", "1", "-j", "ACCEPT")),
     ],
 )
-def test_a_no_op_run_reads_from_the_cache_and_a_change_by_hand_is_still_found(
-    namespace: str, tmp_path: Path, backend: str, no_op_commands: dict[str, int], by_hand: tuple[str, ...]
+def test_a_no_op_run_reads_from_the_cache_and_a_change_by_hand_is_still_found(  # noqa: PLR0917 - pytest passes the table by name
+    namespace: str, tmp_path: Path, backend: str, diff: bool, no_op_commands: dict[str, int], by_hand: tuple[str, ...]
 ) -> None:
     first = module_run(namespace, backend, tmp_path, check=False)
     assert first["changed"] is True
+    if diff:
+        # The check of the write asked the kernel: a first read in diff mode records what the saves print.
+        module_run(namespace, backend, tmp_path, check=True, diff=True)
     # The read after the write recorded what it found: a check-mode run (a preview, an audit) reads from it.
-    [entry] = module_run(namespace, backend, tmp_path, check=True)["results"]
+    [entry] = module_run(namespace, backend, tmp_path, check=True, diff=diff)["results"]
     assert (entry["changed"], entry["commands"]) == (False, no_op_commands)
-    [uncached] = module_run(namespace, backend, tmp_path, check=True, read_cache=False)["results"]
+    [uncached] = module_run(namespace, backend, tmp_path, check=True, read_cache=False, diff=diff)["results"]
     assert uncached["commands"]["cached_reads"] == 0 and uncached["in_place"] == entry["in_place"]
 
     inside(namespace, *by_hand)
-    drifted = module_run(namespace, backend, tmp_path, check=True)
+    drifted = module_run(namespace, backend, tmp_path, check=True, diff=diff)
     [entry] = drifted["results"]
     assert (entry["changed"], entry["rules_removed"], entry["commands"]["cached_reads"]) == (True, 1, 0)
     assert module_run(namespace, backend, tmp_path, check=False)["changed"] is True
-    [entry] = module_run(namespace, backend, tmp_path, check=True)["results"]
+    if diff:
+        module_run(namespace, backend, tmp_path, check=True, diff=True)
+    [entry] = module_run(namespace, backend, tmp_path, check=True, diff=diff)["results"]
     assert (entry["changed"], entry["commands"]) == (False, no_op_commands)
     kept = list(tmp_path.glob("reads-*.json"))
     assert len(kept) == (0 if backend == "iptables-legacy" else 1)
+
+
+@pytest.mark.netns
+@needs_root
+def test_iptables_nft_checks_a_write_by_asking_the_kernel(namespace: str, tmp_path: Path) -> None:
+    # Nothing read before the write (the namespace holds nothing of ours), nothing read after it but over netlink: the
+    # look for exactly the desired state, which holds after the write (counted only where it answers for the saves).
+    [entry] = module_run(namespace, "iptables-nft", tmp_path, check=False)["results"]
+    assert (entry["changed"], entry["commands"]) == (True, {"reads": 0, "writes": 3, "cached_reads": 0, "netlink_reads": 1})
+    [entry] = module_run(namespace, "iptables-nft", tmp_path, check=False)["results"]
+    assert (entry["changed"], entry["commands"]) == (False, {"reads": 0, "writes": 0, "cached_reads": 0, "netlink_reads": 1})
