@@ -19,7 +19,12 @@ description:
     reports and repairs drift in its own objects, and never locks the controller out of SSH.
   - With the iptables-nft and nftables backends, a namespace is first asked over netfilter netlink which nf_tables
     tables and ipsets it holds (by name, no command started); one that holds no table or set where ours could be
-    (a new pod's) is planned from nothing without the backend's read commands. Every write is still read back.
+    (a new pod's) is planned from nothing without the backend's read commands. With iptables-nft, the kernel is also
+    asked whether a namespace holds exactly the desired state (our chains' rules by their comments, our jumps, our
+    ipsets in full); where it does, no save runs. Every write is still read back, over netlink where it holds exactly.
+  - The iptables backends write their ipsets over netlink (the messages C(ipset restore) would send, built once per
+    script for all the pods of a node), after a first C(ipset restore) of the run has shown the set revision this
+    host's C(ipset) creates; where netlink cannot be used, with C(ipset restore).
 version_added: 0.1.0
 author: zerotrust.workloads contributors (@zerotrust)
 options:
@@ -277,9 +282,10 @@ results:
     skipped: {description: The pod was not found., type: bool}
     reason: {description: Why it was skipped., type: str}
     diff: {description: "In diff mode, C(before) and C(after) text of our objects.", type: dict}
-    commands: {description: "Number of reading and writing commands run (a no-op run has C(writes=0)), of the read commands
-        answered from O(read_cache) instead (C(cached_reads)), and of those answered by the kernel over netlink
-        (C(netlink_reads): the iptables backends' C(ipset save)).", type: dict}
+    commands: {description: "Number of reading and writing commands run (a no-op run has C(writes=0); an ipset script
+        written over netlink counts as a write), of the read commands answered from O(read_cache) instead
+        (C(cached_reads)), and of those answered by the kernel over netlink (C(netlink_reads): the iptables backends'
+        C(ipset save), iptables-nft's look for exactly the desired state).", type: dict}
 skipped_pods:
   description: Pods that were not found, with the reason (Ansible reserves a top-level C(skipped)).
   type: list

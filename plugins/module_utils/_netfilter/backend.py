@@ -384,14 +384,18 @@ class Backend(abc.ABC):
             try:
                 self.runner.run(step.argv, stdin=step.stdin, write=True)
             except CommandError as error:
-                line = failed_line(error.stderr)
-                rule = step.origin_of_line(line) if line else ""
-                where = f", rule {rule!r}" if rule else (f", input line {line}" if line else "")
-                raise ApplyError(
-                    f"{step.what or step.argv[0]} failed in namespace {self.runner.namespace.label}{where}: {tool_message(error)}",
-                    namespace=self.runner.namespace.label,
-                    rule=rule,
-                ) from error
+                raise self.step_failed(step, error) from error
+
+    def step_failed(self, step: Step, error: CommandError) -> ApplyError:
+        """The ApplyError of ``step`` failing with ``error``: the namespace, and the rule of the line the tool names."""
+        line = failed_line(error.stderr)
+        rule = step.origin_of_line(line) if line else ""
+        where = f", rule {rule!r}" if rule else (f", input line {line}" if line else "")
+        return ApplyError(
+            f"{step.what or step.argv[0]} failed in namespace {self.runner.namespace.label}{where}: {tool_message(error)}",
+            namespace=self.runner.namespace.label,
+            rule=rule,
+        )
 
 
 def tool_message(error: CommandError) -> str:

@@ -54,7 +54,7 @@ from .backend import (
     sanitise_origin,
     sorted_members_hash,
 )
-from .errors import NetfilterError
+from .errors import CommandError, NetfilterError
 from .model import AddressSet, Chain, Rule, Ruleset
 from .runner import CommandResult, Runner, tool_exists
 
@@ -66,6 +66,10 @@ HOOKS = {
     "forward": ("filter", "FORWARD"),
     "prerouting": ("mangle", "PREROUTING"),
 }
+IPSET_RESTORE = ("ipset", "restore")
+IPSET_LISTED_TYPE = netlink.IPSET_LISTED_TYPE
+_CREATED_REVISION: dict[str, int] = {}
+"""The revision ``ipset`` created a set of a type with in this process: what sets written over netlink get."""
 BUILTIN_CHAINS = ("INPUT", "OUTPUT", "FORWARD", "PREROUTING", "POSTROUTING")
 """The built-in chains a save lists in ``filter`` and ``mangle``: where our jumps may be."""
 CHAIN_PREFIX = "ZT-"
@@ -569,6 +573,50 @@ class IptablesBackend(Backend):
 
         return Plan(steps=steps, drift=drift, changes=changes_between(target, current), texts=texts)
 
+    def apply(self, steps: Sequence[Step]) -> None:
+        """Run ``steps`` in order; our ``ipset restore`` scripts are written over netlink where they can be.
+
+        A pod's first write creates copies of its node's shared sets, a thousand entries and more: ``ipset restore``
+        is a process that parses them as text, a third of the CPU of the pod's whole write. The script's messages are
+        built once per script text (the pods of a node get the same one) and sent in the pod's namespace. The sets are
+        created with the revision ``ipset`` itself used for a set in this run (an ``ipset`` older than the kernel
+        cannot list a set of a newer revision), so the first script of a run goes to ``ipset restore``; so does every
+        script where netlink cannot be used. The steps themselves stay commands: the rollback watchdog runs them.
+        """
+        for step in steps:
+            if step.argv == IPSET_RESTORE and self._write_sets(step):
+                continue
+            super().apply([step])
+            if step.argv == IPSET_RESTORE and IPSET_LISTED_TYPE not in _CREATED_REVISION:
+                self._learn_revision(step)
+
+    def _write_sets(self, step: Step) -> bool:
+        """Write an ``ipset restore`` step over netlink; False when it must go to ``ipset restore``."""
+        revision = _CREATED_REVISION.get(IPSET_LISTED_TYPE)
+        if revision is None:
+            return False
+        try:
+            writes = netlink.ipset_writes(step.stdin, revision)
+            return bool(self.runner.write_netlink(functools.partial(netlink.ipset_write, writes)))
+        except netlink.IpsetRefusedError as refused:
+            error = CommandError(f"ipset restore over netlink failed in namespace {self.runner.namespace.label}: {refused}",
+                                 step.argv, 1, f"ipset (netlink): {refused}")
+            raise self.step_failed(step, error) from error
+        except netlink.NetlinkError:
+            return False
+
+    def _learn_revision(self, step: Step) -> None:
+        """Remember the revision of a set ``ipset restore`` just created (see :meth:`apply`)."""
+        created = next((line.split(" ", 2)[1] for line in step.stdin.splitlines() if line.startswith("create ")), None)
+        if created is None:
+            return
+        try:
+            revision = self.runner.call_inside(functools.partial(netlink.ipset_revision, created))
+        except netlink.NetlinkError:
+            return
+        if revision is not None:
+            _CREATED_REVISION[IPSET_LISTED_TYPE] = revision
+
     def restore_steps(self, target: LiveState, current: LiveState) -> list[Step]:
         """Take our objects from ``current`` back to ``target`` (both parsed saves)."""
         return self.transaction(_ours_only(target.raw), current.raw)
@@ -585,7 +633,7 @@ class IptablesBackend(Backend):
         steps: list[Step] = []
         set_lines, line_origins, member_runs = _set_update_lines(target, current)
         if set_lines:
-            steps.append(Step(("ipset", "restore"), "\n".join(set_lines) + "\n", "ipset restore", line_origins, member_runs))
+            steps.append(Step(IPSET_RESTORE, "\n".join(set_lines) + "\n", "ipset restore", line_origins, member_runs))
         for family in self.families:
             restore_input, origins = _rules_restore(target, current, family, create_only=create_only)
             if restore_input:
@@ -596,7 +644,7 @@ class IptablesBackend(Backend):
         destroyed = {line.split(" ", 1)[1] for line in set_lines if line.startswith("destroy ")}
         doomed = sorted(name for name in current.sets if name not in target.sets and name not in destroyed)
         if doomed:
-            steps.append(Step(("ipset", "restore"), "".join(f"destroy {name}\n" for name in doomed), "ipset destroy"))
+            steps.append(Step(IPSET_RESTORE, "".join(f"destroy {name}\n" for name in doomed), "ipset destroy"))
         return steps
 
 

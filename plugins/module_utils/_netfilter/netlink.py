@@ -22,6 +22,7 @@ namespace it was opened in (:meth:`Runner.call_inside`).
 
 from __future__ import annotations
 
+import errno
 import functools
 import os
 import re
@@ -72,6 +73,8 @@ IPSET_ATTR_SETNAME = 2
 IPSET_ATTR_FLAGS = 6
 IPSET_FLAG_LIST_SETNAME = 1 << 1
 """List the names only: no header, no members."""
+IPSET_FLAG_LIST_HEADER = 1 << 2
+"""List the header only: no members."""
 IPSET_PROTOCOL = 7
 """The protocol ``ipset`` 7 speaks; a full listing asked in it carries every creation option (bucketsize)."""
 IPSET_ATTR_TYPENAME = 3
@@ -570,3 +573,207 @@ def _messages(data: bytes, sequence: int) -> Iterator[tuple[int, bytes]]:
                 return
             raise NetlinkError(f"the kernel refused the dump: {os.strerror(-code)}")
         yield kind, payload
+
+
+# --------------------------------------------------------------------------- writing our ipsets
+
+IPSET_CMD_CREATE = 2
+IPSET_CMD_DESTROY = 3
+IPSET_CMD_FLUSH = 4
+IPSET_CMD_SWAP = 6
+IPSET_CMD_ADD = 9
+IPSET_ATTR_SETNAME2 = 3
+"""In a swap, attribute 3 is the other set's name (in a create, the type's)."""
+IPSET_ATTR_LINENO = 9
+NLM_F_ACK = 0x4
+NLM_F_EXCL = 0x200
+"""Fail where the object exists: what ``ipset`` sends unless told ``-exist``."""
+NLA_F_NESTED = 0x8000
+NLA_F_NET_BYTEORDER = 0x4000
+_ADD_CHUNK = 16 * 1024
+"""Bytes of entries per add message (a large set goes in several)."""
+_IPSET_ERRORS = {
+    4097: "Kernel error received: ipset protocol error",
+    4098: "Kernel error received: set type not supported",
+    4099: "Kernel error received: maximal number of sets reached, cannot create more.",
+    4100: "Set cannot be destroyed: it is in use by a kernel component",
+    4101: "Sets cannot be swapped: the second set does not exist",
+    4102: "The sets cannot be swapped: their type does not match",
+    4103: "Element cannot be added to the set: it's already added",
+    4104: "The value of the CIDR parameter of the IP address is invalid",
+    4106: "Protocol family not supported by the set type",
+    4112: "Comment extension is not supported",
+    4352: "Hash is full, cannot add more elements",
+}
+"""ipset's own error numbers (``IPSET_ERR_*``) as ``ipset`` reports them; the others are errno values."""
+_RESTORE_CREATE = re.compile(
+    r"create (zt-\S+) hash:net family (inet6?)(?: hashsize (\d+) maxelem (\d+))? comment( -exist)?")
+_RESTORE_ADD = re.compile(r'add (zt-\S+) ([0-9A-Fa-f.:]+)(?:/(\d+))?(?: comment "([!#-~ ]*)")?')
+
+
+class IpsetWrite(NamedTuple):
+    """One message of an ``ipset restore`` script written over netlink."""
+
+    line: int
+    """The script's line it stands for (an add message: its first)."""
+    command: int
+    flags: int
+    body: bytes
+    """nfgenmsg and attributes."""
+
+
+class IpsetRefusedError(Exception):
+    """The kernel refused one line of the script: ``line`` and ``message`` as ``ipset restore`` would say them."""
+
+    def __init__(self, line: int, message: str) -> None:
+        super().__init__(f"Error in line {line}: {message}")
+        self.line = line
+        self.message = message
+
+
+@functools.lru_cache(maxsize=32)
+def ipset_writes(script: str, revision: int) -> tuple[IpsetWrite, ...]:
+    """The messages that do what ``ipset restore`` does with ``script``: the scripts the iptables backends write only.
+
+    Lines: ``create zt-… hash:net family inet|inet6 [hashsize N maxelem M] comment [-exist]`` (``revision`` is the
+    set type's revision, as ``ipset`` itself creates it), ``add zt-… ADDRESS[/PREFIX] [comment "…"]``, ``flush``,
+    ``swap``, ``destroy``. A run of adds to one set goes in few messages, each entry carrying its line number, so a
+    refused entry is reported by its line. Once per script text: the pods of a node get the same script.
+    Raises :class:`NetlinkError` for a line of another shape (the caller runs ``ipset restore`` then).
+    """
+    writes: list[IpsetWrite] = []
+    families: dict[str, int] = {}
+    pending: list[bytes] = []
+    pending_set = ""
+    pending_line = 0
+
+    def flush_adds() -> None:
+        if pending:
+            body = (_ipset_head(pending_set) + _attribute(IPSET_ATTR_LINENO, struct.pack("=I", 0))
+                    + _attribute(NLA_F_NESTED | IPSET_ATTR_ADT, b"".join(pending)))
+            writes.append(IpsetWrite(pending_line, IPSET_CMD_ADD, NLM_F_EXCL, body))
+            pending.clear()
+
+    for number, line in enumerate(script.splitlines(), start=1):
+        words = line.split(" ")
+        added = _RESTORE_ADD.fullmatch(line) if words[0] == "add" else None
+        if added is not None:
+            name = added.group(1)
+            entry = _ipset_entry_attributes(name, added, families, number)
+            if name != pending_set or sum(map(len, pending)) + len(entry) > _ADD_CHUNK:
+                flush_adds()
+                pending_set, pending_line = name, number
+            pending.append(entry)
+            continue
+        flush_adds()
+        created = _RESTORE_CREATE.fullmatch(line) if words[0] == "create" else None
+        if created is not None:
+            name, family, hashsize, maxelem, exist = created.groups()
+            number_family = NFPROTO_IPV6 if family == "inet6" else NFPROTO_IPV4
+            families[name] = number_family
+            options = _attribute(NLA_F_NET_BYTEORDER | IPSET_ATTR_CADT_FLAGS, struct.pack("!I", IPSET_FLAG_WITH_COMMENT))
+            if hashsize is not None:
+                options += (_attribute(NLA_F_NET_BYTEORDER | IPSET_ATTR_HASHSIZE, struct.pack("!I", int(hashsize)))
+                            + _attribute(NLA_F_NET_BYTEORDER | IPSET_ATTR_MAXELEM, struct.pack("!I", int(maxelem))))
+            body = (_ipset_head(name) + _attribute(IPSET_ATTR_TYPENAME, IPSET_LISTED_TYPE.encode() + b"\0")
+                    + _attribute(IPSET_ATTR_REVISION, bytes([revision])) + _attribute(IPSET_ATTR_FAMILY, bytes([number_family]))
+                    + _attribute(NLA_F_NESTED | IPSET_ATTR_DATA, options))
+            writes.append(IpsetWrite(number, IPSET_CMD_CREATE, 0 if exist else NLM_F_EXCL, body))
+        elif len(words) == 2 and words[0] in ("flush", "destroy") and words[1].startswith("zt-"):
+            writes.append(IpsetWrite(number, IPSET_CMD_FLUSH if words[0] == "flush" else IPSET_CMD_DESTROY, 0, _ipset_head(words[1])))
+        elif len(words) == 3 and words[0] == "swap" and words[1].startswith("zt-") and words[2].startswith("zt-"):
+            body = _ipset_head(words[1]) + _attribute(IPSET_ATTR_SETNAME2, words[2].encode() + b"\0")
+            writes.append(IpsetWrite(number, IPSET_CMD_SWAP, 0, body))
+        elif line:
+            raise NetlinkError(f"line {number} of the ipset script is not one this writer knows: {line[:80]!r}")
+    flush_adds()
+    return tuple(writes)
+
+
+def _ipset_head(name: str) -> bytes:
+    """A message's nfgenmsg, protocol and set name."""
+    return (NFGENMSG.pack(NFPROTO_IPV4, 0, 0) + _attribute(IPSET_ATTR_PROTOCOL, bytes([IPSET_PROTOCOL]))
+            + _attribute(IPSET_ATTR_SETNAME, name.encode() + b"\0"))
+
+
+def _ipset_entry_attributes(name: str, added: re.Match[str], families: dict[str, int], number: int) -> bytes:
+    """One entry of an add message (``IPSET_ATTR_DATA``): its address, prefix length, comment and line number."""
+    _name, address, prefix, comment = added.groups()
+    family = families.get(name, NFPROTO_IPV6 if ":" in address else NFPROTO_IPV4)
+    try:
+        packed = socket.inet_pton(socket.AF_INET6 if family == NFPROTO_IPV6 else socket.AF_INET, address)
+    except OSError as error:
+        raise NetlinkError(f"line {number} of the ipset script: {address!r} is not an address of the set's family") from error
+    kind = IPSET_ATTR_IPADDR_IPV6 if family == NFPROTO_IPV6 else IPSET_ATTR_IPADDR_IPV4
+    fields = _attribute(NLA_F_NESTED | IPSET_ATTR_IP, _attribute(NLA_F_NET_BYTEORDER | kind, packed))
+    if prefix is not None:
+        fields += _attribute(IPSET_ATTR_CIDR, bytes([int(prefix)]))
+    if comment:
+        fields += _attribute(IPSET_ATTR_COMMENT, comment.encode() + b"\0")
+    fields += _attribute(IPSET_ATTR_LINENO, struct.pack("=I", number))
+    return _attribute(NLA_F_NESTED | IPSET_ATTR_DATA, fields)
+
+
+def ipset_write(writes: Sequence[IpsetWrite]) -> bool:
+    """Send ``writes`` in order in this thread's namespace, each acknowledged before the next; True once all were.
+
+    Raises :class:`IpsetRefusedError` at the first line the kernel refuses (what came before it stays written, as with
+    ``ipset restore``), :class:`NetlinkError` where the kernel cannot be asked.
+    """
+    with _socket() as sock:
+        for sequence, write in enumerate(writes, start=1):
+            try:
+                _send(sock, (NFNL_SUBSYS_IPSET << 8) | write.command, NLM_F_REQUEST | NLM_F_ACK | write.flags, sequence, write.body)
+                data = sock.recv(RECEIVE_BUFFER)
+            except OSError as error:
+                raise NetlinkError(f"ipset netlink write failed: {error}") from error
+            _acknowledged(data, sequence, write)
+    return True
+
+
+def _acknowledged(data: bytes, sequence: int, write: IpsetWrite) -> None:
+    """Check the answer to one write: an acknowledgement, or the kernel's refusal (its line, for an entry)."""
+    offset = 0
+    while offset + NLMSG_HEADER.size <= len(data):
+        length, kind, _flags, answered, _port = NLMSG_HEADER.unpack_from(data, offset)
+        if length < NLMSG_HEADER.size or offset + length > len(data):
+            raise NetlinkError(f"malformed netlink message (length {length} at offset {offset} of {len(data)})")
+        payload = data[offset + NLMSG_HEADER.size:offset + length]
+        offset += (length + 3) & ~3
+        if answered != sequence or kind != NLMSG_ERROR or len(payload) < 4:
+            continue
+        code = -struct.unpack_from("=i", payload)[0]
+        if code == 0:
+            return
+        # The refused message comes back after the code; the kernel put the refused entry's line number in it.
+        refused = _refused_line(payload[4:]) or write.line
+        if code == errno.EEXIST and write.command == IPSET_CMD_CREATE:
+            raise IpsetRefusedError(refused, "Set cannot be created: set with the same name already exists")
+        if code == errno.ENOENT:
+            raise IpsetRefusedError(refused, "The set with the given name does not exist")
+        raise IpsetRefusedError(refused, _IPSET_ERRORS.get(code) or os.strerror(code))
+    raise NetlinkError(f"no acknowledgement of ipset netlink write {sequence}")
+
+
+def _refused_line(message: bytes) -> int:
+    if len(message) < NLMSG_HEADER.size + NFGENMSG.size:
+        return 0
+    length = min(NLMSG_HEADER.unpack_from(message)[0], len(message))
+    try:
+        for kind, value in _attributes(message[NLMSG_HEADER.size + NFGENMSG.size:length]):
+            if kind == IPSET_ATTR_LINENO and len(value) == 4:
+                return int(struct.unpack("=I", value)[0])
+    except NetlinkError:
+        return 0
+    return 0
+
+
+def ipset_revision(name: str) -> int:
+    """The revision of the set ``name`` of this thread's namespace (what ``ipset`` created it with)."""
+    request = _attribute(IPSET_ATTR_PROTOCOL, bytes([IPSET_PROTOCOL])) + _attribute(IPSET_ATTR_SETNAME, name.encode() + b"\0")
+    request += _attribute(IPSET_ATTR_FLAGS, struct.pack("=I", IPSET_FLAG_LIST_HEADER))
+    for _family, payload in _dump((NFNL_SUBSYS_IPSET << 8) | IPSET_CMD_LIST, socket.AF_INET, request):
+        for kind, value in _attributes(payload):
+            if kind == IPSET_ATTR_REVISION and len(value) == 1:
+                return value[0]
+    raise NetlinkError(f"ipset {name}: its listing has no revision")

@@ -184,6 +184,17 @@ class Runner:
             self.netlink_reads += 1
         return answer
 
+    def write_netlink(self, function: Callable[[], T]) -> Optional[T]:
+        """``function()``, a write over netlink that stands for a write command, run inside the namespace (a write).
+
+        ``None`` when this process cannot enter the namespace: the caller then starts the command. Exceptions of
+        ``function`` pass through.
+        """
+        answer = self.call_inside(function)
+        if answer is not None:
+            self.writes += 1
+        return answer
+
     def _nf_tables_generation(self) -> Optional[tuple[int, int]]:
         try:
             return self.call_inside(netlink.nftables_generation)

@@ -10,12 +10,13 @@ listing of our sets).
 from __future__ import annotations
 
 import os
+import re
 import struct
 import subprocess
 from typing import Any
 
 import pytest
-from ansible_collections.zerotrust.workloads.plugins.module_utils._netfilter import apply, netlink
+from ansible_collections.zerotrust.workloads.plugins.module_utils._netfilter import apply, iptables, netlink
 from ansible_collections.zerotrust.workloads.plugins.module_utils._netfilter.backend import Options
 from ansible_collections.zerotrust.workloads.plugins.module_utils._netfilter.iptables import (
     IptablesBackend,
@@ -474,3 +475,161 @@ def test_the_kernel_says_not_exactly_where_it_cannot_be_asked(namespace: str, mo
     monkeypatch.setattr(Runner, "in_process", False)
     assert backend.holding_exactly(desired) is None
     assert IptablesLegacyBackend(Runner(Namespace(name=namespace)), Options()).holding_exactly(desired) is None
+
+
+# --------------------------------------------------------------------------- our ipsets written over netlink
+
+CREATE4 = "create zt-a-4 hash:net family inet comment"
+
+
+@pytest.mark.parametrize(
+    ("script", "expected"),
+    [
+        ("", []),
+        # A create fails where the set exists, unless -exist; a run of adds to one set is one message (its first line).
+        (f'{CREATE4}\nadd zt-a-4 10.0.0.0/8 comment "ab"\nadd zt-a-4 192.0.2.1 comment "ab"\n',
+         [(1, netlink.IPSET_CMD_CREATE, netlink.NLM_F_EXCL), (2, netlink.IPSET_CMD_ADD, netlink.NLM_F_EXCL)]),
+        ("create zt-an-6 hash:net family inet6 hashsize 65536 maxelem 131072 comment -exist\nflush zt-an-6\n"
+         'add zt-an-6 2001:db8::/32 comment "ab"\nswap zt-an-6 zt-a-6\ndestroy zt-an-6\n',
+         [(1, netlink.IPSET_CMD_CREATE, 0), (2, netlink.IPSET_CMD_FLUSH, 0), (3, netlink.IPSET_CMD_ADD, netlink.NLM_F_EXCL),
+          (4, netlink.IPSET_CMD_SWAP, 0), (5, netlink.IPSET_CMD_DESTROY, 0)]),
+        # Adds to another set start another message.
+        (f'{CREATE4}\ncreate zt-b-4 hash:net family inet comment\nadd zt-a-4 10.0.0.1\nadd zt-b-4 10.0.0.2\nadd zt-b-4 10.0.0.3\n',
+         [(1, 2, netlink.NLM_F_EXCL), (2, 2, netlink.NLM_F_EXCL), (3, 9, netlink.NLM_F_EXCL), (4, 9, netlink.NLM_F_EXCL)]),
+        # A large set goes in several messages.
+        (CREATE4 + "\n" + "".join(f'add zt-a-4 10.{index // 250}.{index % 250}.0/24 comment "0123456789abcdef"\n' for index in range(1000)),
+         [(1, 2, netlink.NLM_F_EXCL), (2, 9, netlink.NLM_F_EXCL), (294, 9, netlink.NLM_F_EXCL), (586, 9, netlink.NLM_F_EXCL),
+          (878, 9, netlink.NLM_F_EXCL)]),
+    ],
+)
+def test_an_ipset_script_as_netlink_messages(script: str, expected: list[tuple[int, int, int]]) -> None:
+    assert [(write.line, write.command, write.flags) for write in netlink.ipset_writes(script, 7)] == expected
+
+
+def test_an_entry_as_ipset_sends_it() -> None:
+    [_create, add] = netlink.ipset_writes(f'{CREATE4}\nadd zt-a-4 10.1.0.0/16 comment "ab"\n', 7)
+    entry = nested(7, netlink._attribute(0x8000 | 1, netlink._attribute(0x4000 | 1, bytes([10, 1, 0, 0]))), byte(3, 16), text(26, "ab"),
+                   netlink._attribute(9, struct.pack("=I", 2)))
+    assert add.body == (struct.pack("=BBH", 2, 0, 0) + byte(1, 7) + text(2, "zt-a-4") + netlink._attribute(9, struct.pack("=I", 0))
+                        + nested(8, entry))
+
+
+UNKNOWN = "line {} of the ipset script is not one this writer knows: {!r}"
+
+
+@pytest.mark.parametrize(
+    ("script", "error"),
+    [
+        ("create zt-a-4 hash:ip family inet comment\n", UNKNOWN.format(1, "create zt-a-4 hash:ip family inet comment")),
+        ("create theirs hash:net family inet comment\n", UNKNOWN.format(1, "create theirs hash:net family inet comment")),
+        (f"{CREATE4}\nadd zt-a-4 10.0.0.1 timeout 5\n", UNKNOWN.format(2, "add zt-a-4 10.0.0.1 timeout 5")),
+        (f"{CREATE4}\nadd zt-a-4 fd00::1\n", "line 2 of the ipset script: 'fd00::1' is not an address of the set's family"),
+        ("rename zt-a-4 zt-b-4\n", UNKNOWN.format(1, "rename zt-a-4 zt-b-4")),
+    ],
+)
+def test_an_ipset_script_this_writer_does_not_know_is_refused(script: str, error: str) -> None:
+    with pytest.raises(netlink.NetlinkError) as raised:
+        netlink.ipset_writes(script, 7)
+    assert str(raised.value) == error
+
+
+def ipset_restore(namespace: str, script: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["ip", "netns", "exec", namespace, "ipset", "restore"], input=script, capture_output=True, text=True, check=False)
+
+
+def saved_sets(namespace: str) -> list[str]:
+    """``ipset save`` without the random hash seed the kernel gives each set."""
+    return sorted(re.sub(r" initval 0x[0-9a-f]+", "", line) for line in ipset_save(namespace).splitlines())
+
+
+WRITTEN = [
+    CREATE4,
+    *(f'add zt-a-4 10.{index}.0.0/16 comment "0123456789abcdef"' for index in range(200)),
+    'add zt-a-4 192.0.2.1 comment "0123456789abcdef"',
+    "create zt-b-6 hash:net family inet6 hashsize 4096 maxelem 8192 comment",
+    'add zt-b-6 2001:db8::/32 comment "ff"',
+    'add zt-b-6 fd00::1 comment "ff"',
+    "create zt-c-4 hash:net family inet comment",
+    "create zt-cn-4 hash:net family inet comment -exist",
+    "flush zt-cn-4",
+    'add zt-cn-4 10.9.9.9 comment "x"',
+    "swap zt-cn-4 zt-c-4",
+    "destroy zt-cn-4",
+]
+
+
+@pytest.mark.netns
+@needs_root
+def test_sets_written_over_netlink_are_the_sets_ipset_restore_makes(namespace: str, tmp_path: Any) -> None:
+    other = f"{namespace}-b"
+    subprocess.run(["ip", "netns", "add", other], check=True)
+    try:
+        assert ipset_restore(other, "\n".join(WRITTEN) + "\n").returncode == 0
+        revision = Runner(Namespace(name=other)).call_inside(lambda: netlink.ipset_revision("zt-a-4"))
+        assert isinstance(revision, int)
+        writes = netlink.ipset_writes("\n".join(WRITTEN) + "\n", revision)
+        assert Runner(Namespace(name=namespace)).call_inside(lambda: netlink.ipset_write(writes)) is True
+        assert saved_sets(namespace) == saved_sets(other) and len(saved_sets(namespace)) == 207
+    finally:
+        subprocess.run(["ip", "netns", "del", other], check=False)
+
+
+@pytest.mark.netns
+@needs_root
+@pytest.mark.parametrize(
+    ("script", "line", "message"),
+    [
+        (CREATE4, 1, "Set cannot be created: set with the same name already exists"),
+        ('create zt-n-4 hash:net family inet comment\nadd zt-n-4 10.0.0.1 comment "x"\nadd zt-n-4 10.0.0.2 comment "x"\n'
+         'add zt-n-4 10.0.0.1 comment "x"', 4, "Element cannot be added to the set: it's already added"),
+        ("flush zt-none-4", 1, "The set with the given name does not exist"),
+        ("swap zt-a-4 zt-none-4", 1, "Sets cannot be swapped: the second set does not exist"),
+        ("destroy zt-a-4", 1, "Set cannot be destroyed: it is in use by a kernel component"),
+    ],
+)
+def test_a_line_the_kernel_refuses_is_reported_as_ipset_restore_reports_it(namespace: str, script: str, line: int, message: str) -> None:
+    other = f"{namespace}-b"
+    subprocess.run(["ip", "netns", "add", other], check=True)
+    try:
+        for each in (namespace, other):
+            assert ipset_restore(each, f"{CREATE4}\n").returncode == 0
+            inside(each, "iptables-nft", "-A", "INPUT", "-m", "set", "--match-set", "zt-a-4", "src", "-j", "ACCEPT")
+        told = ipset_restore(other, script + "\n")
+        assert told.returncode == 1 and f"Error in line {line}: {message}" in told.stderr
+        with pytest.raises(netlink.IpsetRefusedError) as raised:
+            Runner(Namespace(name=namespace)).call_inside(lambda: netlink.ipset_write(netlink.ipset_writes(script + "\n", 7)))
+        assert (raised.value.line, raised.value.message) == (line, message)
+        # What came before the refused line stays written, as with ipset restore (the first three lines of the second case).
+        assert saved_sets(namespace) == saved_sets(other)
+    finally:
+        subprocess.run(["ip", "netns", "del", other], check=False)
+
+
+@pytest.mark.netns
+@needs_root
+def test_the_backend_writes_its_sets_over_netlink_once_ipset_created_one(namespace: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(iptables, "_CREATED_REVISION", {})
+    started: list[str] = []
+    original = subprocess.Popen.__init__
+
+    def counting(self: subprocess.Popen[Any], args: Any, *more: Any, **options: Any) -> None:
+        started.append(" ".join(args))
+        original(self, args, *more, **options)
+
+    monkeypatch.setattr(subprocess.Popen, "__init__", counting)
+    other = f"{namespace}-b"
+    subprocess.run(["ip", "netns", "add", other], check=True)
+    try:
+        # The run's first script goes to ipset restore, which tells the revision of the sets it creates ...
+        by_tool, _desired = written_backend(other)
+        assert [command for command in started if command.startswith("ipset")] == ["ipset restore"]
+        assert by_tool.runner.writes == 3
+        # ... and the later ones go over netlink: one write each still, and the same sets.
+        started.clear()
+        over_netlink, desired = written_backend(namespace)
+        assert [command for command in started if command.startswith("ipset")] == []
+        assert over_netlink.runner.writes == 3
+        assert saved_sets(namespace) == saved_sets(other)
+        assert over_netlink.holding_exactly(desired) is not None
+    finally:
+        subprocess.run(["ip", "netns", "del", other], check=False)
