@@ -24,7 +24,8 @@ namespace (every ``subprocess`` the run started, counted). ``--profile`` adds cP
 
     RESULT namespace_cost <backend>_<phase>_cpu_ms=... <backend>_<phase>_procs=... ...
 
-Run as root: .venv/bin/python benchmarks/namespace_cost.py [--namespaces 100] [--backends iptables-nft,nftables] [--profile]
+Run as root: .venv/bin/python benchmarks/namespace_cost.py [--namespaces 100] [--backends iptables-nft,nftables]
+[--profile [tottime|cumulative]]
 
 To measure an older version beside this one (``ZT_BENCH_COLLECTIONS``: the directory holding its
 ``ansible_collections``)::
@@ -187,8 +188,8 @@ def cpu_seconds() -> tuple[float, float]:
     return own.ru_utime + own.ru_stime, children.ru_utime + children.ru_stime
 
 
-def measure_phase(pods: list[dict[str, Any]], run_options: apply.RunOptions, profile: bool) -> dict[str, Any]:
-    """One ``apply.run`` over all pods: CPU, wall, processes, the result's changed flags (and a profile)."""
+def measure_phase(pods: list[dict[str, Any]], run_options: apply.RunOptions, profile: Optional[str]) -> dict[str, Any]:
+    """One ``apply.run`` over all pods: CPU, wall, processes, the result's changed flags (and a profile, ordered by ``profile``)."""
     profiler = cProfile.Profile() if profile else None
     with ProcessCounter() as counter, CommandCosts() as commands:
         (own, children), wall = cpu_seconds(), time.perf_counter()
@@ -214,12 +215,12 @@ def measure_phase(pods: list[dict[str, Any]], run_options: apply.RunOptions, pro
     figures["commands"] = {program: (len(spent) / count, sum(spent) / len(spent)) for program, spent in sorted(commands.costs.items())}
     if profiler is not None:
         text = io.StringIO()
-        pstats.Stats(profiler, stream=text).sort_stats(os.environ.get("ZT_PROFILE_SORT", "tottime")).print_stats(12)
+        pstats.Stats(profiler, stream=text).sort_stats(profile or "tottime").print_stats(12)
         figures["profile"] = text.getvalue()
     return figures
 
 
-def measure_backend(backend: str, part: dict[str, Any], count: int, profile: bool) -> dict[str, dict[str, Any]]:
+def measure_backend(backend: str, part: dict[str, Any], count: int, profile: Optional[str]) -> dict[str, dict[str, Any]]:
     """The four phases on fresh namespaces."""
     sets = apply.shared_sets(part["sets"], None, part["pods"][:count])
     pods = (part["pods"] * (count // max(len(part["pods"]), 1) + 1))[:count]
@@ -246,7 +247,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--namespaces", type=int, default=100)
     parser.add_argument("--backends", default="iptables-nft,nftables")
-    parser.add_argument("--profile", action="store_true", help="print cProfile's top entries per phase")
+    parser.add_argument("--profile", nargs="?", const="tottime", choices=("tottime", "cumulative"),
+                        help="print cProfile's top entries per phase, by their own time (default) or with what they call")
     parser.add_argument("--plan-cache", default=str(DEFAULT_CACHE), help="the compiled node part (made when missing)")
     parser.add_argument("--nodes", type=int, default=20)
     parser.add_argument("--pods", type=int, default=2000)

@@ -718,16 +718,21 @@ def ipset_write(writes: Sequence[IpsetWrite]) -> bool:
     """Send ``writes`` in order in this thread's namespace, each acknowledged before the next; True once all were.
 
     Raises :class:`IpsetRefusedError` at the first line the kernel refuses (what came before it stays written, as with
-    ``ipset restore``), :class:`NetlinkError` where the kernel cannot be asked.
+    ``ipset restore``), and :class:`NetlinkError` where the kernel cannot be asked before anything was written. Once a
+    message was acknowledged, a failing socket is an :class:`IpsetRefusedError` at the line it failed on: the caller
+    must not start the script again from its first line.
     """
     with _socket() as sock:
         for sequence, write in enumerate(writes, start=1):
             try:
                 _send(sock, (NFNL_SUBSYS_IPSET << 8) | write.command, NLM_F_REQUEST | NLM_F_ACK | write.flags, sequence, write.body)
                 data = sock.recv(RECEIVE_BUFFER)
-            except OSError as error:
-                raise NetlinkError(f"ipset netlink write failed: {error}") from error
-            _acknowledged(data, sequence, write)
+                _acknowledged(data, sequence, write)
+            except (OSError, NetlinkError) as error:
+                if sequence == 1:
+                    raise NetlinkError(f"ipset netlink write failed: {error}") from error
+                message = f"the netlink write failed after {sequence - 1} of {len(writes)} messages: {error}"
+                raise IpsetRefusedError(write.line, message) from error
     return True
 
 

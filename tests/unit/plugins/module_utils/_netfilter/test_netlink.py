@@ -633,3 +633,58 @@ def test_the_backend_writes_its_sets_over_netlink_once_ipset_created_one(namespa
         assert over_netlink.holding_exactly(desired) is not None
     finally:
         subprocess.run(["ip", "netns", "del", other], check=False)
+
+
+class AnsweringSocket:
+    """A netlink socket that answers each message with the next of ``answers`` (an exception is raised)."""
+
+    def __init__(self, answers: list[Any]) -> None:
+        self.answers = answers
+        self.sent: list[bytes] = []
+
+    def __enter__(self) -> AnsweringSocket:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def send(self, data: bytes) -> int:
+        self.sent.append(data)
+        return len(data)
+
+    def recv(self, _size: int) -> bytes:
+        answer = self.answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return bytes(answer)
+
+
+def ack(sequence: int, code: int = 0) -> bytes:
+    return message(2, struct.pack("=i", code) + b"\0" * 16, sequence=sequence)
+
+
+@pytest.mark.parametrize(
+    ("answers", "raised", "text"),
+    [
+        ([ack(1), ack(2)], None, ""),
+        # Nothing written yet: the caller may run ipset restore instead.
+        ([OSError("Connection refused")], netlink.NetlinkError, "ipset netlink write failed: Connection refused"),
+        ([b""], netlink.NetlinkError, "ipset netlink write failed: no acknowledgement of ipset netlink write 1"),
+        # The set is created: starting the script again would fail on its create line, so the write fails at its line.
+        ([ack(1), OSError("Connection reset")], netlink.IpsetRefusedError,
+         "Error in line 2: the netlink write failed after 1 of 2 messages: Connection reset"),
+        ([ack(1), ack(2, -4352)], netlink.IpsetRefusedError, "Error in line 2: Hash is full, cannot add more elements"),
+    ],
+)
+def test_what_an_ipset_write_makes_of_the_kernels_answers(monkeypatch: pytest.MonkeyPatch, answers: list[Any],
+                                                          raised: Any, text: str) -> None:
+    sock = AnsweringSocket(answers)
+    monkeypatch.setattr(netlink, "_socket", lambda: sock)
+    writes = netlink.ipset_writes(f'{CREATE4}\nadd zt-a-4 10.0.0.1 comment "x"\n', 7)
+    if raised is None:
+        assert netlink.ipset_write(writes) is True
+        assert len(sock.sent) == 2
+        return
+    with pytest.raises(raised) as error:
+        netlink.ipset_write(writes)
+    assert str(error.value) == text
