@@ -1,6 +1,6 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 # Copyright: contributors to zerotrust.workloads
-"""Questions asked of the kernel over netfilter netlink, without starting a command.
+"""Questions asked of the kernel over netfilter netlink, and our ipsets written, without starting a command.
 
 Which nf_tables tables and chains exist, and which ipsets: names only, so that a namespace holding nothing
 of ours can be told from one that may in well under a millisecond, where the tools' reads cost
@@ -9,12 +9,17 @@ generation of nf_tables a namespace is at (:func:`nftables_generation`): the ker
 committed change, so an unchanged generation means the read commands would print what they printed
 before (``readcache.py``). Those answers only ever let a caller skip a read.
 
-One answer is a read itself: :func:`ipset_list` lists our ipsets as ``ipset save`` would, for the
+Two answers stand for reads: :func:`iptables_rules` summarises the rules of an iptables-nft table (each rule's
+chain, comment and jump target: what the iptables-nft backend's look for exactly the desired state compares), and
+:func:`ipset_list` lists our ipsets as ``ipset save`` would, for the
 iptables backends' every read (ipsets have no generation, so without it each read of each pod
 namespace started ``ipset save``). It is strict: a set of ours whose listing holds anything
 :class:`IpsetListing` cannot hold exactly as ``ipset save`` would print it (another type, timeouts,
 counters, ``nomatch`` entries, an attribute this reader does not know) is a :class:`NetlinkError`, like
 no netlink, an error answer or a malformed message, and the caller reads with the tools as before.
+
+And one call writes: :func:`ipset_write` sends what ``ipset restore`` would send for one of our scripts
+(:func:`ipset_writes` builds the messages), refusing lines the way ``ipset`` does.
 
 All calls work in the network namespace of the calling thread: the socket belongs to the
 namespace it was opened in (:meth:`Runner.call_inside`).
@@ -554,8 +559,8 @@ def _ask(sock: socket.socket, message_type: int, answer_type: int) -> tuple[int,
     raise NetlinkError(f"no answer of type {answer_type:#x} to netfilter netlink request {message_type:#x}")
 
 
-def _messages(data: bytes, sequence: int) -> Iterator[tuple[int, bytes]]:
-    """The messages of one datagram that answer ``sequence``; an error answer raises."""
+def _answers(data: bytes, sequence: int) -> Iterator[tuple[int, bytes]]:
+    """``(type, payload)`` of the messages of one datagram that answer ``sequence``; a malformed one raises."""
     offset = 0
     while offset + NLMSG_HEADER.size <= len(data):
         length, kind, _flags, answered, _port = NLMSG_HEADER.unpack_from(data, offset)
@@ -563,8 +568,13 @@ def _messages(data: bytes, sequence: int) -> Iterator[tuple[int, bytes]]:
             raise NetlinkError(f"malformed netlink message (length {length} at offset {offset} of {len(data)})")
         payload = data[offset + NLMSG_HEADER.size:offset + length]
         offset += (length + 3) & ~3
-        if answered != sequence:
-            continue
+        if answered == sequence:
+            yield kind, payload
+
+
+def _messages(data: bytes, sequence: int) -> Iterator[tuple[int, bytes]]:
+    """The messages of one datagram that answer ``sequence``; an error answer raises."""
+    for kind, payload in _answers(data, sequence):
         if kind == NLMSG_ERROR:
             code = struct.unpack_from("=i", payload)[0] if len(payload) >= 4 else -1
             if code == 0:
@@ -738,14 +748,8 @@ def ipset_write(writes: Sequence[IpsetWrite]) -> bool:
 
 def _acknowledged(data: bytes, sequence: int, write: IpsetWrite) -> None:
     """Check the answer to one write: an acknowledgement, or the kernel's refusal (its line, for an entry)."""
-    offset = 0
-    while offset + NLMSG_HEADER.size <= len(data):
-        length, kind, _flags, answered, _port = NLMSG_HEADER.unpack_from(data, offset)
-        if length < NLMSG_HEADER.size or offset + length > len(data):
-            raise NetlinkError(f"malformed netlink message (length {length} at offset {offset} of {len(data)})")
-        payload = data[offset + NLMSG_HEADER.size:offset + length]
-        offset += (length + 3) & ~3
-        if answered != sequence or kind != NLMSG_ERROR or len(payload) < 4:
+    for kind, payload in _answers(data, sequence):
+        if kind != NLMSG_ERROR or len(payload) < 4:
             continue
         code = -struct.unpack_from("=i", payload)[0]
         if code == 0:
