@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import errno
 import functools
+import itertools
 import os
 import re
 import socket
@@ -361,7 +362,7 @@ def _decoded(name: str, runs: Sequence[_UniformRun], family: tuple[str, int, int
     the copies hold the same entries in another order, so the entries as a set of byte strings find the members
     another namespace's copy already gave, without an address formatted again.
     """
-    records = frozenset(record for run in runs for record in run.records)
+    records = frozenset(itertools.chain.from_iterable(run.records for run in runs))
     if len(records) < sum(len(run.records) for run in runs):
         raise NetlinkError(f"ipset {name}: an entry listed twice (changed while listed)")
     key = (family[1], records)
@@ -375,10 +376,8 @@ def _decoded(name: str, runs: Sequence[_UniformRun], family: tuple[str, int, int
     for run in runs:
         rows = list(run.layout.iter_unpack(b"".join(run.records)))
         if any(prefix > bits for _raw, prefix, _comment in rows):
-            # Not a prefix length ipset save would print: the entry by entry reading says which.
-            listing = IpsetListing("", [], set())
-            for record in run.records:
-                _read_entries(name, record, family, listing)
+            # Not a prefix length ipset save would print: the entry by entry reading raises, naming it.
+            _read_entries(name, b"".join(run.records), family, IpsetListing("", [], set()))
         members.extend(ntop(address_family, raw) if prefix == bits else f"{ntop(address_family, raw)}/{prefix}"
                        for raw, prefix, _comment in rows)
         comments.update(comment.decode("utf-8", "replace") for comment in {comment for _raw, _prefix, comment in rows})
@@ -656,8 +655,11 @@ def ipset_writes(script: str, revision: int) -> tuple[IpsetWrite, ...]:
     pending: list[bytes] = []
     pending_set = ""
     pending_line = 0
+    pending_bytes = 0
 
     def flush_adds() -> None:
+        nonlocal pending_bytes
+        pending_bytes = 0
         if pending:
             body = (_ipset_head(pending_set) + _attribute(IPSET_ATTR_LINENO, struct.pack("=I", 0))
                     + _attribute(NLA_F_NESTED | IPSET_ATTR_ADT, b"".join(pending)))
@@ -670,10 +672,11 @@ def ipset_writes(script: str, revision: int) -> tuple[IpsetWrite, ...]:
         if added is not None:
             name = added.group(1)
             entry = _ipset_entry_attributes(name, added, families, number)
-            if name != pending_set or sum(map(len, pending)) + len(entry) > _ADD_CHUNK:
+            if name != pending_set or pending_bytes + len(entry) > _ADD_CHUNK:
                 flush_adds()
                 pending_set, pending_line = name, number
             pending.append(entry)
+            pending_bytes += len(entry)
             continue
         flush_adds()
         created = _RESTORE_CREATE.fullmatch(line) if words[0] == "create" else None
