@@ -560,18 +560,14 @@ WRITTEN = [
 
 @pytest.mark.netns
 @needs_root
-def test_sets_written_over_netlink_are_the_sets_ipset_restore_makes(namespace: str, tmp_path: Any) -> None:
-    other = f"{namespace}-b"
-    subprocess.run(["ip", "netns", "add", other], check=True)
-    try:
-        assert ipset_restore(other, "\n".join(WRITTEN) + "\n").returncode == 0
-        revision = Runner(Namespace(name=other)).call_inside(lambda: netlink.ipset_revision("zt-a-4"))
-        assert isinstance(revision, int)
-        writes = netlink.ipset_writes("\n".join(WRITTEN) + "\n", revision)
-        assert Runner(Namespace(name=namespace)).call_inside(lambda: netlink.ipset_write(writes)) is True
-        assert saved_sets(namespace) == saved_sets(other) and len(saved_sets(namespace)) == 207
-    finally:
-        subprocess.run(["ip", "netns", "del", other], check=False)
+def test_sets_written_over_netlink_are_the_sets_ipset_restore_makes(namespace: str, other_namespace: str) -> None:
+    other = other_namespace
+    assert ipset_restore(other, "\n".join(WRITTEN) + "\n").returncode == 0
+    revision = Runner(Namespace(name=other)).call_inside(lambda: netlink.ipset_revision("zt-a-4"))
+    assert isinstance(revision, int)
+    writes = netlink.ipset_writes("\n".join(WRITTEN) + "\n", revision)
+    assert Runner(Namespace(name=namespace)).call_inside(lambda: netlink.ipset_write(writes)) is True
+    assert saved_sets(namespace) == saved_sets(other) and len(saved_sets(namespace)) == 207
 
 
 @pytest.mark.netns
@@ -587,27 +583,26 @@ def test_sets_written_over_netlink_are_the_sets_ipset_restore_makes(namespace: s
         ("destroy zt-a-4", 1, "Set cannot be destroyed: it is in use by a kernel component"),
     ],
 )
-def test_a_line_the_kernel_refuses_is_reported_as_ipset_restore_reports_it(namespace: str, script: str, line: int, message: str) -> None:
-    other = f"{namespace}-b"
-    subprocess.run(["ip", "netns", "add", other], check=True)
-    try:
-        for each in (namespace, other):
-            assert ipset_restore(each, f"{CREATE4}\n").returncode == 0
-            inside(each, "iptables-nft", "-A", "INPUT", "-m", "set", "--match-set", "zt-a-4", "src", "-j", "ACCEPT")
-        told = ipset_restore(other, script + "\n")
-        assert told.returncode == 1 and f"Error in line {line}: {message}" in told.stderr
-        with pytest.raises(netlink.IpsetRefusedError) as raised:
-            Runner(Namespace(name=namespace)).call_inside(lambda: netlink.ipset_write(netlink.ipset_writes(script + "\n", 7)))
-        assert (raised.value.line, raised.value.message) == (line, message)
-        # What came before the refused line stays written, as with ipset restore (the first three lines of the second case).
-        assert saved_sets(namespace) == saved_sets(other)
-    finally:
-        subprocess.run(["ip", "netns", "del", other], check=False)
+def test_a_line_the_kernel_refuses_is_reported_as_ipset_restore_reports_it(
+    namespace: str, other_namespace: str, script: str, line: int, message: str
+) -> None:
+    other = other_namespace
+    for each in (namespace, other):
+        assert ipset_restore(each, f"{CREATE4}\n").returncode == 0
+        inside(each, "iptables-nft", "-A", "INPUT", "-m", "set", "--match-set", "zt-a-4", "src", "-j", "ACCEPT")
+    told = ipset_restore(other, script + "\n")
+    assert told.returncode == 1 and f"Error in line {line}: {message}" in told.stderr
+    with pytest.raises(netlink.IpsetRefusedError) as raised:
+        Runner(Namespace(name=namespace)).call_inside(lambda: netlink.ipset_write(netlink.ipset_writes(script + "\n", 7)))
+    assert (raised.value.line, raised.value.message) == (line, message)
+    # What came before the refused line stays written, as with ipset restore (the first three lines of the second case).
+    assert saved_sets(namespace) == saved_sets(other)
 
 
 @pytest.mark.netns
 @needs_root
-def test_the_backend_writes_its_sets_over_netlink_once_ipset_created_one(namespace: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_backend_writes_its_sets_over_netlink_once_ipset_created_one(namespace: str, other_namespace: str,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(iptables, "_CREATED_REVISION", {})
     started: list[str] = []
     original = subprocess.Popen.__init__
@@ -617,22 +612,17 @@ def test_the_backend_writes_its_sets_over_netlink_once_ipset_created_one(namespa
         original(self, args, *more, **options)
 
     monkeypatch.setattr(subprocess.Popen, "__init__", counting)
-    other = f"{namespace}-b"
-    subprocess.run(["ip", "netns", "add", other], check=True)
-    try:
-        # The run's first script goes to ipset restore, which tells the revision of the sets it creates ...
-        by_tool, _desired = written_backend(other)
-        assert [command for command in started if command.startswith("ipset")] == ["ipset restore"]
-        assert by_tool.runner.writes == 3
-        # ... and the later ones go over netlink: one write each still, and the same sets.
-        started.clear()
-        over_netlink, desired = written_backend(namespace)
-        assert [command for command in started if command.startswith("ipset")] == []
-        assert over_netlink.runner.writes == 3
-        assert saved_sets(namespace) == saved_sets(other)
-        assert over_netlink.holding_exactly(desired) is not None
-    finally:
-        subprocess.run(["ip", "netns", "del", other], check=False)
+    # The run's first script goes to ipset restore, which tells the revision of the sets it creates ...
+    by_tool, _desired = written_backend(other_namespace)
+    assert [command for command in started if command.startswith("ipset")] == ["ipset restore"]
+    assert by_tool.runner.writes == 3
+    # ... and the later ones go over netlink: one write each still, and the same sets.
+    started.clear()
+    over_netlink, desired = written_backend(namespace)
+    assert [command for command in started if command.startswith("ipset")] == []
+    assert over_netlink.runner.writes == 3
+    assert saved_sets(namespace) == saved_sets(other_namespace)
+    assert over_netlink.holding_exactly(desired) is not None
 
 
 class AnsweringSocket:
