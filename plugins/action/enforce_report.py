@@ -24,7 +24,7 @@ from ansible.errors import AnsibleActionFail
 from ansible.module_utils.parsing.convert_bool import boolean
 from ansible.plugins.action import ActionBase
 
-__all__ = ["ActionModule", "registered_results", "summarise"]
+__all__ = ["ActionModule", "hosts_to_write", "registered_results", "summarise"]
 
 COUNT_KEYS = ("rules_added", "rules_removed", "set_members_added", "set_members_removed")
 
@@ -125,6 +125,24 @@ def registered_results(hostvars: Any, hosts: Iterable[str], names: Mapping[str, 
             if value is not None:
                 found[kind][host] = value
     return found
+
+
+def hosts_to_write(previews: Mapping[str, Any], plan_hosts: Iterable[str], play_hosts: Iterable[str]) -> list[str]:
+    """The play hosts (in play order) whose preview found something to write: a namespace's rules or sets, or the boot files.
+
+    The same test the apply used to make on each host; made once here, the role lets every other host leave
+    before the apply (Ansible starts a process per host and task, also for a task it then skips).
+    """
+    in_plan = set(plan_hosts)
+    writers = []
+    for host in play_hosts:
+        preview = previews.get(host)
+        if host not in in_plan or not isinstance(preview, Mapping):
+            continue
+        persist = preview.get("persist")
+        if any(entry.get("changed") for entry in _entries(preview)) or (isinstance(persist, Mapping) and persist.get("changed")):
+            writers.append(host)
+    return writers
 
 
 TOTAL_KEYS = (*COUNT_KEYS, "in_place", "hosts_changed", "namespaces_changed", "pods_skipped", "hosts_failed", "hosts_rolled_back")
@@ -251,7 +269,8 @@ class ActionModule(ActionBase):  # type: ignore[misc]
             summary["hosts"] = {
                 host: {key: report[key] for key in ("status", "reason") if key in report} for host, report in summary["hosts"].items()
             }
-        result.update(changed=False, summary=summary, lines=render_lines(summary))
+        writers = hosts_to_write(results["previews"], plan_hosts, play_hosts)
+        result.update(changed=False, summary=summary, lines=render_lines(summary), writers=writers)
         limit = int(args.get("max_change_percent") or 0)
         if limit > 0 and percent is not None and percent > limit:
             totals = summary["totals"]

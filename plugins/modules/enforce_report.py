@@ -104,6 +104,14 @@ lines:
   type: list
   elements: str
   returned: always
+writers:
+  description:
+    - The hosts of O(play_hosts), in their order, whose preview found something to write (a namespace's rules or
+      sets, or the boot files), whatever O(check_mode) says. The enforce role applies on these hosts only.
+  type: list
+  elements: str
+  returned: always
+  sample: [k8s-node1, vm-web2]
 """
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402

@@ -132,6 +132,26 @@ def summary_lines(completed: subprocess.CompletedProcess[str]) -> list[str]:
     return lines
 
 
+APPLY_TASK = "Apply the rules on each host and its pods"
+
+
+def task_outcomes(completed: subprocess.CompletedProcess[str], task: str) -> dict[str, str]:
+    """Host -> outcome (``changed``, ``ok``, ``skipping``, ``failed``...) of one role task, as the play printed them."""
+    outcomes: dict[str, str] = {}
+    for block in re.findall(r"^TASK \[zerotrust\.workloads\.enforce : " + re.escape(task) + r"\] \*+\n(.*?)(?=^TASK |^PLAY RECAP|\Z)",
+                            completed.stdout, re.MULTILINE | re.DOTALL):
+        for match in re.finditer(r"^(\w+): \[([^\]]+)\]", block, re.MULTILINE):
+            outcomes[match.group(2)] = match.group(1)
+    return outcomes
+
+
+def reporter(completed: subprocess.CompletedProcess[str]) -> str:
+    """The host the summary ran on."""
+    match = re.search(r"Show the summary\] \*+\nok: \[([^\]]+)\]", completed.stdout)
+    assert match, f"no summary in the output:\n{completed.stdout[-3000:]}"
+    return match.group(1)
+
+
 def explain(completed: subprocess.CompletedProcess[str]) -> str:
     """The tail of a run's output, for assertion messages."""
     return f"rc={completed.returncode}\n{completed.stdout[-6000:]}\n{completed.stderr[-3000:]}"
@@ -235,6 +255,8 @@ def test_seed_truth_table_and_idempotence(run_on_fresh_lab: Callable[[Callable[[
         lines = summary_lines(first)
         assert f"  pod {WP_HOST}: changed" in "\n".join(lines)
         assert lines[-1].startswith("total: 6 hosts and 9 namespaces changed"), lines  # 6 hosts, 3 pods (with CoreDNS)
+        # Every host had something to write: none left the role before the apply.
+        assert task_outcomes(first, APPLY_TASK) == dict.fromkeys(PLAN_HOSTS, "changed"), task_outcomes(first, APPLY_TASK)
 
         after = probe("--expect-from-scenario")
         assert after["mismatches"] == [], f"truth table differs from expect.allow: {after['mismatches']}"
@@ -254,6 +276,10 @@ def test_seed_truth_table_and_idempotence(run_on_fresh_lab: Callable[[Callable[[
         assert second.returncode == 0, explain(second)
         assert all(counts["changed"] == 0 for counts in recap(second).values()), recap(second)
         assert summary_lines(second)[-1].startswith("total: 0 hosts and 0 namespaces changed"), summary_lines(second)
+        # Nothing to write anywhere: all hosts but the one that reports left the role after the guard, and the
+        # summary still speaks of every host.
+        assert task_outcomes(second, APPLY_TASK) == {reporter(second): "skipping"}, task_outcomes(second, APPLY_TASK)
+        assert all(any(line.startswith(f"{host}: unchanged") for line in summary_lines(second)) for host in PLAN_HOSTS)
 
     run_on_fresh_lab(body)
 
@@ -270,6 +296,8 @@ def test_check_mode_previews_without_touching(run_on_fresh_lab: Callable[[Callab
         assert any(line.startswith("haproxy: would change: rules +") for line in lines), lines
         assert any(line.startswith(f"  pod {DB_HOST}: changed, rules +") for line in lines), lines
         assert lines[-1].startswith("total: 6 hosts and 9 namespaces would change"), lines
+        # A preview writes nowhere: every host but the one that reports left the role after the guard.
+        assert task_outcomes(preview, APPLY_TASK) == {reporter(preview): "skipping"}, task_outcomes(preview, APPLY_TASK)
         assert probe("--expect-open")["mismatches"] == []
 
     run_on_fresh_lab(body)
@@ -288,6 +316,12 @@ def test_rules_follow_the_pod(run_on_fresh_lab: Callable[[Callable[[], None]], N
         assert again.returncode == 0, explain(again)
         lines = summary_lines(again)
         assert "  pod " + DB_HOST + ": changed" in "\n".join(lines), lines
+        # Only the hosts the move changed entered the apply (besides the one that reports, which skipped it).
+        applied = task_outcomes(again, APPLY_TASK)
+        changed_hosts = {line.split(":")[0] for line in lines if ": changed" in line and not line.startswith(" ")}
+        assert {host for host, outcome in applied.items() if outcome == "changed"} == changed_hosts, (applied, lines)
+        assert {host for host, outcome in applied.items() if outcome != "changed"} <= {reporter(again)}, applied
+        assert len(changed_hosts) < len(PLAN_HOSTS), lines
         assert probe("--expect-from-scenario")["mismatches"] == []
         everything = firewall_snapshot()
         assert not [key for key, text in everything.items() if "10.244.3.18" in text], "the old mysql IP is still allowed somewhere"

@@ -12,6 +12,7 @@ from ansible_collections.zerotrust.workloads.plugins.action.enforce_report impor
     ActionModule,
     change_percent,
     host_report,
+    hosts_to_write,
     registered_results,
     render_lines,
     summarise,
@@ -198,3 +199,32 @@ def test_without_details_the_report_keeps_each_host_status_and_the_totals() -> N
         full["lines"][-1],
     ]
     assert len(full["lines"]) > len(guard["lines"])
+
+
+PERSIST_ONLY = {"changed": False, "results": [_entry("host", False, UNCHANGED)], "persist": {"changed": True, "files": ["rules.v4"]}}
+FAILED_POD_ONLY = {"changed": False, "results": [_entry("host", False, UNCHANGED), {"target": "x.pod.lab", "failed": True, "msg": "gone"}]}
+
+
+@pytest.mark.parametrize(("previews", "plan_hosts", "play_hosts", "expected"), [
+    # In play order, not the plan's: the role keeps the first host without anything to write for the summary.
+    ({"k8s-node1": PREVIEW_NODE, "haproxy": NOOP_PREVIEW, "vm-web2": PERSIST_ONLY},
+     ["haproxy", "k8s-node1", "vm-web2"], ["vm-web2", "haproxy", "k8s-node1"], ["vm-web2", "k8s-node1"]),
+    # Nothing to write anywhere: a no-op run.
+    ({"haproxy": NOOP_PREVIEW, "k8s-node1": NOOP_PREVIEW}, ["haproxy", "k8s-node1"], ["haproxy", "k8s-node1"], []),
+    # A namespace that failed in the preview has nothing to write by itself.
+    ({"haproxy": FAILED_POD_ONLY}, ["haproxy"], ["haproxy"], []),
+    # A play host outside the plan, a plan host outside the play, a host whose preview registered nothing or was skipped.
+    ({"k8s-node1": PREVIEW_NODE, "vm-out": PREVIEW_NODE, "haproxy": {"skipped": True, "changed": False}},
+     ["k8s-node1", "vm-out", "haproxy", "vm-left"], ["outsider", "haproxy", "vm-left", "k8s-node1"], ["k8s-node1"]),
+])
+def test_hosts_to_write(previews: dict[str, Any], plan_hosts: list[str], play_hosts: list[str], expected: list[str]) -> None:
+    assert hosts_to_write(previews, plan_hosts, play_hosts) == expected
+
+
+def test_the_guard_names_the_hosts_to_write_also_when_previewing() -> None:
+    # The guard counts as a preview (check_mode: true) and still names the hosts; the role writes nothing in --check.
+    names = {"previews": "enforce_preview"}
+    args = {"plan_hosts": ["haproxy", "k8s-node1"], "play_hosts": ["haproxy", "k8s-node1", "vm-left"], "registered": names}
+    for check_mode in (True, False):
+        result = _action({**args, "check_mode": check_mode, "details": False}).run(task_vars={"hostvars": HOSTVARS})
+        assert result["writers"] == ["k8s-node1"]
