@@ -14,7 +14,7 @@ operator wrote, and is rendered under that host's variables, as ``hostvars`` wou
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Optional
 
 from ansible.template import Templar
@@ -94,7 +94,7 @@ class RecordedHostvars(Mapping[str, Mapping[str, Any]]):
         self._complete = True
 
     def __getitem__(self, host: str) -> Mapping[str, Any]:
-        return _RecordedHost(self, self._hostvars[host], self._read.setdefault(host, {}))
+        return _RecordedHost(self._hostvars[host], self._read.setdefault(host, {}), on_walk=self._walked)
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._hostvars)
@@ -116,12 +116,12 @@ class RecordedHostvars(Mapping[str, Mapping[str, Any]]):
 
 
 class _RecordedHost(Mapping[str, Any]):
-    """One host's variables, each value read kept in ``read``."""
+    """One host's variables, each value read kept in ``read``; ``on_walk`` is told when the names are walked."""
 
-    def __init__(self, owner: RecordedHostvars, variables: Mapping[str, Any], read: dict[str, Any]) -> None:
-        self._owner = owner
+    def __init__(self, variables: Mapping[str, Any], read: dict[str, Any], *, on_walk: Callable[[], None]) -> None:
         self._variables = variables
         self._read = read
+        self._on_walk = on_walk
 
     def __getitem__(self, name: str) -> Any:
         value = self._variables[name]
@@ -130,7 +130,7 @@ class _RecordedHost(Mapping[str, Any]):
 
     def __iter__(self) -> Iterator[str]:
         # Names alone are not values: a snapshot could not answer a second walk the same way.
-        self._owner._walked()
+        self._on_walk()
         return iter(self._variables)
 
     def __len__(self) -> int:
