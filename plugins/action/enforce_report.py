@@ -130,8 +130,8 @@ def registered_results(hostvars: Any, hosts: Iterable[str], names: Mapping[str, 
 def hosts_to_write(previews: Mapping[str, Any], plan_hosts: Iterable[str], play_hosts: Iterable[str]) -> list[str]:
     """The play hosts (in play order) whose preview found something to write: a namespace's rules or sets, or the boot files.
 
-    The same test the apply used to make on each host; made once here, the role lets every other host leave
-    before the apply (Ansible starts a process per host and task, also for a task it then skips).
+    Made once for the play here, so that the role can let every other host leave before the apply (Ansible starts
+    a process per host and task, also for a task it then skips) and run the apply on these hosts only.
     """
     in_plan = set(plan_hosts)
     writers = []
